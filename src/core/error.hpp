@@ -1,0 +1,29 @@
+#pragma once
+// Error kinds that decide the process exit code (see README "Exit codes").
+#include <stdexcept>
+#include <string>
+
+namespace aiopt {
+
+// Bad usage or bad input (config, CLI, checkpoint, data file): exit code 2.
+// The message names the file, the key, the bad value and what is allowed.
+class InputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A variant's result disagrees with its baseline beyond the stated tolerance.
+// The harness records the case as failed with this message.
+class CheckFailed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The device a case asks for is not present (no CUDA build, no GPU).
+// The harness records the case as skipped with this message.
+class DeviceUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace aiopt

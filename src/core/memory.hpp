@@ -1,0 +1,96 @@
+#pragma once
+// The tracked allocator: every tensor buffer, on the host or a CUDA device, is allocated here,
+// so each device's current and peak bytes are exact, and a Scope gives the peak of one region.
+#include <cstddef>
+#include <utility>
+
+#include "core/device.hpp"
+
+namespace aiopt::memory {
+
+inline constexpr std::size_t host_alignment = 64;  // one cache line; a full AVX-512 vector
+
+// Host memory is `host_alignment`-aligned; CUDA memory comes from cudaMalloc.
+// Throws std::bad_alloc when the device has no room, DeviceUnavailable when it is absent.
+void* allocate(const Device& device, std::size_t bytes);
+void release(const Device& device, void* ptr, std::size_t bytes) noexcept;
+
+struct Usage {
+  std::size_t current = 0;  // bytes live now
+  std::size_t peak = 0;     // most bytes live at once since the process started
+};
+Usage usage(const Device& device);
+
+// The peak of tracked bytes on one device from construction on, above what was live at
+// construction. Scopes nest: an inner scope does not disturb the outer one's peak.
+class Scope {
+ public:
+  explicit Scope(const Device& device);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+  std::size_t peak_bytes() const;  // most bytes above the start level live at once so far
+  const Device& device() const { return device_; }
+
+ private:
+  friend struct Ledger;
+  Device device_;
+  std::size_t start_ = 0;
+  std::size_t peak_ = 0;  // absolute peak seen while the scope is open
+};
+
+// An owning, typed, uninitialized buffer of `count` elements on one device.
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Device& device, std::size_t count)
+      : device_(device), count_(count),
+        data_(count ? static_cast<T*>(allocate(device, count * sizeof(T))) : nullptr) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      swap(o);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  std::size_t size() const { return count_; }
+  std::size_t bytes() const { return count_ * sizeof(T); }
+  const Device& device() const { return device_; }
+  // Element access; host buffers only.
+  T& operator[](std::size_t i) { return data_[i]; }
+  const T& operator[](std::size_t i) const { return data_[i]; }
+  T* begin() { return data_; }
+  T* end() { return data_ + count_; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + count_; }
+
+  void reset() noexcept {
+    if (data_) release(device_, data_, bytes());
+    data_ = nullptr;
+    count_ = 0;
+  }
+
+ private:
+  void swap(Buffer& o) noexcept {
+    std::swap(device_, o.device_);
+    std::swap(count_, o.count_);
+    std::swap(data_, o.data_);
+  }
+  Device device_{};
+  std::size_t count_ = 0;
+  T* data_ = nullptr;
+};
+
+// Peak resident set size of this process so far, in bytes (getrusage).
+std::size_t peak_rss_bytes();
+
+}  // namespace aiopt::memory

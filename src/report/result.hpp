@@ -1,0 +1,82 @@
+#pragma once
+// The result model of schema aiopt-report/1 (DESIGN.md "Reports"). One Result per case run;
+// one Comparison per non-baseline result that has an ok baseline in the same case.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/technique.hpp"
+
+namespace aiopt {
+
+using ojson = nlohmann::ordered_json;
+
+inline constexpr const char* report_schema = "aiopt-report/1";
+
+enum class Status { ok, skipped, failed };
+std::string to_string(Status status);
+
+struct Timing {
+  std::string unit = "ms";
+  double median = 0, mean = 0, min = 0, max = 0, stddev = 0, iqr = 0;
+  std::size_t count = 0;     // samples kept (== samples.size())
+  std::size_t warmup = 0;    // warmup runs before sampling, not kept
+  std::vector<double> samples;
+};
+
+struct MemoryRecord {
+  std::size_t peak_bytes = 0;      // tracked allocator peak on the run's device during the run
+  std::size_t host_peak_bytes = 0; // tracked peak on the host (equals peak_bytes on the CPU)
+  std::size_t peak_rss_bytes = 0;  // process peak RSS so far (getrusage)
+};
+
+struct Result {
+  std::string technique;
+  std::string variant;
+  bool baseline = false;
+  std::string device;   // "cpu" or "cuda:N"
+  ojson params = ojson::object();
+  std::uint64_t seed = 0;
+  Status status = Status::ok;
+  std::string message;
+  std::optional<Timing> timing;
+  std::optional<MemoryRecord> memory;
+  std::vector<Metric> metrics;  // in the order the technique returned them
+  std::string repro;            // the command line that reruns this one case
+
+  const Metric* metric(const std::string& name) const;
+  // technique|variant|device|params: how sweeps resume and how compare matches results.
+  std::string key() const;
+  // technique|device|params: the case a baseline and its variants share.
+  std::string case_key() const;
+};
+
+struct MetricRatio {
+  std::string name;
+  double ratio = 0;     // variant value / baseline value
+  std::string verdict;  // "gain", "cost" or "same"
+};
+
+struct Comparison {
+  std::string technique;
+  std::string device;
+  ojson params = ojson::object();
+  std::string baseline;
+  std::string variant;
+  std::optional<double> speedup;       // baseline median / variant median
+  std::optional<double> memory_ratio;  // variant peak_bytes / baseline peak_bytes
+  std::vector<MetricRatio> metrics;
+  std::vector<std::string> gains;
+  std::vector<std::string> costs;
+};
+
+struct Report {
+  ojson context = ojson::object();
+  std::vector<Result> results;
+  std::vector<Comparison> comparisons;
+};
+
+}  // namespace aiopt

@@ -1,0 +1,22 @@
+// The test runner. GPU tests (tag [gpu]) need a CUDA device: asked to run them without one,
+// the runner prints why and exits 77, which ctest reports as skipped.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <string_view>
+
+#include "core/cuda_runtime.hpp"
+
+int main(int argc, char* argv[]) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]).find("[gpu]") != std::string_view::npos) {
+      const auto why = aiopt::cuda::unavailable_reason();
+      if (!why.empty()) {
+        std::printf("SKIP: GPU tests not run: %s\n", why.c_str());
+        return 77;
+      }
+    }
+  }
+  return Catch::Session().run(argc, argv);
+}
