@@ -18,3 +18,43 @@ TEST_CASE("a scope sees the peak of what was allocated inside it", "[memory]") {
   CHECK(scope.peak_bytes() == 6000);
   CHECK(memory::usage(cpu).current == before + 800);
 }
+
+TEST_CASE("nested scopes keep their own peaks", "[memory]") {
+  const Device cpu = Device::cpu();
+  memory::Scope outer(cpu);
+  memory::Buffer<char> a(cpu, 4096);
+  {
+    memory::Scope inner(cpu);
+    memory::Buffer<char> b(cpu, 1 << 20);
+    b.reset();
+    memory::Buffer<char> c(cpu, 1000);
+    CHECK(inner.peak_bytes() == (1u << 20));
+    CHECK(outer.peak_bytes() == 4096 + (1u << 20));
+  }
+  // After the inner scope closes the outer one still remembers the peak inside it.
+  CHECK(outer.peak_bytes() == 4096 + (1u << 20));
+  memory::Scope later(cpu);
+  memory::Buffer<char> d(cpu, 10);
+  CHECK(later.peak_bytes() == 10);
+}
+
+TEST_CASE("moving a buffer moves its ownership, not its bytes", "[memory]") {
+  const Device cpu = Device::cpu();
+  const auto before = memory::usage(cpu).current;
+  memory::Buffer<int> a(cpu, 256);
+  int* p = a.data();
+  memory::Buffer<int> b(std::move(a));
+  CHECK(b.data() == p);
+  CHECK(a.data() == nullptr);
+  CHECK(memory::usage(cpu).current == before + 1024);
+  b = memory::Buffer<int>();
+  CHECK(memory::usage(cpu).current == before);
+}
+
+TEST_CASE("host buffers are aligned for full-width vector loads", "[memory]") {
+  const Device cpu = Device::cpu();
+  for (std::size_t n : {1u, 3u, 17u, 1000u}) {
+    memory::Buffer<float> b(cpu, n);
+    CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % memory::host_alignment == 0);
+  }
+}

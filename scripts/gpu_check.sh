@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check, in two steps, for a GPU machine that cannot install packages:
+#
+#   scripts/gpu_check.sh --prepare   (here) build a CUDA bundle into gpu-bundle/: the aiopt binary,
+#                                    the test executables, and the shared libraries they need that
+#                                    a bare CUDA machine lacks (yaml-cpp, spdlog, fmt, OpenBLAS, ...)
+#   scripts/gpu_check.sh             (on the GPU machine, with gpu-bundle/ carried there) run the
+#                                    GPU tests and every CUDA benchmark; results go under $OUT
+#                                    (default ./gpu-out): logs, JSON and Markdown reports
+#
+# The bundle is built for sm_90 (Hopper) unless GPU_ARCHS is set (e.g. GPU_ARCHS="80;90"), and
+# without -march=native, since the GPU machine's CPU is not this one.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bundle=gpu-bundle
+
+if [ "${1:-}" = "--prepare" ]; then
+  set -e
+  ./scripts/setup.sh -- -DAIOPT_CUDA=OFF >/dev/null  # installs the packages; the CPU build is reused by tests
+  export PATH="/usr/local/cuda/bin:$PATH"
+  cmake -S . -B build-gpu -DAIOPT_CUDA=ON -DAIOPT_NATIVE=OFF -DAIOPT_TESTS=ON \
+        -DCMAKE_CUDA_ARCHITECTURES="${GPU_ARCHS:-90}"
+  cmake --build build-gpu -j "$(nproc)"
+  rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
+  cp build-gpu/aiopt build-gpu/tests/test_* "$bundle/bin/"
+  rm -f "$bundle"/bin/*.cmake
+  # Every shared library outside glibc and CUDA's own that the binaries load.
+  for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \//{print $3}' | sort -u |
+    grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas|libcublasLt)[.-]' |
+    while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
+  cp -r configs schemas "$bundle/"
+  du -sh "$bundle"
+  exit 0
+fi
+
+out="${OUT:-./gpu-out}"
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+bin="$bundle/bin"
+[ -x "$bin/aiopt" ] || { echo "gpu_check.sh: no $bin/aiopt; run 'scripts/gpu_check.sh --prepare' first and carry $bundle"; exit 2; }
+
+status=0
+step() {  # step NAME COMMAND...: run, log to $out/NAME.log, remember failures
+  local name=$1; shift
+  echo "== $name: $*"
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$out/$name.log"
+  echo "== $name: exit $rc"
+  [ $rc -eq 0 ] || status=1
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv >"$out/nvidia-smi.txt" 2>&1
+cat "$out/nvidia-smi.txt"
+"$bin/aiopt" info --format json >"$out/info.json" 2>"$out/info.log" || status=1
+
+# GPU tests: every test executable's [gpu] cases (exit 77 would mean no device was seen).
+for t in "$bin"/test_*; do
+  grep -q '\[gpu\]' "$t" 2>/dev/null || continue
+  step "$(basename "$t")-gpu" "$t" "[gpu]"
+done
+
+# CUDA benchmarks, one report per technique.
+step tensor_fusion "$bin/aiopt" bench --technique tensor_fusion --device cuda --progress never \
+  --set chain=bias_gelu,layernorm,softmax --set rows=8192,65536 --set hidden=1024 \
+  -o "$out/tensor_fusion.json" -o "$out/tensor_fusion.md"
+
+echo "gpu_check.sh: done, status $status; results in $out"
+exit $status

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds (via setup.sh, which installs what is missing) and runs every test with ctest.
+#   scripts/test.sh              the Release build in build/
+#   scripts/test.sh --sanitize   under AddressSanitizer and UndefinedBehaviorSanitizer (build-sanitize/)
+# GPU tests are reported as skipped, with the reason, when no CUDA device is present.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+build_dir=build
+setup_args=()
+case "${1:-}" in
+  "") ;;
+  --sanitize) build_dir=build-sanitize; setup_args+=(--sanitize) ;;
+  -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+  *) echo "test.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+esac
+
+./scripts/setup.sh "${setup_args[@]}"
+if [ "$build_dir" = build-sanitize ]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+fi
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"

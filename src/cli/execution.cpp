@@ -1,0 +1,204 @@
+#include "cli/execution.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "cli/lookup.hpp"
+#include "cli/output.hpp"
+#include "core/context.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/threads.hpp"
+#include "harness/progress.hpp"
+#include "harness/runner.hpp"
+#include "report/comparison.hpp"
+#include "report/report_json.hpp"
+
+namespace aiopt::cli {
+
+Shard Shard::parse(const std::string& text) {
+  const auto slash = text.find('/');
+  Shard s;
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    std::size_t used = 0;
+    s.index = std::stoi(text.substr(0, slash), &used);
+    if (used != slash) throw std::invalid_argument("index");
+    const std::string count = text.substr(slash + 1);
+    s.count = std::stoi(count, &used);
+    if (used != count.size()) throw std::invalid_argument("count");
+  } catch (const std::exception&) {
+    throw InputError("--shard '" + text + "': expected i/N with whole numbers, e.g. 0/4");
+  }
+  if (s.count < 1 || s.index < 0 || s.index >= s.count)
+    throw InputError("--shard '" + text + "': need 0 <= i < N (shards are numbered from 0)");
+  return s;
+}
+
+std::vector<DeviceKind> default_devices() {
+  std::vector<DeviceKind> d{DeviceKind::cpu};
+  if (cuda::device_count() > 0) d.push_back(DeviceKind::cuda);
+  return d;
+}
+
+std::vector<PlanEntry> plan_experiments(const std::vector<Experiment>& experiments, bool quick,
+                                        std::uint64_t seed) {
+  std::vector<PlanEntry> plan;
+  const auto devices = default_devices();
+  for (const auto& e : experiments) {
+    const Technique& t = find_technique(e.technique);
+    for (auto& pc : expand(e, t, quick, seed, devices)) plan.push_back({&t, std::move(pc)});
+  }
+  return plan;
+}
+
+namespace {
+
+std::string case_label(const PlannedCase& pc) {
+  std::string params;
+  for (const auto& [k, v] : pc.c.params.values())
+    params += (params.empty() ? "" : " ") + k + "=" + to_string(v);
+  return pc.c.technique + "/" + pc.c.variant + " " + to_string(pc.device) + " " + params;
+}
+
+std::string group_key(const PlannedCase& pc) {
+  return pc.c.technique + "|" + to_string(pc.device) + "|" + pc.c.params.to_json().dump();
+}
+
+std::string outcome_text(const Result& r) {
+  if (r.status == Status::ok) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "ok, median %.4g ms", r.timing ? r.timing->median : 0.0);
+    return buf;
+  }
+  return to_string(r.status) + ": " + r.message;
+}
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::string>& argv) {
+  // Select this shard's cases: whole parameter groups, dealt round-robin in plan order.
+  std::vector<const PlanEntry*> cases;
+  {
+    std::map<std::string, std::size_t> group_index;
+    for (const auto& e : ex.plan) {
+      const auto key = group_key(e.planned);
+      const auto [it, added] = group_index.try_emplace(key, group_index.size());
+      if (!ex.shard || static_cast<int>(it->second % ex.shard->count) == ex.shard->index)
+        cases.push_back(&e);
+    }
+  }
+
+  check_outputs(flags.outputs);
+  if (ex.dry_run) {
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const auto& pc = cases[i]->planned;
+      std::printf("%zu\t%s\t%s%s\t%s\t%s\n", i + 1, pc.c.technique.c_str(), pc.c.variant.c_str(),
+                  pc.baseline ? " (baseline)" : "", to_string(pc.device).c_str(),
+                  pc.c.params.to_json().dump().c_str());
+    }
+    std::printf("%zu cases\n", cases.size());
+    return 0;
+  }
+
+  const int threads = flags.threads.value_or(aiopt::threads());
+  set_threads(threads);
+
+  // Earlier results to keep, and which cases they cover.
+  std::vector<Result> results;
+  std::set<std::string> done;
+  if (!ex.resume_path.empty() && std::filesystem::exists(ex.resume_path)) {
+    std::vector<std::string> warnings;
+    Report earlier = load_report(ex.resume_path, warnings);
+    for (const auto& w : warnings) spdlog::warn("{}", w);
+    for (auto& r : earlier.results) {
+      done.insert(r.key());
+      results.push_back(std::move(r));
+    }
+    spdlog::info("resuming from {}: {} cases already done", ex.resume_path, done.size());
+  }
+
+  ojson context = machine_context(true);
+  context["argv"] = argv;
+  context["seed"] = cases.empty() ? 0 : cases.front()->planned.c.seed;
+  context["start_time"] = now_iso8601();
+  context["threads"] = threads;
+  context["quick"] = ex.quick;
+  context["sampling"] = {{"warmup", ex.sampling.warmup},
+                         {"min_samples", ex.sampling.min_samples},
+                         {"min_time_s", ex.sampling.min_time_s},
+                         {"max_noise", ex.sampling.max_noise},
+                         {"timeout_s", ex.sampling.timeout_s},
+                         {"flush_cache", ex.sampling.flush_cache}};
+  if (ex.shard) context["shard"] = std::to_string(ex.shard->index) + "/" + std::to_string(ex.shard->count);
+
+  // Stream every .jsonl output (and the resume file) as cases finish.
+  std::vector<std::unique_ptr<JsonlWriter>> streams;
+  std::set<std::string> streamed;
+  if (!ex.resume_path.empty()) {
+    streams.push_back(std::make_unique<JsonlWriter>(ex.resume_path, context,
+                                                    std::filesystem::exists(ex.resume_path)));
+    streamed.insert(std::filesystem::weakly_canonical(ex.resume_path).string());
+  }
+  for (const auto& path : flags.outputs) {
+    if (format_from_path(path) != Format::jsonl) continue;
+    const auto canonical = std::filesystem::weakly_canonical(path).string();
+    if (!streamed.insert(canonical).second) continue;
+    streams.push_back(std::make_unique<JsonlWriter>(path, context, false));
+  }
+
+  RunSettings settings{ex.sampling, threads, ex.quick};
+  std::vector<const PlanEntry*> todo;
+  for (const auto* e : cases) {
+    Result probe;
+    probe.technique = e->planned.c.technique;
+    probe.variant = e->planned.c.variant;
+    probe.device = to_string(e->planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0));
+    probe.params = ojson::parse(e->planned.c.params.to_json().dump());
+    if (!done.count(probe.key())) todo.push_back(e);
+  }
+  if (todo.size() < cases.size())
+    spdlog::info("{} of {} cases already in {}; running {}", cases.size() - todo.size(),
+                 cases.size(), ex.resume_path, todo.size());
+
+  Progress progress(todo.size(), flags.progress_mode());
+  bool any_failed = false;
+  for (std::size_t i = 0; i < todo.size(); ++i) {
+    const auto& pc = todo[i]->planned;
+    const std::string label = case_label(pc);
+    progress.begin(i, label);
+    Result r = run_case(*todo[i]->technique, pc, settings);
+    progress.end(i, label, outcome_text(r));
+    if (r.status == Status::failed) {
+      any_failed = true;
+      spdlog::debug("{} failed: {}", label, r.message);
+    }
+    for (auto& s : streams) s->write(r);
+    results.push_back(std::move(r));
+  }
+  progress.finish();
+
+  Report report;
+  report.context = context;
+  report.results = std::move(results);
+  report.comparisons = compare_to_baselines(report.results);
+  emit(report, flags.format, flags.outputs, streamed);
+  for (const auto& r : report.results)
+    if (r.status == Status::failed) any_failed = true;
+  return any_failed ? 1 : 0;
+}
+
+}  // namespace aiopt::cli

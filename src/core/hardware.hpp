@@ -1,0 +1,38 @@
+#pragma once
+// What this host is: CPU model, cores, the vector ISA extensions the CPU *and* the OS enable,
+// caches, memory, and which OpenBLAS kernel set runs our GEMMs. A number in a report means
+// little without these (an AVX-512 GEMM and an AVX2 GEMM differ by 2x on the same CPU).
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace aiopt::hardware {
+
+struct CpuInfo {
+  std::string model;   // "AMD EPYC 9B45", from /proc/cpuinfo or the cpuid brand string
+  std::string vendor;  // "AuthenticAMD", "GenuineIntel"; empty off x86
+  int logical_cores = 0;
+  int physical_cores = 0;  // distinct (package, core) pairs in /proc/cpuinfo; best effort
+  // Present extensions only, in the order of known_isa_flags(), named as Linux's
+  // /proc/cpuinfo names them ("avx512_vnni", "avx_vnni", "amx_tile"), "sse4.2" spelled so.
+  std::vector<std::string> isa;
+  std::size_t l1d_bytes = 0, l2_bytes = 0, l3_bytes = 0;  // 0 where the OS does not say
+  std::size_t memory_bytes = 0;                           // physical memory
+};
+
+// Read once per process (cpuid, /proc/cpuinfo, sysconf).
+const CpuInfo& cpu();
+
+// Every flag name has() and CpuInfo::isa know, in their order.
+std::span<const std::string_view> known_isa_flags();
+
+// Whether the CPU has the extension and the OS saves its registers. An unknown name is an
+// InputError that suggests the closest known one (so a typo never reads as "absent").
+bool has(std::string_view isa_flag);
+
+std::string blas_core();    // openblas_get_corename(), e.g. "Haswell", "SkylakeX", "Zen"
+std::string blas_config();  // openblas_get_config(), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ..."
+
+}  // namespace aiopt::hardware

@@ -1,0 +1,34 @@
+#pragma once
+// The machine's measured peaks, the denominators of the roofline: each result's achieved GB/s
+// and FLOP/s are quoted as a fraction of these. Measured, not taken from a data sheet, because
+// a VM, a BLAS kernel choice (OPENBLAS_CORETYPE) or a neighbour tenant moves them.
+//
+// Each probe runs once per process per (device, thread count) and is cached; each takes well
+// under a second and checks its own output (a probe that computes garbage throws CheckFailed).
+// Probe memory is plain host / cudaMalloc memory, never the tracked allocator's: it is no
+// technique's memory.
+#include <cstddef>
+
+namespace aiopt::peaks {
+
+// STREAM's convention (McCalpin): copy moves 2 words per element (read x, write z), triad 3
+// (read x and y, write z); write-allocate traffic is not counted.
+struct Bandwidth {
+  double copy_gbs = 0;
+  double triad_gbs = 0;
+};
+
+// Three arrays of this many bytes each. The VM here reports the socket's whole L3 (384 MiB),
+// but one core reaches only its CCD's 32 MiB; 64 MiB measured the same GB/s as 256 MiB at a
+// tenth of the first-touch time.
+inline constexpr std::size_t host_bandwidth_array_bytes = std::size_t{64} << 20;
+inline constexpr int host_sgemm_size = 1024;  // M = N = K
+inline constexpr std::size_t cuda_copy_bytes = std::size_t{256} << 20;
+
+Bandwidth host_bandwidth();  // with the current thread count (threads()); best of 10
+double host_sgemm_gflops();  // cblas_sgemm, with the current thread count; best of 3
+// Device-to-device cudaMemcpyAsync, read + write bytes counted; best of 5.
+// Throws DeviceUnavailable without CUDA, without a device, or for an index it does not have.
+double cuda_copy_gbs(int device);
+
+}  // namespace aiopt::peaks

@@ -1,0 +1,160 @@
+#include "harness/runner.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <new>
+#include <optional>
+#include <sstream>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/memory.hpp"
+#include "core/peaks.hpp"
+#include "harness/statistics.hpp"
+#include "harness/step_timer.hpp"
+#include "kernels/cache_flush.hpp"
+
+namespace aiopt {
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  if (s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,=/:+") ==
+      std::string::npos)
+    return s;
+  std::string out = "'";
+  for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+// Achieved rates of the declared work at the median time, and their fraction of the device's
+// measured peak (DESIGN.md "Measurement": roofline).
+void add_roofline(const Work& work, double median_s, const Device& device,
+                  std::vector<Metric>& metrics) {
+  if (median_s <= 0) return;
+  if (work.bytes) {
+    const double gbs = *work.bytes / median_s / 1e9;
+    metrics.push_back({"achieved_bandwidth", gbs, "GB/s", Better::higher});
+    const double peak = device.is_cpu() ? peaks::host_bandwidth().triad_gbs
+                                        : peaks::cuda_copy_gbs(device.index);
+    if (peak > 0) metrics.push_back({"bandwidth_fraction", gbs / peak, "", Better::higher});
+  }
+  if (work.flops) {
+    const double gflops = *work.flops / median_s / 1e9;
+    metrics.push_back({"achieved_gflops", gflops, "GFLOP/s", Better::higher});
+    if (device.is_cpu()) {
+      const double peak = peaks::host_sgemm_gflops();
+      if (peak > 0) metrics.push_back({"compute_fraction", gflops / peak, "", Better::higher});
+    }
+  }
+}
+
+Timing make_timing(const std::vector<double>& seconds, int warmup) {
+  Timing t;
+  t.unit = "ms";
+  t.samples.reserve(seconds.size());
+  for (double s : seconds) t.samples.push_back(s * 1e3);
+  const SampleStats st = summarize(t.samples);
+  t.median = st.median;
+  t.mean = st.mean;
+  t.min = st.min;
+  t.max = st.max;
+  t.stddev = st.stddev;
+  t.iqr = st.iqr;
+  t.count = st.count;
+  t.warmup = static_cast<std::size_t>(warmup);
+  return t;
+}
+
+}  // namespace
+
+std::string repro_command(const PlannedCase& planned, const RunSettings& settings) {
+  std::ostringstream os;
+  os << "aiopt bench --technique " << planned.c.technique << " --variant " << planned.c.variant
+     << " --device " << to_string(planned.device);
+  for (const auto& [name, value] : planned.c.params.values())
+    os << " --set " << shell_quote(name + "=" + to_string(value));
+  os << " --seed " << planned.c.seed << " --threads " << settings.threads;
+  if (settings.quick) os << " --quick";
+  return os.str();
+}
+
+Result run_case(const Technique& technique, const PlannedCase& planned, const RunSettings& settings) {
+  const Device device = planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0);
+  Result r;
+  r.technique = planned.c.technique;
+  r.variant = planned.c.variant;
+  r.baseline = planned.baseline;
+  r.device = to_string(device);
+  r.params = ojson::parse(planned.c.params.to_json().dump());
+  r.seed = planned.c.seed;
+  r.repro = repro_command(planned, settings);
+
+  if (device.is_cuda()) {
+    const std::string why = cuda::unavailable_reason();
+    if (!why.empty()) {
+      r.status = Status::skipped;
+      r.message = why;
+      return r;
+    }
+  }
+
+  try {
+    memory::Scope device_scope(device);
+    std::optional<memory::Scope> host_scope;
+    if (device.is_cuda()) host_scope.emplace(Device::cpu());
+
+    std::unique_ptr<Run> run = technique.prepare(planned.c, device);
+    StepTimer timer(device, run->stream());
+    std::optional<kernels::CacheFlush> flush;
+    if (settings.sampling.flush_cache) flush.emplace(device);
+
+    for (int i = 0; i < settings.sampling.warmup; ++i) run->step();
+    timer.synchronize();
+
+    std::vector<double> samples;
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      if (flush) {
+        flush->flush(run->stream());
+        timer.synchronize();
+      }
+      samples.push_back(timer.time([&] { run->step(); }));
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (sampling_done(settings.sampling, samples, elapsed)) break;
+    }
+
+    r.metrics = run->finish();
+    r.timing = make_timing(samples, settings.sampling.warmup);
+    add_roofline(run->work(), r.timing->median * 1e-3, device, r.metrics);
+
+    MemoryRecord mem;
+    mem.peak_bytes = device_scope.peak_bytes();
+    mem.host_peak_bytes = host_scope ? host_scope->peak_bytes() : mem.peak_bytes;
+    mem.peak_rss_bytes = memory::peak_rss_bytes();
+    r.memory = mem;
+    r.status = Status::ok;
+  } catch (const DeviceUnavailable& e) {
+    r.status = Status::skipped;
+    r.message = e.what();
+  } catch (const CheckFailed& e) {
+    r.status = Status::failed;
+    r.message = std::string("check failed: ") + e.what();
+  } catch (const std::bad_alloc&) {
+    r.status = Status::failed;
+    r.message = "out of memory on " + to_string(device);
+  } catch (const std::exception& e) {
+    r.status = Status::failed;
+    r.message = e.what();
+  }
+  if (r.status != Status::ok) {
+    r.timing.reset();
+    r.memory.reset();
+    r.metrics.clear();
+  }
+  return r;
+}
+
+}  // namespace aiopt

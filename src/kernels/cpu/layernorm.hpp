@@ -1,0 +1,33 @@
+#pragma once
+// Layer normalization (Ba, Kiros, Hinton 2016) over the last dimension:
+// y = (x − mean) / sqrt(var + eps) · gamma + beta, with the biased variance.
+#include <cmath>
+#include <cstddef>
+
+namespace aiopt::kernels::cpu {
+
+// One row, two-pass statistics (mean, then the mean of squared deviations: no cancellation).
+// The row is read three times; at model widths it stays in L1/L2 after the first read, so
+// memory sees one read of x and one write of y. x, y: (hidden); gamma, beta: (hidden).
+inline void layernorm_row(const float* x, const float* gamma, const float* beta, float* y,
+                          std::size_t hidden, float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (std::size_t j = 0; j < hidden; ++j) sum += x[j];
+  const float mean = sum / static_cast<float>(hidden);
+  float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+  for (std::size_t j = 0; j < hidden; ++j) squares += (x[j] - mean) * (x[j] - mean);
+  const float rstd = 1.0f / std::sqrt(squares / static_cast<float>(hidden) + eps);
+#pragma omp simd
+  for (std::size_t j = 0; j < hidden; ++j) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+}
+
+// x, y: (rows, hidden); gamma, beta: (hidden). The reference accumulates in double.
+void layernorm_reference(const float* x, const float* gamma, const float* beta, float* y,
+                         std::size_t rows, std::size_t hidden, float eps);
+// SIMD within a row, OpenMP over rows.
+void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
+               std::size_t hidden, float eps);
+
+}  // namespace aiopt::kernels::cpu

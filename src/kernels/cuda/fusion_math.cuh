@@ -1,0 +1,175 @@
+#pragma once
+// Device code shared by the unfused ops (fusion_ops.cu) and the fused chains (fused_chains.cu):
+// vector loads, the per-element math, block reductions and the per-row LayerNorm and softmax.
+// Rows are handled by one block each; thread t owns the elements t·V, (t + blockDim)·V, ...
+// of its row, so a thread that writes an element and reads it back needs no barrier.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/cuda_check.hpp"
+#include "core/rng.hpp"
+
+namespace aiopt::kernels::cuda {
+
+// ---- vectors of V floats (V = 4: one float4 load or store)
+
+template <int V>
+struct Pack {
+  float v[V];
+};
+
+template <int V>
+__device__ __forceinline__ Pack<V> load(const float* p) {
+  if constexpr (V == 4) {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    return {{f.x, f.y, f.z, f.w}};
+  } else {
+    return {{*p}};
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void store(float* p, const Pack<V>& a) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
+  } else {
+    *p = a.v[0];
+  }
+}
+
+// float4 when every row starts 16-byte aligned: cudaMalloc aligns to 256 B, so hidden % 4 == 0.
+inline bool use_float4(std::size_t hidden) { return hidden % 4 == 0; }
+
+// ---- per-element math (the same formulas as kernels/cpu)
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+  constexpr float sqrt_2_over_pi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
+}
+
+// The counter-based dropout mask of kernels/cpu/elementwise.hpp (Dropout): keep iff
+// (bits(seed, i) >> 40) >= ceil(p·2^24), which is exactly rng::uniform(seed, i) >= p.
+struct DropoutMask {
+  std::uint64_t seed;
+  std::uint64_t keep_threshold;
+  float scale;
+
+  static DropoutMask make(float p, std::uint64_t seed) {
+    return {seed, static_cast<std::uint64_t>(std::ceil(static_cast<double>(p) * 16777216.0)),
+            1.0f / (1.0f - p)};
+  }
+  __device__ __forceinline__ float apply(float v, std::uint64_t i) const {
+    return (rng::bits(seed, i) >> 40) >= keep_threshold ? v * scale : 0.0f;
+  }
+};
+
+// ---- reductions over a block (blockDim.x a multiple of 32)
+
+struct Sum {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct Max {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+template <class Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
+  for (int offset = 16; offset > 0; offset /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Every thread gets the block's total. Warp shuffles, then one warp over the warps' partials.
+// Safe to call again at once: the next call writes `partial` only after every thread has passed
+// this call's second barrier, and `total` only after its own first barrier.
+template <class Op>
+__device__ float block_reduce(float v, Op op, float identity) {
+  __shared__ float partial[32];
+  __shared__ float total;
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  v = warp_reduce(v, op);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = lane < static_cast<int>(blockDim.x / 32) ? partial[lane] : identity;
+    w = warp_reduce(w, op);
+    if (lane == 0) total = w;
+  }
+  __syncthreads();
+  return total;
+}
+
+// ---- rows (one block per row)
+
+// LayerNorm of one row with two-pass statistics; in and out may be the same row.
+// in, out: (hidden); gamma, beta: (hidden).
+template <int V>
+__device__ void layernorm_row(const float* in, const float* gamma, const float* beta, float* out,
+                              int hidden, float eps) {
+  const int stride = static_cast<int>(blockDim.x) * V;
+  float sum = 0.0f;
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    const Pack<V> a = load<V>(in + j);
+    for (int k = 0; k < V; ++k) sum += a.v[k];
+  }
+  const float mean = block_reduce(sum, Sum{}, 0.0f) / static_cast<float>(hidden);
+  float squares = 0.0f;
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    const Pack<V> a = load<V>(in + j);
+    for (int k = 0; k < V; ++k) squares += (a.v[k] - mean) * (a.v[k] - mean);
+  }
+  const float rstd = rsqrtf(block_reduce(squares, Sum{}, 0.0f) / static_cast<float>(hidden) + eps);
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    const Pack<V> a = load<V>(in + j);
+    const Pack<V> g = load<V>(gamma + j);
+    const Pack<V> b = load<V>(beta + j);
+    Pack<V> y;
+    for (int k = 0; k < V; ++k) y.v[k] = (a.v[k] - mean) * rstd * g.v[k] + b.v[k];
+    store<V>(out + j, y);
+  }
+}
+
+// Softmax of one row, max-subtracted; −inf entries give 0; in and out may be the same row.
+template <int V>
+__device__ void softmax_row(const float* in, float* out, int hidden) {
+  const int stride = static_cast<int>(blockDim.x) * V;
+  float max = -INFINITY;
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    const Pack<V> a = load<V>(in + j);
+    for (int k = 0; k < V; ++k) max = fmaxf(max, a.v[k]);
+  }
+  max = block_reduce(max, Max{}, -INFINITY);
+  float sum = 0.0f;
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    Pack<V> a = load<V>(in + j);
+    for (int k = 0; k < V; ++k) {
+      a.v[k] = expf(a.v[k] - max);
+      sum += a.v[k];
+    }
+    store<V>(out + j, a);
+  }
+  const float inv = 1.0f / block_reduce(sum, Sum{}, 0.0f);
+  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
+    Pack<V> a = load<V>(out + j);
+    for (int k = 0; k < V; ++k) a.v[k] *= inv;
+    store<V>(out + j, a);
+  }
+}
+
+// Threads per row block: enough for one vector per thread up to 256, a multiple of 32.
+inline unsigned row_block_threads(std::size_t hidden, int v) {
+  const std::size_t vectors = (hidden + v - 1) / v;
+  const std::size_t warps = (vectors + 31) / 32;
+  return static_cast<unsigned>(warps >= 8 ? 256 : warps * 32);
+}
+
+// Blocks for a grid-stride loop over `count` items with 256 threads each.
+inline unsigned elementwise_blocks(std::size_t count) {
+  const std::size_t blocks = (count + 255) / 256;
+  return static_cast<unsigned>(blocks < (1u << 20) ? (blocks ? blocks : 1) : (1u << 20));
+}
+
+}  // namespace aiopt::kernels::cuda

@@ -1,0 +1,176 @@
+// The unfused passes of the tensor-fusion chains: one op per kernel, each reading its input
+// from and writing its output to global memory.
+#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/fusion_math.cuh"
+
+namespace aiopt::kernels::cuda {
+
+namespace {
+
+// ---- kernels (grid-stride over vectors of V floats; n a multiple of V)
+
+template <int V>
+__global__ void bias_add_kernel(const float* x, const float* b, float* y, std::size_t n, std::size_t hidden) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    Pack<V> a = load<V>(x + i);
+    const Pack<V> c = load<V>(b + i % hidden);
+    for (int k = 0; k < V; ++k) a.v[k] += c.v[k];
+    store<V>(y + i, a);
+  }
+}
+
+template <int V>
+__global__ void gelu_kernel(const float* x, float* y, std::size_t n) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    Pack<V> a = load<V>(x + i);
+    for (int k = 0; k < V; ++k) a.v[k] = gelu_tanh(a.v[k]);
+    store<V>(y + i, a);
+  }
+}
+
+template <int V>
+__global__ void dropout_kernel(const float* x, float* y, std::size_t n, DropoutMask mask) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    Pack<V> a = load<V>(x + i);
+    for (int k = 0; k < V; ++k) a.v[k] = mask.apply(a.v[k], i + k);
+    store<V>(y + i, a);
+  }
+}
+
+template <int V>
+__global__ void residual_add_kernel(const float* a, const float* b, float* y, std::size_t n) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    Pack<V> s = load<V>(a + i);
+    const Pack<V> t = load<V>(b + i);
+    for (int k = 0; k < V; ++k) s.v[k] += t.v[k];
+    store<V>(y + i, s);
+  }
+}
+
+template <int V>
+__global__ void scale_kernel(const float* x, float* y, std::size_t n, float s) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    Pack<V> a = load<V>(x + i);
+    for (int k = 0; k < V; ++k) a.v[k] *= s;
+    store<V>(y + i, a);
+  }
+}
+
+template <int V>
+__global__ void causal_mask_kernel(const float* x, float* y, std::size_t n, std::size_t hidden) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+    const std::size_t q = (i / hidden) % hidden;
+    const std::size_t j = i % hidden;  // V divides hidden, so the V elements share a row
+    Pack<V> a = load<V>(x + i);
+    for (int k = 0; k < V; ++k)
+      if (j + k > q) a.v[k] = -INFINITY;
+    store<V>(y + i, a);
+  }
+}
+
+template <int V>
+__global__ void layernorm_kernel(const float* x, const float* gamma, const float* beta, float* y,
+                                 int hidden, float eps) {
+  const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
+  layernorm_row<V>(x + base, gamma, beta, y + base, hidden, eps);
+}
+
+template <int V>
+__global__ void softmax_kernel(const float* x, float* y, int hidden) {
+  const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
+  softmax_row<V>(x + base, y + base, hidden);
+}
+
+cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+}  // namespace
+
+// ---- launchers
+
+void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+  const std::size_t n = rows * hidden;
+  if (use_float4(hidden)) {
+    bias_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
+  } else {
+    bias_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void gelu_tanh(const float* x, float* y, std::size_t n, void* stream) {
+  if (n % 4 == 0) {
+    gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n);
+  } else {
+    gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void dropout(const float* x, float* y, std::size_t n, float p, std::uint64_t seed, void* stream) {
+  const DropoutMask mask = DropoutMask::make(p, seed);
+  if (n % 4 == 0) {
+    dropout_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, mask);
+  } else {
+    dropout_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, mask);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void residual_add(const float* a, const float* b, float* y, std::size_t n, void* stream) {
+  if (n % 4 == 0) {
+    residual_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(a, b, y, n);
+  } else {
+    residual_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(a, b, y, n);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void scale(const float* x, float* y, std::size_t n, float s, void* stream) {
+  if (n % 4 == 0) {
+    scale_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, s);
+  } else {
+    scale_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, s);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+  const std::size_t n = rows * hidden;
+  if (use_float4(hidden)) {
+    causal_mask_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
+  } else {
+    causal_mask_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
+               std::size_t hidden, float eps, void* stream) {
+  const int h = static_cast<int>(hidden);
+  const unsigned blocks = static_cast<unsigned>(rows);
+  if (use_float4(hidden)) {
+    layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
+  } else {
+    layernorm_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void softmax(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+  const int h = static_cast<int>(hidden);
+  const unsigned blocks = static_cast<unsigned>(rows);
+  if (use_float4(hidden)) {
+    softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h);
+  } else {
+    softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace aiopt::kernels::cuda

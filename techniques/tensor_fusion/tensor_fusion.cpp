@@ -1,0 +1,385 @@
+#include "techniques/tensor_fusion/tensor_fusion.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "core/spelling.hpp"
+#include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/elementwise.hpp"
+#include "kernels/cpu/fused_chains.hpp"
+#include "kernels/cpu/layernorm.hpp"
+#include "kernels/cpu/softmax.hpp"
+
+namespace aiopt {
+
+namespace tf = tensor_fusion;
+namespace cpu = kernels::cpu;
+
+// ---- parameters and variants
+
+std::string TensorFusion::summary() const {
+  return "bias+GELU, bias+dropout+residual+LayerNorm and scale+mask+softmax, one pass per op vs fused";
+}
+
+std::vector<ParamSpec> TensorFusion::params() const {
+  ParamSpec chain;
+  chain.name = "chain";
+  chain.type = ParamType::choice;
+  chain.default_value = std::string("layernorm");
+  chain.choices = {"bias_gelu", "layernorm", "softmax"};
+  chain.help = "bias_gelu: gelu(x + b); layernorm: LayerNorm(residual + dropout(x + b)); "
+               "softmax: softmax(causal_mask(x / sqrt(hidden)))";
+
+  ParamSpec rows;
+  rows.name = "rows";
+  rows.type = ParamType::integer;
+  rows.default_value = std::int64_t{8192};
+  rows.quick_value = std::int64_t{1024};
+  rows.min = 1;
+  rows.unit = "rows";
+  rows.help = "tokens (batch × sequence); softmax: attention rows, a multiple of hidden";
+
+  ParamSpec hidden;
+  hidden.name = "hidden";
+  hidden.type = ParamType::integer;
+  hidden.default_value = std::int64_t{1024};
+  hidden.quick_value = std::int64_t{256};
+  hidden.min = 1;
+  hidden.max = 65536;
+  hidden.unit = "elements";
+  hidden.help = "row width: the model width, or the sequence length of softmax's attention blocks";
+
+  ParamSpec dropout;
+  dropout.name = "dropout";
+  dropout.type = ParamType::real;
+  dropout.default_value = 0.1;
+  dropout.min = 0.0;
+  dropout.max = 0.95;
+  dropout.help = "dropout probability of the layernorm chain";
+
+  return {chain, rows, hidden, dropout};
+}
+
+std::vector<Variant> TensorFusion::variants() const {
+  return {
+      {"unfused", "one pass (CPU) or kernel (CUDA) per op; every intermediate written to memory", true,
+       {DeviceKind::cpu, DeviceKind::cuda}},
+      {"fused", "the whole chain in one pass (CPU: SIMD + OpenMP) or one kernel (CUDA)", false,
+       {DeviceKind::cpu, DeviceKind::cuda}},
+      {"cuda_graph", "the unfused kernels captured once into a CUDA graph, launched as one", false,
+       {DeviceKind::cuda}},
+  };
+}
+
+// ---- the case
+
+std::string tf::to_string(Chain chain) {
+  switch (chain) {
+    case Chain::bias_gelu: return "bias_gelu";
+    case Chain::layernorm: return "layernorm";
+    case Chain::softmax: return "softmax";
+  }
+  return "?";
+}
+
+float tf::Shape::softmax_scale() const { return 1.0f / std::sqrt(static_cast<float>(hidden)); }
+
+namespace {
+
+std::string bad_value(const std::string& key, const std::string& value, const std::string& allowed) {
+  return "tensor_fusion: parameter '" + key + "' = " + value + " is not allowed; allowed: " + allowed;
+}
+
+}  // namespace
+
+tf::Shape tf::Shape::from(const Case& c) {
+  Shape s;
+  const std::string& chain = c.params.string("chain");
+  const std::vector<std::string> chains = {"bias_gelu", "layernorm", "softmax"};
+  if (chain == "bias_gelu") {
+    s.chain = Chain::bias_gelu;
+  } else if (chain == "layernorm") {
+    s.chain = Chain::layernorm;
+  } else if (chain == "softmax") {
+    s.chain = Chain::softmax;
+  } else {
+    throw InputError(bad_value("chain", "'" + chain + "'", join_names(chains)) + did_you_mean(chain, chains));
+  }
+  const std::int64_t rows = c.params.integer("rows");
+  const std::int64_t hidden = c.params.integer("hidden");
+  const double dropout = c.params.real("dropout");
+  if (rows < 1) throw InputError(bad_value("rows", std::to_string(rows), "an integer >= 1"));
+  if (hidden < 1 || hidden > 65536)
+    throw InputError(bad_value("hidden", std::to_string(hidden), "an integer from 1 to 65536"));
+  if (!(dropout >= 0.0 && dropout <= 0.95)) {
+    std::ostringstream v;
+    v << dropout;
+    throw InputError(bad_value("dropout", v.str(), "a probability from 0 to 0.95"));
+  }
+  if (s.chain == Chain::softmax && rows % hidden != 0) {
+    throw InputError("tensor_fusion: chain=softmax reads rows as (rows / hidden) causal blocks of "
+                     "hidden × hidden scores, so rows must be a multiple of hidden; got rows = " +
+                     std::to_string(rows) + ", hidden = " + std::to_string(hidden) + "; allowed: rows = " +
+                     std::to_string(hidden) + "·k, e.g. " + std::to_string(std::max<std::int64_t>(1, rows / hidden) * hidden));
+  }
+  s.rows = static_cast<std::size_t>(rows);
+  s.hidden = static_cast<std::size_t>(hidden);
+  s.dropout = static_cast<float>(dropout);
+  // Distinct counters of one seed give independent streams for the mask and each input tensor.
+  s.dropout_seed = rng::bits(c.seed, 1);
+  s.input_seed = rng::bits(c.seed, 2);
+  return s;
+}
+
+// ---- inputs, reference, counts, checks
+
+namespace {
+
+memory::Buffer<float> uniform_tensor(std::size_t n, std::uint64_t seed, float lo, float hi) {
+  memory::Buffer<float> t(Device::cpu(), n);
+  float* p = t.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * rng::uniform(seed, i);
+  return t;
+}
+
+}  // namespace
+
+tf::Inputs tf::make_inputs(const Shape& s) {
+  Inputs in;
+  const std::uint64_t seed = s.input_seed;
+  switch (s.chain) {
+    case Chain::bias_gelu:
+      // Pre-activations spanning GELU's curved region and both tails.
+      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -4.0f, 4.0f);
+      in.bias = uniform_tensor(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
+      break;
+    case Chain::layernorm:
+      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -1.0f, 1.0f);
+      in.bias = uniform_tensor(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
+      in.residual = uniform_tensor(s.elements(), rng::bits(seed, 2), -2.0f, 2.0f);
+      in.gamma = uniform_tensor(s.hidden, rng::bits(seed, 3), 0.5f, 1.5f);
+      in.beta = uniform_tensor(s.hidden, rng::bits(seed, 4), -0.5f, 0.5f);
+      break;
+    case Chain::softmax: {
+      // Raw scores q·k grow like sqrt(hidden); after the 1/sqrt(hidden) scale they span ±3.
+      const float spread = 3.0f * std::sqrt(static_cast<float>(s.hidden));
+      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -spread, spread);
+      break;
+    }
+  }
+  return in;
+}
+
+memory::Buffer<float> tf::reference_output(const Shape& s, const Inputs& in) {
+  const Device host = Device::cpu();
+  const std::size_t n = s.elements();
+  memory::Buffer<float> y(host, n);
+  memory::Buffer<float> t(host, n);
+  switch (s.chain) {
+    case Chain::bias_gelu:
+      cpu::bias_add_reference(in.x.data(), in.bias.data(), t.data(), s.rows, s.hidden);
+      cpu::gelu_tanh_reference(t.data(), y.data(), n);
+      break;
+    case Chain::layernorm:
+      cpu::bias_add_reference(in.x.data(), in.bias.data(), t.data(), s.rows, s.hidden);
+      cpu::dropout_reference(t.data(), y.data(), n, s.dropout, s.dropout_seed);
+      cpu::residual_add_reference(in.residual.data(), y.data(), t.data(), n);
+      cpu::layernorm_reference(t.data(), in.gamma.data(), in.beta.data(), y.data(), s.rows, s.hidden,
+                               layernorm_eps);
+      break;
+    case Chain::softmax:
+      cpu::scale_reference(in.x.data(), y.data(), n, s.softmax_scale());
+      cpu::causal_mask_reference(y.data(), t.data(), s.rows, s.hidden);
+      cpu::softmax_reference(t.data(), y.data(), s.rows, s.hidden);
+      break;
+  }
+  return y;
+}
+
+std::size_t tf::unfused_ops(Chain chain) {
+  switch (chain) {
+    case Chain::bias_gelu: return 2;  // bias add, GELU
+    case Chain::layernorm: return 4;  // bias add, dropout, residual add, LayerNorm
+    case Chain::softmax: return 3;    // scale, mask, softmax
+  }
+  return 0;
+}
+
+double tf::bytes_moved(const Shape& s, bool fused) {
+  // N: one (rows, hidden) tensor; P: one (hidden) parameter vector, counted once per pass that
+  // reads it (it stays in cache across rows).
+  const double N = static_cast<double>(s.elements()) * sizeof(float);
+  const double P = static_cast<double>(s.hidden) * sizeof(float);
+  switch (s.chain) {
+    case Chain::bias_gelu:
+      return fused ? 2 * N + P                  // read x, b; write y
+                   : (2 * N + P) + (2 * N);     // bias: x, b -> t; gelu: t -> y
+    case Chain::layernorm:
+      return fused ? 3 * N + 3 * P              // read x, residual, b, gamma, beta; write y
+                   : (2 * N + P) + (2 * N) + (3 * N) + (2 * N + 2 * P);  // bias, dropout, residual, LN
+    case Chain::softmax:
+      return fused ? 2 * N : 3 * (2 * N);       // scale, mask, softmax: each reads and writes N
+  }
+  return 0;
+}
+
+double tf::max_abs_error(const float* got, const float* want, std::size_t n) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double e = std::fabs(static_cast<double>(got[i]) - static_cast<double>(want[i]));
+    if (std::isnan(e)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
+
+double tf::tolerance(Chain chain) {
+  switch (chain) {
+    case Chain::bias_gelu: return 1e-5;  // |x| <= 4.5: tanh error 2e-7 scaled by 0.5·|x|
+    case Chain::layernorm: return 1e-4;  // fp32 row sums vs double; outputs of order 1-5
+    case Chain::softmax: return 1e-6;    // outputs in [0, 1]; exp and 1/sum to ~2e-7 relative
+  }
+  return 0;
+}
+
+double tf::check_output(const Shape& s, const float* output, const std::string& variant) {
+  const Inputs in = make_inputs(s);
+  const memory::Buffer<float> want = reference_output(s, in);
+  const double error = max_abs_error(output, want.data(), s.elements());
+  if (!(error <= tolerance(s.chain))) {
+    std::ostringstream m;
+    m << "tensor_fusion: variant " << variant << ", chain " << to_string(s.chain) << " (" << s.rows << " × "
+      << s.hidden << "): max abs error " << error << " vs the unfused scalar reference exceeds the tolerance "
+      << tolerance(s.chain);
+    throw CheckFailed(m.str());
+  }
+  return error;
+}
+
+// ---- the CPU run
+
+namespace {
+
+class CpuRun : public Run {
+ public:
+  CpuRun(const tf::Shape& shape, bool fused)
+      : shape_(shape), fused_(fused), in_(tf::make_inputs(shape)),
+        y_(Device::cpu(), shape.elements()), mask_(shape.dropout, shape.dropout_seed) {
+    // The unfused chain's intermediates, one tensor per op output but the last; their measured
+    // peak is the memory the fusion saves.
+    memory::Scope scope(Device::cpu());
+    if (!fused_) {
+      const std::size_t count = tf::unfused_ops(shape.chain) - 1;
+      for (std::size_t i = 0; i < count; ++i) intermediates_.emplace_back(Device::cpu(), shape.elements());
+    }
+    intermediate_bytes_ = scope.peak_bytes();
+  }
+
+  void step() override { fused_ ? run_fused() : run_unfused(); }
+
+  Work work() const override { return {.bytes = tf::bytes_moved(shape_, fused_), .flops = std::nullopt}; }
+
+  std::vector<Metric> finish() override {
+    const double error = tf::check_output(shape_, y_.data(), fused_ ? "fused" : "unfused");
+    return {
+        {"bytes_moved", tf::bytes_moved(shape_, fused_), "B", Better::lower},
+        {"passes", static_cast<double>(fused_ ? 1 : tf::unfused_ops(shape_.chain)), "", Better::lower},
+        {"intermediate_bytes", static_cast<double>(intermediate_bytes_), "B", Better::lower},
+        {"max_abs_error", error, "", Better::lower},
+    };
+  }
+
+ private:
+  void run_fused() {
+    const std::size_t rows = shape_.rows, hidden = shape_.hidden;
+    switch (shape_.chain) {
+      case tf::Chain::bias_gelu:
+        cpu::bias_gelu_fused(in_.x.data(), in_.bias.data(), y_.data(), rows, hidden);
+        break;
+      case tf::Chain::layernorm:
+        cpu::bias_dropout_residual_layernorm_fused(in_.x.data(), in_.bias.data(), in_.residual.data(),
+                                                   in_.gamma.data(), in_.beta.data(), y_.data(), rows, hidden,
+                                                   mask_, tf::layernorm_eps);
+        break;
+      case tf::Chain::softmax:
+        cpu::scale_mask_softmax_fused(in_.x.data(), y_.data(), rows, hidden, shape_.softmax_scale());
+        break;
+    }
+  }
+
+  void run_unfused() {
+    const std::size_t rows = shape_.rows, hidden = shape_.hidden, n = shape_.elements();
+    float* y = y_.data();
+    switch (shape_.chain) {
+      case tf::Chain::bias_gelu: {
+        float* t = intermediates_[0].data();
+        cpu::bias_add(in_.x.data(), in_.bias.data(), t, rows, hidden);
+        cpu::gelu_tanh(t, y, n);
+        break;
+      }
+      case tf::Chain::layernorm: {
+        float* biased = intermediates_[0].data();
+        float* dropped = intermediates_[1].data();
+        float* summed = intermediates_[2].data();
+        cpu::bias_add(in_.x.data(), in_.bias.data(), biased, rows, hidden);
+        cpu::dropout(biased, dropped, n, mask_);
+        cpu::residual_add(in_.residual.data(), dropped, summed, n);
+        cpu::layernorm(summed, in_.gamma.data(), in_.beta.data(), y, rows, hidden, tf::layernorm_eps);
+        break;
+      }
+      case tf::Chain::softmax: {
+        float* scaled = intermediates_[0].data();
+        float* masked = intermediates_[1].data();
+        cpu::scale(in_.x.data(), scaled, n, shape_.softmax_scale());
+        cpu::causal_mask(scaled, masked, rows, hidden);
+        cpu::softmax(masked, y, rows, hidden);
+        break;
+      }
+    }
+  }
+
+  tf::Shape shape_;
+  bool fused_;
+  tf::Inputs in_;
+  memory::Buffer<float> y_;  // (rows, hidden)
+  std::vector<memory::Buffer<float>> intermediates_;  // unfused only: (rows, hidden) each
+  std::size_t intermediate_bytes_ = 0;
+  cpu::Dropout mask_;
+};
+
+}  // namespace
+
+// ---- prepare
+
+std::unique_ptr<Run> TensorFusion::prepare(const Case& c, const Device& device) const {
+  const auto variant = find_variant(c.variant);
+  if (!variant) {
+    std::vector<std::string> names;
+    for (const auto& v : variants()) names.push_back(v.name);
+    throw InputError("tensor_fusion: unknown variant '" + c.variant + "'; allowed: " + join_names(names) +
+                     did_you_mean(c.variant, names));
+  }
+  if (!variant->runs_on(device.kind)) {
+    std::vector<std::string> kinds;
+    for (DeviceKind k : variant->devices) kinds.push_back(aiopt::to_string(k));
+    throw InputError("tensor_fusion: variant '" + c.variant + "' does not run on " + aiopt::to_string(device.kind) +
+                     "; it runs on: " + join_names(kinds));
+  }
+  const tf::Shape shape = tf::Shape::from(c);
+  if (device.is_cpu()) return std::make_unique<CpuRun>(shape, c.variant == "fused");
+  const std::string why = cuda::unavailable_reason();
+  if (!why.empty()) throw DeviceUnavailable(why);
+#ifdef AIOPT_HAVE_CUDA
+  return tf::prepare_cuda(shape, c.variant, device);
+#else
+  throw DeviceUnavailable("aiopt was built without CUDA");
+#endif
+}
+
+}  // namespace aiopt

@@ -1,0 +1,88 @@
+#pragma once
+// tensor_fusion (TECHNIQUES.md §12): development complexity vs memory traffic. Three
+// memory-bound chains of a transformer layer run once per op (every intermediate written to
+// memory and read back) and fused into one pass; on CUDA also as the unfused kernels captured
+// into one CUDA graph. See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.hpp"
+#include "core/memory.hpp"
+#include "harness/technique.hpp"
+
+namespace aiopt {
+
+class TensorFusion : public Technique {
+ public:
+  std::string name() const override { return "tensor_fusion"; }
+  std::string summary() const override;
+  std::string trade_off() const override { return "development complexity vs memory traffic"; }
+  std::vector<ParamSpec> params() const override;
+  std::vector<Variant> variants() const override;
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+};
+
+// The pieces the CPU and CUDA runs share.
+namespace tensor_fusion {
+
+enum class Chain { bias_gelu, layernorm, softmax };
+std::string to_string(Chain chain);
+
+inline constexpr float layernorm_eps = 1e-5f;
+
+// One case, parsed and checked.
+struct Shape {
+  Chain chain = Chain::layernorm;
+  std::size_t rows = 0;
+  std::size_t hidden = 0;
+  float dropout = 0.0f;             // layernorm chain only
+  std::uint64_t dropout_seed = 0;   // the mask's seed, derived from the case seed
+  std::uint64_t input_seed = 0;
+
+  std::size_t elements() const { return rows * hidden; }
+  float softmax_scale() const;  // 1/sqrt(hidden)
+
+  // Throws InputError naming the parameter, the bad value and what is allowed.
+  static Shape from(const Case& c);
+};
+
+// The chain's inputs, made on the host from the case seed, so every variant and device sees
+// the same numbers. Tensors a chain does not use are empty.
+struct Inputs {
+  memory::Buffer<float> x;         // (rows, hidden)
+  memory::Buffer<float> bias;      // (hidden)
+  memory::Buffer<float> residual;  // (rows, hidden)
+  memory::Buffer<float> gamma;     // (hidden)
+  memory::Buffer<float> beta;      // (hidden)
+};
+Inputs make_inputs(const Shape& shape);
+
+// The chain computed op by op with the plain scalar references of kernels/cpu. (rows, hidden)
+memory::Buffer<float> reference_output(const Shape& shape, const Inputs& in);
+
+// Ops in the chain: memory passes (CPU) or kernels (CUDA) of the unfused form.
+std::size_t unfused_ops(Chain chain);
+
+// Bytes one step reads and writes, counted per pass (README.md "Bytes moved").
+double bytes_moved(const Shape& shape, bool fused);
+
+// Largest |got − want|; +inf when either holds a NaN, so a NaN always fails.
+double max_abs_error(const float* got, const float* want, std::size_t n);
+
+// Stated tolerances on max_abs_error against the scalar reference (see the tests).
+double tolerance(Chain chain);
+
+// Compares `output` (host, (rows, hidden)) with the reference; throws CheckFailed beyond the
+// tolerance and returns the max abs error otherwise.
+double check_output(const Shape& shape, const float* output, const std::string& variant);
+
+#ifdef AIOPT_HAVE_CUDA
+// The CUDA runs (tensor_fusion_cuda.cu): `variant` is unfused, fused or cuda_graph.
+std::unique_ptr<Run> prepare_cuda(const Shape& shape, const std::string& variant, const Device& device);
+#endif
+
+}  // namespace tensor_fusion
+}  // namespace aiopt

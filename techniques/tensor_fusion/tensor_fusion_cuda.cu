@@ -1,0 +1,169 @@
+// The CUDA runs of tensor_fusion: unfused (one kernel per op), fused (one kernel per chain) and
+// cuda_graph (the unfused kernels captured once into a graph, launched with one call per step).
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.hpp"
+#include "core/error.hpp"
+#include "kernels/cuda/fusion_launchers.hpp"
+#include "techniques/tensor_fusion/tensor_fusion.hpp"
+
+namespace aiopt::tensor_fusion {
+
+namespace {
+
+namespace gpu = kernels::cuda;
+
+enum class Form { unfused, fused, graph };
+
+// Owners of the stream and graph handles, so a constructor that throws half way leaks nothing.
+struct StreamDestroy {
+  void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
+};
+struct GraphDestroy {
+  void operator()(cudaGraph_t g) const { cudaGraphDestroy(g); }
+};
+struct GraphExecDestroy {
+  void operator()(cudaGraphExec_t g) const { cudaGraphExecDestroy(g); }
+};
+
+class CudaRun : public Run {
+ public:
+  CudaRun(const Shape& shape, Form form, const Device& device) : shape_(shape), form_(form), device_(device) {
+    CUDA_CHECK(cudaSetDevice(device.index));
+    cudaStream_t stream = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    stream_.reset(stream);
+    const Inputs host = make_inputs(shape);
+    x_ = upload(host.x);
+    bias_ = upload(host.bias);
+    residual_ = upload(host.residual);
+    gamma_ = upload(host.gamma);
+    beta_ = upload(host.beta);
+    y_ = memory::Buffer<float>(device, shape.elements());
+    {
+      // The unfused chain's intermediates: their measured peak is the memory fusion saves.
+      memory::Scope scope(device);
+      if (form_ != Form::fused) {
+        for (std::size_t i = 0; i + 1 < unfused_ops(shape.chain); ++i)
+          intermediates_.emplace_back(device, shape.elements());
+      }
+      intermediate_bytes_ = scope.peak_bytes();
+    }
+    if (form_ == Form::graph) {
+      // Capture the unfused launches once; each step replays them with one cudaGraphLaunch.
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      enqueue_unfused();
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      graph_.reset(graph);
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      graph_exec_.reset(exec);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  void step() override {
+    switch (form_) {
+      case Form::unfused: enqueue_unfused(); break;
+      case Form::fused: enqueue_fused(); break;
+      case Form::graph: CUDA_CHECK(cudaGraphLaunch(graph_exec_.get(), stream_.get())); break;
+    }
+  }
+
+  void* stream() override { return stream_.get(); }
+
+  Work work() const override { return {.bytes = bytes_moved(shape_, form_ == Form::fused), .flops = std::nullopt}; }
+
+  std::vector<Metric> finish() override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    memory::Buffer<float> y(Device::cpu(), shape_.elements());
+    CUDA_CHECK(cudaMemcpy(y.data(), y_.data(), y_.bytes(), cudaMemcpyDeviceToHost));
+    const char* variant = form_ == Form::unfused ? "unfused" : form_ == Form::fused ? "fused" : "cuda_graph";
+    const double error = check_output(shape_, y.data(), variant);
+    const double kernels = form_ == Form::fused ? 1.0 : static_cast<double>(unfused_ops(shape_.chain));
+    return {
+        {"bytes_moved", bytes_moved(shape_, form_ == Form::fused), "B", Better::lower},
+        // Kernels that run per step, and the host launch calls that start them (a graph: one).
+        {"kernel_launches", kernels, "", Better::lower},
+        {"host_launch_calls", form_ == Form::graph ? 1.0 : kernels, "", Better::lower},
+        {"intermediate_bytes", static_cast<double>(intermediate_bytes_), "B", Better::lower},
+        {"max_abs_error", error, "", Better::lower},
+    };
+  }
+
+ private:
+  memory::Buffer<float> upload(const memory::Buffer<float>& host) {
+    memory::Buffer<float> d(device_, host.size());
+    if (host.size()) CUDA_CHECK(cudaMemcpy(d.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice));
+    return d;
+  }
+
+  void enqueue_unfused() {
+    const std::size_t rows = shape_.rows, hidden = shape_.hidden, n = shape_.elements();
+    float* y = y_.data();
+    switch (shape_.chain) {
+      case Chain::bias_gelu: {
+        float* t = intermediates_[0].data();
+        gpu::bias_add(x_.data(), bias_.data(), t, rows, hidden, stream_.get());
+        gpu::gelu_tanh(t, y, n, stream_.get());
+        break;
+      }
+      case Chain::layernorm: {
+        float* biased = intermediates_[0].data();
+        float* dropped = intermediates_[1].data();
+        float* summed = intermediates_[2].data();
+        gpu::bias_add(x_.data(), bias_.data(), biased, rows, hidden, stream_.get());
+        gpu::dropout(biased, dropped, n, shape_.dropout, shape_.dropout_seed, stream_.get());
+        gpu::residual_add(residual_.data(), dropped, summed, n, stream_.get());
+        gpu::layernorm(summed, gamma_.data(), beta_.data(), y, rows, hidden, layernorm_eps, stream_.get());
+        break;
+      }
+      case Chain::softmax: {
+        float* scaled = intermediates_[0].data();
+        float* masked = intermediates_[1].data();
+        gpu::scale(x_.data(), scaled, n, shape_.softmax_scale(), stream_.get());
+        gpu::causal_mask(scaled, masked, rows, hidden, stream_.get());
+        gpu::softmax(masked, y, rows, hidden, stream_.get());
+        break;
+      }
+    }
+  }
+
+  void enqueue_fused() {
+    const std::size_t rows = shape_.rows, hidden = shape_.hidden;
+    switch (shape_.chain) {
+      case Chain::bias_gelu:
+        gpu::bias_gelu_fused(x_.data(), bias_.data(), y_.data(), rows, hidden, stream_.get());
+        break;
+      case Chain::layernorm:
+        gpu::bias_dropout_residual_layernorm_fused(x_.data(), bias_.data(), residual_.data(), gamma_.data(),
+                                                   beta_.data(), y_.data(), rows, hidden, shape_.dropout,
+                                                   shape_.dropout_seed, layernorm_eps, stream_.get());
+        break;
+      case Chain::softmax:
+        gpu::scale_mask_softmax_fused(x_.data(), y_.data(), rows, hidden, shape_.softmax_scale(), stream_.get());
+        break;
+    }
+  }
+
+  Shape shape_;
+  Form form_;
+  Device device_;
+  std::unique_ptr<CUstream_st, StreamDestroy> stream_;
+  std::unique_ptr<CUgraph_st, GraphDestroy> graph_;
+  std::unique_ptr<CUgraphExec_st, GraphExecDestroy> graph_exec_;
+  memory::Buffer<float> x_, bias_, residual_, gamma_, beta_;  // device copies of Inputs
+  memory::Buffer<float> y_;                                   // (rows, hidden)
+  std::vector<memory::Buffer<float>> intermediates_;          // unfused and graph: (rows, hidden) each
+  std::size_t intermediate_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Run> prepare_cuda(const Shape& shape, const std::string& variant, const Device& device) {
+  const Form form = variant == "fused" ? Form::fused : variant == "cuda_graph" ? Form::graph : Form::unfused;
+  return std::make_unique<CudaRun>(shape, form, device);
+}
+
+}  // namespace aiopt::tensor_fusion

@@ -1,0 +1,34 @@
+#include "support/process.hpp"
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+
+#include "support/files.hpp"
+
+namespace aiopt::test {
+
+namespace {
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+}  // namespace
+
+ProcessResult run_aiopt(const std::vector<std::string>& args) {
+  TempDir tmp;
+  std::string cmd = shell_quote(AIOPT_BINARY);
+  for (const auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " >" + shell_quote(tmp.file("out")) + " 2>" + shell_quote(tmp.file("err")) + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  ProcessResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_text(tmp.file("out"));
+  r.err = read_text(tmp.file("err"));
+  return r;
+}
+
+}  // namespace aiopt::test

@@ -1,0 +1,267 @@
+// The built aiopt binary end to end: reports in every format against the schema, compare,
+// sweeps with resume and shards, and exit code 2 with a useful message on bad input.
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <sstream>
+
+#include "support/files.hpp"
+#include "support/process.hpp"
+#include "support/schema.hpp"
+
+using aiopt::test::run_aiopt;
+using aiopt::test::schema_errors;
+using aiopt::test::TempDir;
+using nlohmann::json;
+
+namespace {
+
+// A small tensor_fusion grid that runs in well under a second per case.
+const std::vector<std::string> small_fusion{"bench",        "--technique", "tensor_fusion", "--quick",
+                                            "--set",        "rows=256",    "--set",         "hidden=128",
+                                            "--min-time",   "0",           "--progress",    "never"};
+
+std::vector<std::string> with(std::vector<std::string> base, const std::vector<std::string>& more) {
+  base.insert(base.end(), more.begin(), more.end());
+  return base;
+}
+
+std::vector<json> jsonl_lines(const std::string& text) {
+  std::vector<json> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(json::parse(line));
+  return lines;
+}
+
+void require_valid(const json& doc, const std::string& definition = "") {
+  const auto errors = schema_errors(doc, definition);
+  for (const auto& e : errors) UNSCOPED_INFO(e);
+  REQUIRE(errors.empty());
+}
+
+}  // namespace
+
+TEST_CASE("version and help answer and exit 0", "[cli]") {
+  auto v = run_aiopt({"--version"});
+  CHECK(v.exit_code == 0);
+  CHECK(v.out.find("aiopt ") != std::string::npos);
+  auto h = run_aiopt({"bench", "--help"});
+  CHECK(h.exit_code == 0);
+  CHECK(h.out.find("tensor_fusion") != std::string::npos);
+  CHECK(h.out.find("jsonl") != std::string::npos);
+}
+
+TEST_CASE("list --format json describes every technique with one baseline", "[cli]") {
+  auto r = run_aiopt({"list", "--format", "json"});
+  REQUIRE(r.exit_code == 0);
+  const json list = json::parse(r.out);
+  REQUIRE(list.is_array());
+  bool fusion = false;
+  for (const auto& t : list) {
+    int baselines = 0;
+    for (const auto& v : t.at("variants")) baselines += v.at("baseline").get<bool>();
+    CHECK(baselines == 1);
+    CHECK_FALSE(t.at("params").empty());
+    if (t.at("name") == "tensor_fusion") fusion = true;
+  }
+  CHECK(fusion);
+}
+
+TEST_CASE("info --format json gives the context block", "[cli]") {
+  auto r = run_aiopt({"info", "--format", "json"});
+  REQUIRE(r.exit_code == 0);
+  const json ctx = json::parse(r.out);
+  CHECK(ctx.contains("aiopt_version"));
+  CHECK(ctx.contains("cpu"));
+  CHECK(ctx.at("peaks").at("host_triad_gbs").get<double>() > 0);
+}
+
+TEST_CASE("bench --format json pipes a valid report with checks and comparisons", "[cli]") {
+  auto r = run_aiopt(with(small_fusion, {"--set", "chain=bias_gelu,layernorm,softmax", "--device", "cpu",
+                                         "--format", "json"}));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(r.out);  // stdout holds the JSON alone
+  require_valid(report);
+  CHECK(report.at("schema") == "aiopt-report/1");
+  const auto& results = report.at("results");
+  REQUIRE(results.size() == 6);  // 3 chains × (unfused, fused) on the CPU
+  for (const auto& res : results) {
+    CHECK(res.at("status") == "ok");
+    CHECK(res.at("timing").at("count").get<int>() == static_cast<int>(res.at("timing").at("samples").size()));
+    CHECK(res.at("memory").at("peak_bytes").get<double>() > 0);
+    CHECK(res.at("repro").get<std::string>().find("--variant") != std::string::npos);
+  }
+  CHECK(report.at("comparisons").size() == 3);
+  for (const auto& c : report.at("comparisons")) CHECK(c.at("speedup").get<double>() > 0);
+}
+
+TEST_CASE("every -o format is written and parses; JSONL lines validate", "[cli]") {
+  TempDir tmp;
+  auto r = run_aiopt(with(small_fusion, {"--device", "cpu", "-o", tmp.file("r.json"), "-o", tmp.file("r.jsonl"),
+                                         "-o", tmp.file("r.csv"), "-o", tmp.file("r.md"), "--format", "csv"}));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(aiopt::test::read_text(tmp.file("r.json")));
+  require_valid(report);
+  const std::size_t n = report.at("results").size();
+  REQUIRE(n == 2);
+
+  const auto lines = jsonl_lines(aiopt::test::read_text(tmp.file("r.jsonl")));
+  REQUIRE(lines.size() == n + 1);
+  require_valid(lines[0], "jsonl_header");
+  for (std::size_t i = 1; i < lines.size(); ++i) require_valid(lines[i], "result");
+
+  // CSV: a header and one row per result, on stdout and in the file alike.
+  const std::string csv = aiopt::test::read_text(tmp.file("r.csv"));
+  CHECK(csv == r.out);
+  std::istringstream in(csv);
+  std::string header;
+  std::getline(in, header);
+  CHECK(header.find("technique") == 0);
+  CHECK(header.find("param.rows") != std::string::npos);
+  std::size_t rows = 0;
+  for (std::string line; std::getline(in, line);) rows += !line.empty();
+  CHECK(rows == n);
+
+  const std::string md = aiopt::test::read_text(tmp.file("r.md"));
+  CHECK(md.find("| tensor_fusion") != std::string::npos);
+}
+
+TEST_CASE("compare of a report with itself is all SAME and exits 0; report re-renders it", "[cli]") {
+  TempDir tmp;
+  auto r = run_aiopt(with(small_fusion, {"--device", "cpu", "-o", tmp.file("a.json"), "--progress", "never"}));
+  REQUIRE(r.exit_code == 0);
+  auto c = run_aiopt({"compare", tmp.file("a.json"), tmp.file("a.json")});
+  INFO(c.out << c.err);
+  CHECK(c.exit_code == 0);
+  CHECK(c.out.find("SAME") != std::string::npos);
+  CHECK(c.out.find("SLOWER") == std::string::npos);
+  CHECK(c.out.find("FASTER") == std::string::npos);
+
+  auto rep = run_aiopt({"report", tmp.file("a.json"), "--format", "json"});
+  REQUIRE(rep.exit_code == 0);
+  const json again = json::parse(rep.out);
+  require_valid(again);
+  const json original = json::parse(aiopt::test::read_text(tmp.file("a.json")));
+  CHECK(again.at("results") == original.at("results"));
+}
+
+TEST_CASE("a sweep resumes: finished cases are kept, only the missing ones run", "[cli]") {
+  TempDir tmp;
+  aiopt::test::write_text(tmp.file("sweep.yaml"),
+                          "settings: {quick: true, min_time_s: 0}\n"
+                          "experiments:\n"
+                          "  - technique: tensor_fusion\n"
+                          "    devices: [cpu]\n"
+                          "    params: {chain: [bias_gelu, softmax], rows: 256, hidden: 128}\n");
+  const std::string stream = tmp.file("s.jsonl");
+  auto dry = run_aiopt({"sweep", tmp.file("sweep.yaml"), "--dry-run"});
+  REQUIRE(dry.exit_code == 0);
+  CHECK(dry.out.find("4 cases") != std::string::npos);
+
+  auto full = run_aiopt({"sweep", tmp.file("sweep.yaml"), "-o", stream, "--progress", "never"});
+  REQUIRE(full.exit_code == 0);
+  auto lines = jsonl_lines(aiopt::test::read_text(stream));
+  REQUIRE(lines.size() == 5);
+
+  // Keep the header and the first two results, as if the sweep had been interrupted.
+  std::string cut;
+  for (int i = 0; i < 3; ++i) cut += lines[static_cast<std::size_t>(i)].dump() + "\n";
+  aiopt::test::write_text(stream, cut + "{\"technique\": \"tensor_fu");  // a line cut mid-write
+
+  auto resumed = run_aiopt({"sweep", tmp.file("sweep.yaml"), "--resume", stream, "--progress", "always"});
+  INFO(resumed.err);
+  REQUIRE(resumed.exit_code == 0);
+  const auto after = jsonl_lines(aiopt::test::read_text(stream));
+  REQUIRE(after.size() == 5);
+  CHECK(after[1] == lines[1]);  // kept as they were, samples and all
+  CHECK(after[2] == lines[2]);
+  std::set<std::string> keys;
+  for (std::size_t i = 1; i < after.size(); ++i)
+    keys.insert(after[i].at("variant").get<std::string>() + after[i].at("params").dump());
+  CHECK(keys.size() == 4);
+  CHECK(resumed.err.find("2/2") != std::string::npos);  // two cases ran, not four
+}
+
+TEST_CASE("shards split a sweep into disjoint parts that cover it", "[cli]") {
+  std::set<std::string> all, seen;
+  auto lines_of = [](const std::string& out) {
+    std::vector<std::string> v;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);)
+      if (line.find('\t') != std::string::npos) v.push_back(line.substr(line.find('\t') + 1));
+    return v;
+  };
+  const std::string cfg = AIOPT_SOURCE_DIR "/configs/tensor_fusion.yaml";
+  auto whole = run_aiopt({"sweep", cfg, "--dry-run"});
+  REQUIRE(whole.exit_code == 0);
+  for (auto& l : lines_of(whole.out)) all.insert(l);
+  REQUIRE(all.size() > 2);
+  std::size_t total = 0;
+  for (const char* shard : {"0/2", "1/2"}) {
+    auto part = run_aiopt({"sweep", cfg, "--dry-run", "--shard", shard});
+    REQUIRE(part.exit_code == 0);
+    for (auto& l : lines_of(part.out)) {
+      CHECK(seen.insert(l).second);
+      ++total;
+    }
+  }
+  CHECK(total == all.size());
+  CHECK(seen == all);
+}
+
+TEST_CASE("a CUDA case without a GPU is skipped with the reason, not failed", "[cli]") {
+  auto r = run_aiopt(with(small_fusion, {"--device", "cuda", "--format", "json"}));
+  INFO(r.err);
+  const json report = json::parse(r.out);
+  require_valid(report);
+  for (const auto& res : report.at("results")) {
+    if (res.at("status") == "skipped") CHECK_FALSE(res.at("message").get<std::string>().empty());
+    else CHECK(res.at("status") == "ok");  // on a machine with a GPU the cases run
+  }
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("bad input exits 2 with a message that names the problem", "[cli]") {
+  struct Bad {
+    std::vector<std::string> args;
+    std::string expect;
+  };
+  const std::vector<Bad> cases{
+      {{"bench", "--technique", "tensor_fuson"}, "did you mean 'tensor_fusion'"},
+      {{"bench", "--technique", "tensor_fusion", "--set", "hiden=64"}, "hidden"},
+      {{"bench", "--technique", "tensor_fusion", "--set", "rows=abc"}, "rows"},
+      {{"bench", "--technique", "tensor_fusion", "--set", "chain=gelu"}, "bias_gelu"},
+      {{"bench", "--technique", "tensor_fusion", "--variant", "fusd"}, "fused"},
+      {{"bench", "--technique", "tensor_fusion", "--device", "tpu"}, "tpu"},
+      {{"bench", "--technique", "tensor_fusion", "-o", "/nonexistent/dir/r.json"}, "/nonexistent/dir"},
+      {{"bench", "--technique", "tensor_fusion", "-o", "report.xlsx"}, "xlsx"},
+      {{"sweep", "/nonexistent.yaml"}, "nonexistent"},
+      {{"sweep", AIOPT_SOURCE_DIR "/configs/ci.yaml", "--shard", "2/2"}, "shard"},
+      {{"compare", "/nonexistent.json", "/nonexistent.json"}, "nonexistent"},
+      {{"frobnicate"}, "frobnicate"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_aiopt(c.args);
+    std::string joined;
+    for (const auto& a : c.args) joined += a + " ";
+    INFO("aiopt " << joined << "\nstderr: " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK((r.err + r.out).find(c.expect) != std::string::npos);
+  }
+}
+
+TEST_CASE("a malformed experiment file names the file and line", "[cli]") {
+  TempDir tmp;
+  aiopt::test::write_text(tmp.file("bad.yaml"),
+                          "experiments:\n"
+                          "  - technique: tensor_fusion\n"
+                          "    params:\n"
+                          "      rows: [256, -4]\n");
+  auto r = run_aiopt({"sweep", tmp.file("bad.yaml"), "--dry-run"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("bad.yaml:4") != std::string::npos);
+  CHECK(r.err.find("rows") != std::string::npos);
+}

@@ -1,0 +1,625 @@
+// Reports: JSON and JSONL I/O against the published schema, comparisons and their words, the five
+// printers, loading and merging files, and `compare` verdicts.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+#include "report/comparison.hpp"
+#include "report/printers.hpp"
+#include "report/regression.hpp"
+#include "report/report_json.hpp"
+#include "support/files.hpp"
+#include "support/schema.hpp"
+
+using namespace aiopt;
+using aiopt::test::read_text;
+using aiopt::test::TempDir;
+using aiopt::test::write_text;
+
+namespace {
+
+constexpr double MiB = 1024.0 * 1024.0;
+
+// Timing from `n` random samples spread ±spread/2 around 1, scaled so that the median is exactly
+// `median` (the comparisons below are checked against hand-computed ratios of medians).
+Timing timing_around(std::uint64_t seed, double median, double spread, std::size_t n = 15) {
+  rng::Stream s(seed);
+  std::vector<double> samples(n);
+  for (auto& x : samples) x = 1.0 + spread * (s.uniform() - 0.5);
+  auto sorted = samples;
+  std::sort(sorted.begin(), sorted.end());
+  const double scale = median / sorted[n / 2];
+  for (auto& x : samples) x *= scale;
+  for (auto& x : sorted) x *= scale;
+  Timing t;
+  t.samples = samples;
+  t.count = n;
+  t.warmup = 2;
+  t.median = median;
+  t.min = sorted.front();
+  t.max = sorted.back();
+  double sum = 0;
+  for (double x : samples) sum += x;
+  t.mean = sum / static_cast<double>(n);
+  double sq = 0;
+  for (double x : samples) sq += (x - t.mean) * (x - t.mean);
+  t.stddev = std::sqrt(sq / static_cast<double>(n - 1));
+  t.iqr = sorted[3 * n / 4] - sorted[n / 4];
+  return t;
+}
+
+Result result(const std::string& technique, const std::string& variant, bool baseline,
+              const std::string& device, ojson params) {
+  Result r;
+  r.technique = technique;
+  r.variant = variant;
+  r.baseline = baseline;
+  r.device = device;
+  r.params = std::move(params);
+  r.seed = 1234;
+  r.repro = "aiopt bench --technique " + technique + " --variant " + variant + " --device " +
+            device;
+  return r;
+}
+
+MemoryRecord memory(double peak_bytes) {
+  return MemoryRecord{static_cast<std::size_t>(peak_bytes), static_cast<std::size_t>(peak_bytes),
+                      static_cast<std::size_t>(300 * MiB)};
+}
+
+const std::string failure_message =
+    "max_abs_error 0.5 exceeds tolerance 1e-3, see \"check\"\nsecond line";
+
+// A realistic report: two kv_caching cases on the CPU (one variant failed its check), a skipped
+// CUDA case, and a quantization case whose variant is slower and bigger.
+Report sample_report() {
+  Report report;
+  report.context = ojson{{"aiopt_version", "0.1.0"},
+                         {"git_commit", "290bf93abcde"},
+                         {"cpu", {{"model", "AMD EPYC 9B45"}, {"cores", 2}}},
+                         {"blas", {{"name", "OpenBLAS"}, {"core", "Haswell"}}},
+                         {"threads", 2},
+                         {"devices", ojson::array()}};
+  const ojson p128{{"gen_tokens", 64}, {"prompt_len", 128}};
+  const ojson p512{{"gen_tokens", 64}, {"prompt_len", 512}};
+
+  auto base = result("kv_caching", "recompute", true, "cpu", p128);
+  base.timing = timing_around(1, 10.0, 0.04);
+  base.memory = memory(100 * MiB);
+  base.metrics = {{"tokens_per_s", 100.0, "tok/s", Better::higher},
+                  {"max_abs_error", 0.0, "", Better::lower},
+                  {"perplexity", 10.0, "", Better::lower},
+                  {"bytes_per_token", 1000.0, "B", Better::lower},
+                  {"log_likelihood", -2.0, "nat", Better::higher}};
+  auto cached = result("kv_caching", "kv_cache", false, "cpu", p128);
+  cached.timing = timing_around(2, 2.5, 0.06);
+  cached.memory = memory(62 * MiB);
+  cached.metrics = {{"tokens_per_s", 400.0, "tok/s", Better::higher},
+                    {"max_abs_error", 3.1e-6, "", Better::lower},
+                    {"perplexity", 10.4, "", Better::lower},
+                    {"bytes_per_token", 1005.0, "B", Better::lower},
+                    {"log_likelihood", -1.0, "nat", Better::higher}};
+
+  auto base512 = result("kv_caching", "recompute", true, "cpu", p512);
+  base512.timing = timing_around(3, 41.0, 0.05);
+  base512.memory = memory(180 * MiB);
+  base512.metrics = {{"tokens_per_s", 24.4, "tok/s", Better::higher}};
+  auto failed512 = result("kv_caching", "kv_cache", false, "cpu", p512);
+  failed512.status = Status::failed;
+  failed512.message = failure_message;
+
+  auto skipped = result("kv_caching", "recompute", true, "cuda:0", p128);
+  skipped.status = Status::skipped;
+  skipped.message = "no CUDA device: this build has no CUDA";
+
+  const ojson q{{"dtype", "int8"}, {"hidden", 1024}};
+  auto fp32 = result("quantization", "fp32", true, "cpu", q);
+  fp32.timing = timing_around(4, 1.0, 0.03);
+  fp32.memory = memory(64 * MiB);
+  fp32.metrics = {{"nmse", std::numeric_limits<double>::quiet_NaN(), "", Better::lower}};
+  auto int8 = result("quantization", "int8_dequant", false, "cpu", q);
+  int8.timing = timing_around(5, 2.1, 0.03);
+  int8.memory = memory(128 * MiB);
+  int8.metrics = {{"nmse", 2.5e-5, "", Better::lower}};
+
+  report.results = {base, cached, base512, failed512, skipped, fp32, int8};
+  report.comparisons = compare_to_baselines(report.results);
+  return report;
+}
+
+// ---- schema validation
+
+// Validates `doc` against the report schema, or against one of its definitions.
+bool valid(const nlohmann::json& doc, const std::string& definition = "") {
+  const auto errors = test::schema_errors(doc, definition);
+  for (const auto& e : errors) UNSCOPED_INFO("schema: " << e);
+  return errors.empty();
+}
+
+// ---- CSV reading by RFC 4180, to check what the printer wrote
+
+std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  std::string field;
+  bool quoted = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (quoted) {
+      if (ch == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (ch == '"') {
+        quoted = false;
+      } else {
+        field += ch;
+      }
+    } else if (ch == '"') {
+      quoted = true;
+    } else if (ch == ',') {
+      row.push_back(field);
+      field.clear();
+    } else if (ch == '\n') {
+      row.push_back(field);
+      field.clear();
+      rows.push_back(row);
+      row.clear();
+    } else {
+      field += ch;
+    }
+  }
+  REQUIRE_FALSE(quoted);
+  REQUIRE(field.empty());
+  return rows;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Every time of `report` scaled by `factor`, as if the machine had become that much slower.
+Report slowed(Report report, double factor) {
+  for (auto& r : report.results)
+    if (r.timing) {
+      auto& t = *r.timing;
+      for (double* v : {&t.median, &t.mean, &t.min, &t.max, &t.stddev, &t.iqr}) *v *= factor;
+      for (auto& s : t.samples) s *= factor;
+    }
+  return report;
+}
+
+}  // namespace
+
+TEST_CASE("comparisons: ratios and words against hand-computed values", "[report]") {
+  const auto report = sample_report();
+  const auto& cs = report.comparisons;
+  // Only the ok variants with an ok baseline: kv_cache at prompt_len 128, and int8_dequant.
+  REQUIRE(cs.size() == 2);
+
+  const auto& kv = cs[0];
+  CHECK(kv.technique == "kv_caching");
+  CHECK(kv.baseline == "recompute");
+  CHECK(kv.variant == "kv_cache");
+  CHECK(kv.params == report.results[1].params);
+  REQUIRE(kv.speedup);
+  CHECK(*kv.speedup == Approx(10.0 / 2.5).epsilon(1e-12));
+  REQUIRE(kv.memory_ratio);
+  CHECK(*kv.memory_ratio == Approx(0.62).epsilon(1e-12));
+  // max_abs_error has a zero baseline: no ratio, but an absolute difference among the costs.
+  REQUIRE(kv.metrics.size() == 4);
+  CHECK(kv.metrics[0].name == "tokens_per_s");
+  CHECK(kv.metrics[0].ratio == Approx(4.0).epsilon(1e-12));
+  CHECK(kv.metrics[0].verdict == "gain");
+  CHECK(kv.metrics[1].name == "perplexity");
+  CHECK(kv.metrics[1].ratio == Approx(1.04).epsilon(1e-12));
+  CHECK(kv.metrics[1].verdict == "cost");
+  CHECK(kv.metrics[2].name == "bytes_per_token");  // +0.5%: within 1%
+  CHECK(kv.metrics[2].verdict == "same");
+  CHECK(kv.metrics[3].name == "log_likelihood");  // -2 -> -1 is higher, so better
+  CHECK(kv.metrics[3].ratio == Approx(0.5).epsilon(1e-12));
+  CHECK(kv.metrics[3].verdict == "gain");
+  CHECK(kv.gains == std::vector<std::string>{"4.0x faster", "-38% memory (-38 MiB)",
+                                             "4.0x tokens_per_s", "+50% log_likelihood"});
+  CHECK(kv.costs == std::vector<std::string>{"+3.1e-06 max_abs_error", "+4.0% perplexity"});
+
+  const auto& q = cs[1];
+  CHECK(q.variant == "int8_dequant");
+  REQUIRE(q.speedup);
+  CHECK(*q.speedup == Approx(1.0 / 2.1).epsilon(1e-12));
+  CHECK(*q.memory_ratio == Approx(2.0).epsilon(1e-12));
+  CHECK(q.metrics.empty());  // the baseline's nmse is NaN: nothing to compare
+  CHECK(q.gains.empty());
+  CHECK(q.costs == std::vector<std::string>{"2.1x slower", "2.0x memory (+64 MiB)"});
+}
+
+TEST_CASE("comparisons need an ok baseline of the same case", "[report]") {
+  auto report = sample_report();
+  // Without its baseline, kv_cache at prompt_len 128 has nothing to compare against.
+  report.results[0].status = Status::failed;
+  const auto cs = compare_to_baselines(report.results);
+  REQUIRE(cs.size() == 1);
+  CHECK(cs[0].technique == "quantization");
+  // A variant on another device does not borrow the CPU baseline.
+  auto cuda = report.results[1];
+  cuda.device = "cuda:0";
+  report.results[0].status = Status::ok;
+  report.results.push_back(cuda);
+  CHECK(compare_to_baselines(report.results).size() == 2);
+}
+
+TEST_CASE("JSON round trip: JSON -> Report -> JSON is identical", "[report]") {
+  const auto report = sample_report();
+  const auto text = to_json(report).dump(2);
+  const auto back = report_from_json(ojson::parse(text), "memory");
+  CHECK(to_json(back).dump(2) == text);
+  REQUIRE(back.results.size() == report.results.size());
+  CHECK(back.results[1].timing->samples == report.results[1].timing->samples);
+  CHECK(std::isnan(back.results[5].metrics[0].value));
+  CHECK(back.results[3].message == failure_message);
+  // Field order of a result is part of the format.
+  std::vector<std::string> keys;
+  const auto cached = to_json(report.results[1]);
+  for (const auto& [k, v] : cached.items()) keys.push_back(k);
+  CHECK(keys == std::vector<std::string>{"technique", "variant", "baseline", "device", "params",
+                                         "seed", "status", "message", "timing", "memory",
+                                         "metrics", "repro"});
+  CHECK_FALSE(to_json(report.results[3]).contains("timing"));
+  CHECK_FALSE(to_json(report.results[3]).contains("memory"));
+}
+
+TEST_CASE("the schema accepts our JSON and each JSONL line, and rejects broken ones", "[report]") {
+  const auto report = sample_report();
+  const auto doc = nlohmann::json::parse(render(report, Format::json));
+  CHECK(valid(doc));
+  const auto lines = lines_of(render(report, Format::jsonl));
+  REQUIRE(lines.size() == report.results.size() + 1);
+  CHECK(valid(nlohmann::json::parse(lines[0]), "jsonl_header"));
+  for (std::size_t i = 1; i < lines.size(); ++i)
+    CHECK(valid(nlohmann::json::parse(lines[i]), "result"));
+
+  auto bad_status = doc;
+  bad_status["results"][0]["status"] = "done";
+  CHECK_FALSE(valid(bad_status));
+  auto bad_better = doc;
+  bad_better["results"][0]["metrics"]["tokens_per_s"]["better"] = "more";
+  CHECK_FALSE(valid(bad_better));
+  auto no_variant = nlohmann::json::parse(lines[1]);
+  no_variant.erase("variant");
+  CHECK_FALSE(valid(no_variant, "result"));
+  auto wrong_schema = doc;
+  wrong_schema["schema"] = "aiopt-report/2";
+  CHECK_FALSE(valid(wrong_schema));
+  CHECK_FALSE(valid(nlohmann::json::parse(lines[1]), "jsonl_header"));
+}
+
+TEST_CASE("json and jsonl printers parse back to the report", "[report]") {
+  const auto report = sample_report();
+  CHECK(ojson::parse(render(report, Format::json)) == to_json(report));
+  const auto lines = lines_of(render(report, Format::jsonl));
+  CHECK(ojson::parse(lines[0]) == jsonl_header(report.context));
+  for (std::size_t i = 0; i < report.results.size(); ++i)
+    CHECK(ojson::parse(lines[i + 1]) == to_json(report.results[i]));
+}
+
+TEST_CASE("table: aligned columns, gains and costs, messages, context", "[report]") {
+  const auto report = sample_report();
+  const auto text = render(report, Format::table);
+  INFO(text);
+  const auto lines = lines_of(text);
+  for (const auto& line : lines) CHECK(line.size() <= 120);
+  const auto gains_col = lines[0].find("gains");
+  const auto costs_col = lines[0].find("costs");
+  const auto median_col = lines[0].find("median");
+  REQUIRE(gains_col != std::string::npos);
+  auto row_of = [&](const std::string& needle) {
+    for (const auto& line : lines)
+      if (line.find(needle) != std::string::npos) return line;
+    FAIL("no line holds " << needle);
+    return std::string();
+  };
+  CHECK(row_of("4.0x faster").find("4.0x faster") == gains_col);
+  CHECK(row_of("+3.1e-06 max_abs_error").find("+3.1e-06 max_abs_error") == costs_col);
+  CHECK(row_of("2.1x slower").find("2.1x slower") == costs_col);
+  CHECK(row_of("recompute *").find("10.0 ms") == median_col);
+  CHECK(row_of("kv_cache  ").find("2.50 ms") == median_col);
+  CHECK(row_of("max_abs_error 0.5 exceeds").find("max_abs_error 0.5 exceeds") == gains_col);
+  CHECK(text.find("no CUDA device") != std::string::npos);
+  CHECK(text.find("second line") != std::string::npos);
+  CHECK(lines.back() ==
+        "cpu: AMD EPYC 9B45, 2 cores, 2 threads, BLAS Haswell; gpu: none; aiopt 0.1.0 "
+        "(290bf93abcde)");
+}
+
+TEST_CASE("md: a well-formed Markdown table and the context as bullets", "[report]") {
+  const auto report = sample_report();
+  const auto lines = lines_of(render(report, Format::md));
+  auto pipes = [](const std::string& line) {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < line.size(); ++i) n += line[i] == '|' && (i == 0 || line[i - 1] != '\\');
+    return n;
+  };
+  REQUIRE(lines.size() > report.results.size() + 2);
+  for (std::size_t i = 0; i < report.results.size() + 2; ++i) CHECK(pipes(lines[i]) == 9);
+  CHECK(lines[2].find("recompute (baseline)") != std::string::npos);
+  CHECK(lines[3].find("4.0x faster, -38% memory (-38 MiB)") != std::string::npos);
+  CHECK(lines[5].find("failed: max_abs_error 0.5 exceeds tolerance 1e-3") != std::string::npos);
+  CHECK(std::find(lines.begin(), lines.end(), "- **threads**: 2") != lines.end());
+  CHECK(std::find(lines.begin(), lines.end(), "- **aiopt_version**: 0.1.0") != lines.end());
+}
+
+TEST_CASE("csv: RFC 4180 quoting and every field as a column", "[report]") {
+  CHECK(csv_field("plain") == "plain");
+  CHECK(csv_field("a,b") == "\"a,b\"");
+  CHECK(csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
+  CHECK(csv_field("two\nlines") == "\"two\nlines\"");
+  CHECK(csv_field("cr\r") == "\"cr\r\"");
+  CHECK(csv_field("") == "");
+
+  const auto report = sample_report();
+  const auto rows = parse_csv(render(report, Format::csv));
+  REQUIRE(rows.size() == report.results.size() + 1);
+  const std::vector<std::string> header{
+      "technique", "variant", "baseline", "device", "status", "message", "param.gen_tokens",
+      "param.prompt_len", "param.dtype", "param.hidden", "median_ms", "mean_ms", "min_ms",
+      "max_ms", "stddev_ms", "iqr_ms", "count", "warmup", "peak_bytes", "host_peak_bytes",
+      "peak_rss_bytes", "metric.tokens_per_s", "metric.max_abs_error", "metric.perplexity",
+      "metric.bytes_per_token", "metric.log_likelihood", "metric.nmse", "repro"};
+  CHECK(rows[0] == header);
+  for (const auto& row : rows) CHECK(row.size() == header.size());
+  auto col = [&](const std::string& name) {
+    return static_cast<std::size_t>(std::find(header.begin(), header.end(), name) - header.begin());
+  };
+  const auto& cached = report.results[1];
+  CHECK(rows[2][col("variant")] == "kv_cache");
+  CHECK(rows[2][col("baseline")] == "false");
+  CHECK(rows[2][col("param.prompt_len")] == "128");
+  CHECK(rows[2][col("param.dtype")] == "");
+  CHECK(std::stod(rows[2][col("median_ms")]) == cached.timing->median);
+  CHECK(std::stod(rows[2][col("stddev_ms")]) == cached.timing->stddev);
+  CHECK(rows[2][col("count")] == "15");
+  CHECK(rows[2][col("peak_bytes")] == std::to_string(cached.memory->peak_bytes));
+  CHECK(std::stod(rows[2][col("metric.max_abs_error")]) == 3.1e-6);
+  CHECK(rows[4][col("message")] == failure_message);
+  CHECK(rows[4][col("median_ms")] == "");
+  CHECK(rows[6][col("param.dtype")] == "int8");
+  CHECK(rows[6][col("metric.nmse")] == "");  // NaN
+  CHECK(rows[7][col("repro")] == report.results[6].repro);
+}
+
+TEST_CASE("formats by name and by file extension", "[report]") {
+  CHECK(format_from_name("table") == Format::table);
+  CHECK(format_from_name("jsonl") == Format::jsonl);
+  CHECK(format_from_path("out/results.json") == Format::json);
+  CHECK(format_from_path("results.jsonl") == Format::jsonl);
+  CHECK(format_from_path("r.csv") == Format::csv);
+  CHECK(format_from_path("r.md") == Format::md);
+  CHECK(format_from_path("summary.txt") == Format::table);
+  CHECK_THROWS_WITH(format_from_name("markdown"),
+                    Catch::Contains("'markdown'") && Catch::Contains("table, md, csv, json, jsonl"));
+  CHECK_THROWS_WITH(format_from_name("jsnol"), Catch::Contains("did you mean 'jsonl'?"));
+  CHECK_THROWS_AS(format_from_path("r.xlsx"), InputError);
+  CHECK_THROWS_WITH(format_from_path("dir.v2/report"), Catch::Contains(".json, .jsonl, .csv, .md, .txt"));
+}
+
+TEST_CASE("load_report reads what the printers and the JSONL writer wrote", "[report]") {
+  const TempDir dir;
+  const auto report = sample_report();
+  std::vector<std::string> warnings;
+
+  write_text(dir.file("r.json"), render(report, Format::json));
+  CHECK(to_json(load_report(dir.file("r.json"), warnings)) == to_json(report));
+
+  {
+    JsonlWriter writer(dir.file("r.jsonl"), report.context, false);
+    for (const auto& r : report.results) writer.write(r);
+  }
+  CHECK(read_text(dir.file("r.jsonl")) == render(report, Format::jsonl));
+  const auto streamed = load_report(dir.file("r.jsonl"), warnings);
+  CHECK(to_json(streamed) == to_json(report));  // comparisons recomputed from the results
+  CHECK(warnings.empty());
+}
+
+TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a warning", "[report]") {
+  const TempDir dir;
+  const auto report = sample_report();
+  const auto path = dir.file("sweep.jsonl");
+  {
+    JsonlWriter writer(path, report.context, false);
+    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
+  }
+  const auto cut = to_json(report.results[3]).dump();
+  std::ofstream(path, std::ios::app | std::ios::binary) << cut.substr(0, cut.size() / 2);
+
+  std::vector<std::string> warnings;
+  const auto loaded = load_report(path, warnings);
+  CHECK(loaded.results.size() == 3);
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("sweep.jsonl:5") && Catch::Contains("incomplete"));
+
+  // A resumed sweep appends after cutting the fragment off, under the original header.
+  {
+    JsonlWriter writer(path, ojson{{"other", "context"}}, true);
+    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
+  }
+  warnings.clear();
+  const auto resumed = load_report(path, warnings);
+  CHECK(warnings.empty());
+  CHECK(to_json(resumed) == to_json(report));
+}
+
+TEST_CASE("bad report files are InputErrors naming file, line, key, value and what is allowed",
+          "[report]") {
+  const TempDir dir;
+  const auto report = sample_report();
+  std::vector<std::string> warnings;
+  auto lines = lines_of(render(report, Format::jsonl));
+
+  auto bad_status = ojson::parse(lines[2]);
+  bad_status["status"] = "done";
+  auto text = lines[0] + "\n" + lines[1] + "\n" + bad_status.dump() + "\n";
+  write_text(dir.file("status.jsonl"), text);
+  CHECK_THROWS_WITH(load_report(dir.file("status.jsonl"), warnings),
+                    Catch::Contains("status.jsonl:3") && Catch::Contains("'status'") &&
+                        Catch::Contains("\"done\"") && Catch::Contains("ok, skipped, failed"));
+
+  // A broken line that is not the last, complete one is an error, not a warning.
+  text = lines[0] + "\n" + lines[1].substr(0, 20) + "\n" + lines[2] + "\n";
+  write_text(dir.file("middle.jsonl"), text);
+  CHECK_THROWS_WITH(load_report(dir.file("middle.jsonl"), warnings),
+                    Catch::Contains("middle.jsonl:2") && Catch::Contains("not valid JSON"));
+
+  write_text(dir.file("headless.jsonl"), lines[1] + "\n");
+  CHECK_THROWS_WITH(load_report(dir.file("headless.jsonl"), warnings),
+                    Catch::Contains("headless.jsonl:1") && Catch::Contains("header"));
+
+  auto doc = to_json(report);
+  doc["schema"] = "aiopt-report/2";
+  write_text(dir.file("v2.json"), doc.dump());
+  CHECK_THROWS_WITH(load_report(dir.file("v2.json"), warnings),
+                    Catch::Contains("v2.json") && Catch::Contains("aiopt-report/2") &&
+                        Catch::Contains("aiopt-report/1"));
+
+  doc = to_json(report);
+  doc["results"][1]["timing"]["median"] = "fast";
+  write_text(dir.file("median.json"), doc.dump());
+  CHECK_THROWS_WITH(load_report(dir.file("median.json"), warnings),
+                    Catch::Contains("results[1]") && Catch::Contains("timing.median") &&
+                        Catch::Contains("\"fast\"") && Catch::Contains("a number"));
+
+  write_text(dir.file("broken.json"), "{\n  \"schema\": \"aiopt-report/1\",\n  \"context\": {\n}");
+  CHECK_THROWS_WITH(load_report(dir.file("broken.json"), warnings),
+                    Catch::Contains("broken.json:4:"));
+
+  CHECK_THROWS_WITH(load_report(dir.file("r.csv"), warnings),
+                    Catch::Contains(".json (a full report), .jsonl"));
+  CHECK_THROWS_WITH(load_report(dir.file("missing.json"), warnings),
+                    Catch::Contains("missing.json") && Catch::Contains("cannot open"));
+  CHECK(warnings.empty());
+}
+
+TEST_CASE("merge_reports: first context, later results replace earlier ones in place", "[report]") {
+  const auto full = sample_report();
+  Report a, b;
+  a.context = full.context;
+  b.context = ojson{{"aiopt_version", "other"}};
+  a.results = {full.results[0], full.results[1], full.results[2]};
+  auto rerun = full.results[1];
+  rerun.timing = timing_around(9, 5.0, 0.05);
+  b.results = {rerun, full.results[5], full.results[6]};
+  const auto merged = merge_reports({a, b});
+  CHECK(merged.context == full.context);
+  REQUIRE(merged.results.size() == 5);
+  CHECK(merged.results[1].timing->median == 5.0);
+  CHECK(merged.results[4].variant == "int8_dequant");
+  REQUIRE(merged.comparisons.size() == 2);
+  CHECK(*merged.comparisons[0].speedup == Approx(10.0 / 5.0).epsilon(1e-12));
+  CHECK(merge_reports({}).results.empty());
+}
+
+TEST_CASE("compare: a report against itself is all SAME and no regression", "[report][compare]") {
+  const auto report = sample_report();
+  const auto reg = compare_reports(report, report);
+  REQUIRE(reg.verdicts.size() == report.results.size());
+  std::size_t timed = 0;
+  for (const auto& v : reg.verdicts) {
+    if (v.base_status == Status::ok) {
+      CHECK(v.timing == "SAME");
+      CHECK(v.change == 0.0);
+      ++timed;
+    }
+    for (const auto& m : v.metrics) CHECK(m.verdict == "same");
+    CHECK_FALSE(v.regressed());
+  }
+  CHECK(timed == 5);
+  CHECK_FALSE(any_regression(reg));
+  CHECK(reg.only_in_base.empty());
+  CHECK(reg.only_in_new.empty());
+  CHECK_THAT(render_regressions(reg), Catch::Contains("5 same") && Catch::Contains("no regression"));
+}
+
+TEST_CASE("compare: slower beyond threshold and noise is a regression", "[report][compare]") {
+  const auto report = sample_report();
+
+  const auto slow = compare_reports(report, slowed(report, 1.5));
+  for (const auto& v : slow.verdicts)
+    if (v.base_status == Status::ok) {
+      CHECK(v.timing == "SLOWER");
+      CHECK(v.change == Approx(0.5).epsilon(1e-12));
+      CHECK(v.regressed());
+    }
+  CHECK(any_regression(slow));
+  const auto text = render_regressions(slow);
+  CHECK_THAT(text, Catch::Contains("SLOWER") && Catch::Contains("+50.0%") &&
+                       Catch::Contains("REGRESSION"));
+
+  const auto fast = compare_reports(report, slowed(report, 0.5));
+  for (const auto& v : fast.verdicts)
+    if (v.base_status == Status::ok) CHECK(v.timing == "FASTER");
+  CHECK_FALSE(any_regression(fast));
+
+  // 3% is within the 5% threshold; with a 2% threshold it is a change.
+  CHECK_FALSE(any_regression(compare_reports(report, slowed(report, 1.03))));
+  CHECK(any_regression(compare_reports(report, slowed(report, 1.03), 0.02)));
+}
+
+TEST_CASE("compare: a difference within the measured noise is SAME", "[report][compare]") {
+  Report base;
+  auto r = result("tensor_fusion", "fused", false, "cpu", ojson{{"rows", 4096}});
+  r.timing = timing_around(11, 3.0, 0.8, 41);  // samples spread ±40%
+  base.results = {r};
+  const double noise = r.timing->iqr / r.timing->median;
+  REQUIRE(noise > 0.15);
+  const auto within = compare_reports(base, slowed(base, 1 + noise * 0.9));
+  CHECK(within.verdicts[0].noise == Approx(noise).epsilon(1e-9));
+  CHECK(within.verdicts[0].timing == "SAME");
+  CHECK(compare_reports(base, slowed(base, 1 + noise * 1.1)).verdicts[0].timing == "SLOWER");
+}
+
+TEST_CASE("compare: worse metrics, new failures and unmatched results", "[report][compare]") {
+  const auto report = sample_report();
+  auto now = report;
+  now.results[1].metrics[2].value = 11.0;      // perplexity 10.4 -> 11: worse (lower is better)
+  now.results[1].metrics[0].value = 800.0;     // tokens_per_s 400 -> 800: better
+  now.results[2].status = Status::failed;      // the prompt_len 512 baseline now fails
+  now.results[2].message = "out of memory";
+  now.results[4].status = Status::skipped;     // skipped before and after: not a regression
+  now.results.erase(now.results.begin() + 6);  // int8_dequant missing in NEW
+  auto extra = report.results[6];
+  extra.device = "cuda:0";
+  now.results.push_back(extra);
+
+  const auto reg = compare_reports(report, now);
+  REQUIRE(reg.verdicts.size() == 6);
+  const auto& cached = reg.verdicts[1];
+  REQUIRE(cached.metrics.size() == 5);
+  CHECK(cached.metrics[0].verdict == "better");
+  CHECK(cached.metrics[1].verdict == "same");  // max_abs_error unchanged
+  CHECK(cached.metrics[2].verdict == "worse");
+  CHECK(cached.timing == "SAME");
+  CHECK(cached.regressed());
+  CHECK(reg.verdicts[2].regressed());
+  CHECK(reg.verdicts[2].timing.empty());
+  CHECK_FALSE(reg.verdicts[4].regressed());
+  CHECK(reg.only_in_base == std::vector<std::string>{"quantization int8_dequant cpu dtype=int8 hidden=1024"});
+  CHECK(reg.only_in_new == std::vector<std::string>{"quantization int8_dequant cuda:0 dtype=int8 hidden=1024"});
+  const auto text = render_regressions(reg);
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("perplexity worse (10.4 -> 11)") &&
+                       Catch::Contains("failed in NEW: out of memory") &&
+                       Catch::Contains("only in BASE: quantization int8_dequant cpu") &&
+                       Catch::Contains("only in NEW: quantization int8_dequant cuda:0") &&
+                       Catch::Contains("REGRESSION"));
+  CHECK(any_regression(reg));
+}

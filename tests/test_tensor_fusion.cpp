@@ -1,0 +1,430 @@
+// tensor_fusion: the vectorizable exp/tanh, every unfused op against its scalar reference, the
+// fused chains against the unfused ones, the technique's runs, checks and input errors, and
+// ([gpu]) every CUDA variant against the CPU reference.
+//
+// Tolerances (max abs error), and why:
+//   exp_poly: 3e-7 relative to e^x (Cephes expf's polynomial with Cody–Waite reduction);
+//   tanh_poly: 3e-7 absolute (1 − 2/(e^{2u}+1): one exp error, then cancellation near 0);
+//   GELU chain 1e-5 (|x| <= 4.5: the tanh error scaled by 0.5·|x|, with a wide margin);
+//   LayerNorm chain 1e-4 (fp32 row sums vs double; outputs of order 1–5);
+//   softmax chain 1e-6 (outputs in [0, 1]; exp and 1/sum are accurate to ~2e-7 relative).
+// Fused and unfused CPU chains call the same inline math per element, so they agree to 1e-6
+// (LayerNorm: its row statistics are reduced in the same order, so also to 1e-6).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/memory.hpp"
+#include "core/rng.hpp"
+#include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/elementwise.hpp"
+#include "kernels/cpu/fused_chains.hpp"
+#include "kernels/cpu/layernorm.hpp"
+#include "kernels/cpu/softmax.hpp"
+#include "techniques/tensor_fusion/tensor_fusion.hpp"
+
+using namespace aiopt;
+namespace cpu = aiopt::kernels::cpu;
+namespace tf = aiopt::tensor_fusion;
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo, float hi) {
+  rng::Stream s(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = s.uniform(lo, hi);
+  return v;
+}
+
+double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  return tf::max_abs_error(a.data(), b.data(), a.size());
+}
+
+Case make_case(const std::string& variant, const std::string& chain, std::int64_t rows, std::int64_t hidden,
+               double dropout = 0.1, std::uint64_t seed = 7) {
+  Case c;
+  c.technique = "tensor_fusion";
+  c.variant = variant;
+  c.params.set("chain", chain);
+  c.params.set("rows", rows);
+  c.params.set("hidden", hidden);
+  c.params.set("dropout", dropout);
+  c.seed = seed;
+  return c;
+}
+
+const Metric& metric(const std::vector<Metric>& metrics, const std::string& name) {
+  for (const auto& m : metrics)
+    if (m.name == name) return m;
+  FAIL("no metric " << name);
+  throw std::logic_error("unreachable");
+}
+
+// Row widths that exercise full SIMD vectors, tails and single elements.
+const std::vector<std::size_t> widths = {1, 7, 33, 96, 1000};
+
+}  // namespace
+
+// ---- the vectorizable math
+
+TEST_CASE("exp_poly matches std::exp to 3e-7 relative, and gives 0 far below", "[tensor_fusion][math]") {
+  double worst = 0.0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.00731f) {
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::fabs(cpu::exp_poly(x) - want) / want);
+  }
+  INFO("worst relative error " << worst);
+  CHECK(worst < 3e-7);
+  CHECK(cpu::exp_poly(-100.0f) == 0.0f);
+  CHECK(cpu::exp_poly(-std::numeric_limits<float>::infinity()) == 0.0f);
+  CHECK(cpu::exp_poly(0.0f) == 1.0f);
+}
+
+TEST_CASE("tanh_poly matches std::tanh to 3e-7 absolute", "[tensor_fusion][math]") {
+  double worst = 0.0;
+  for (float u = -12.0f; u <= 12.0f; u += 0.000917f)
+    worst = std::max(worst, std::fabs(cpu::tanh_poly(u) - std::tanh(static_cast<double>(u))));
+  INFO("worst absolute error " << worst);
+  CHECK(worst < 3e-7);
+  CHECK(cpu::tanh_poly(50.0f) == 1.0f);
+  CHECK(cpu::tanh_poly(-50.0f) == -1.0f);
+}
+
+TEST_CASE("the GELU reference has the published tanh-form values", "[tensor_fusion][math]") {
+  // 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) evaluated in high precision.
+  const std::vector<float> x = {-3.0f, -1.0f, 0.0f, 0.5f, 1.0f, 2.0f};
+  const std::vector<double> want = {-0.00363739, -0.15880801, 0.0, 0.34571401, 0.84119199, 1.95459769};
+  std::vector<float> y(x.size());
+  cpu::gelu_tanh_reference(x.data(), y.data(), x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) CHECK(y[i] == Approx(want[i]).margin(1e-6));
+}
+
+TEST_CASE("fast GELU matches the std::tanh reference on random inputs", "[tensor_fusion][cpu]") {
+  for (std::size_t n : widths) {
+    const auto x = random_vector(n * 13, n, -6.0f, 6.0f);
+    std::vector<float> want(x.size()), got(x.size());
+    cpu::gelu_tanh_reference(x.data(), want.data(), x.size());
+    cpu::gelu_tanh(x.data(), got.data(), x.size());
+    INFO("n = " << x.size());
+    CHECK(max_diff(got, want) < 2e-6);
+  }
+}
+
+// ---- the dropout mask
+
+TEST_CASE("the dropout mask is exactly rng::uniform(seed, i) >= p", "[tensor_fusion][cpu]") {
+  // Thresholds on and next to the 2^-24 grid catch an off-by-one in the integer compare.
+  for (float p : {0.0f, 0.1f, 0.5f, 0.95f, 3.0f / 16777216.0f, std::nextafter(0.25f, 1.0f)}) {
+    const std::uint64_t seed = 12345;
+    const cpu::Dropout mask(p, seed);
+    std::size_t kept = 0, mismatches = 0;
+    const std::size_t n = 200000;
+    for (std::size_t i = 0; i < n; ++i) {
+      const bool keep = rng::uniform(seed, i) >= p;
+      mismatches += keep != mask.keeps(i);
+      kept += keep;
+    }
+    INFO("p = " << p);
+    CHECK(mismatches == 0);
+    // The kept fraction is 1 − p within 5 standard deviations of a binomial.
+    const double sigma = std::sqrt(n * p * (1.0 - p));
+    CHECK(std::fabs(static_cast<double>(kept) - n * (1.0 - p)) <= 5 * sigma + 1);
+  }
+  // On the grid: uniform = 2^-24·k exactly, so p = 3·2^-24 keeps k = 3 and drops k = 2.
+  const float p = 3.0f / 16777216.0f;
+  CHECK(cpu::Dropout(p, 1).keep_threshold == 3);
+}
+
+TEST_CASE("fast dropout equals the reference element for element", "[tensor_fusion][cpu]") {
+  const auto x = random_vector(100003, 3, -2.0f, 2.0f);
+  std::vector<float> want(x.size()), got(x.size());
+  cpu::dropout_reference(x.data(), want.data(), x.size(), 0.3f, 99);
+  cpu::dropout(x.data(), got.data(), x.size(), cpu::Dropout(0.3f, 99));
+  CHECK(max_diff(got, want) == 0.0);
+  std::size_t zeros = 0;
+  for (float v : got) zeros += v == 0.0f;
+  CHECK(zeros > 0.25 * x.size());
+  CHECK(zeros < 0.35 * x.size());
+}
+
+// ---- the other unfused ops against their references
+
+TEST_CASE("bias add, residual add, scale and causal mask match their references exactly", "[tensor_fusion][cpu]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden + 3, n = rows * hidden;
+    const auto x = random_vector(n, 1, -3.0f, 3.0f);
+    const auto r = random_vector(n, 2, -3.0f, 3.0f);
+    const auto b = random_vector(hidden, 3, -1.0f, 1.0f);
+    std::vector<float> want(n), got(n);
+    INFO("hidden = " << hidden);
+
+    cpu::bias_add_reference(x.data(), b.data(), want.data(), rows, hidden);
+    cpu::bias_add(x.data(), b.data(), got.data(), rows, hidden);
+    CHECK(max_diff(got, want) == 0.0);
+
+    cpu::residual_add_reference(x.data(), r.data(), want.data(), n);
+    cpu::residual_add(x.data(), r.data(), got.data(), n);
+    CHECK(max_diff(got, want) == 0.0);
+
+    cpu::scale_reference(x.data(), want.data(), n, 0.125f);
+    cpu::scale(x.data(), got.data(), n, 0.125f);
+    CHECK(max_diff(got, want) == 0.0);
+
+    const std::size_t mask_rows = 2 * hidden;  // two causal blocks
+    std::vector<float> wm(mask_rows * hidden), gm(mask_rows * hidden);
+    cpu::causal_mask_reference(x.data(), wm.data(), mask_rows, hidden);
+    cpu::causal_mask(x.data(), gm.data(), mask_rows, hidden);
+    std::size_t masked = 0, differ = 0;
+    for (std::size_t i = 0; i < wm.size(); ++i) {
+      masked += std::isinf(gm[i]);
+      differ += !(gm[i] == wm[i]);
+    }
+    CHECK(differ == 0);
+    CHECK(masked == hidden * (hidden - 1));  // per block: the strict upper triangle
+  }
+}
+
+TEST_CASE("the LayerNorm reference normalizes each row", "[tensor_fusion][cpu]") {
+  const std::size_t rows = 5, hidden = 301;
+  const auto x = random_vector(rows * hidden, 4, -5.0f, 9.0f);
+  const std::vector<float> ones(hidden, 1.0f), zeros(hidden, 0.0f);
+  std::vector<float> y(x.size());
+  cpu::layernorm_reference(x.data(), ones.data(), zeros.data(), y.data(), rows, hidden, 1e-5f);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (std::size_t j = 0; j < hidden; ++j) mean += y[r * hidden + j];
+    mean /= hidden;
+    for (std::size_t j = 0; j < hidden; ++j) var += (y[r * hidden + j] - mean) * (y[r * hidden + j] - mean);
+    var /= hidden;
+    CHECK(std::fabs(mean) < 1e-6);
+    CHECK(var == Approx(1.0).margin(1e-5));  // eps 1e-5 against a variance of ~16
+  }
+}
+
+TEST_CASE("fast LayerNorm matches the double-precision reference", "[tensor_fusion][cpu]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 37, n = rows * hidden;
+    const auto x = random_vector(n, 5, -4.0f, 4.0f);
+    const auto g = random_vector(hidden, 6, 0.5f, 1.5f);
+    const auto b = random_vector(hidden, 7, -0.5f, 0.5f);
+    std::vector<float> want(n), got(n);
+    cpu::layernorm_reference(x.data(), g.data(), b.data(), want.data(), rows, hidden, 1e-5f);
+    cpu::layernorm(x.data(), g.data(), b.data(), got.data(), rows, hidden, 1e-5f);
+    INFO("hidden = " << hidden);
+    CHECK(max_diff(got, want) < 1e-4);
+  }
+}
+
+TEST_CASE("the softmax reference sums to one and zeroes masked keys", "[tensor_fusion][cpu]") {
+  const std::size_t hidden = 50, rows = 2 * hidden;
+  const auto x = random_vector(rows * hidden, 8, -10.0f, 10.0f);
+  std::vector<float> masked(x.size()), y(x.size());
+  cpu::causal_mask_reference(x.data(), masked.data(), rows, hidden);
+  cpu::softmax_reference(masked.data(), y.data(), rows, hidden);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (std::size_t j = 0; j < hidden; ++j) {
+      sum += y[r * hidden + j];
+      if (j > r % hidden) CHECK(y[r * hidden + j] == 0.0f);
+    }
+    CHECK(sum == Approx(1.0).margin(1e-6));
+  }
+  CHECK(y[0] == 1.0f);  // query 0 sees only key 0
+}
+
+TEST_CASE("fast softmax matches the std::exp reference", "[tensor_fusion][cpu]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden, n = rows * hidden;
+    const auto x = random_vector(n, 9, -6.0f, 6.0f);
+    std::vector<float> masked(n), want(n), got(n);
+    cpu::causal_mask_reference(x.data(), masked.data(), rows, hidden);
+    cpu::softmax_reference(masked.data(), want.data(), rows, hidden);
+    cpu::softmax(masked.data(), got.data(), rows, hidden);
+    INFO("hidden = " << hidden);
+    CHECK(max_diff(got, want) < 1e-6);
+  }
+}
+
+// ---- fused chains against the unfused fast passes
+
+TEST_CASE("fused chains agree with the unfused passes", "[tensor_fusion][cpu]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden, n = rows * hidden;
+    const auto x = random_vector(n, 10, -4.0f, 4.0f);
+    const auto res = random_vector(n, 11, -2.0f, 2.0f);
+    const auto b = random_vector(hidden, 12, -0.5f, 0.5f);
+    const auto g = random_vector(hidden, 13, 0.5f, 1.5f);
+    const auto be = random_vector(hidden, 14, -0.5f, 0.5f);
+    std::vector<float> t1(n), t2(n), t3(n), unfused(n), fused(n);
+    INFO("hidden = " << hidden);
+
+    cpu::bias_add(x.data(), b.data(), t1.data(), rows, hidden);
+    cpu::gelu_tanh(t1.data(), unfused.data(), n);
+    cpu::bias_gelu_fused(x.data(), b.data(), fused.data(), rows, hidden);
+    CHECK(max_diff(fused, unfused) < 1e-6);
+
+    const cpu::Dropout mask(0.2f, 77);
+    cpu::bias_add(x.data(), b.data(), t1.data(), rows, hidden);
+    cpu::dropout(t1.data(), t2.data(), n, mask);
+    cpu::residual_add(res.data(), t2.data(), t3.data(), n);
+    cpu::layernorm(t3.data(), g.data(), be.data(), unfused.data(), rows, hidden, 1e-5f);
+    cpu::bias_dropout_residual_layernorm_fused(x.data(), b.data(), res.data(), g.data(), be.data(), fused.data(),
+                                               rows, hidden, mask, 1e-5f);
+    CHECK(max_diff(fused, unfused) < 1e-6);
+
+    const float s = 1.0f / std::sqrt(static_cast<float>(hidden));
+    cpu::scale(x.data(), t1.data(), n, s);
+    cpu::causal_mask(t1.data(), t2.data(), rows, hidden);
+    cpu::softmax(t2.data(), unfused.data(), rows, hidden);
+    cpu::scale_mask_softmax_fused(x.data(), fused.data(), rows, hidden, s);
+    CHECK(max_diff(fused, unfused) < 1e-6);
+  }
+}
+
+// ---- the technique
+
+TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
+  const TensorFusion t;
+  CHECK(t.name() == "tensor_fusion");
+  CHECK(t.trade_off() == "development complexity vs memory traffic");
+  CHECK(t.baseline() == "unfused");
+  CHECK(t.find_variant("fused")->runs_on(DeviceKind::cpu));
+  CHECK_FALSE(t.find_variant("cuda_graph")->runs_on(DeviceKind::cpu));
+  CHECK(t.find_variant("cuda_graph")->runs_on(DeviceKind::cuda));
+  std::vector<std::string> names;
+  for (const auto& p : t.params()) names.push_back(p.name);
+  CHECK(names == std::vector<std::string>{"chain", "rows", "hidden", "dropout"});
+}
+
+TEST_CASE("CPU runs pass their checks and report counted bytes and measured intermediates", "[tensor_fusion][cpu]") {
+  const TensorFusion t;
+  struct Shape {
+    std::string chain;
+    std::int64_t rows, hidden;
+    double ops;
+  };
+  for (const Shape& s : {Shape{"bias_gelu", 64, 96, 2}, Shape{"bias_gelu", 50, 33, 2}, Shape{"layernorm", 64, 96, 4},
+                         Shape{"layernorm", 50, 33, 4}, Shape{"softmax", 192, 96, 3}, Shape{"softmax", 66, 33, 3}}) {
+    for (const std::string variant : {"unfused", "fused"}) {
+      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << variant);
+      const Case c = make_case(variant, s.chain, s.rows, s.hidden);
+      auto run = t.prepare(c, Device::cpu());
+      run->step();
+      run->step();
+      const auto metrics = run->finish();
+      const bool fused = variant == "fused";
+      const double N = static_cast<double>(s.rows * s.hidden) * 4;
+      const tf::Shape shape = tf::Shape::from(c);
+      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape.chain));
+      CHECK(metric(metrics, "passes").value == (fused ? 1.0 : s.ops));
+      CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));
+      CHECK(metric(metrics, "bytes_moved").value == tf::bytes_moved(shape, fused));
+      CHECK(run->work().bytes.value() == tf::bytes_moved(shape, fused));
+      for (const auto& m : metrics) CHECK(m.better == Better::lower);
+    }
+  }
+}
+
+TEST_CASE("bytes moved follow the per-chain formulas of the README", "[tensor_fusion]") {
+  const TensorFusion t;
+  const double N = 8192.0 * 1024 * 4, P = 1024.0 * 4;
+  const auto bytes = [&](const std::string& chain, bool fused) {
+    return tf::bytes_moved(tf::Shape::from(make_case("unfused", chain, 8192, 1024)), fused);
+  };
+  CHECK(bytes("bias_gelu", false) == 4 * N + P);
+  CHECK(bytes("bias_gelu", true) == 2 * N + P);
+  CHECK(bytes("layernorm", false) == 9 * N + 3 * P);
+  CHECK(bytes("layernorm", true) == 3 * N + 3 * P);
+  CHECK(bytes("softmax", false) == 6 * N);
+  CHECK(bytes("softmax", true) == 2 * N);
+}
+
+TEST_CASE("the check fails a wrong output and a NaN", "[tensor_fusion]") {
+  const tf::Shape shape = tf::Shape::from(make_case("fused", "layernorm", 16, 40));
+  const tf::Inputs in = tf::make_inputs(shape);
+  memory::Buffer<float> y = tf::reference_output(shape, in);
+  CHECK(tf::check_output(shape, y.data(), "fused") == 0.0);
+  y[100] += 1e-3f;
+  CHECK_THROWS_AS(tf::check_output(shape, y.data(), "fused"), CheckFailed);
+  y[100] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(tf::check_output(shape, y.data(), "fused"), CheckFailed);
+}
+
+TEST_CASE("different seeds give different inputs and masks and the same seed gives the same", "[tensor_fusion]") {
+  const tf::Shape a = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 1));
+  const tf::Shape b = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 2));
+  CHECK(a.dropout_seed != b.dropout_seed);
+  const auto ia = tf::make_inputs(a), ia2 = tf::make_inputs(a), ib = tf::make_inputs(b);
+  CHECK(tf::max_abs_error(ia.x.data(), ia2.x.data(), a.elements()) == 0.0);
+  CHECK(tf::max_abs_error(ia.x.data(), ib.x.data(), a.elements()) > 0.0);
+}
+
+TEST_CASE("bad parameters are input errors that say what is allowed", "[tensor_fusion]") {
+  const TensorFusion t;
+  CHECK_THROWS_WITH(t.prepare(make_case("fused", "softmax", 100, 64), Device::cpu()),
+                    Catch::Contains("rows must be a multiple of hidden") && Catch::Contains("rows = 100") &&
+                        Catch::Contains("e.g. 64"));
+  CHECK_THROWS_AS(t.prepare(make_case("fused", "softmax", 100, 64), Device::cpu()), InputError);
+  CHECK_THROWS_WITH(t.prepare(make_case("fusde", "layernorm", 64, 64), Device::cpu()),
+                    Catch::Contains("'fusde'") && Catch::Contains("did you mean 'fused'"));
+  CHECK_THROWS_AS(t.prepare(make_case("cuda_graph", "layernorm", 64, 64), Device::cpu()), InputError);
+  CHECK_THROWS_WITH(t.prepare(make_case("fused", "layernrom", 64, 64), Device::cpu()),
+                    Catch::Contains("'chain'") && Catch::Contains("did you mean 'layernorm'"));
+  CHECK_THROWS_WITH(t.prepare(make_case("fused", "layernorm", 64, 70000), Device::cpu()),
+                    Catch::Contains("'hidden' = 70000") && Catch::Contains("1 to 65536"));
+  CHECK_THROWS_WITH(t.prepare(make_case("fused", "layernorm", 64, 64, 0.99), Device::cpu()),
+                    Catch::Contains("'dropout' = 0.99"));
+  CHECK_THROWS_AS(t.prepare(make_case("fused", "layernorm", 0, 64), Device::cpu()), InputError);
+}
+
+TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[tensor_fusion]") {
+  const TensorFusion t;
+  const std::string why = cuda::unavailable_reason();
+  if (why.empty()) {
+    CHECK_NOTHROW(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()));
+  } else {
+    CHECK_THROWS_AS(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()), DeviceUnavailable);
+    CHECK_THROWS_WITH(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()), why);
+  }
+}
+
+// ---- CUDA against the CPU reference
+
+TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]") {
+  const TensorFusion t;
+  struct Shape {
+    std::string chain;
+    std::int64_t rows, hidden;
+    double ops;
+  };
+  // hidden 1024 and 256: float4 paths with full blocks; 33 and 7: scalar paths, partial warps;
+  // 2048 rows of 4096: several vectors per thread.
+  for (const Shape& s : {Shape{"bias_gelu", 512, 1024, 2}, Shape{"bias_gelu", 100, 33, 2},
+                         Shape{"layernorm", 512, 1024, 4}, Shape{"layernorm", 100, 33, 4},
+                         Shape{"layernorm", 64, 4096, 4}, Shape{"layernorm", 9, 7, 4}, Shape{"softmax", 512, 256, 3},
+                         Shape{"softmax", 99, 33, 3}, Shape{"softmax", 4096, 4096, 3}}) {
+    for (const std::string variant : {"unfused", "fused", "cuda_graph"}) {
+      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << variant);
+      const Case c = make_case(variant, s.chain, s.rows, s.hidden, 0.25);
+      auto run = t.prepare(c, Device::cuda());
+      CHECK(run->stream() != nullptr);
+      for (int i = 0; i < 3; ++i) run->step();
+      std::vector<Metric> metrics;
+      REQUIRE_NOTHROW(metrics = run->finish());
+      const tf::Shape shape = tf::Shape::from(c);
+      const bool fused = variant == "fused";
+      const double N = static_cast<double>(s.rows * s.hidden) * 4;
+      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape.chain));
+      CHECK(metric(metrics, "kernel_launches").value == (fused ? 1.0 : s.ops));
+      CHECK(metric(metrics, "host_launch_calls").value == (variant == "unfused" ? s.ops : 1.0));
+      CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));
+      CHECK(metric(metrics, "bytes_moved").value == tf::bytes_moved(shape, fused));
+    }
+  }
+}
