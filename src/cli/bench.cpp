@@ -84,10 +84,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     if (!devices.empty()) e.devices = devices;
     for (const auto& s : o.sets) apply_set(e, t, s);
   }
-  Execution ex;
-  ex.quick = o.flags.effective_quick(settings);
-  ex.sampling = o.flags.sampling(settings);
-  ex.plan = plan_experiments(experiments, ex.quick, o.flags.effective_seed(settings));
+  Execution ex = plan_execution(experiments, o.flags, settings);
   ex.dry_run = o.dry_run;
   return execute(ex, o.flags, argv);
 }

@@ -47,15 +47,18 @@ std::vector<DeviceKind> default_devices() {
   return d;
 }
 
-std::vector<PlanEntry> plan_experiments(const std::vector<Experiment>& experiments, bool quick,
-                                        std::uint64_t seed) {
-  std::vector<PlanEntry> plan;
+Execution plan_execution(const std::vector<Experiment>& experiments, const RunFlags& flags,
+                         const SettingsOverride& settings) {
+  Execution ex;
+  ex.quick = flags.effective_quick(settings);
+  ex.sampling = flags.sampling(settings);
+  const auto seed = flags.effective_seed(settings);
   const auto devices = default_devices();
   for (const auto& e : experiments) {
     const Technique& t = find_technique(e.technique);
-    for (auto& pc : expand(e, t, quick, seed, devices)) plan.push_back({&t, std::move(pc)});
+    for (auto& pc : expand(e, t, ex.quick, seed, devices)) ex.plan.push_back({&t, std::move(pc)});
   }
-  return plan;
+  return ex;
 }
 
 namespace {
@@ -162,14 +165,8 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
 
   RunSettings settings{ex.sampling, threads, ex.quick};
   std::vector<const PlanEntry*> todo;
-  for (const auto* e : cases) {
-    Result probe;
-    probe.technique = e->planned.c.technique;
-    probe.variant = e->planned.c.variant;
-    probe.device = to_string(e->planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0));
-    probe.params = ojson::parse(e->planned.c.params.to_json().dump());
-    if (!done.count(probe.key())) todo.push_back(e);
-  }
+  for (const auto* e : cases)
+    if (!done.count(case_record(e->planned).key())) todo.push_back(e);
   if (todo.size() < cases.size())
     spdlog::info("{} of {} cases already in {}; running {}", cases.size() - todo.size(),
                  cases.size(), ex.resume_path, todo.size());

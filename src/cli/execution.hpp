@@ -32,9 +32,10 @@ struct Execution {
   bool dry_run = false;
 };
 
-// Builds the plan of one or more experiments (validated; expansion order kept).
-std::vector<PlanEntry> plan_experiments(const std::vector<Experiment>& experiments, bool quick,
-                                        std::uint64_t seed);
+// The plan of `experiments` (validated, expansion order kept) with the sampling and quick mode
+// that `flags` and a file's settings choose.
+Execution plan_execution(const std::vector<Experiment>& experiments, const RunFlags& flags,
+                         const SettingsOverride& settings);
 
 // 0 when every case ran ok or was skipped, 1 when any case failed.
 // `argv` is recorded in the report's context.

@@ -19,10 +19,7 @@ struct SweepOptions {
 int run_sweep(const SweepOptions& o, const std::vector<std::string>& argv) {
   o.flags.apply_verbosity();
   ExperimentFile file = load_experiment_file(o.file, techniques());
-  Execution ex;
-  ex.quick = o.flags.effective_quick(file.settings);
-  ex.sampling = o.flags.sampling(file.settings);
-  ex.plan = plan_experiments(file.experiments, ex.quick, o.flags.effective_seed(file.settings));
+  Execution ex = plan_execution(file.experiments, o.flags, file.settings);
   if (!o.shard.empty()) ex.shard = Shard::parse(o.shard);
   ex.resume_path = o.resume;
   ex.dry_run = o.dry_run;

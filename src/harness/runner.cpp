@@ -80,15 +80,20 @@ std::string repro_command(const PlannedCase& planned, const RunSettings& setting
   return os.str();
 }
 
-Result run_case(const Technique& technique, const PlannedCase& planned, const RunSettings& settings) {
-  const Device device = planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0);
+Result case_record(const PlannedCase& planned) {
   Result r;
   r.technique = planned.c.technique;
   r.variant = planned.c.variant;
   r.baseline = planned.baseline;
-  r.device = to_string(device);
+  r.device = to_string(planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0));
   r.params = ojson::parse(planned.c.params.to_json().dump());
   r.seed = planned.c.seed;
+  return r;
+}
+
+Result run_case(const Technique& technique, const PlannedCase& planned, const RunSettings& settings) {
+  const Device device = planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0);
+  Result r = case_record(planned);
   r.repro = repro_command(planned, settings);
 
   if (device.is_cuda()) {

@@ -19,6 +19,10 @@ struct RunSettings {
 // `failed` with the message, one whose device is absent is `skipped` with the reason.
 Result run_case(const Technique& technique, const PlannedCase& planned, const RunSettings& settings);
 
+// The fields of a Result that identify the case (technique, variant, baseline, device, params,
+// seed), before it runs: what resuming matches on.
+Result case_record(const PlannedCase& planned);
+
 // The command line that reruns exactly this case.
 std::string repro_command(const PlannedCase& planned, const RunSettings& settings);
 

@@ -5,16 +5,11 @@
 #include <map>
 
 #include "core/error.hpp"
+#include "report/number_text.hpp"
 
 namespace aiopt {
 
 namespace {
-
-std::string printed(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
 
 // "1.15x", "7.9x", "120x": two significant digits where the difference is small.
 std::string times(double r) {

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/spelling.hpp"
 #include "report/comparison.hpp"
+#include "report/number_text.hpp"
 #include "report/report_json.hpp"
 
 namespace aiopt {
@@ -20,12 +21,6 @@ constexpr std::array<std::pair<const char*, Format>, 5> format_names{{{"table", 
                                                                       {"csv", Format::csv},
                                                                       {"json", Format::json},
                                                                       {"jsonl", Format::jsonl}}};
-
-std::string printed(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
 
 // ---- cells shared by the table and Markdown
 

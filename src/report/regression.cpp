@@ -6,17 +6,12 @@
 #include <map>
 
 #include "report/comparison.hpp"
+#include "report/number_text.hpp"
 #include "report/printers.hpp"
 
 namespace aiopt {
 
 namespace {
-
-std::string printed(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
 
 std::string params_text(const ojson& params) {
   std::string out;
