@@ -20,4 +20,8 @@ if [ "$build_dir" = build-sanitize ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 fi
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)"
+status=0
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" || status=$?
+# ctest prints no output of skipped tests; their reasons are in its log.
+grep -h "^SKIP:" "$build_dir"/Testing/Temporary/LastTest*.log 2>/dev/null | sort | uniq -c || true
+exit $status

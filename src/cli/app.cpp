@@ -9,6 +9,7 @@
 
 #include "cli/commands.hpp"
 #include "core/build_info.hpp"
+#include "core/git_commit.hpp"
 #include "core/error.hpp"
 #include "core/spelling.hpp"
 

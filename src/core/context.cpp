@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/build_info.hpp"
+#include "core/git_commit.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/hardware.hpp"
 #include "core/peaks.hpp"

@@ -131,14 +131,15 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
       if (sampling_done(settings.sampling, samples, elapsed)) break;
     }
 
-    r.metrics = run->finish();
-    r.timing = make_timing(samples, settings.sampling.warmup);
-    add_roofline(run->work(), r.timing->median * 1e-3, device, r.metrics);
-
+    // The memory of the work itself: read before finish(), whose checks may allocate a reference.
     MemoryRecord mem;
     mem.peak_bytes = device_scope.peak_bytes();
     mem.host_peak_bytes = host_scope ? host_scope->peak_bytes() : mem.peak_bytes;
     mem.peak_rss_bytes = memory::peak_rss_bytes();
+
+    r.metrics = run->finish();
+    r.timing = make_timing(samples, settings.sampling.warmup);
+    add_roofline(run->work(), r.timing->median * 1e-3, device, r.metrics);
     r.memory = mem;
     r.status = Status::ok;
   } catch (const DeviceUnavailable& e) {
