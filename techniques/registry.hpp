@@ -1,5 +1,5 @@
 #pragma once
-// The one list that names every technique (DESIGN.md "Layers": cli hands it to the harness).
+// The one list that names every technique (README "Layout": cli hands it to the harness).
 #include <memory>
 #include <vector>
 
@@ -9,7 +9,7 @@ namespace aiopt {
 
 using TechniqueList = std::vector<std::unique_ptr<Technique>>;
 
-// Every technique, in the order TECHNIQUES.md numbers them.
+// Every technique, in the order of the README's technique table.
 const TechniqueList& techniques();
 
 }  // namespace aiopt

@@ -265,3 +265,20 @@ TEST_CASE("a malformed experiment file names the file and line", "[cli]") {
   CHECK(r.err.find("bad.yaml:4") != std::string::npos);
   CHECK(r.err.find("rows") != std::string::npos);
 }
+
+TEST_CASE("the CI sweep runs clean: every case ok, or skipped for an absent GPU", "[cli]") {
+  TempDir tmp;
+  auto r = run_aiopt({"sweep", AIOPT_SOURCE_DIR "/configs/ci.yaml", "-o", tmp.file("ci.jsonl"), "--progress", "never",
+                      "--format", "json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(r.out);
+  require_valid(report);
+  REQUIRE_FALSE(report.at("results").empty());
+  for (const auto& res : report.at("results")) {
+    INFO(res.dump());
+    CHECK((res.at("status") == "ok" || res.at("status") == "skipped"));
+  }
+  const auto lines = jsonl_lines(aiopt::test::read_text(tmp.file("ci.jsonl")));
+  CHECK(lines.size() == report.at("results").size() + 1);
+}

@@ -1,5 +1,5 @@
 #pragma once
-// The report's "context" block (DESIGN.md "Reports"): what built aiopt and what it ran on, so
+// The report's "context" block (docs/report-format.md): what built aiopt and what it ran on, so
 // that a number can be interpreted and reproduced. The CLI adds what only it knows (argv, seed,
 // start time).
 #include <nlohmann/json.hpp>

@@ -29,7 +29,7 @@ std::string shell_quote(const std::string& s) {
 }
 
 // Achieved rates of the declared work at the median time, and their fraction of the device's
-// measured peak (DESIGN.md "Measurement": roofline).
+// measured peak (the roofline of README "What a result means").
 void add_roofline(const Work& work, double median_s, const Device& device,
                   std::vector<Metric>& metrics) {
   if (median_s <= 0) return;

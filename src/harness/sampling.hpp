@@ -1,5 +1,5 @@
 #pragma once
-// How many times a case is run (DESIGN.md "Measurement"): warm up, then sample until both a
+// How many times a case is run (README "What a result means"): warm up, then sample until both a
 // minimum count and a minimum time are reached and the noise is under a bound, or a time limit.
 #include <span>
 

@@ -1,5 +1,5 @@
 #pragma once
-// The technique contract (DESIGN.md "The technique contract"). A technique declares who it is,
+// The technique contract (docs/adding-a-technique.md). A technique declares who it is,
 // its parameters and variants, and prepares runs; the harness times runs, scopes their memory,
 // and turns declared work into achieved rates. A technique never prints and never times itself.
 #include <cstdint>

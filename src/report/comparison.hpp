@@ -1,6 +1,6 @@
 #pragma once
-// Gains versus costs: every ok variant against the ok baseline of its case (DESIGN.md
-// "Reports" → comparisons). The metric's direction alone decides gain or cost, so no technique
+// Gains versus costs: every ok variant against the ok baseline of its case (docs/report-format.md
+// → comparisons). The metric's direction alone decides gain or cost, so no technique
 // writes summary code.
 #include <string>
 #include <vector>

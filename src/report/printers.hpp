@@ -1,6 +1,6 @@
 #pragma once
 // Printers: one Report, five formats. A printer only lays out what the report holds; every
-// number it shows was computed before (DESIGN.md "Data flows one way").
+// number it shows was computed before (printers never compute a metric).
 #include <string>
 #include <string_view>
 #include <vector>

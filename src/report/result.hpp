@@ -1,5 +1,5 @@
 #pragma once
-// The result model of schema aiopt-report/1 (DESIGN.md "Reports"). One Result per case run;
+// The result model of schema aiopt-report/1 (docs/report-format.md). One Result per case run;
 // one Comparison per non-baseline result that has an ok baseline in the same case.
 #include <cstdint>
 #include <optional>

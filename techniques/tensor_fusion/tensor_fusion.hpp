@@ -1,5 +1,5 @@
 #pragma once
-// tensor_fusion (TECHNIQUES.md §12): development complexity vs memory traffic. Three
+// tensor_fusion: development complexity vs memory traffic. Three
 // memory-bound chains of a transformer layer run once per op (every intermediate written to
 // memory and read back) and fused into one pass; on CUDA also as the unfused kernels captured
 // into one CUDA graph. See README.md beside this file.
