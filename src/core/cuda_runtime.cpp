@@ -15,6 +15,9 @@ std::string unavailable_reason() {
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
     cudaGetLastError();  // clear the sticky error so later queries start clean
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) == cudaSuccess && driver == 0)
+      return "no CUDA device: no NVIDIA driver is loaded on this machine";
     return std::string("no CUDA device: ") + cudaGetErrorString(err);
   }
   if (count == 0) return "no CUDA device: cudaGetDeviceCount found none";
