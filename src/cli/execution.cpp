@@ -90,21 +90,40 @@ std::string now_iso8601() {
   return buf;
 }
 
+// This shard's cases: whole parameter groups (a baseline with its variants), dealt round-robin
+// in plan order.
+std::vector<const PlanEntry*> shard_cases(const Execution& ex) {
+  std::vector<const PlanEntry*> cases;
+  std::map<std::string, std::size_t> group_index;
+  for (const auto& e : ex.plan) {
+    const auto [it, added] = group_index.try_emplace(group_key(e.planned), group_index.size());
+    if (!ex.shard || static_cast<int>(it->second % ex.shard->count) == ex.shard->index) cases.push_back(&e);
+  }
+  return cases;
+}
+
+// The report's context: the machine and build, and what this invocation chose.
+ojson run_context(const Execution& ex, int threads, const std::vector<std::string>& argv) {
+  ojson context = machine_context(true);
+  context["argv"] = argv;
+  context["seed"] = ex.plan.empty() ? 0 : ex.plan.front().planned.c.seed;
+  context["start_time"] = now_iso8601();
+  context["threads"] = threads;
+  context["quick"] = ex.quick;
+  context["sampling"] = {{"warmup", ex.sampling.warmup},
+                         {"min_samples", ex.sampling.min_samples},
+                         {"min_time_s", ex.sampling.min_time_s},
+                         {"max_noise", ex.sampling.max_noise},
+                         {"timeout_s", ex.sampling.timeout_s},
+                         {"flush_cache", ex.sampling.flush_cache}};
+  if (ex.shard) context["shard"] = std::to_string(ex.shard->index) + "/" + std::to_string(ex.shard->count);
+  return context;
+}
+
 }  // namespace
 
 int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::string>& argv) {
-  // Select this shard's cases: whole parameter groups, dealt round-robin in plan order.
-  std::vector<const PlanEntry*> cases;
-  {
-    std::map<std::string, std::size_t> group_index;
-    for (const auto& e : ex.plan) {
-      const auto key = group_key(e.planned);
-      const auto [it, added] = group_index.try_emplace(key, group_index.size());
-      if (!ex.shard || static_cast<int>(it->second % ex.shard->count) == ex.shard->index)
-        cases.push_back(&e);
-    }
-  }
-
+  const std::vector<const PlanEntry*> cases = shard_cases(ex);
   check_outputs(flags.outputs);
   if (ex.dry_run) {
     for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -134,19 +153,7 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
     spdlog::info("resuming from {}: {} cases already done", ex.resume_path, done.size());
   }
 
-  ojson context = machine_context(true);
-  context["argv"] = argv;
-  context["seed"] = cases.empty() ? 0 : cases.front()->planned.c.seed;
-  context["start_time"] = now_iso8601();
-  context["threads"] = threads;
-  context["quick"] = ex.quick;
-  context["sampling"] = {{"warmup", ex.sampling.warmup},
-                         {"min_samples", ex.sampling.min_samples},
-                         {"min_time_s", ex.sampling.min_time_s},
-                         {"max_noise", ex.sampling.max_noise},
-                         {"timeout_s", ex.sampling.timeout_s},
-                         {"flush_cache", ex.sampling.flush_cache}};
-  if (ex.shard) context["shard"] = std::to_string(ex.shard->index) + "/" + std::to_string(ex.shard->count);
+  const ojson context = run_context(ex, threads, argv);
 
   // Stream every .jsonl output (and the resume file) as cases finish.
   std::vector<std::unique_ptr<JsonlWriter>> streams;

@@ -21,12 +21,14 @@ void RunFlags::add_to(CLI::App& cmd) {
       ->check(CLI::PositiveNumber);
   cmd.add_option("--seed", seed, "Seed for inputs and weights (default 1)");
   cmd.add_option("-f,--format", format, "Format on stdout: table, md, csv, json, jsonl (default table)")
-      ->check(CLI::IsMember({"table", "md", "csv", "json", "jsonl"}));
+      ->check(CLI::IsMember({"table", "md", "csv", "json", "jsonl"}))
+      ->take_last();
   cmd.add_option("-o,--output", outputs,
                  "Also write the report to FILE; the format follows the extension "
                  "(.json .jsonl .csv .md .txt); may repeat. A .jsonl file is written as each case finishes");
   cmd.add_option("--progress", progress, "Progress on stderr: auto (live bar on a terminal), always, never")
-      ->check(CLI::IsMember({"auto", "always", "never"}));
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->take_last();
   cmd.add_flag("-v,--verbose", verbose, "More log detail on stderr");
   cmd.add_flag("-q,--quiet", quiet, "Only warnings and errors on stderr");
 }
