@@ -58,3 +58,15 @@ TEST_CASE("host buffers are aligned for full-width vector loads", "[memory]") {
     CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % memory::host_alignment == 0);
   }
 }
+
+TEST_CASE("scopes and usage are per device", "[memory]") {
+  const Device cpu = Device::cpu(), gpu = Device::cuda(0);
+  const auto gpu_before = memory::usage(gpu);
+  memory::Scope gpu_scope(gpu);
+  memory::Scope cpu_scope(cpu);
+  memory::Buffer<float> a(cpu, 256);
+  CHECK(cpu_scope.peak_bytes() == 1024);
+  CHECK(gpu_scope.peak_bytes() == 0);
+  CHECK(memory::usage(gpu).current == gpu_before.current);
+  CHECK(memory::usage(gpu).peak == gpu_before.peak);
+}

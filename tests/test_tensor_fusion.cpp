@@ -392,6 +392,9 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
     CHECK_THROWS_AS(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()), DeviceUnavailable);
     CHECK_THROWS_WITH(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()), why);
   }
+  // The ordinal one past the last device never exists: unavailable, not a failed case.
+  CHECK_THROWS_AS(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda(cuda::device_count())),
+                  DeviceUnavailable);
 }
 
 // ---- CUDA against the CPU reference
@@ -403,9 +406,10 @@ TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]"
     std::int64_t rows, hidden;
     double ops;
   };
-  // hidden 1024 and 256: float4 paths with full blocks; 33 and 7: scalar paths, partial warps;
-  // 2048 rows of 4096: several vectors per thread.
-  for (const Shape& s : {Shape{"bias_gelu", 512, 1024, 2}, Shape{"bias_gelu", 100, 33, 2},
+  // hidden 1024 and 256: float4 paths with full blocks; 33 and 7: scalar paths, partial warps
+  // (9 × 7: an odd element count, so the flat ops take their scalar path too); hidden 4096:
+  // several vectors per thread.
+  for (const Shape& s : {Shape{"bias_gelu", 512, 1024, 2}, Shape{"bias_gelu", 100, 33, 2}, Shape{"bias_gelu", 9, 7, 2},
                          Shape{"layernorm", 512, 1024, 4}, Shape{"layernorm", 100, 33, 4},
                          Shape{"layernorm", 64, 4096, 4}, Shape{"layernorm", 9, 7, 4}, Shape{"softmax", 512, 256, 3},
                          Shape{"softmax", 99, 33, 3}, Shape{"softmax", 4096, 4096, 3}}) {

@@ -375,6 +375,9 @@ std::unique_ptr<Run> TensorFusion::prepare(const Case& c, const Device& device) 
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, c.variant == "fused");
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) throw DeviceUnavailable(why);
+  if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
+    throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
+                            " CUDA device(s)");
 #ifdef AIOPT_HAVE_CUDA
   return tf::prepare_cuda(shape, c.variant, device);
 #else

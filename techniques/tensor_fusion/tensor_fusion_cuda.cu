@@ -49,18 +49,27 @@ class CudaRun : public Run {
       }
       intermediate_bytes_ = scope.peak_bytes();
     }
+    // The uploads run on stream_ (see upload()); they must land before any kernel reads them.
+    CUDA_CHECK(cudaStreamSynchronize(stream));
     if (form_ == Form::graph) {
       // Capture the unfused launches once; each step replays them with one cudaGraphLaunch.
       cudaGraph_t graph = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      enqueue_unfused();
+      try {
+        enqueue_unfused();
+      } catch (...) {
+        // End the capture before the stream goes: while it is open this thread may not call
+        // cudaMalloc and the like, which would fail every later case of the sweep.
+        if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        throw;
+      }
       CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
       graph_.reset(graph);
       cudaGraphExec_t exec = nullptr;
       CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
       graph_exec_.reset(exec);
     }
-    CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
   void step() override {
@@ -93,9 +102,14 @@ class CudaRun : public Run {
   }
 
  private:
+  // On stream_, not with cudaMemcpy: a pageable cudaMemcpy runs on the legacy default stream and
+  // may return before its DMA lands, and a cudaStreamNonBlocking stream does not wait for that
+  // stream, so the first kernels could read a partial upload. The constructor synchronizes
+  // stream_ while the host copies are still alive.
   memory::Buffer<float> upload(const memory::Buffer<float>& host) {
     memory::Buffer<float> d(device_, host.size());
-    if (host.size()) CUDA_CHECK(cudaMemcpy(d.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice));
+    if (host.size())
+      CUDA_CHECK(cudaMemcpyAsync(d.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice, stream_.get()));
     return d;
   }
 

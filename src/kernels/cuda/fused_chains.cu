@@ -60,7 +60,7 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 void bias_gelu_fused(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden,
                      void* stream) {
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden)) {
+  if (use_float4(hidden, x, b, y)) {
     bias_gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
   } else {
     bias_gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
@@ -74,8 +74,8 @@ void bias_dropout_residual_layernorm_fused(const float* x, const float* b, const
                                            std::uint64_t seed, float eps, void* stream) {
   const DropoutMask mask = DropoutMask::make(p, seed);
   const int h = static_cast<int>(hidden);
-  const unsigned blocks = static_cast<unsigned>(rows);
-  if (use_float4(hidden)) {
+  const unsigned blocks = row_blocks(rows);
+  if (use_float4(hidden, x, b, residual, gamma, beta, y)) {
     bias_dropout_residual_layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(
         x, b, residual, gamma, beta, y, h, mask, eps);
   } else {
@@ -88,8 +88,8 @@ void bias_dropout_residual_layernorm_fused(const float* x, const float* b, const
 void scale_mask_softmax_fused(const float* x, float* y, std::size_t rows, std::size_t hidden, float s,
                               void* stream) {
   const int h = static_cast<int>(hidden);
-  const unsigned blocks = static_cast<unsigned>(rows);
-  if (use_float4(hidden)) {
+  const unsigned blocks = row_blocks(rows);
+  if (use_float4(hidden, x, y)) {
     scale_mask_softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h, s);
   } else {
     scale_mask_softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h, s);

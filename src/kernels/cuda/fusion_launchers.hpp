@@ -1,8 +1,10 @@
 #pragma once
 // Launchers of the tensor-fusion kernels, callable from plain C++ (no CUDA headers): pointers
 // are device pointers, `stream` is a cudaStream_t (nullptr: the default stream). Every launch
-// is checked. Shapes as in kernels/cpu: fp32, row-major, (rows, hidden). Where hidden % 4 == 0
-// the kernels move float4s; otherwise single floats.
+// is checked. Shapes as in kernels/cpu: fp32, row-major, (rows, hidden). Where hidden (for the
+// flat ops: n) % 4 == 0 and every pointer is 16-byte aligned the kernels move float4s; otherwise
+// single floats. The row kernels (layernorm, softmax, the fused layernorm and softmax chains)
+// run one block per row, so rows <= 2^31 − 1; a bad rows or p throws std::invalid_argument.
 #include <cstddef>
 #include <cstdint>
 

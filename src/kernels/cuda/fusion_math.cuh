@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "core/cuda_check.hpp"
 #include "core/rng.hpp"
@@ -40,8 +42,13 @@ __device__ __forceinline__ void store(float* p, const Pack<V>& a) {
   }
 }
 
-// float4 when every row starts 16-byte aligned: cudaMalloc aligns to 256 B, so hidden % 4 == 0.
-inline bool use_float4(std::size_t hidden) { return hidden % 4 == 0; }
+// float4 when `width` (the row width, or the element count of a flat op) is a multiple of 4, so
+// every vector starts 16 bytes past the last, and every pointer is 16-byte aligned: cudaMalloc
+// gives 256 B, but the launchers are public and a caller may pass an offset pointer.
+template <class... T>
+inline bool use_float4(std::size_t width, const T*... pointers) {
+  return width % 4 == 0 && ((reinterpret_cast<std::uintptr_t>(pointers) % 16 == 0) && ...);
+}
 
 // ---- per-element math (the same formulas as kernels/cpu)
 
@@ -58,6 +65,9 @@ struct DropoutMask {
   float scale;
 
   static DropoutMask make(float p, std::uint64_t seed) {
+    // As cpu::Dropout: a negative p would make the threshold's cast undefined.
+    if (!(p >= 0.0f && p < 1.0f))
+      throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p));
     return {seed, static_cast<std::uint64_t>(std::ceil(static_cast<double>(p) * 16777216.0)),
             1.0f / (1.0f - p)};
   }
@@ -164,6 +174,13 @@ inline unsigned row_block_threads(std::size_t hidden, int v) {
   const std::size_t vectors = (hidden + v - 1) / v;
   const std::size_t warps = (vectors + 31) / 32;
   return static_cast<unsigned>(warps >= 8 ? 256 : warps * 32);
+}
+
+// One block per row: gridDim.x is at most 2^31 − 1, and a wider count must not wrap silently.
+inline unsigned row_blocks(std::size_t rows) {
+  if (rows > 0x7fffffffu)
+    throw std::invalid_argument("CUDA row kernels take at most 2^31 - 1 rows, got " + std::to_string(rows));
+  return static_cast<unsigned>(rows);
 }
 
 // Blocks for a grid-stride loop over `count` items with 256 threads each.

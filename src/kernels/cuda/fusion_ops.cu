@@ -95,7 +95,7 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 
 void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden, void* stream) {
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden)) {
+  if (use_float4(hidden, x, b, y)) {
     bias_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
   } else {
     bias_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
@@ -104,7 +104,7 @@ void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::s
 }
 
 void gelu_tanh(const float* x, float* y, std::size_t n, void* stream) {
-  if (n % 4 == 0) {
+  if (use_float4(n, x, y)) {
     gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n);
   } else {
     gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n);
@@ -114,7 +114,7 @@ void gelu_tanh(const float* x, float* y, std::size_t n, void* stream) {
 
 void dropout(const float* x, float* y, std::size_t n, float p, std::uint64_t seed, void* stream) {
   const DropoutMask mask = DropoutMask::make(p, seed);
-  if (n % 4 == 0) {
+  if (use_float4(n, x, y)) {
     dropout_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, mask);
   } else {
     dropout_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, mask);
@@ -123,7 +123,7 @@ void dropout(const float* x, float* y, std::size_t n, float p, std::uint64_t see
 }
 
 void residual_add(const float* a, const float* b, float* y, std::size_t n, void* stream) {
-  if (n % 4 == 0) {
+  if (use_float4(n, a, b, y)) {
     residual_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(a, b, y, n);
   } else {
     residual_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(a, b, y, n);
@@ -132,7 +132,7 @@ void residual_add(const float* a, const float* b, float* y, std::size_t n, void*
 }
 
 void scale(const float* x, float* y, std::size_t n, float s, void* stream) {
-  if (n % 4 == 0) {
+  if (use_float4(n, x, y)) {
     scale_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, s);
   } else {
     scale_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, s);
@@ -142,7 +142,7 @@ void scale(const float* x, float* y, std::size_t n, float s, void* stream) {
 
 void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden)) {
+  if (use_float4(hidden, x, y)) {
     causal_mask_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
   } else {
     causal_mask_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
@@ -153,8 +153,8 @@ void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden,
 void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
                std::size_t hidden, float eps, void* stream) {
   const int h = static_cast<int>(hidden);
-  const unsigned blocks = static_cast<unsigned>(rows);
-  if (use_float4(hidden)) {
+  const unsigned blocks = row_blocks(rows);
+  if (use_float4(hidden, x, gamma, beta, y)) {
     layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
   } else {
     layernorm_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
@@ -164,8 +164,8 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
 
 void softmax(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
   const int h = static_cast<int>(hidden);
-  const unsigned blocks = static_cast<unsigned>(rows);
-  if (use_float4(hidden)) {
+  const unsigned blocks = row_blocks(rows);
+  if (use_float4(hidden, x, y)) {
     softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h);
   } else {
     softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h);
