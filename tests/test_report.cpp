@@ -244,6 +244,21 @@ TEST_CASE("comparisons: ratios and words against hand-computed values", "[report
   CHECK(q.costs == std::vector<std::string>{"2.1x slower", "2.0x memory (+64 MiB)"});
 }
 
+TEST_CASE("comparisons word a negative metric's change as a percentage, never a multiple",
+          "[report]") {
+  auto base = result("t", "base", true, "cpu", ojson{{"n", 1}});
+  auto var = result("t", "var", false, "cpu", ojson{{"n", 1}});
+  base.metrics = {{"log_likelihood", -1.0, "nat", Better::higher}};
+  var.metrics = {{"log_likelihood", -3.0, "nat", Better::higher}};
+  const auto cs = compare_to_baselines({base, var});
+  REQUIRE(cs.size() == 1);
+  REQUIRE(cs[0].metrics.size() == 1);
+  CHECK(cs[0].metrics[0].ratio == Approx(3.0).epsilon(1e-12));
+  CHECK(cs[0].metrics[0].verdict == "cost");
+  CHECK(cs[0].gains.empty());
+  CHECK(cs[0].costs == std::vector<std::string>{"-200% log_likelihood"});
+}
+
 TEST_CASE("comparisons need an ok baseline of the same case", "[report]") {
   auto report = sample_report();
   // Without its baseline, kv_cache at prompt_len 128 has nothing to compare against.
@@ -277,6 +292,29 @@ TEST_CASE("JSON round trip: JSON -> Report -> JSON is identical", "[report]") {
                                          "metrics", "repro"});
   CHECK_FALSE(to_json(report.results[3]).contains("timing"));
   CHECK_FALSE(to_json(report.results[3]).contains("memory"));
+}
+
+TEST_CASE("non-finite times are written as null, valid, and read back as NaN", "[report]") {
+  auto r = sample_report().results[1];
+  r.timing->median = std::numeric_limits<double>::quiet_NaN();
+  r.timing->samples[2] = std::numeric_limits<double>::infinity();
+  const auto j = to_json(r);
+  CHECK(j["timing"]["median"].is_null());
+  CHECK(j["timing"]["samples"][2].is_null());
+  CHECK(valid(nlohmann::json::parse(j.dump()), "result"));
+  const auto back = result_from_json(j, "memory");
+  CHECK(std::isnan(back.timing->median));
+  CHECK(std::isnan(back.timing->samples[2]));
+  CHECK(back.timing->samples[1] == r.timing->samples[1]);
+
+  // compare gives such a pair no timing verdict, rather than calling NaN SLOWER.
+  Report base, now;
+  base.results = {sample_report().results[1]};
+  now.results = {back};
+  const auto reg = compare_reports(base, now);
+  REQUIRE(reg.verdicts.size() == 1);
+  CHECK(reg.verdicts[0].timing.empty());
+  CHECK_FALSE(reg.verdicts[0].regressed());
 }
 
 TEST_CASE("the schema accepts our JSON and each JSONL line, and rejects broken ones", "[report]") {
@@ -335,11 +373,30 @@ TEST_CASE("table: aligned columns, gains and costs, messages, context", "[report
   CHECK(row_of("recompute *").find("10.0 ms") == median_col);
   CHECK(row_of("kv_cache  ").find("2.50 ms") == median_col);
   CHECK(row_of("max_abs_error 0.5 exceeds").find("max_abs_error 0.5 exceeds") == gains_col);
+  // A row's second line holds the noise ("±" is two bytes but one column) beside the next gain
+  // and cost: they must still line up with their columns.
+  auto column_of = [&](const std::string& needle) {
+    const auto line = row_of(needle);
+    const auto bytes = line.find(needle);
+    std::size_t column = 0;
+    for (std::size_t i = 0; i < bytes; ++i) column += (static_cast<unsigned char>(line[i]) & 0xC0) != 0x80;
+    return column;
+  };
+  REQUIRE(row_of("-38% memory").find("±") != std::string::npos);
+  CHECK(column_of("-38% memory (-38 MiB)") == gains_col);
+  CHECK(column_of("+4.0% perplexity") == costs_col);
   CHECK(text.find("no CUDA device") != std::string::npos);
   CHECK(text.find("second line") != std::string::npos);
   CHECK(lines.back() ==
         "cpu: AMD EPYC 9B45, 2 cores, 2 threads, BLAS Haswell; gpu: none; aiopt 0.1.0 "
         "(290bf93abcde)");
+}
+
+TEST_CASE("a table row must have one cell per header column", "[report]") {
+  TextTable table({"a", "b"});
+  CHECK_THROWS_AS(table.add({{"x"}}), std::logic_error);
+  table.add({{"x"}, {"y"}});
+  CHECK(table.str() == "a  b\n----\nx  y\n");
 }
 
 TEST_CASE("md: a well-formed Markdown table and the context as bullets", "[report]") {
@@ -459,6 +516,29 @@ TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a wa
   CHECK(to_json(resumed) == to_json(report));
 }
 
+TEST_CASE("resuming a stream whose last line lacks only its newline keeps that result",
+          "[report]") {
+  const TempDir dir;
+  const auto report = sample_report();
+  const auto path = dir.file("sweep.jsonl");
+  {
+    JsonlWriter writer(path, report.context, false);
+    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
+  }
+  auto text = read_text(path);
+  text.pop_back();  // interrupted between the result and its newline
+  write_text(path, text);
+  std::vector<std::string> warnings;
+  REQUIRE(load_report(path, warnings).results.size() == 3);  // what --resume skips
+  {
+    JsonlWriter writer(path, report.context, true);
+    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
+  }
+  const auto resumed = load_report(path, warnings);
+  CHECK(warnings.empty());
+  CHECK(to_json(resumed) == to_json(report));
+}
+
 TEST_CASE("bad report files are InputErrors naming file, line, key, value and what is allowed",
           "[report]") {
   const TempDir dir;
@@ -497,6 +577,13 @@ TEST_CASE("bad report files are InputErrors naming file, line, key, value and wh
   CHECK_THROWS_WITH(load_report(dir.file("median.json"), warnings),
                     Catch::Contains("results[1]") && Catch::Contains("timing.median") &&
                         Catch::Contains("\"fast\"") && Catch::Contains("a number"));
+
+  doc = to_json(report);
+  doc["results"][2]["device"] = "gpu";
+  write_text(dir.file("device.json"), doc.dump());
+  CHECK_THROWS_WITH(load_report(dir.file("device.json"), warnings),
+                    Catch::Contains("results[2]") && Catch::Contains("'device'") &&
+                        Catch::Contains("\"gpu\"") && Catch::Contains("cpu, cuda, cuda:N"));
 
   write_text(dir.file("broken.json"), "{\n  \"schema\": \"aiopt-report/1\",\n  \"context\": {\n}");
   CHECK_THROWS_WITH(load_report(dir.file("broken.json"), warnings),

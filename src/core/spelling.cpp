@@ -54,4 +54,10 @@ std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
+std::string in_quotes(std::string_view name) {
+  std::string out(1, '\'');
+  out.append(name).push_back('\'');
+  return out;
+}
+
 }  // namespace aiopt

@@ -25,4 +25,7 @@ std::string did_you_mean(std::string_view name, const std::vector<std::string>& 
 // "a, b, c": names as listed in messages.
 std::string join_names(const std::vector<std::string>& names);
 
+// "'name'": a name or value as quoted in messages.
+std::string in_quotes(std::string_view name);
+
 }  // namespace aiopt

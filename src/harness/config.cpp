@@ -23,12 +23,6 @@ namespace {
 
 using TechniqueList = std::vector<std::unique_ptr<Technique>>;
 
-std::string in_quotes(std::string_view s) {
-  std::string out(1, '\'');
-  out.append(s).push_back('\'');
-  return out;
-}
-
 std::string kind_of(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Scalar: return "a value";

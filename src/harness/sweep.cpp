@@ -23,12 +23,6 @@ std::string_view trim(std::string_view s) {
   return s.substr(first, last - first + 1);
 }
 
-std::string in_quotes(std::string_view s) {
-  std::string out(1, '\'');
-  out.append(s).push_back('\'');
-  return out;
-}
-
 // A whole-string number: "12" is one, "12x" and "" are not.
 template <class T>
 std::optional<T> parse_number(std::string_view s) {
@@ -398,6 +392,9 @@ std::vector<PlannedCase> expand(const Experiment& e, const Technique& t, bool qu
   const std::string baseline_name = t.baseline();
   const Variant baseline = *t.find_variant(baseline_name);
 
+  const bool baseline_asked =
+      std::any_of(asked.begin(), asked.end(), [](const Variant& v) { return v.baseline; });
+
   std::vector<PlannedCase> cases;
   std::vector<std::size_t> index(groups.size(), 0);
   for (;;) {
@@ -409,8 +406,6 @@ std::vector<PlannedCase> expand(const Experiment& e, const Technique& t, bool qu
       std::vector<const Variant*> run;
       for (const auto& v : asked)
         if (v.runs_on(device) && v.name != baseline_name) run.push_back(&v);
-      const bool baseline_asked =
-          std::any_of(asked.begin(), asked.end(), [&](const Variant& v) { return v.baseline; });
       if ((baseline_asked || !run.empty()) && baseline.runs_on(device))
         cases.push_back({Case{t.name(), baseline_name, params, seed}, device, true});
       for (const Variant* v : run) cases.push_back({Case{t.name(), v->name, params, seed}, device, false});

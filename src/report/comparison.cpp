@@ -87,7 +87,9 @@ void add_metric(const Metric& b, const Metric& v, Comparison& c) {
     return;
   }
   c.metrics.push_back({v.name, ratio, better ? "gain" : "cost"});
-  side.push_back(moved(ratio, change) + " " + v.name);
+  // A multiple reads as growth, which only a positive baseline can show: -1 -> -3 is a ratio of
+  // 3 but a fall, so it is worded "-200%".
+  side.push_back((b.value > 0 ? moved(ratio, change) : percent(change)) + " " + v.name);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <stdexcept>
 
 #include "core/error.hpp"
 #include "core/spelling.hpp"
@@ -112,6 +113,12 @@ std::string context_line(const ojson& context) {
 }
 
 // ---- table
+
+// Terminal columns a line takes: UTF-8 continuation bytes take none ("±" is two bytes, one column).
+std::size_t display_width(const std::string& line) {
+  return static_cast<std::size_t>(std::count_if(
+      line.begin(), line.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
+}
 
 // Splits `text` into lines of at most `width` characters at spaces where it can.
 std::vector<std::string> wrapped(const std::string& text, std::size_t width) {
@@ -359,6 +366,9 @@ TextTable::Cell TextTable::packed(const std::vector<std::string>& words, std::si
 }
 
 void TextTable::add(std::vector<Cell> cells, bool spanning_tail) {
+  if (!rows_.empty() && cells.size() != rows_.front().size())
+    throw std::logic_error("TextTable: a row has " + std::to_string(cells.size()) +
+                           " cells but the header has " + std::to_string(rows_.front().size()));
   rows_.push_back(std::move(cells));
   spanning_.push_back(spanning_tail);
 }
@@ -372,7 +382,7 @@ std::string TextTable::str() const {
       while (counted > 0 && rows_[i][counted - 1].empty()) --counted;
     if (spanning_[i] && counted > 0) --counted;
     for (std::size_t col = 0; col < counted; ++col)
-      for (const auto& line : rows_[i][col]) width[col] = std::max(width[col], line.size());
+      for (const auto& line : rows_[i][col]) width[col] = std::max(width[col], display_width(line));
   }
   std::string out;
   for (std::size_t i = 0; i < rows_.size(); ++i) {
@@ -384,7 +394,8 @@ std::string TextTable::str() const {
         const auto& cell = rows_[i][col];
         const std::string text = l < cell.size() ? cell[l] : "";
         line += text;
-        if (col + 1 < columns) line += std::string(width[col] - std::min(width[col], text.size()) + 2, ' ');
+        const std::size_t used = display_width(text);
+        if (col + 1 < columns) line += std::string(width[col] - std::min(width[col], used) + 2, ' ');
       }
       while (!line.empty() && line.back() == ' ') line.pop_back();
       out += line + "\n";

@@ -39,7 +39,9 @@ std::map<std::string, const Result*> by_key(const Report& report) {
 void compare_timing(const Timing& b, const Timing& n, double threshold, Verdict& v) {
   v.base_ms = in_milliseconds(b.median, b.unit);
   v.new_ms = in_milliseconds(n.median, n.unit);
-  if (!(*v.base_ms > 0)) return;
+  // A non-finite median (read back from null) has no verdict, rather than a NaN change that
+  // would fall through to SLOWER.
+  if (!(*v.base_ms > 0) || !std::isfinite(*v.base_ms) || !std::isfinite(*v.new_ms)) return;
   v.change = (*v.new_ms - *v.base_ms) / *v.base_ms;
   v.noise = std::max(relative_iqr(b), relative_iqr(n));
   if (std::fabs(v.change) <= std::max(threshold, v.noise))

@@ -55,13 +55,6 @@ std::string text_field(const ojson& obj, const std::string& key, const std::stri
   return v.get<std::string>();
 }
 
-double real_field(const ojson& obj, const std::string& key, const std::string& where,
-                  const std::string& path) {
-  const auto& v = field(obj, key, where, path);
-  expect(v.is_number(), v, where, field_path(path, key), "a number");
-  return v.get<double>();
-}
-
 // A number that may be null (written for NaN or infinity).
 double value_field(const ojson& obj, const std::string& key, const std::string& where,
                    const std::string& path) {
@@ -121,6 +114,14 @@ ojson params_field(const ojson& obj, const std::string& where) {
   return ojson::parse(nlohmann::json::parse(raw.dump()).dump());
 }
 
+// "cpu", "cuda" or "cuda:N", as Device names itself.
+bool is_device_name(const std::string& name) {
+  if (name == "cpu" || name == "cuda") return true;
+  const std::string prefix = "cuda:";
+  return name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+         name.find_first_not_of("0123456789", prefix.size()) == std::string::npos;
+}
+
 Status status_from(const ojson& obj, const std::string& where) {
   const auto name = text_field(obj, "status", where, "");
   if (name == "ok") return Status::ok;
@@ -135,19 +136,21 @@ Timing timing_from(const ojson& j, const std::string& where) {
   t.unit = text_field(j, "unit", where, path);
   if (t.unit != "ns" && t.unit != "us" && t.unit != "ms" && t.unit != "s")
     fail(where, "key 'timing.unit' has value \"" + t.unit + "\"; allowed: ns, us, ms, s");
-  t.median = real_field(j, "median", where, path);
-  t.mean = real_field(j, "mean", where, path);
-  t.min = real_field(j, "min", where, path);
-  t.max = real_field(j, "max", where, path);
-  t.stddev = real_field(j, "stddev", where, path);
-  t.iqr = real_field(j, "iqr", where, path);
+  // Every time may be null: to_json writes a non-finite one so.
+  t.median = value_field(j, "median", where, path);
+  t.mean = value_field(j, "mean", where, path);
+  t.min = value_field(j, "min", where, path);
+  t.max = value_field(j, "max", where, path);
+  t.stddev = value_field(j, "stddev", where, path);
+  t.iqr = value_field(j, "iqr", where, path);
   t.count = count_field(j, "count", where, path);
   t.warmup = count_field(j, "warmup", where, path);
   const auto& samples = array_field(j, "samples", where, path);
   for (std::size_t i = 0; i < samples.size(); ++i) {
-    expect(samples[i].is_number(), samples[i], where,
-           "timing.samples[" + std::to_string(i) + "]", "a number");
-    t.samples.push_back(samples[i].get<double>());
+    const auto& s = samples[i];
+    expect(s.is_number() || s.is_null(), s, where, "timing.samples[" + std::to_string(i) + "]",
+           "a number or null");
+    t.samples.push_back(s.is_null() ? std::numeric_limits<double>::quiet_NaN() : s.get<double>());
   }
   return t;
 }
@@ -355,6 +358,8 @@ Result result_from_json(const ojson& j, const std::string& where) {
   r.variant = text_field(j, "variant", where, "");
   r.baseline = flag_field(j, "baseline", where, "");
   r.device = text_field(j, "device", where, "");
+  if (!is_device_name(r.device))
+    fail(where, "key 'device' has value \"" + r.device + "\"; allowed: cpu, cuda, cuda:N");
   r.params = params_field(j, where);
   r.seed = j.contains("seed") ? count_field(j, "seed", where, "") : 0;
   r.status = status_from(j, where);
@@ -452,9 +457,14 @@ JsonlWriter::JsonlWriter(const std::string& path, const ojson& context, bool app
     check_schema(header, path + ":1");
     // A line cut off by an interrupted write would swallow the next result into one bad line;
     // cut the file back to its last complete line (the cut-off result was lost either way).
+    // A last line that lacks only its newline is a whole result that load_report kept (and a
+    // resumed sweep will skip): finish it instead of cutting it.
     const auto keep = text.rfind('\n') + 1;
-    if (keep < text.size()) fs::resize_file(path, keep);
+    const bool tail_whole =
+        keep < text.size() && ojson::parse(text.substr(keep), nullptr, false).is_object();
+    if (keep < text.size() && !tail_whole) fs::resize_file(path, keep);
     out_.open(path, std::ios::binary | std::ios::app);
+    if (tail_whole) out_ << '\n';
   } else {
     out_.open(path, std::ios::binary | std::ios::trunc);
   }
