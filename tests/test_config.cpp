@@ -12,9 +12,10 @@
 #include <vector>
 
 #include "core/error.hpp"
-#include "harness/config.hpp"
 #include "core/spelling.hpp"
+#include "harness/config.hpp"
 #include "harness/sweep.hpp"
+#include "techniques/registry.hpp"
 
 using namespace aiopt;
 using Catch::Matchers::Contains;
@@ -42,7 +43,7 @@ class FakeTechnique : public Technique {
   }
 };
 
-// The parameter spec and variants tensor_fusion declares (techniques/tensor_fusion).
+// A spec shaped like tensor_fusion's (techniques/tensor_fusion), so harness tests need no real technique.
 class FakeFusion : public FakeTechnique {
  public:
   std::string name() const override { return "tensor_fusion"; }
@@ -143,10 +144,11 @@ std::vector<std::string> summary(const std::vector<PlannedCase>& cases,
   return out;
 }
 
-std::vector<PlannedCase> plan(const ExperimentFile& file, bool quick = false) {
+std::vector<PlannedCase> plan(const ExperimentFile& file, bool quick = false,
+                              const std::vector<std::unique_ptr<Technique>>& techniques = fakes()) {
   std::vector<PlannedCase> cases;
   for (const auto& e : file.experiments) {
-    const Technique& t = find_technique(e.technique, fakes(), e.origin);
+    const Technique& t = find_technique(e.technique, techniques, e.origin);
     for (auto& p : expand(e, t, quick, 7, both)) cases.push_back(std::move(p));
   }
   return cases;
@@ -632,10 +634,12 @@ TEST_CASE("a file on disk loads like its text", "[config]") {
 }
 
 TEST_CASE("the shipped configs load and expand to the intended cases", "[config]") {
+  // Against the real techniques, so a config and a technique's spec cannot drift apart.
+  const auto& real = aiopt::techniques();
   const std::string root = AIOPT_SOURCE_DIR;
-  const ExperimentFile ci = load_experiment_file(root + "/configs/ci.yaml", fakes());
+  const ExperimentFile ci = load_experiment_file(root + "/configs/ci.yaml", real);
   CHECK(ci.settings.quick == std::optional<bool>(true));
-  CHECK(summary(plan(ci, true), {"chain", "rows", "hidden"}) ==
+  CHECK(summary(plan(ci, true, real), {"chain", "rows", "hidden"}) ==
         std::vector<std::string>{
             "cpu unfused* chain=bias_gelu rows=256 hidden=256", "cpu fused chain=bias_gelu rows=256 hidden=256",
             "cuda unfused* chain=bias_gelu rows=256 hidden=256", "cuda fused chain=bias_gelu rows=256 hidden=256",
@@ -647,15 +651,16 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
             "cuda unfused* chain=softmax rows=256 hidden=256", "cuda fused chain=softmax rows=256 hidden=256",
             "cuda cuda_graph chain=softmax rows=256 hidden=256"});
 
-  const ExperimentFile full = load_experiment_file(root + "/configs/tensor_fusion.yaml", fakes());
+  const ExperimentFile full = load_experiment_file(root + "/configs/tensor_fusion.yaml", real);
   std::vector<std::string> shapes;
-  for (const auto& p : plan(full))
+  for (const auto& p : plan(full, false, real))
     if (p.device == DeviceKind::cpu && p.baseline)
       shapes.push_back(p.c.params.string("chain") + " " + std::to_string(p.c.params.integer("rows")) +
-                       "x" + std::to_string(p.c.params.integer("hidden")));
-  CHECK(shapes == std::vector<std::string>{"bias_gelu 2048x1024", "bias_gelu 4096x1024",
-                                           "bias_gelu 8192x1024", "layernorm 2048x1024",
-                                           "layernorm 4096x1024", "layernorm 8192x1024",
-                                           "softmax 2048x1024",   "softmax 4096x1024",
-                                           "softmax 8192x1024"});
+                       "x" + std::to_string(p.c.params.integer("hidden")) + " " + p.c.params.string("dtype"));
+  std::vector<std::string> expected;
+  for (const char* chain : {"bias_gelu", "layernorm", "softmax"})
+    for (const char* rows : {"2048", "4096", "8192"})
+      for (const char* dtype : {"f32", "bf16"})
+        expected.push_back(std::string(chain) + " " + rows + "x1024 " + dtype);
+  CHECK(shapes == expected);
 }

@@ -10,9 +10,25 @@
 //   softmax chain 1e-6 (outputs in [0, 1]; exp and 1/sum are accurate to ~2e-7 relative).
 // Fused and unfused CPU chains call the same inline math per element, so they agree to 1e-6
 // (LayerNorm: its row statistics are reduced in the same order, so also to 1e-6).
+//
+// bf16 storage (u = 2^-8, the relative rounding error of one stored bf16: 8 significant bits,
+// 7 stored and 1 implicit, round to nearest; half an ulp is 2^-8 of the binade's lower end):
+//   conversions: bit-exact against a plain reference (exhaustive round trip; random floats,
+//   ties, NaN, inf and overflow for the rounding);
+//   bias add, residual add, scale, causal mask, dropout: the fp32 result rounded once, so
+//   bit-exact against the reference's fp32 output rounded to bf16;
+//   GELU, LayerNorm, softmax ops: the fp32 bound above plus one rounding, u·|want|;
+//   fused against unfused, and every variant against the reference (tf::tolerance): the unfused
+//   chain rounds every intermediate, the fused one only its output, so per chain
+//   bias_gelu 10u (t = x + b rounded, |t| <= 4.5, |gelu'| <= 1.13: 5.1u; the output, |y| <= 4.5: 4.5u),
+//   layernorm 64u (three rounded intermediates of up to a few row σ, through 1/σ and gamma <= 1.5,
+//   plus the output's own u·|y|; tensor_fusion.cpp gives the sum),
+//   softmax 8u (logits |s·x| <= 3 rounded move a probability by e^{6u} − 1 ≈ 6u relative, then u).
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -22,6 +38,7 @@
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/bf16.hpp"
 #include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
@@ -46,8 +63,65 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return tf::max_abs_error(a.data(), b.data(), a.size());
 }
 
+constexpr double u = 1.0 / 256;  // bf16: 2^-8, the relative error of one rounding
+
+std::vector<cpu::bf16> to_bf16(const std::vector<float>& v) {
+  std::vector<cpu::bf16> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = cpu::float_to_bf16(v[i]);
+  return h;
+}
+
+std::vector<float> widen(const std::vector<cpu::bf16>& h) {
+  std::vector<float> v(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) v[i] = cpu::bf16_to_float(h[i]);
+  return v;
+}
+
+// Random values that are bf16 numbers, as float: the bf16 inputs widened.
+std::vector<float> random_bf16_values(std::size_t n, std::uint64_t seed, float lo, float hi) {
+  return widen(to_bf16(random_vector(n, seed, lo, hi)));
+}
+
+// Elements where got is not want rounded to bf16, bit for bit.
+std::size_t not_rounded_reference(const std::vector<cpu::bf16>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) bad += got[i] != cpu::float_to_bf16(want[i]);
+  return bad;
+}
+
+// Largest |got − want| / (abs + rel·|want|): at most 1 when every element is within the bound;
+// +inf on a NaN.
+double worst_ratio(const std::vector<float>& got, const std::vector<float>& want, double abs, double rel) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::fabs(static_cast<double>(got[i]) - want[i]);
+    if (std::isnan(e)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, e / (abs + rel * std::fabs(static_cast<double>(want[i]))));
+  }
+  return worst;
+}
+
+// The plain rounding reference: the two bf16 neighbours of f by truncation, the nearer one in
+// double arithmetic, the even one on a tie; a NaN becomes a quiet NaN of the same sign.
+cpu::bf16 round_reference(float f) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
+  if (std::isnan(f)) return static_cast<cpu::bf16>((bits >> 16) | 0x0040u);
+  const auto down = static_cast<cpu::bf16>(bits >> 16);
+  if ((bits & 0xffffu) == 0) return down;
+  const auto up = static_cast<cpu::bf16>(down + 1);  // next magnitude; 0x7f7f + 1 is inf
+  const double lo = cpu::bf16_to_float(down), hi = cpu::bf16_to_float(up);
+  // Past the largest finite bf16 the upper neighbour is inf: round as if it were 2^128.
+  const double hi_value = std::isinf(hi) ? std::ldexp(std::signbit(hi) ? -1.0 : 1.0, 128) : hi;
+  const double dl = std::fabs(f - lo), dh = std::fabs(hi_value - f);
+  if (dl < dh) return down;
+  if (dh < dl) return up;
+  return (down & 1u) ? up : down;
+}
+
 Case make_case(const std::string& variant, const std::string& chain, std::int64_t rows, std::int64_t hidden,
-               double dropout = 0.1, std::uint64_t seed = 7) {
+               double dropout = 0.1, std::uint64_t seed = 7, const std::string& dtype = "f32") {
   Case c;
   c.technique = "tensor_fusion";
   c.variant = variant;
@@ -55,6 +129,7 @@ Case make_case(const std::string& variant, const std::string& chain, std::int64_
   c.params.set("rows", rows);
   c.params.set("hidden", hidden);
   c.params.set("dropout", dropout);
+  c.params.set("dtype", dtype);
   c.seed = seed;
   return c;
 }
@@ -114,6 +189,55 @@ TEST_CASE("fast GELU matches the std::tanh reference on random inputs", "[tensor
     INFO("n = " << x.size());
     CHECK(max_diff(got, want) < 2e-6);
   }
+}
+
+// ---- bf16 storage
+
+TEST_CASE("every bf16 survives bf16 -> float -> bf16, bit for bit", "[tensor_fusion][bf16]") {
+  std::size_t changed = 0, nans = 0;
+  for (std::uint32_t h = 0; h <= 0xffffu; ++h) {
+    const auto b = static_cast<cpu::bf16>(h);
+    const float f = cpu::bf16_to_float(b);
+    CHECK(std::bit_cast<std::uint32_t>(f) == h << 16);  // widening is the shift
+    const cpu::bf16 back = cpu::float_to_bf16(f);
+    if (std::isnan(f)) {
+      // A NaN stays a NaN of the same sign, made quiet.
+      ++nans;
+      changed += back != (b | 0x0040u);
+    } else {
+      changed += back != b;
+    }
+  }
+  CHECK(changed == 0);
+  CHECK(nans == 2 * 127);  // exponent all ones, 7-bit mantissa not zero, either sign
+}
+
+TEST_CASE("float -> bf16 rounds to nearest even, like the plain reference", "[tensor_fusion][bf16]") {
+  rng::Stream s(2024);
+  std::size_t mismatches = 0;
+  // Random bit patterns: every exponent, subnormals, NaNs and infinities included.
+  for (int i = 0; i < 1000000; ++i) {
+    const auto bits = static_cast<std::uint32_t>(s.next_bits() >> 32);
+    const float f = std::bit_cast<float>(bits);
+    mismatches += cpu::float_to_bf16(f) != round_reference(f);
+  }
+  // Exact ties (dropped half 0x8000), one below and one above, with even and odd kept halves.
+  for (int i = 0; i < 100000; ++i) {
+    const auto high = static_cast<std::uint32_t>(s.next_bits() >> 48) << 16;
+    for (std::uint32_t low : {0x7fffu, 0x8000u, 0x8001u}) {
+      const float f = std::bit_cast<float>(high | low);
+      mismatches += cpu::float_to_bf16(f) != round_reference(f);
+    }
+  }
+  CHECK(mismatches == 0);
+  // Named cases: ties to even, overflow to inf, inf, NaN.
+  CHECK(cpu::float_to_bf16(std::bit_cast<float>(0x3f808000u)) == 0x3f80);  // tie, even kept: down
+  CHECK(cpu::float_to_bf16(std::bit_cast<float>(0x3f818000u)) == 0x3f82);  // tie, odd kept: up
+  CHECK(cpu::float_to_bf16(std::numeric_limits<float>::max()) == 0x7f80);  // past the largest bf16: inf
+  CHECK(cpu::float_to_bf16(-std::numeric_limits<float>::infinity()) == 0xff80);
+  CHECK(std::isnan(cpu::bf16_to_float(cpu::float_to_bf16(std::bit_cast<float>(0x7f800001u)))));  // payload low only
+  CHECK(std::isnan(cpu::bf16_to_float(cpu::float_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  CHECK(cpu::float_to_bf16(1.0f) == 0x3f80);
 }
 
 // ---- the dropout mask
@@ -287,6 +411,114 @@ TEST_CASE("fused chains agree with the unfused passes", "[tensor_fusion][cpu]") 
   }
 }
 
+// ---- bf16 storage: the ops and chains on bf16 inputs, against the fp32 references
+
+TEST_CASE("bf16 bias add, residual add, scale, causal mask and dropout are the reference rounded once",
+          "[tensor_fusion][bf16]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden + 3, n = rows * hidden;
+    // Fresh inputs per width: bf16 numbers, widened for the reference.
+    const auto x = random_bf16_values(n, 100 + hidden, -3.0f, 3.0f);
+    const auto r = random_bf16_values(n, 200 + hidden, -3.0f, 3.0f);
+    const auto b = random_vector(hidden, 300 + hidden, -1.0f, 1.0f);
+    const auto xh = to_bf16(x), rh = to_bf16(r);
+    std::vector<float> want(n);
+    std::vector<cpu::bf16> got(n);
+    INFO("hidden = " << hidden);
+
+    cpu::bias_add_reference(x.data(), b.data(), want.data(), rows, hidden);
+    cpu::bias_add(xh.data(), b.data(), got.data(), rows, hidden);
+    CHECK(not_rounded_reference(got, want) == 0);
+
+    cpu::residual_add_reference(x.data(), r.data(), want.data(), n);
+    cpu::residual_add(xh.data(), rh.data(), got.data(), n);
+    CHECK(not_rounded_reference(got, want) == 0);
+
+    cpu::scale_reference(x.data(), want.data(), n, 0.3f);
+    cpu::scale(xh.data(), got.data(), n, 0.3f);
+    CHECK(not_rounded_reference(got, want) == 0);
+
+    cpu::dropout_reference(x.data(), want.data(), n, 0.3f, 99);
+    cpu::dropout(xh.data(), got.data(), n, cpu::Dropout(0.3f, 99));
+    CHECK(not_rounded_reference(got, want) == 0);
+
+    const std::size_t mask_rows = 2 * hidden;
+    std::vector<float> wm(mask_rows * hidden);
+    std::vector<cpu::bf16> gm(mask_rows * hidden);
+    cpu::causal_mask_reference(x.data(), wm.data(), mask_rows, hidden);
+    cpu::causal_mask(xh.data(), gm.data(), mask_rows, hidden);
+    CHECK(not_rounded_reference(gm, wm) == 0);
+    std::size_t masked = 0;
+    for (float v : widen(gm)) masked += std::isinf(v);
+    CHECK(masked == hidden * (hidden - 1));
+  }
+}
+
+TEST_CASE("bf16 GELU, LayerNorm and softmax match the references within one rounding", "[tensor_fusion][bf16]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden, n = rows * hidden;
+    INFO("hidden = " << hidden);
+    std::vector<float> want(n);
+    std::vector<cpu::bf16> got(n);
+
+    const auto g_in = random_bf16_values(n, 400 + hidden, -6.0f, 6.0f);
+    cpu::gelu_tanh_reference(g_in.data(), want.data(), n);
+    cpu::gelu_tanh(to_bf16(g_in).data(), got.data(), n);
+    CHECK(worst_ratio(widen(got), want, 2e-6, u) <= 1.0);
+
+    const auto l_in = random_bf16_values(n, 500 + hidden, -4.0f, 4.0f);
+    const auto gamma = random_vector(hidden, 501, 0.5f, 1.5f);
+    const auto beta = random_vector(hidden, 502, -0.5f, 0.5f);
+    cpu::layernorm_reference(l_in.data(), gamma.data(), beta.data(), want.data(), rows, hidden, 1e-5f);
+    cpu::layernorm(to_bf16(l_in).data(), gamma.data(), beta.data(), got.data(), rows, hidden, 1e-5f);
+    CHECK(worst_ratio(widen(got), want, 1e-4, u) <= 1.0);
+
+    const auto s_in = random_bf16_values(n, 600 + hidden, -6.0f, 6.0f);
+    std::vector<float> masked(n);
+    cpu::causal_mask_reference(s_in.data(), masked.data(), rows, hidden);
+    cpu::softmax_reference(masked.data(), want.data(), rows, hidden);
+    cpu::softmax(to_bf16(masked).data(), got.data(), rows, hidden);
+    CHECK(worst_ratio(widen(got), want, 1e-6, u) <= 1.0);
+  }
+}
+
+TEST_CASE("bf16 fused chains agree with the bf16 unfused passes within the chain bounds", "[tensor_fusion][bf16]") {
+  for (std::size_t hidden : widths) {
+    const std::size_t rows = 2 * hidden, n = rows * hidden;
+    const auto x = to_bf16(random_vector(n, 700 + hidden, -4.0f, 4.0f));
+    const auto xl = to_bf16(random_vector(n, 701 + hidden, -1.0f, 1.0f));
+    const auto res = to_bf16(random_vector(n, 702 + hidden, -2.0f, 2.0f));
+    const auto b = random_vector(hidden, 703, -0.5f, 0.5f);
+    const auto g = random_vector(hidden, 704, 0.5f, 1.5f);
+    const auto be = random_vector(hidden, 705, -0.5f, 0.5f);
+    std::vector<cpu::bf16> t1(n), t2(n), t3(n), unfused(n), fused(n);
+    INFO("hidden = " << hidden);
+
+    cpu::bias_add(x.data(), b.data(), t1.data(), rows, hidden);
+    cpu::gelu_tanh(t1.data(), unfused.data(), n);
+    cpu::bias_gelu_fused(x.data(), b.data(), fused.data(), rows, hidden);
+    const double gelu_diff = max_diff(widen(fused), widen(unfused));
+    CHECK(gelu_diff <= 10 * u);
+    CHECK(gelu_diff > 0.0);  // the unfused intermediate is rounded, the fused one is not
+
+    const cpu::Dropout mask(0.2f, 77);
+    cpu::bias_add(xl.data(), b.data(), t1.data(), rows, hidden);
+    cpu::dropout(t1.data(), t2.data(), n, mask);
+    cpu::residual_add(res.data(), t2.data(), t3.data(), n);
+    cpu::layernorm(t3.data(), g.data(), be.data(), unfused.data(), rows, hidden, 1e-5f);
+    cpu::bias_dropout_residual_layernorm_fused(xl.data(), b.data(), res.data(), g.data(), be.data(), fused.data(),
+                                               rows, hidden, mask, 1e-5f);
+    CHECK(max_diff(widen(fused), widen(unfused)) <= 64 * u);
+
+    const float s = 1.0f / std::sqrt(static_cast<float>(hidden));
+    cpu::scale(x.data(), t1.data(), n, s);
+    cpu::causal_mask(t1.data(), t2.data(), rows, hidden);
+    cpu::softmax(t2.data(), unfused.data(), rows, hidden);
+    cpu::scale_mask_softmax_fused(x.data(), fused.data(), rows, hidden, s);
+    CHECK(max_diff(widen(fused), widen(unfused)) <= 8 * u);
+  }
+}
+
 // ---- the technique
 
 TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
@@ -299,7 +531,7 @@ TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
   CHECK(t.find_variant("cuda_graph")->runs_on(DeviceKind::cuda));
   std::vector<std::string> names;
   for (const auto& p : t.params()) names.push_back(p.name);
-  CHECK(names == std::vector<std::string>{"chain", "rows", "hidden", "dropout"});
+  CHECK(names == std::vector<std::string>{"chain", "rows", "hidden", "dropout", "dtype"});
 }
 
 TEST_CASE("CPU runs pass their checks and report counted bytes and measured intermediates", "[tensor_fusion][cpu]") {
@@ -311,17 +543,18 @@ TEST_CASE("CPU runs pass their checks and report counted bytes and measured inte
   };
   for (const Shape& s : {Shape{"bias_gelu", 64, 96, 2}, Shape{"bias_gelu", 50, 33, 2}, Shape{"layernorm", 64, 96, 4},
                          Shape{"layernorm", 50, 33, 4}, Shape{"softmax", 192, 96, 3}, Shape{"softmax", 66, 33, 3}}) {
+    for (const std::string dtype : {"f32", "bf16"})
     for (const std::string variant : {"unfused", "fused"}) {
-      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << variant);
-      const Case c = make_case(variant, s.chain, s.rows, s.hidden);
+      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << dtype << " " << variant);
+      const Case c = make_case(variant, s.chain, s.rows, s.hidden, 0.1, 7, dtype);
       auto run = t.prepare(c, Device::cpu());
       run->step();
       run->step();
       const auto metrics = run->finish();
       const bool fused = variant == "fused";
-      const double N = static_cast<double>(s.rows * s.hidden) * 4;
+      const double N = static_cast<double>(s.rows * s.hidden) * (dtype == "bf16" ? 2 : 4);
       const tf::Shape shape = tf::Shape::from(c);
-      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape.chain));
+      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape));
       CHECK(metric(metrics, "passes").value == (fused ? 1.0 : s.ops));
       CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));
       CHECK(metric(metrics, "bytes_moved").value == tf::bytes_moved(shape, fused));
@@ -343,11 +576,22 @@ TEST_CASE("bytes moved follow the per-chain formulas of the README", "[tensor_fu
   CHECK(bytes("layernorm", true) == 3 * N + 3 * P);
   CHECK(bytes("softmax", false) == 6 * N);
   CHECK(bytes("softmax", true) == 2 * N);
+  // bf16 halves N; the fp32 parameter vectors keep P.
+  const double H = N / 2;
+  const auto bf16_bytes = [&](const std::string& chain, bool fused) {
+    return tf::bytes_moved(tf::Shape::from(make_case("unfused", chain, 8192, 1024, 0.1, 7, "bf16")), fused);
+  };
+  CHECK(bf16_bytes("bias_gelu", false) == 4 * H + P);
+  CHECK(bf16_bytes("bias_gelu", true) == 2 * H + P);
+  CHECK(bf16_bytes("layernorm", false) == 9 * H + 3 * P);
+  CHECK(bf16_bytes("layernorm", true) == 3 * H + 3 * P);
+  CHECK(bf16_bytes("softmax", false) == 6 * H);
+  CHECK(bf16_bytes("softmax", true) == 2 * H);
 }
 
 TEST_CASE("the check fails a wrong output and a NaN", "[tensor_fusion]") {
   const tf::Shape shape = tf::Shape::from(make_case("fused", "layernorm", 16, 40));
-  const tf::Inputs in = tf::make_inputs(shape);
+  const tf::Inputs<float> in = tf::make_inputs<float>(shape);
   memory::Buffer<float> y = tf::reference_output(shape, in);
   CHECK(tf::check_output(shape, y.data(), "fused") == 0.0);
   y[100] += 1e-3f;
@@ -360,7 +604,7 @@ TEST_CASE("different seeds give different inputs and masks and the same seed giv
   const tf::Shape a = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 1));
   const tf::Shape b = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 2));
   CHECK(a.dropout_seed != b.dropout_seed);
-  const auto ia = tf::make_inputs(a), ia2 = tf::make_inputs(a), ib = tf::make_inputs(b);
+  const auto ia = tf::make_inputs<float>(a), ia2 = tf::make_inputs<float>(a), ib = tf::make_inputs<float>(b);
   CHECK(tf::max_abs_error(ia.x.data(), ia2.x.data(), a.elements()) == 0.0);
   CHECK(tf::max_abs_error(ia.x.data(), ib.x.data(), a.elements()) > 0.0);
 }
@@ -381,6 +625,23 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[tensor_f
   CHECK_THROWS_WITH(t.prepare(make_case("fused", "layernorm", 64, 64, 0.99), Device::cpu()),
                     Catch::Contains("'dropout' = 0.99"));
   CHECK_THROWS_AS(t.prepare(make_case("fused", "layernorm", 0, 64), Device::cpu()), InputError);
+  CHECK_THROWS_WITH(t.prepare(make_case("fused", "layernorm", 64, 64, 0.1, 7, "bf61"), Device::cpu()),
+                    Catch::Contains("'dtype'") && Catch::Contains("did you mean 'bf16'"));
+}
+
+TEST_CASE("bf16 inputs are the f32 inputs rounded, and the bf16 check widens them", "[tensor_fusion][bf16]") {
+  const tf::Shape f = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 3, "f32"));
+  const tf::Shape h = tf::Shape::from(make_case("fused", "layernorm", 8, 64, 0.1, 3, "bf16"));
+  const auto fin = tf::make_inputs<float>(f), wide = tf::make_inputs<float>(h);
+  const auto hin = tf::make_inputs<cpu::bf16>(h);
+  std::size_t not_rounded = 0, not_widened = 0;
+  for (std::size_t i = 0; i < f.elements(); ++i) {
+    not_rounded += hin.x[i] != cpu::float_to_bf16(fin.x[i]) || hin.residual[i] != cpu::float_to_bf16(fin.residual[i]);
+    not_widened += wide.x[i] != cpu::bf16_to_float(hin.x[i]);
+  }
+  CHECK(not_rounded == 0);
+  CHECK(not_widened == 0);
+  CHECK(tf::max_abs_error(fin.gamma.data(), wide.gamma.data(), f.hidden) == 0.0);  // parameters stay fp32
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[tensor_fusion]") {
@@ -413,9 +674,10 @@ TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]"
                          Shape{"layernorm", 512, 1024, 4}, Shape{"layernorm", 100, 33, 4},
                          Shape{"layernorm", 64, 4096, 4}, Shape{"layernorm", 9, 7, 4}, Shape{"softmax", 512, 256, 3},
                          Shape{"softmax", 99, 33, 3}, Shape{"softmax", 4096, 4096, 3}}) {
+    for (const std::string dtype : {"f32", "bf16"})
     for (const std::string variant : {"unfused", "fused", "cuda_graph"}) {
-      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << variant);
-      const Case c = make_case(variant, s.chain, s.rows, s.hidden, 0.25);
+      INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << dtype << " " << variant);
+      const Case c = make_case(variant, s.chain, s.rows, s.hidden, 0.25, 7, dtype);
       auto run = t.prepare(c, Device::cuda());
       CHECK(run->stream() != nullptr);
       for (int i = 0; i < 3; ++i) run->step();
@@ -423,8 +685,8 @@ TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]"
       REQUIRE_NOTHROW(metrics = run->finish());
       const tf::Shape shape = tf::Shape::from(c);
       const bool fused = variant == "fused";
-      const double N = static_cast<double>(s.rows * s.hidden) * 4;
-      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape.chain));
+      const double N = static_cast<double>(s.rows * s.hidden) * (dtype == "bf16" ? 2 : 4);
+      CHECK(metric(metrics, "max_abs_error").value <= tf::tolerance(shape));
       CHECK(metric(metrics, "kernel_launches").value == (fused ? 1.0 : s.ops));
       CHECK(metric(metrics, "host_launch_calls").value == (variant == "unfused" ? s.ops : 1.0));
       CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));

@@ -4,12 +4,14 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "core/spelling.hpp"
 #include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/bf16.hpp"
 #include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
@@ -62,7 +64,16 @@ std::vector<ParamSpec> TensorFusion::params() const {
   dropout.max = 0.95;
   dropout.help = "dropout probability of the layernorm chain";
 
-  return {chain, rows, hidden, dropout};
+  ParamSpec dtype;
+  dtype.name = "dtype";
+  dtype.type = ParamType::choice;
+  dtype.default_value = std::string("f32");
+  dtype.choices = {"f32", "bf16"};
+  dtype.unit = "";
+  dtype.help = "how activations (x, residual, y, intermediates) are stored: f32, or bf16 (half the bytes); "
+               "arithmetic and parameter vectors stay fp32";
+
+  return {chain, rows, hidden, dropout, dtype};
 }
 
 std::vector<Variant> TensorFusion::variants() const {
@@ -87,6 +98,8 @@ std::string tf::to_string(Chain chain) {
   return "?";
 }
 
+std::string tf::to_string(Dtype dtype) { return dtype == Dtype::bf16 ? "bf16" : "f32"; }
+
 float tf::Shape::softmax_scale() const { return 1.0f / std::sqrt(static_cast<float>(hidden)); }
 
 namespace {
@@ -109,6 +122,15 @@ tf::Shape tf::Shape::from(const Case& c) {
     s.chain = Chain::softmax;
   } else {
     throw InputError(bad_value("chain", "'" + chain + "'", join_names(chains)) + did_you_mean(chain, chains));
+  }
+  const std::string& dtype = c.params.string("dtype");
+  const std::vector<std::string> dtypes = {"f32", "bf16"};
+  if (dtype == "f32") {
+    s.dtype = Dtype::f32;
+  } else if (dtype == "bf16") {
+    s.dtype = Dtype::bf16;
+  } else {
+    throw InputError(bad_value("dtype", "'" + dtype + "'", join_names(dtypes)) + did_you_mean(dtype, dtypes));
   }
   const std::int64_t rows = c.params.integer("rows");
   const std::int64_t hidden = c.params.integer("hidden");
@@ -140,43 +162,57 @@ tf::Shape tf::Shape::from(const Case& c) {
 
 namespace {
 
-memory::Buffer<float> uniform_tensor(std::size_t n, std::uint64_t seed, float lo, float hi) {
-  memory::Buffer<float> t(Device::cpu(), n);
-  float* p = t.data();
+// Uniform values in [lo, hi), rounded to bf16 when `dtype` is bf16, stored as T.
+template <class T>
+memory::Buffer<T> uniform_tensor(std::size_t n, std::uint64_t seed, float lo, float hi, tf::Dtype dtype) {
+  memory::Buffer<T> t(Device::cpu(), n);
+  T* p = t.data();
+  const bool bf16 = dtype == tf::Dtype::bf16;
 #pragma omp parallel for schedule(static)
-  for (std::size_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * rng::uniform(seed, i);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = lo + (hi - lo) * rng::uniform(seed, i);
+    p[i] = cpu::from_float<T>(bf16 ? cpu::bf16_to_float(cpu::float_to_bf16(v)) : v);
+  }
   return t;
+}
+
+memory::Buffer<float> parameter_vector(std::size_t n, std::uint64_t seed, float lo, float hi) {
+  return uniform_tensor<float>(n, seed, lo, hi, tf::Dtype::f32);
 }
 
 }  // namespace
 
-tf::Inputs tf::make_inputs(const Shape& s) {
-  Inputs in;
+template <class T>
+tf::Inputs<T> tf::make_inputs(const Shape& s) {
+  Inputs<T> in;
   const std::uint64_t seed = s.input_seed;
   switch (s.chain) {
     case Chain::bias_gelu:
       // Pre-activations spanning GELU's curved region and both tails.
-      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -4.0f, 4.0f);
-      in.bias = uniform_tensor(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
+      in.x = uniform_tensor<T>(s.elements(), rng::bits(seed, 0), -4.0f, 4.0f, s.dtype);
+      in.bias = parameter_vector(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
       break;
     case Chain::layernorm:
-      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -1.0f, 1.0f);
-      in.bias = uniform_tensor(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
-      in.residual = uniform_tensor(s.elements(), rng::bits(seed, 2), -2.0f, 2.0f);
-      in.gamma = uniform_tensor(s.hidden, rng::bits(seed, 3), 0.5f, 1.5f);
-      in.beta = uniform_tensor(s.hidden, rng::bits(seed, 4), -0.5f, 0.5f);
+      in.x = uniform_tensor<T>(s.elements(), rng::bits(seed, 0), -1.0f, 1.0f, s.dtype);
+      in.bias = parameter_vector(s.hidden, rng::bits(seed, 1), -0.5f, 0.5f);
+      in.residual = uniform_tensor<T>(s.elements(), rng::bits(seed, 2), -2.0f, 2.0f, s.dtype);
+      in.gamma = parameter_vector(s.hidden, rng::bits(seed, 3), 0.5f, 1.5f);
+      in.beta = parameter_vector(s.hidden, rng::bits(seed, 4), -0.5f, 0.5f);
       break;
     case Chain::softmax: {
       // Raw scores q·k grow like sqrt(hidden); after the 1/sqrt(hidden) scale they span ±3.
       const float spread = 3.0f * std::sqrt(static_cast<float>(s.hidden));
-      in.x = uniform_tensor(s.elements(), rng::bits(seed, 0), -spread, spread);
+      in.x = uniform_tensor<T>(s.elements(), rng::bits(seed, 0), -spread, spread, s.dtype);
       break;
     }
   }
   return in;
 }
 
-memory::Buffer<float> tf::reference_output(const Shape& s, const Inputs& in) {
+template tf::Inputs<float> tf::make_inputs(const Shape&);
+template tf::Inputs<cpu::bf16> tf::make_inputs(const Shape&);
+
+memory::Buffer<float> tf::reference_output(const Shape& s, const Inputs<float>& in) {
   const Device host = Device::cpu();
   const std::size_t n = s.elements();
   memory::Buffer<float> y(host, n);
@@ -214,7 +250,7 @@ std::size_t tf::unfused_ops(Chain chain) {
 double tf::bytes_moved(const Shape& s, bool fused) {
   // N: one (rows, hidden) tensor; P: one (hidden) parameter vector, counted once per pass that
   // reads it (it stays in cache across rows).
-  const double N = static_cast<double>(s.elements()) * sizeof(float);
+  const double N = static_cast<double>(s.elements()) * static_cast<double>(s.element_bytes());
   const double P = static_cast<double>(s.hidden) * sizeof(float);
   switch (s.chain) {
     case Chain::bias_gelu:
@@ -239,24 +275,47 @@ double tf::max_abs_error(const float* got, const float* want, std::size_t n) {
   return worst;
 }
 
-double tf::tolerance(Chain chain) {
-  switch (chain) {
-    case Chain::bias_gelu: return 1e-5;  // |x| <= 4.5: tanh error 2e-7 scaled by 0.5·|x|
-    case Chain::layernorm: return 1e-4;  // fp32 row sums vs double; outputs of order 1-5
-    case Chain::softmax: return 1e-6;    // outputs in [0, 1]; exp and 1/sum to ~2e-7 relative
+double tf::tolerance(const Shape& s) {
+  if (s.dtype == Dtype::f32) {
+    switch (s.chain) {
+      case Chain::bias_gelu: return 1e-5;  // |x| <= 4.5: tanh error 2e-7 scaled by 0.5·|x|
+      case Chain::layernorm: return 1e-4;  // fp32 row sums vs double; outputs of order 1-5
+      case Chain::softmax: return 1e-6;    // outputs in [0, 1]; exp and 1/sum to ~2e-7 relative
+    }
+  }
+  // bf16: each stored value is off by at most u = 2^-8 relative (8 significant bits, round to
+  // nearest). The reference is fp32/double from the same bf16 inputs, so the error is the
+  // roundings of the output and, unfused, of every intermediate (the fused chains round only the
+  // output, and stay inside the same bound):
+  constexpr double u = 1.0 / 256;
+  switch (s.chain) {
+    case Chain::bias_gelu:
+      // t = x + b rounded (|t| <= 4.5, |gelu'| <= 1.13): 1.13·4.5·u; then y (|y| <= 4.5): 4.5·u.
+      return 10.0 * u;
+    case Chain::layernorm:
+      // Three rounded intermediates before the norm, each an error of u·|v| with |v| up to a
+      // few σ of the row; the norm divides by σ and multiplies by gamma <= 1.5, so an output is
+      // off by about 1.5·3·(|ŷ| <= 4)·u from its own element, as much again from the row
+      // statistics, and u·|y| <= 6.5u from its own rounding: 2·18u + 6.5u < 48u (dropout up to
+      // 0.95 raises |ŷ|, so a margin: 64u).
+      return 64.0 * u;
+    case Chain::softmax:
+      // z = s·x rounded (|z| <= 3): each logit off by 3u; a probability moves by at most
+      // e^{2·3u} − 1 ≈ 6u relative, then its own rounding u; probabilities <= 1: 7u, margin 8u.
+      return 8.0 * u;
   }
   return 0;
 }
 
 double tf::check_output(const Shape& s, const float* output, const std::string& variant) {
-  const Inputs in = make_inputs(s);
+  const Inputs<float> in = make_inputs<float>(s);
   const memory::Buffer<float> want = reference_output(s, in);
   const double error = max_abs_error(output, want.data(), s.elements());
-  if (!(error <= tolerance(s.chain))) {
+  if (!(error <= tolerance(s))) {
     std::ostringstream m;
     m << "tensor_fusion: variant " << variant << ", chain " << to_string(s.chain) << " (" << s.rows << " × "
-      << s.hidden << "): max abs error " << error << " vs the unfused scalar reference exceeds the tolerance "
-      << tolerance(s.chain);
+      << s.hidden << ", " << to_string(s.dtype) << "): max abs error " << error
+      << " vs the unfused scalar reference exceeds the tolerance " << tolerance(s);
     throw CheckFailed(m.str());
   }
   return error;
@@ -266,10 +325,12 @@ double tf::check_output(const Shape& s, const float* output, const std::string& 
 
 namespace {
 
+// T: how activations are stored, float (f32) or cpu::bf16.
+template <class T>
 class CpuRun : public Run {
  public:
   CpuRun(const tf::Shape& shape, bool fused)
-      : shape_(shape), fused_(fused), in_(tf::make_inputs(shape)),
+      : shape_(shape), fused_(fused), in_(tf::make_inputs<T>(shape)),
         y_(Device::cpu(), shape.elements()), mask_(shape.dropout, shape.dropout_seed) {
     // The unfused chain's intermediates, one tensor per op output but the last; their measured
     // peak is the memory the fusion saves.
@@ -286,7 +347,15 @@ class CpuRun : public Run {
   Work work() const override { return {.bytes = tf::bytes_moved(shape_, fused_), .flops = std::nullopt}; }
 
   std::vector<Metric> finish() override {
-    const double error = tf::check_output(shape_, y_.data(), fused_ ? "fused" : "unfused");
+    const char* variant = fused_ ? "fused" : "unfused";
+    double error = 0.0;
+    if constexpr (std::is_same_v<T, float>) {
+      error = tf::check_output(shape_, y_.data(), variant);
+    } else {
+      memory::Buffer<float> y(Device::cpu(), shape_.elements());
+      for (std::size_t i = 0; i < y.size(); ++i) y[i] = cpu::bf16_to_float(y_[i]);
+      error = tf::check_output(shape_, y.data(), variant);
+    }
     return {
         {"bytes_moved", tf::bytes_moved(shape_, fused_), "B", Better::lower},
         {"passes", static_cast<double>(fused_ ? 1 : tf::unfused_ops(shape_.chain)), "", Better::lower},
@@ -315,18 +384,18 @@ class CpuRun : public Run {
 
   void run_unfused() {
     const std::size_t rows = shape_.rows, hidden = shape_.hidden, n = shape_.elements();
-    float* y = y_.data();
+    T* y = y_.data();
     switch (shape_.chain) {
       case tf::Chain::bias_gelu: {
-        float* t = intermediates_[0].data();
+        T* t = intermediates_[0].data();
         cpu::bias_add(in_.x.data(), in_.bias.data(), t, rows, hidden);
         cpu::gelu_tanh(t, y, n);
         break;
       }
       case tf::Chain::layernorm: {
-        float* biased = intermediates_[0].data();
-        float* dropped = intermediates_[1].data();
-        float* summed = intermediates_[2].data();
+        T* biased = intermediates_[0].data();
+        T* dropped = intermediates_[1].data();
+        T* summed = intermediates_[2].data();
         cpu::bias_add(in_.x.data(), in_.bias.data(), biased, rows, hidden);
         cpu::dropout(biased, dropped, n, mask_);
         cpu::residual_add(in_.residual.data(), dropped, summed, n);
@@ -334,8 +403,8 @@ class CpuRun : public Run {
         break;
       }
       case tf::Chain::softmax: {
-        float* scaled = intermediates_[0].data();
-        float* masked = intermediates_[1].data();
+        T* scaled = intermediates_[0].data();
+        T* masked = intermediates_[1].data();
         cpu::scale(in_.x.data(), scaled, n, shape_.softmax_scale());
         cpu::causal_mask(scaled, masked, rows, hidden);
         cpu::softmax(masked, y, rows, hidden);
@@ -346,9 +415,9 @@ class CpuRun : public Run {
 
   tf::Shape shape_;
   bool fused_;
-  tf::Inputs in_;
-  memory::Buffer<float> y_;  // (rows, hidden)
-  std::vector<memory::Buffer<float>> intermediates_;  // unfused only: (rows, hidden) each
+  tf::Inputs<T> in_;
+  memory::Buffer<T> y_;  // (rows, hidden)
+  std::vector<memory::Buffer<T>> intermediates_;  // unfused only: (rows, hidden) each
   std::size_t intermediate_bytes_ = 0;
   cpu::Dropout mask_;
 };
@@ -372,7 +441,11 @@ std::unique_ptr<Run> TensorFusion::prepare(const Case& c, const Device& device) 
                      "; it runs on: " + join_names(kinds));
   }
   const tf::Shape shape = tf::Shape::from(c);
-  if (device.is_cpu()) return std::make_unique<CpuRun>(shape, c.variant == "fused");
+  if (device.is_cpu()) {
+    const bool fused = c.variant == "fused";
+    if (shape.dtype == tf::Dtype::bf16) return std::make_unique<CpuRun<cpu::bf16>>(shape, fused);
+    return std::make_unique<CpuRun<float>>(shape, fused);
+  }
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) throw DeviceUnavailable(why);
   if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)

@@ -31,6 +31,11 @@ namespace tensor_fusion {
 enum class Chain { bias_gelu, layernorm, softmax };
 std::string to_string(Chain chain);
 
+// How activation tensors are stored; arithmetic is fp32 either way. bf16 storage is
+// std::uint16_t bits on the host (kernels/cpu/bf16.hpp).
+enum class Dtype { f32, bf16 };
+std::string to_string(Dtype dtype);
+
 inline constexpr float layernorm_eps = 1e-5f;
 
 // One case, parsed and checked.
@@ -38,11 +43,13 @@ struct Shape {
   Chain chain = Chain::layernorm;
   std::size_t rows = 0;
   std::size_t hidden = 0;
+  Dtype dtype = Dtype::f32;
   float dropout = 0.0f;             // layernorm chain only
   std::uint64_t dropout_seed = 0;   // the mask's seed, derived from the case seed
   std::uint64_t input_seed = 0;
 
   std::size_t elements() const { return rows * hidden; }
+  std::size_t element_bytes() const { return dtype == Dtype::bf16 ? 2 : 4; }
   float softmax_scale() const;  // 1/sqrt(hidden)
 
   // Throws InputError naming the parameter, the bad value and what is allowed.
@@ -50,33 +57,39 @@ struct Shape {
 };
 
 // The chain's inputs, made on the host from the case seed, so every variant and device sees
-// the same numbers. Tensors a chain does not use are empty.
+// the same numbers. Tensors a chain does not use are empty. Activations are stored as T (float,
+// or std::uint16_t bf16 bits); with dtype bf16 their values are bf16 numbers whatever T is, so
+// Inputs<float> holds the bf16 inputs widened, for the reference. Parameter vectors are fp32.
+template <class T>
 struct Inputs {
-  memory::Buffer<float> x;         // (rows, hidden)
+  memory::Buffer<T> x;             // (rows, hidden)
   memory::Buffer<float> bias;      // (hidden)
-  memory::Buffer<float> residual;  // (rows, hidden)
+  memory::Buffer<T> residual;      // (rows, hidden)
   memory::Buffer<float> gamma;     // (hidden)
   memory::Buffer<float> beta;      // (hidden)
 };
-Inputs make_inputs(const Shape& shape);
+template <class T>
+Inputs<T> make_inputs(const Shape& shape);
 
 // The chain computed op by op with the plain scalar references of kernels/cpu. (rows, hidden)
-memory::Buffer<float> reference_output(const Shape& shape, const Inputs& in);
+memory::Buffer<float> reference_output(const Shape& shape, const Inputs<float>& in);
 
 // Ops in the chain: memory passes (CPU) or kernels (CUDA) of the unfused form.
 std::size_t unfused_ops(Chain chain);
 
-// Bytes one step reads and writes, counted per pass (README.md "Bytes moved").
+// Bytes one step reads and writes, counted per pass (README.md "Bytes moved"), at the
+// activations' element size.
 double bytes_moved(const Shape& shape, bool fused);
 
 // Largest |got − want|; +inf when either holds a NaN, so a NaN always fails.
 double max_abs_error(const float* got, const float* want, std::size_t n);
 
-// Stated tolerances on max_abs_error against the scalar reference (see the tests).
-double tolerance(Chain chain);
+// Stated tolerances on max_abs_error against the scalar reference, per chain and dtype (see
+// tensor_fusion.cpp and the tests).
+double tolerance(const Shape& shape);
 
-// Compares `output` (host, (rows, hidden)) with the reference; throws CheckFailed beyond the
-// tolerance and returns the max abs error otherwise.
+// Compares `output` (host, (rows, hidden), widened to fp32) with the reference; throws
+// CheckFailed beyond the tolerance and returns the max abs error otherwise.
 double check_output(const Shape& shape, const float* output, const std::string& variant);
 
 #ifdef AIOPT_HAVE_CUDA

@@ -2,8 +2,11 @@
 // cuda_graph (the unfused kernels captured once into a graph, launched with one call per step).
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "core/cuda_check.hpp"
 #include "core/error.hpp"
+#include "kernels/cpu/bf16.hpp"
 #include "kernels/cuda/fusion_launchers.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
@@ -26,6 +29,8 @@ struct GraphExecDestroy {
   void operator()(cudaGraphExec_t g) const { cudaGraphExecDestroy(g); }
 };
 
+// T: how activations are stored, float (f32) or std::uint16_t (bf16 bits).
+template <class T>
 class CudaRun : public Run {
  public:
   CudaRun(const Shape& shape, Form form, const Device& device) : shape_(shape), form_(form), device_(device) {
@@ -33,13 +38,13 @@ class CudaRun : public Run {
     cudaStream_t stream = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     stream_.reset(stream);
-    const Inputs host = make_inputs(shape);
+    const Inputs<T> host = make_inputs<T>(shape);
     x_ = upload(host.x);
     bias_ = upload(host.bias);
     residual_ = upload(host.residual);
     gamma_ = upload(host.gamma);
     beta_ = upload(host.beta);
-    y_ = memory::Buffer<float>(device, shape.elements());
+    y_ = memory::Buffer<T>(device, shape.elements());
     {
       // The unfused chain's intermediates: their measured peak is the memory fusion saves.
       memory::Scope scope(device);
@@ -86,10 +91,17 @@ class CudaRun : public Run {
 
   std::vector<Metric> finish() override {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    memory::Buffer<float> y(Device::cpu(), shape_.elements());
+    memory::Buffer<T> y(Device::cpu(), shape_.elements());
     CUDA_CHECK(cudaMemcpy(y.data(), y_.data(), y_.bytes(), cudaMemcpyDeviceToHost));
     const char* variant = form_ == Form::unfused ? "unfused" : form_ == Form::fused ? "fused" : "cuda_graph";
-    const double error = check_output(shape_, y.data(), variant);
+    double error = 0.0;
+    if constexpr (std::is_same_v<T, float>) {
+      error = check_output(shape_, y.data(), variant);
+    } else {
+      memory::Buffer<float> wide(Device::cpu(), shape_.elements());
+      for (std::size_t i = 0; i < wide.size(); ++i) wide[i] = kernels::cpu::bf16_to_float(y[i]);
+      error = check_output(shape_, wide.data(), variant);
+    }
     const double kernels = form_ == Form::fused ? 1.0 : static_cast<double>(unfused_ops(shape_.chain));
     return {
         {"bytes_moved", bytes_moved(shape_, form_ == Form::fused), "B", Better::lower},
@@ -106,8 +118,9 @@ class CudaRun : public Run {
   // may return before its DMA lands, and a cudaStreamNonBlocking stream does not wait for that
   // stream, so the first kernels could read a partial upload. The constructor synchronizes
   // stream_ while the host copies are still alive.
-  memory::Buffer<float> upload(const memory::Buffer<float>& host) {
-    memory::Buffer<float> d(device_, host.size());
+  template <class E>
+  memory::Buffer<E> upload(const memory::Buffer<E>& host) {
+    memory::Buffer<E> d(device_, host.size());
     if (host.size())
       CUDA_CHECK(cudaMemcpyAsync(d.data(), host.data(), host.bytes(), cudaMemcpyHostToDevice, stream_.get()));
     return d;
@@ -115,18 +128,18 @@ class CudaRun : public Run {
 
   void enqueue_unfused() {
     const std::size_t rows = shape_.rows, hidden = shape_.hidden, n = shape_.elements();
-    float* y = y_.data();
+    T* y = y_.data();
     switch (shape_.chain) {
       case Chain::bias_gelu: {
-        float* t = intermediates_[0].data();
+        T* t = intermediates_[0].data();
         gpu::bias_add(x_.data(), bias_.data(), t, rows, hidden, stream_.get());
         gpu::gelu_tanh(t, y, n, stream_.get());
         break;
       }
       case Chain::layernorm: {
-        float* biased = intermediates_[0].data();
-        float* dropped = intermediates_[1].data();
-        float* summed = intermediates_[2].data();
+        T* biased = intermediates_[0].data();
+        T* dropped = intermediates_[1].data();
+        T* summed = intermediates_[2].data();
         gpu::bias_add(x_.data(), bias_.data(), biased, rows, hidden, stream_.get());
         gpu::dropout(biased, dropped, n, shape_.dropout, shape_.dropout_seed, stream_.get());
         gpu::residual_add(residual_.data(), dropped, summed, n, stream_.get());
@@ -134,8 +147,8 @@ class CudaRun : public Run {
         break;
       }
       case Chain::softmax: {
-        float* scaled = intermediates_[0].data();
-        float* masked = intermediates_[1].data();
+        T* scaled = intermediates_[0].data();
+        T* masked = intermediates_[1].data();
         gpu::scale(x_.data(), scaled, n, shape_.softmax_scale(), stream_.get());
         gpu::causal_mask(scaled, masked, rows, hidden, stream_.get());
         gpu::softmax(masked, y, rows, hidden, stream_.get());
@@ -167,9 +180,10 @@ class CudaRun : public Run {
   std::unique_ptr<CUstream_st, StreamDestroy> stream_;
   std::unique_ptr<CUgraph_st, GraphDestroy> graph_;
   std::unique_ptr<CUgraphExec_st, GraphExecDestroy> graph_exec_;
-  memory::Buffer<float> x_, bias_, residual_, gamma_, beta_;  // device copies of Inputs
-  memory::Buffer<float> y_;                                   // (rows, hidden)
-  std::vector<memory::Buffer<float>> intermediates_;          // unfused and graph: (rows, hidden) each
+  memory::Buffer<T> x_, residual_;                 // device copies of Inputs: (rows, hidden)
+  memory::Buffer<float> bias_, gamma_, beta_;      // (hidden)
+  memory::Buffer<T> y_;                            // (rows, hidden)
+  std::vector<memory::Buffer<T>> intermediates_;   // unfused and graph: (rows, hidden) each
   std::size_t intermediate_bytes_ = 0;
 };
 
@@ -177,7 +191,8 @@ class CudaRun : public Run {
 
 std::unique_ptr<Run> prepare_cuda(const Shape& shape, const std::string& variant, const Device& device) {
   const Form form = variant == "fused" ? Form::fused : variant == "cuda_graph" ? Form::graph : Form::unfused;
-  return std::make_unique<CudaRun>(shape, form, device);
+  if (shape.dtype == Dtype::bf16) return std::make_unique<CudaRun<std::uint16_t>>(shape, form, device);
+  return std::make_unique<CudaRun<float>>(shape, form, device);
 }
 
 }  // namespace aiopt::tensor_fusion

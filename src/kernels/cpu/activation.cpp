@@ -13,9 +13,13 @@ void gelu_tanh_reference(const float* x, float* y, std::size_t n) {
   }
 }
 
-void gelu_tanh(const float* x, float* y, std::size_t n) {
+template <class T>
+void gelu_tanh(const T* x, T* y, std::size_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (std::size_t i = 0; i < n; ++i) y[i] = gelu_tanh(x[i]);
+  for (std::size_t i = 0; i < n; ++i) y[i] = from_float<T>(gelu_tanh(to_float(x[i])));
 }
+
+template void gelu_tanh(const float*, float*, std::size_t);
+template void gelu_tanh(const bf16*, bf16*, std::size_t);
 
 }  // namespace aiopt::kernels::cpu

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cpu/bf16.hpp"
+
 namespace aiopt::kernels::cpu {
 
 // e^x for x <= 88 (e^88 is near FLT_MAX); 0 below -87.3, where e^x leaves the normal range,
@@ -45,7 +47,8 @@ inline float gelu_tanh(float x) {
 
 // y = gelu(x) over n elements; x, y: (n). The reference uses std::tanh, one element at a time.
 void gelu_tanh_reference(const float* x, float* y, std::size_t n);
-// SIMD + OpenMP, with tanh_poly.
-void gelu_tanh(const float* x, float* y, std::size_t n);
+// SIMD + OpenMP, with tanh_poly; x, y stored as T = float or bf16, computed in fp32.
+template <class T>
+void gelu_tanh(const T* x, T* y, std::size_t n);
 
 }  // namespace aiopt::kernels::cpu

@@ -11,13 +11,14 @@ void bias_add_reference(const float* x, const float* b, float* y, std::size_t ro
     for (std::size_t j = 0; j < hidden; ++j) y[r * hidden + j] = x[r * hidden + j] + b[j];
 }
 
-void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden) {
+template <class T>
+void bias_add(const T* x, const float* b, T* y, std::size_t rows, std::size_t hidden) {
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * hidden;
-    float* yr = y + r * hidden;
+    const T* xr = x + r * hidden;
+    T* yr = y + r * hidden;
 #pragma omp simd
-    for (std::size_t j = 0; j < hidden; ++j) yr[j] = xr[j] + b[j];
+    for (std::size_t j = 0; j < hidden; ++j) yr[j] = from_float<T>(to_float(xr[j]) + b[j]);
   }
 }
 
@@ -34,14 +35,15 @@ void dropout_reference(const float* x, float* y, std::size_t n, float p, std::ui
   for (std::size_t i = 0; i < n; ++i) y[i] = rng::uniform(seed, i) >= p ? x[i] * scale : 0.0f;
 }
 
-void dropout(const float* x, float* y, std::size_t n, const Dropout& mask) {
+template <class T>
+void dropout(const T* x, T* y, std::size_t n, const Dropout& mask) {
 #pragma omp parallel
   {
     // A copy local to each thread: stores to y cannot alias it, so it lives in registers and
     // the loop vectorizes (through the shared original it does not).
     const Dropout m = mask;
 #pragma omp for simd schedule(static)
-    for (std::size_t i = 0; i < n; ++i) y[i] = m.apply(x[i], i);
+    for (std::size_t i = 0; i < n; ++i) y[i] = from_float<T>(m.apply(to_float(x[i]), i));
   }
 }
 
@@ -49,18 +51,31 @@ void residual_add_reference(const float* a, const float* b, float* y, std::size_
   for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
-void residual_add(const float* a, const float* b, float* y, std::size_t n) {
+template <class T>
+void residual_add(const T* a, const T* b, T* y, std::size_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+  for (std::size_t i = 0; i < n; ++i) y[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
 void scale_reference(const float* x, float* y, std::size_t n, float s) {
   for (std::size_t i = 0; i < n; ++i) y[i] = s * x[i];
 }
 
-void scale(const float* x, float* y, std::size_t n, float s) {
+template <class T>
+void scale(const T* x, T* y, std::size_t n, float s) {
 #pragma omp parallel for simd schedule(static)
-  for (std::size_t i = 0; i < n; ++i) y[i] = s * x[i];
+  for (std::size_t i = 0; i < n; ++i) y[i] = from_float<T>(s * to_float(x[i]));
 }
+
+// ---- the storage types the chains use
+
+template void bias_add(const float*, const float*, float*, std::size_t, std::size_t);
+template void bias_add(const bf16*, const float*, bf16*, std::size_t, std::size_t);
+template void dropout(const float*, float*, std::size_t, const Dropout&);
+template void dropout(const bf16*, bf16*, std::size_t, const Dropout&);
+template void residual_add(const float*, const float*, float*, std::size_t);
+template void residual_add(const bf16*, const bf16*, bf16*, std::size_t);
+template void scale(const float*, float*, std::size_t, float);
+template void scale(const bf16*, bf16*, std::size_t, float);
 
 }  // namespace aiopt::kernels::cpu

@@ -1,17 +1,21 @@
 #pragma once
 // The elementwise ops of the fusion chains, each one memory pass: bias add, dropout, residual
 // add, scale. Each has a plain scalar reference beside the SIMD + OpenMP version. Tensors are
-// fp32 and row-major; shapes are given as comments, (rows, hidden).
+// row-major; shapes are given as comments, (rows, hidden). The references are fp32; the fast
+// versions store tensors as T = float or bf16 (bf16.hpp) and compute in fp32, rounding once per
+// stored element. Parameter vectors (b) are fp32 always.
 #include <cstddef>
 #include <cstdint>
 
 #include "core/rng.hpp"
+#include "kernels/cpu/bf16.hpp"
 
 namespace aiopt::kernels::cpu {
 
 // y = x + b, b broadcast over rows. x, y: (rows, hidden); b: (hidden).
 void bias_add_reference(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden);
-void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden);
+template <class T>
+void bias_add(const T* x, const float* b, T* y, std::size_t rows, std::size_t hidden);
 
 // Inverted dropout (Srivastava et al. 2014) with a counter-based mask: element i is kept iff
 // rng::uniform(seed, i) >= p, and kept elements are scaled by 1/(1-p). The mask is a pure
@@ -32,14 +36,17 @@ struct Dropout {
 
 // y[i] = dropout(x[i]) for the flat index i; x, y: (n).
 void dropout_reference(const float* x, float* y, std::size_t n, float p, std::uint64_t seed);
-void dropout(const float* x, float* y, std::size_t n, const Dropout& mask);
+template <class T>
+void dropout(const T* x, T* y, std::size_t n, const Dropout& mask);
 
 // y = a + b; a, b, y: (n).
 void residual_add_reference(const float* a, const float* b, float* y, std::size_t n);
-void residual_add(const float* a, const float* b, float* y, std::size_t n);
+template <class T>
+void residual_add(const T* a, const T* b, T* y, std::size_t n);
 
 // y = s·x; x, y: (n).
 void scale_reference(const float* x, float* y, std::size_t n, float s);
-void scale(const float* x, float* y, std::size_t n, float s);
+template <class T>
+void scale(const T* x, T* y, std::size_t n, float s);
 
 }  // namespace aiopt::kernels::cpu

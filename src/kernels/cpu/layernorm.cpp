@@ -17,11 +17,15 @@ void layernorm_reference(const float* x, const float* gamma, const float* beta, 
   }
 }
 
-void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
+template <class T>
+void layernorm(const T* x, const float* gamma, const float* beta, T* y, std::size_t rows,
                std::size_t hidden, float eps) {
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r)
     layernorm_row(x + r * hidden, gamma, beta, y + r * hidden, hidden, eps);
 }
+
+template void layernorm(const float*, const float*, const float*, float*, std::size_t, std::size_t, float);
+template void layernorm(const bf16*, const float*, const float*, bf16*, std::size_t, std::size_t, float);
 
 }  // namespace aiopt::kernels::cpu

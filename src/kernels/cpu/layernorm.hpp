@@ -4,30 +4,36 @@
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/cpu/bf16.hpp"
+
 namespace aiopt::kernels::cpu {
 
 // One row, two-pass statistics (mean, then the mean of squared deviations: no cancellation).
 // The row is read three times; at model widths it stays in L1/L2 after the first read, so
-// memory sees one read of x and one write of y. x, y: (hidden); gamma, beta: (hidden).
-inline void layernorm_row(const float* x, const float* gamma, const float* beta, float* y,
+// memory sees one read of x and one write of y. x, y: (hidden), stored as In and Out (float or
+// bf16; y may alias x when both are float); gamma, beta: (hidden), fp32. Computed in fp32.
+template <class In, class Out>
+inline void layernorm_row(const In* x, const float* gamma, const float* beta, Out* y,
                           std::size_t hidden, float eps) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-  for (std::size_t j = 0; j < hidden; ++j) sum += x[j];
+  for (std::size_t j = 0; j < hidden; ++j) sum += to_float(x[j]);
   const float mean = sum / static_cast<float>(hidden);
   float squares = 0.0f;
 #pragma omp simd reduction(+ : squares)
-  for (std::size_t j = 0; j < hidden; ++j) squares += (x[j] - mean) * (x[j] - mean);
+  for (std::size_t j = 0; j < hidden; ++j) squares += (to_float(x[j]) - mean) * (to_float(x[j]) - mean);
   const float rstd = 1.0f / std::sqrt(squares / static_cast<float>(hidden) + eps);
 #pragma omp simd
-  for (std::size_t j = 0; j < hidden; ++j) y[j] = (x[j] - mean) * rstd * gamma[j] + beta[j];
+  for (std::size_t j = 0; j < hidden; ++j)
+    y[j] = from_float<Out>((to_float(x[j]) - mean) * rstd * gamma[j] + beta[j]);
 }
 
 // x, y: (rows, hidden); gamma, beta: (hidden). The reference accumulates in double.
 void layernorm_reference(const float* x, const float* gamma, const float* beta, float* y,
                          std::size_t rows, std::size_t hidden, float eps);
-// SIMD within a row, OpenMP over rows.
-void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
+// SIMD within a row, OpenMP over rows; x, y stored as T = float or bf16.
+template <class T>
+void layernorm(const T* x, const float* gamma, const float* beta, T* y, std::size_t rows,
                std::size_t hidden, float eps);
 
 }  // namespace aiopt::kernels::cpu

@@ -1,6 +1,9 @@
 #include "kernels/cpu/softmax.hpp"
 
 #include <cmath>
+#include <type_traits>
+
+#include "core/memory.hpp"
 
 namespace aiopt::kernels::cpu {
 
@@ -10,14 +13,15 @@ void causal_mask_reference(const float* x, float* y, std::size_t rows, std::size
       y[r * hidden + j] = j > r % hidden ? -INFINITY : x[r * hidden + j];
 }
 
-void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden) {
+template <class T>
+void causal_mask(const T* x, T* y, std::size_t rows, std::size_t hidden) {
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
     const std::size_t q = r % hidden;
-    const float* xr = x + r * hidden;
-    float* yr = y + r * hidden;
+    const T* xr = x + r * hidden;
+    T* yr = y + r * hidden;
 #pragma omp simd
-    for (std::size_t j = 0; j < hidden; ++j) yr[j] = causal(xr[j], q, j);
+    for (std::size_t j = 0; j < hidden; ++j) yr[j] = from_float<T>(causal(to_float(xr[j]), q, j));
   }
 }
 
@@ -33,9 +37,28 @@ void softmax_reference(const float* x, float* y, std::size_t rows, std::size_t h
   }
 }
 
-void softmax(const float* x, float* y, std::size_t rows, std::size_t hidden) {
-#pragma omp parallel for schedule(static)
-  for (std::size_t r = 0; r < rows; ++r) softmax_row(x + r * hidden, y + r * hidden, hidden);
+template <class T>
+void softmax(const T* x, T* y, std::size_t rows, std::size_t hidden) {
+#pragma omp parallel
+  {
+    // fp32 output: the row is computed in y itself. bf16: in an fp32 row of this thread's
+    // (hidden floats, in L1/L2), then rounded once into y.
+    memory::Buffer<float> row(Device::cpu(), std::is_same_v<T, float> ? 0 : hidden);
+#pragma omp for schedule(static)
+    for (std::size_t r = 0; r < rows; ++r) {
+      if constexpr (std::is_same_v<T, float>) {
+        softmax_row(x + r * hidden, y + r * hidden, hidden);
+      } else {
+        softmax_row(x + r * hidden, row.data(), hidden);
+        store_row(row.data(), y + r * hidden, hidden);
+      }
+    }
+  }
 }
+
+template void causal_mask(const float*, float*, std::size_t, std::size_t);
+template void causal_mask(const bf16*, bf16*, std::size_t, std::size_t);
+template void softmax(const float*, float*, std::size_t, std::size_t);
+template void softmax(const bf16*, bf16*, std::size_t, std::size_t);
 
 }  // namespace aiopt::kernels::cpu

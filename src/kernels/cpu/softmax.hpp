@@ -15,15 +15,18 @@ inline float causal(float score, std::size_t q, std::size_t j) {
 }
 
 // One row, max-subtracted for range: e = exp(x − max), y = e / Σe. Entries of −inf give 0.
-// x, y: (n); y may alias x. The row stays in cache across the three loops.
-inline void softmax_row(const float* x, float* y, std::size_t n) {
+// x: (n), stored as In (float or bf16); y: (n), fp32, may alias x when In is float: it holds e
+// between the loops, so a bf16 row ends in an fp32 row and is rounded once (store_row). The row
+// stays in cache across the three loops.
+template <class In>
+inline void softmax_row(const In* x, float* y, std::size_t n) {
   float max = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max)
-  for (std::size_t j = 0; j < n; ++j) max = x[j] > max ? x[j] : max;
+  for (std::size_t j = 0; j < n; ++j) max = to_float(x[j]) > max ? to_float(x[j]) : max;
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (std::size_t j = 0; j < n; ++j) {
-    y[j] = exp_poly(x[j] - max);
+    y[j] = exp_poly(to_float(x[j]) - max);
     sum += y[j];
   }
   const float inv = 1.0f / sum;
@@ -33,10 +36,14 @@ inline void softmax_row(const float* x, float* y, std::size_t n) {
 
 // x, y: (rows, hidden), rows a multiple of hidden.
 void causal_mask_reference(const float* x, float* y, std::size_t rows, std::size_t hidden);
-void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden);
+// x, y stored as T = float or bf16 (−inf is exact in both).
+template <class T>
+void causal_mask(const T* x, T* y, std::size_t rows, std::size_t hidden);
 
 // Softmax of each row. x, y: (rows, hidden). The reference uses std::exp and a double sum.
 void softmax_reference(const float* x, float* y, std::size_t rows, std::size_t hidden);
-void softmax(const float* x, float* y, std::size_t rows, std::size_t hidden);
+// x, y stored as T = float or bf16; bf16 rows go through an fp32 row per thread.
+template <class T>
+void softmax(const T* x, T* y, std::size_t rows, std::size_t hidden);
 
 }  // namespace aiopt::kernels::cpu

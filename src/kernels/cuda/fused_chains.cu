@@ -10,8 +10,8 @@ namespace {
 
 // ---- kernels
 
-template <int V>
-__global__ void bias_gelu_kernel(const float* x, const float* b, float* y, std::size_t n, std::size_t hidden) {
+template <int V, class T>
+__global__ void bias_gelu_kernel(const T* x, const float* b, T* y, std::size_t n, std::size_t hidden) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> a = load<V>(x + i);
@@ -21,34 +21,51 @@ __global__ void bias_gelu_kernel(const float* x, const float* b, float* y, std::
   }
 }
 
-// One block per row: build residual + dropout(x + b) in the output row, then normalize it in
-// place. Each thread reads back only the elements it wrote, so no barrier is needed between.
-template <int V>
-__global__ void bias_dropout_residual_layernorm_kernel(const float* x, const float* b, const float* residual,
-                                                       const float* gamma, const float* beta, float* y,
+// One block per row. float: build residual + dropout(x + b) in the output row, then normalize it
+// in place; each thread reads back only the elements it wrote, so no barrier is needed between.
+// bf16: the pre-norm row must stay fp32, and the output row cannot hold it, so each pass
+// recomputes it from x, residual and b (re-read from L1/L2, not memory).
+template <int V, class T>
+__global__ void bias_dropout_residual_layernorm_kernel(const T* x, const float* b, const T* residual,
+                                                       const float* gamma, const float* beta, T* y,
                                                        int hidden, DropoutMask mask, float eps) {
   const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
-  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += static_cast<int>(blockDim.x) * V) {
+  const auto pre_norm = [=](int j) {
     Pack<V> a = load<V>(x + base + j);
     const Pack<V> c = load<V>(b + j);
     const Pack<V> r = load<V>(residual + base + j);
     for (int k = 0; k < V; ++k) a.v[k] = r.v[k] + mask.apply(a.v[k] + c.v[k], base + j + k);
-    store<V>(y + base + j, a);
+    return a;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += static_cast<int>(blockDim.x) * V)
+      store<V>(y + base + j, pre_norm(j));
+    const float* row = y + base;
+    layernorm_row<V>([row](int j) { return load<V>(row + j); }, gamma, beta, y + base, hidden, eps);
+  } else {
+    layernorm_row<V>(pre_norm, gamma, beta, y + base, hidden, eps);
   }
-  layernorm_row<V>(y + base, gamma, beta, y + base, hidden, eps);
 }
 
-// One block per row: write the scaled, masked scores to the output row, then softmax in place.
-template <int V>
-__global__ void scale_mask_softmax_kernel(const float* x, float* y, int hidden, float s) {
+// One block per row. float: write the scaled, masked scores to the output row, then softmax in
+// place. bf16: the scores are recomputed from x in each pass, as in the LayerNorm chain.
+template <int V, class T>
+__global__ void scale_mask_softmax_kernel(const T* x, T* y, int hidden, float s) {
   const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
   const int q = static_cast<int>(blockIdx.x % static_cast<unsigned>(hidden));
-  for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += static_cast<int>(blockDim.x) * V) {
+  const auto scores = [=](int j) {
     Pack<V> a = load<V>(x + base + j);
     for (int k = 0; k < V; ++k) a.v[k] = j + k > q ? -INFINITY : s * a.v[k];
-    store<V>(y + base + j, a);
+    return a;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += static_cast<int>(blockDim.x) * V)
+      store<V>(y + base + j, scores(j));
+    const float* row = y + base;
+    softmax_row<V>([row](int j) { return load<V>(row + j); }, y + base, hidden);
+  } else {
+    softmax_row<V>(scores, y + base, hidden);
   }
-  softmax_row<V>(y + base, y + base, hidden);
 }
 
 cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
@@ -57,10 +74,12 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 
 // ---- launchers
 
-void bias_gelu_fused(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden,
-                     void* stream) {
+template <class T>
+void bias_gelu_fused(const T* x_, const float* b, T* y_, std::size_t rows, std::size_t hidden, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden, x, b, y)) {
+  if (use_vector4(hidden, x, b, y)) {
     bias_gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
   } else {
     bias_gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
@@ -68,14 +87,17 @@ void bias_gelu_fused(const float* x, const float* b, float* y, std::size_t rows,
   CUDA_CHECK_LAUNCH();
 }
 
-void bias_dropout_residual_layernorm_fused(const float* x, const float* b, const float* residual,
-                                           const float* gamma, const float* beta, float* y,
-                                           std::size_t rows, std::size_t hidden, float p,
-                                           std::uint64_t seed, float eps, void* stream) {
+template <class T>
+void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T* residual_, const float* gamma,
+                                           const float* beta, T* y_, std::size_t rows, std::size_t hidden,
+                                           float p, std::uint64_t seed, float eps, void* stream) {
+  const auto* x = device_ptr(x_);
+  const auto* residual = device_ptr(residual_);
+  auto* y = device_ptr(y_);
   const DropoutMask mask = DropoutMask::make(p, seed);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_float4(hidden, x, b, residual, gamma, beta, y)) {
+  if (use_vector4(hidden, x, b, residual, gamma, beta, y)) {
     bias_dropout_residual_layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(
         x, b, residual, gamma, beta, y, h, mask, eps);
   } else {
@@ -85,16 +107,30 @@ void bias_dropout_residual_layernorm_fused(const float* x, const float* b, const
   CUDA_CHECK_LAUNCH();
 }
 
-void scale_mask_softmax_fused(const float* x, float* y, std::size_t rows, std::size_t hidden, float s,
-                              void* stream) {
+template <class T>
+void scale_mask_softmax_fused(const T* x_, T* y_, std::size_t rows, std::size_t hidden, float s, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_float4(hidden, x, y)) {
+  if (use_vector4(hidden, x, y)) {
     scale_mask_softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h, s);
   } else {
     scale_mask_softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h, s);
   }
   CUDA_CHECK_LAUNCH();
 }
+
+// ---- the storage types the chains use: float and bf16 bits
+
+#define AIOPT_FUSED_CHAINS(T)                                                                                   \
+  template void bias_gelu_fused(const T*, const float*, T*, std::size_t, std::size_t, void*);                  \
+  template void bias_dropout_residual_layernorm_fused(const T*, const float*, const T*, const float*,           \
+                                                      const float*, T*, std::size_t, std::size_t, float,        \
+                                                      std::uint64_t, float, void*);                             \
+  template void scale_mask_softmax_fused(const T*, T*, std::size_t, std::size_t, float, void*);
+AIOPT_FUSED_CHAINS(float)
+AIOPT_FUSED_CHAINS(std::uint16_t)
+#undef AIOPT_FUSED_CHAINS
 
 }  // namespace aiopt::kernels::cuda

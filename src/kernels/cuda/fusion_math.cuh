@@ -3,6 +3,7 @@
 // vector loads, the per-element math, block reductions and the per-row LayerNorm and softmax.
 // Rows are handled by one block each; thread t owns the elements t·V, (t + blockDim)·V, ...
 // of its row, so a thread that writes an element and reads it back needs no barrier.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -10,17 +11,46 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "core/cuda_check.hpp"
 #include "core/rng.hpp"
 
 namespace aiopt::kernels::cuda {
 
-// ---- vectors of V floats (V = 4: one float4 load or store)
+// ---- storage types
+
+// The launchers take bf16 as std::uint16_t bits (kernels/cpu/bf16.hpp); kernels see the same
+// bits as __nv_bfloat16. Parameter vectors are always float.
+template <class T>
+struct Storage {
+  using type = T;
+};
+template <>
+struct Storage<std::uint16_t> {
+  using type = __nv_bfloat16;
+};
+template <class T>
+using storage_t = typename Storage<T>::type;
+
+template <class T>
+const storage_t<T>* device_ptr(const T* p) {
+  return reinterpret_cast<const storage_t<T>*>(p);
+}
+template <class T>
+storage_t<T>* device_ptr(T* p) {
+  return reinterpret_cast<storage_t<T>*>(p);
+}
+
+// ---- vectors of V values widened to float (V = 4: one float4, or four bf16 in 8 bytes)
 
 template <int V>
 struct Pack {
   float v[V];
+};
+
+struct alignas(8) Bf16x4 {
+  __nv_bfloat162 lo, hi;
 };
 
 template <int V>
@@ -34,6 +64,18 @@ __device__ __forceinline__ Pack<V> load(const float* p) {
 }
 
 template <int V>
+__device__ __forceinline__ Pack<V> load(const __nv_bfloat16* p) {
+  if constexpr (V == 4) {
+    const Bf16x4 h = *reinterpret_cast<const Bf16x4*>(p);
+    const float2 lo = __bfloat1622float2(h.lo);
+    const float2 hi = __bfloat1622float2(h.hi);
+    return {{lo.x, lo.y, hi.x, hi.y}};
+  } else {
+    return {{__bfloat162float(*p)}};
+  }
+}
+
+template <int V>
 __device__ __forceinline__ void store(float* p, const Pack<V>& a) {
   if constexpr (V == 4) {
     *reinterpret_cast<float4*>(p) = make_float4(a.v[0], a.v[1], a.v[2], a.v[3]);
@@ -42,12 +84,26 @@ __device__ __forceinline__ void store(float* p, const Pack<V>& a) {
   }
 }
 
-// float4 when `width` (the row width, or the element count of a flat op) is a multiple of 4, so
-// every vector starts 16 bytes past the last, and every pointer is 16-byte aligned: cudaMalloc
-// gives 256 B, but the launchers are public and a caller may pass an offset pointer.
+// Rounds to nearest even (cvt.rn.bf16x2.f32), as kernels/cpu/bf16.hpp.
+template <int V>
+__device__ __forceinline__ void store(__nv_bfloat16* p, const Pack<V>& a) {
+  if constexpr (V == 4) {
+    Bf16x4 h;
+    h.lo = __floats2bfloat162_rn(a.v[0], a.v[1]);
+    h.hi = __floats2bfloat162_rn(a.v[2], a.v[3]);
+    *reinterpret_cast<Bf16x4*>(p) = h;
+  } else {
+    *p = __float2bfloat16_rn(a.v[0]);
+  }
+}
+
+// Vectors of 4 when `width` (the row width, or the element count of a flat op) is a multiple of
+// 4, so every vector starts 4 elements past the last, and every pointer is aligned to 4 of its
+// elements (float: 16 B, bf16: 8 B): cudaMalloc gives 256 B, but the launchers are public and a
+// caller may pass an offset pointer.
 template <class... T>
-inline bool use_float4(std::size_t width, const T*... pointers) {
-  return width % 4 == 0 && ((reinterpret_cast<std::uintptr_t>(pointers) % 16 == 0) && ...);
+inline bool use_vector4(std::size_t width, const T*... pointers) {
+  return width % 4 == 0 && ((reinterpret_cast<std::uintptr_t>(pointers) % (4 * sizeof(T)) == 0) && ...);
 }
 
 // ---- per-element math (the same formulas as kernels/cpu)
@@ -114,26 +170,26 @@ __device__ float block_reduce(float v, Op op, float identity) {
 
 // ---- rows (one block per row)
 
-// LayerNorm of one row with two-pass statistics; in and out may be the same row.
-// in, out: (hidden); gamma, beta: (hidden).
-template <int V>
-__device__ void layernorm_row(const float* in, const float* gamma, const float* beta, float* out,
-                              int hidden, float eps) {
+// LayerNorm of one row with two-pass statistics. `row(j)` gives the V pre-norm values at j as
+// floats (a load, or the fused chain's recomputation); out may be the row's own storage when
+// that is float. out: (hidden), stored as Out; gamma, beta: (hidden).
+template <int V, class Row, class Out>
+__device__ void layernorm_row(Row row, const float* gamma, const float* beta, Out* out, int hidden, float eps) {
   const int stride = static_cast<int>(blockDim.x) * V;
   float sum = 0.0f;
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    const Pack<V> a = load<V>(in + j);
+    const Pack<V> a = row(j);
     for (int k = 0; k < V; ++k) sum += a.v[k];
   }
   const float mean = block_reduce(sum, Sum{}, 0.0f) / static_cast<float>(hidden);
   float squares = 0.0f;
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    const Pack<V> a = load<V>(in + j);
+    const Pack<V> a = row(j);
     for (int k = 0; k < V; ++k) squares += (a.v[k] - mean) * (a.v[k] - mean);
   }
   const float rstd = rsqrtf(block_reduce(squares, Sum{}, 0.0f) / static_cast<float>(hidden) + eps);
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    const Pack<V> a = load<V>(in + j);
+    const Pack<V> a = row(j);
     const Pack<V> g = load<V>(gamma + j);
     const Pack<V> b = load<V>(beta + j);
     Pack<V> y;
@@ -142,29 +198,39 @@ __device__ void layernorm_row(const float* in, const float* gamma, const float* 
   }
 }
 
-// Softmax of one row, max-subtracted; −inf entries give 0; in and out may be the same row.
-template <int V>
-__device__ void softmax_row(const float* in, float* out, int hidden) {
+// Softmax of one row, max-subtracted; −inf entries give 0. `row(j)` gives the V scores at j as
+// floats; out may be the row's own storage when that is float. A float out holds e^(x − max)
+// between the passes; a bf16 out is written once, with e^(x − max) recomputed, so each output
+// is rounded once. out: (hidden), stored as Out.
+template <int V, class Row, class Out>
+__device__ void softmax_row(Row row, Out* out, int hidden) {
+  constexpr bool float_out = std::is_same_v<Out, float>;
   const int stride = static_cast<int>(blockDim.x) * V;
   float max = -INFINITY;
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    const Pack<V> a = load<V>(in + j);
+    const Pack<V> a = row(j);
     for (int k = 0; k < V; ++k) max = fmaxf(max, a.v[k]);
   }
   max = block_reduce(max, Max{}, -INFINITY);
   float sum = 0.0f;
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    Pack<V> a = load<V>(in + j);
+    Pack<V> a = row(j);
     for (int k = 0; k < V; ++k) {
       a.v[k] = expf(a.v[k] - max);
       sum += a.v[k];
     }
-    store<V>(out + j, a);
+    if constexpr (float_out) store<V>(out + j, a);
   }
   const float inv = 1.0f / block_reduce(sum, Sum{}, 0.0f);
   for (int j = static_cast<int>(threadIdx.x) * V; j < hidden; j += stride) {
-    Pack<V> a = load<V>(out + j);
-    for (int k = 0; k < V; ++k) a.v[k] *= inv;
+    Pack<V> a;
+    if constexpr (float_out) {
+      a = load<V>(out + j);
+      for (int k = 0; k < V; ++k) a.v[k] *= inv;
+    } else {
+      a = row(j);
+      for (int k = 0; k < V; ++k) a.v[k] = expf(a.v[k] - max) * inv;
+    }
     store<V>(out + j, a);
   }
 }

@@ -1,5 +1,6 @@
 // The unfused passes of the tensor-fusion chains: one op per kernel, each reading its input
-// from and writing its output to global memory.
+// from and writing its output to global memory. Activations are stored as T (float or
+// __nv_bfloat16) and computed in fp32.
 #include "kernels/cuda/fusion_launchers.hpp"
 #include "kernels/cuda/fusion_math.cuh"
 
@@ -7,10 +8,10 @@ namespace aiopt::kernels::cuda {
 
 namespace {
 
-// ---- kernels (grid-stride over vectors of V floats; n a multiple of V)
+// ---- kernels (grid-stride over vectors of V elements; n a multiple of V)
 
-template <int V>
-__global__ void bias_add_kernel(const float* x, const float* b, float* y, std::size_t n, std::size_t hidden) {
+template <int V, class T>
+__global__ void bias_add_kernel(const T* x, const float* b, T* y, std::size_t n, std::size_t hidden) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> a = load<V>(x + i);
@@ -20,8 +21,8 @@ __global__ void bias_add_kernel(const float* x, const float* b, float* y, std::s
   }
 }
 
-template <int V>
-__global__ void gelu_kernel(const float* x, float* y, std::size_t n) {
+template <int V, class T>
+__global__ void gelu_kernel(const T* x, T* y, std::size_t n) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> a = load<V>(x + i);
@@ -30,8 +31,8 @@ __global__ void gelu_kernel(const float* x, float* y, std::size_t n) {
   }
 }
 
-template <int V>
-__global__ void dropout_kernel(const float* x, float* y, std::size_t n, DropoutMask mask) {
+template <int V, class T>
+__global__ void dropout_kernel(const T* x, T* y, std::size_t n, DropoutMask mask) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> a = load<V>(x + i);
@@ -40,8 +41,8 @@ __global__ void dropout_kernel(const float* x, float* y, std::size_t n, DropoutM
   }
 }
 
-template <int V>
-__global__ void residual_add_kernel(const float* a, const float* b, float* y, std::size_t n) {
+template <int V, class T>
+__global__ void residual_add_kernel(const T* a, const T* b, T* y, std::size_t n) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> s = load<V>(a + i);
@@ -51,8 +52,8 @@ __global__ void residual_add_kernel(const float* a, const float* b, float* y, st
   }
 }
 
-template <int V>
-__global__ void scale_kernel(const float* x, float* y, std::size_t n, float s) {
+template <int V, class T>
+__global__ void scale_kernel(const T* x, T* y, std::size_t n, float s) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     Pack<V> a = load<V>(x + i);
@@ -61,8 +62,8 @@ __global__ void scale_kernel(const float* x, float* y, std::size_t n, float s) {
   }
 }
 
-template <int V>
-__global__ void causal_mask_kernel(const float* x, float* y, std::size_t n, std::size_t hidden) {
+template <int V, class T>
+__global__ void causal_mask_kernel(const T* x, T* y, std::size_t n, std::size_t hidden) {
   for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
     const std::size_t q = (i / hidden) % hidden;
@@ -74,17 +75,18 @@ __global__ void causal_mask_kernel(const float* x, float* y, std::size_t n, std:
   }
 }
 
-template <int V>
-__global__ void layernorm_kernel(const float* x, const float* gamma, const float* beta, float* y,
-                                 int hidden, float eps) {
+template <int V, class T>
+__global__ void layernorm_kernel(const T* x, const float* gamma, const float* beta, T* y, int hidden, float eps) {
   const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
-  layernorm_row<V>(x + base, gamma, beta, y + base, hidden, eps);
+  const T* in = x + base;
+  layernorm_row<V>([in](int j) { return load<V>(in + j); }, gamma, beta, y + base, hidden, eps);
 }
 
-template <int V>
-__global__ void softmax_kernel(const float* x, float* y, int hidden) {
+template <int V, class T>
+__global__ void softmax_kernel(const T* x, T* y, int hidden) {
   const std::size_t base = static_cast<std::size_t>(blockIdx.x) * hidden;
-  softmax_row<V>(x + base, y + base, hidden);
+  const T* in = x + base;
+  softmax_row<V>([in](int j) { return load<V>(in + j); }, y + base, hidden);
 }
 
 cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
@@ -93,9 +95,12 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 
 // ---- launchers
 
-void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+template <class T>
+void bias_add(const T* x_, const float* b, T* y_, std::size_t rows, std::size_t hidden, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden, x, b, y)) {
+  if (use_vector4(hidden, x, b, y)) {
     bias_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
   } else {
     bias_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
@@ -103,8 +108,11 @@ void bias_add(const float* x, const float* b, float* y, std::size_t rows, std::s
   CUDA_CHECK_LAUNCH();
 }
 
-void gelu_tanh(const float* x, float* y, std::size_t n, void* stream) {
-  if (use_float4(n, x, y)) {
+template <class T>
+void gelu_tanh(const T* x_, T* y_, std::size_t n, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
+  if (use_vector4(n, x, y)) {
     gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n);
   } else {
     gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n);
@@ -112,9 +120,12 @@ void gelu_tanh(const float* x, float* y, std::size_t n, void* stream) {
   CUDA_CHECK_LAUNCH();
 }
 
-void dropout(const float* x, float* y, std::size_t n, float p, std::uint64_t seed, void* stream) {
+template <class T>
+void dropout(const T* x_, T* y_, std::size_t n, float p, std::uint64_t seed, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const DropoutMask mask = DropoutMask::make(p, seed);
-  if (use_float4(n, x, y)) {
+  if (use_vector4(n, x, y)) {
     dropout_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, mask);
   } else {
     dropout_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, mask);
@@ -122,8 +133,12 @@ void dropout(const float* x, float* y, std::size_t n, float p, std::uint64_t see
   CUDA_CHECK_LAUNCH();
 }
 
-void residual_add(const float* a, const float* b, float* y, std::size_t n, void* stream) {
-  if (use_float4(n, a, b, y)) {
+template <class T>
+void residual_add(const T* a_, const T* b_, T* y_, std::size_t n, void* stream) {
+  const auto* a = device_ptr(a_);
+  const auto* b = device_ptr(b_);
+  auto* y = device_ptr(y_);
+  if (use_vector4(n, a, b, y)) {
     residual_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(a, b, y, n);
   } else {
     residual_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(a, b, y, n);
@@ -131,8 +146,11 @@ void residual_add(const float* a, const float* b, float* y, std::size_t n, void*
   CUDA_CHECK_LAUNCH();
 }
 
-void scale(const float* x, float* y, std::size_t n, float s, void* stream) {
-  if (use_float4(n, x, y)) {
+template <class T>
+void scale(const T* x_, T* y_, std::size_t n, float s, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
+  if (use_vector4(n, x, y)) {
     scale_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, s);
   } else {
     scale_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, s);
@@ -140,9 +158,12 @@ void scale(const float* x, float* y, std::size_t n, float s, void* stream) {
   CUDA_CHECK_LAUNCH();
 }
 
-void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+template <class T>
+void causal_mask(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_float4(hidden, x, y)) {
+  if (use_vector4(hidden, x, y)) {
     causal_mask_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
   } else {
     causal_mask_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
@@ -150,11 +171,14 @@ void causal_mask(const float* x, float* y, std::size_t rows, std::size_t hidden,
   CUDA_CHECK_LAUNCH();
 }
 
-void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
-               std::size_t hidden, float eps, void* stream) {
+template <class T>
+void layernorm(const T* x_, const float* gamma, const float* beta, T* y_, std::size_t rows, std::size_t hidden,
+               float eps, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_float4(hidden, x, gamma, beta, y)) {
+  if (use_vector4(hidden, x, gamma, beta, y)) {
     layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
   } else {
     layernorm_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
@@ -162,15 +186,33 @@ void layernorm(const float* x, const float* gamma, const float* beta, float* y, 
   CUDA_CHECK_LAUNCH();
 }
 
-void softmax(const float* x, float* y, std::size_t rows, std::size_t hidden, void* stream) {
+template <class T>
+void softmax(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void* stream) {
+  const auto* x = device_ptr(x_);
+  auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_float4(hidden, x, y)) {
+  if (use_vector4(hidden, x, y)) {
     softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h);
   } else {
     softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h);
   }
   CUDA_CHECK_LAUNCH();
 }
+
+// ---- the storage types the chains use: float and bf16 bits
+
+#define AIOPT_FUSION_OPS(T)                                                                                  \
+  template void bias_add(const T*, const float*, T*, std::size_t, std::size_t, void*);                       \
+  template void gelu_tanh(const T*, T*, std::size_t, void*);                                                 \
+  template void dropout(const T*, T*, std::size_t, float, std::uint64_t, void*);                             \
+  template void residual_add(const T*, const T*, T*, std::size_t, void*);                                    \
+  template void scale(const T*, T*, std::size_t, float, void*);                                              \
+  template void causal_mask(const T*, T*, std::size_t, std::size_t, void*);                                  \
+  template void layernorm(const T*, const float*, const float*, T*, std::size_t, std::size_t, float, void*); \
+  template void softmax(const T*, T*, std::size_t, std::size_t, void*);
+AIOPT_FUSION_OPS(float)
+AIOPT_FUSION_OPS(std::uint16_t)
+#undef AIOPT_FUSION_OPS
 
 }  // namespace aiopt::kernels::cuda
