@@ -72,7 +72,7 @@ json peaks_block() {
   return {{"host_copy_gbs", bandwidth.copy_gbs},
           {"host_triad_gbs", bandwidth.triad_gbs},
           {"host_sgemm_gflops", peaks::host_sgemm_gflops()},
-          {"host_bandwidth_array_bytes", peaks::host_bandwidth_array_bytes},
+          {"host_bandwidth_array_bytes", peaks::host_bandwidth_array_bytes()},
           {"host_sgemm_size", peaks::host_sgemm_size}};
 }
 

@@ -16,6 +16,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/hardware.hpp"
 #include "core/rng.hpp"
 #include "core/threads.hpp"
 
@@ -47,10 +48,23 @@ HostArray host_array(std::size_t count) {
   return HostArray(p);
 }
 
+}  // namespace
+
+std::size_t host_bandwidth_array_bytes() {
+  const hardware::CpuInfo& cpu = hardware::cpu();
+  const std::size_t llc = cpu.l3_bytes ? cpu.l3_bytes : cpu.l2_bytes;
+  const std::size_t wanted = std::max(std::size_t{64} << 20, (4 * llc + 2) / 3);
+  // Never more than an eighth of the memory for the three arrays together.
+  const std::size_t cap = std::max(std::size_t{64} << 20, cpu.memory_bytes / 24);
+  return std::min(wanted, cap) / 64 * 64;
+}
+
+namespace {
+
 Bandwidth measure_host_bandwidth() {
   constexpr int reps = 10;  // best of 10: one pass is ~5 ms, and a neighbour's burst spoils a few
   constexpr double scalar = 3.0;
-  const std::size_t n = host_bandwidth_array_bytes / sizeof(double);
+  const std::size_t n = host_bandwidth_array_bytes() / sizeof(double);
   HostArray xs = host_array(n), ys = host_array(n), zs = host_array(n);
   double* x = xs.get();
   double* y = ys.get();

@@ -18,10 +18,11 @@ struct Bandwidth {
   double triad_gbs = 0;
 };
 
-// Three arrays of this many bytes each. The VM here reports the socket's whole L3 (384 MiB),
-// but one core reaches only its CCD's 32 MiB; 64 MiB measured the same GB/s as 256 MiB at a
-// tenth of the first-touch time.
-inline constexpr std::size_t host_bandwidth_array_bytes = std::size_t{64} << 20;
+// Bytes of each of the probe's three arrays: together at least four times the last-level cache
+// the CPU reports (and at least 64 MiB each), so no share of them can be served from cache. The
+// VM here reports a 384 MiB L3; with 64 MiB arrays its triad read either ~50 GB/s or ~95 GB/s,
+// depending on how much of that cache other tenants were using, and with 512 MiB steadily ~48.
+std::size_t host_bandwidth_array_bytes();
 inline constexpr int host_sgemm_size = 1024;  // M = N = K
 inline constexpr std::size_t cuda_copy_bytes = std::size_t{256} << 20;
 
