@@ -259,6 +259,28 @@ TEST_CASE("comparisons word a negative metric's change as a percentage, never a 
   CHECK(cs[0].costs == std::vector<std::string>{"-200% log_likelihood"});
 }
 
+TEST_CASE("comparisons leave out metrics marked not compared, and JSON keeps the mark", "[report]") {
+  auto base = result("t", "base", true, "cpu", ojson{{"n", 1}});
+  auto var = result("t", "var", false, "cpu", ojson{{"n", 1}});
+  base.metrics = {{"bytes_moved", 300.0, "B", Better::lower},
+                  {"achieved_bandwidth", 40.0, "GB/s", Better::higher, false}};
+  var.metrics = {{"bytes_moved", 100.0, "B", Better::lower},
+                 {"achieved_bandwidth", 30.0, "GB/s", Better::higher, false}};
+  const auto cs = compare_to_baselines({base, var});
+  REQUIRE(cs.size() == 1);
+  REQUIRE(cs[0].metrics.size() == 1);
+  CHECK(cs[0].metrics[0].name == "bytes_moved");
+  for (const auto& phrase : cs[0].costs) CHECK(phrase.find("achieved_bandwidth") == std::string::npos);
+
+  const ojson j = to_json(var);
+  CHECK(j["metrics"]["achieved_bandwidth"]["compared"] == false);
+  CHECK_FALSE(j["metrics"]["bytes_moved"].contains("compared"));
+  CHECK(test::schema_errors(nlohmann::json::parse(j.dump()), "result").empty());
+  const Result back = result_from_json(j, "memory");
+  CHECK_FALSE(back.metric("achieved_bandwidth")->compared);
+  CHECK(back.metric("bytes_moved")->compared);
+}
+
 TEST_CASE("comparisons need an ok baseline of the same case", "[report]") {
   auto report = sample_report();
   // Without its baseline, kv_cache at prompt_len 128 has nothing to compare against.

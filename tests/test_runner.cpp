@@ -100,8 +100,12 @@ TEST_CASE("an ok case keeps every sample, the work's memory peak and roofline ra
   const Metric* gbs = r.metric("achieved_bandwidth");
   REQUIRE(gbs);
   CHECK(gbs->value == Approx(2.0 * 4096 * sizeof(float) / (r.timing->median * 1e-3) / 1e9));
-  CHECK(r.metric("bandwidth_fraction"));
-  CHECK(r.metric("achieved_gflops"));
+  CHECK_FALSE(gbs->compared);  // efficiency figures are not weighed against the baseline
+  REQUIRE(r.metric("bandwidth_fraction"));
+  CHECK_FALSE(r.metric("bandwidth_fraction")->compared);
+  REQUIRE(r.metric("achieved_gflops"));
+  CHECK_FALSE(r.metric("achieved_gflops")->compared);
+  CHECK(steps->compared);
   CHECK(r.repro.find("--variant ok") != std::string::npos);
   CHECK(r.repro.find("--set n=4096") != std::string::npos);
   CHECK(r.repro.find("--seed 7") != std::string::npos);

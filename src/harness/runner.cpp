@@ -35,17 +35,17 @@ void add_roofline(const Work& work, double median_s, const Device& device,
   if (median_s <= 0) return;
   if (work.bytes) {
     const double gbs = *work.bytes / median_s / 1e9;
-    metrics.push_back({"achieved_bandwidth", gbs, "GB/s", Better::higher});
+    metrics.push_back({"achieved_bandwidth", gbs, "GB/s", Better::higher, false});
     const double peak = device.is_cpu() ? peaks::host_bandwidth().triad_gbs
                                         : peaks::cuda_copy_gbs(device.index);
-    if (peak > 0) metrics.push_back({"bandwidth_fraction", gbs / peak, "", Better::higher});
+    if (peak > 0) metrics.push_back({"bandwidth_fraction", gbs / peak, "", Better::higher, false});
   }
   if (work.flops) {
     const double gflops = *work.flops / median_s / 1e9;
-    metrics.push_back({"achieved_gflops", gflops, "GFLOP/s", Better::higher});
+    metrics.push_back({"achieved_gflops", gflops, "GFLOP/s", Better::higher, false});
     if (device.is_cpu()) {
       const double peak = peaks::host_sgemm_gflops();
-      if (peak > 0) metrics.push_back({"compute_fraction", gflops / peak, "", Better::higher});
+      if (peak > 0) metrics.push_back({"compute_fraction", gflops / peak, "", Better::higher, false});
     }
   }
 }

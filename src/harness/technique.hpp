@@ -21,6 +21,10 @@ struct Metric {
   double value = 0.0;
   std::string unit;  // "B", "GB/s", "tok/s", "", ...
   Better better = Better::higher;
+  // false for a figure of the run's own efficiency (achieved GB/s, fraction of a peak) rather
+  // than an outcome: variants moving different bytes are not better or worse for it, so
+  // comparisons with the baseline leave it out. Reports keep it.
+  bool compared = true;
 };
 
 struct Variant {

@@ -122,7 +122,7 @@ std::vector<Comparison> compare_to_baselines(const std::vector<Result>& results)
     add_speed(base, var, c);
     add_memory(base, var, c);
     for (const auto& m : var.metrics)
-      if (const Metric* bm = base.metric(m.name)) add_metric(*bm, m, c);
+      if (const Metric* bm = base.metric(m.name); bm && m.compared) add_metric(*bm, m, c);
     out.push_back(std::move(c));
   }
   return out;

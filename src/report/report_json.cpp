@@ -309,8 +309,11 @@ ojson to_json(const Result& r) {
   if (r.memory) j["memory"] = to_json(*r.memory);
   ojson metrics = ojson::object();
   for (const auto& m : r.metrics)
+  {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
                             {"better", better_name(m.better)}};
+    if (!m.compared) metrics[m.name]["compared"] = false;
+  }
   j["metrics"] = metrics;
   j["repro"] = r.repro;
   return j;
@@ -370,7 +373,8 @@ Result result_from_json(const ojson& j, const std::string& where) {
     const std::string path = "metrics." + name;
     expect(m.is_object(), m, where, path, "an object {value, unit, better}");
     r.metrics.push_back(Metric{name, value_field(m, "value", where, path),
-                               text_field(m, "unit", where, path), better_from(m, where, path)});
+                               text_field(m, "unit", where, path), better_from(m, where, path),
+                               m.contains("compared") ? flag_field(m, "compared", where, path) : true});
   }
   r.repro = j.contains("repro") ? text_field(j, "repro", where, "") : "";
   return r;
