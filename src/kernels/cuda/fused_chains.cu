@@ -68,8 +68,6 @@ __global__ void scale_mask_softmax_kernel(const T* x, T* y, int hidden, float s)
   }
 }
 
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 }  // namespace
 
 // ---- launchers

@@ -255,4 +255,7 @@ inline unsigned elementwise_blocks(std::size_t count) {
   return static_cast<unsigned>(blocks < (1u << 20) ? (blocks ? blocks : 1) : (1u << 20));
 }
 
+// The launchers take the stream as void* so that plain C++ callers need no CUDA headers.
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
 }  // namespace aiopt::kernels::cuda

@@ -89,8 +89,6 @@ __global__ void softmax_kernel(const T* x, T* y, int hidden) {
   softmax_row<V>([in](int j) { return load<V>(in + j); }, y + base, hidden);
 }
 
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 }  // namespace
 
 // ---- launchers
