@@ -1,30 +1,21 @@
 #pragma once
 // bfloat16 storage on the CPU: the top 16 bits of an IEEE fp32 (sign, 8 exponent bits, 7 stored
 // mantissa bits), kept in a std::uint16_t. Tensors may be stored as bf16 while all arithmetic
-// stays fp32: load widens, store rounds to nearest even. The functions are branch-free bit
-// operations, so `#pragma omp simd` loops over them vectorize.
-#include <bit>
+// stays fp32: load widens, store rounds to nearest even (core/half.hpp: bf16_to_float,
+// float_to_bf16). Both are branch-free bit operations, so `#pragma omp simd` loops over them
+// vectorize.
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include "core/half.hpp"
 
 namespace aiopt::kernels::cpu {
 
 using bf16 = std::uint16_t;
 
-// Exact: every bf16 is an fp32 with a zero low half.
-inline float bf16_to_float(bf16 h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
-
-// Round to nearest, ties to even: adding 0x7fff plus the lowest kept bit carries into the kept
-// half exactly when the dropped half is above one half ulp, or equal to it with an odd kept half.
-// Overflow rounds to ±inf, as IEEE rounding does. A NaN keeps its sign and top payload bits and
-// is made quiet, so a payload in the dropped half alone cannot turn it into an infinity.
-inline bf16 float_to_bf16(float f) {
-  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-  return static_cast<bf16>(nan ? (u >> 16) | 0x0040u : rounded);
-}
+using aiopt::bf16_to_float;
+using aiopt::float_to_bf16;
 
 // Storage-generic load and store: T is float (identity) or bf16.
 inline float to_float(float v) { return v; }
