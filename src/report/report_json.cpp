@@ -308,8 +308,7 @@ ojson to_json(const Result& r) {
   if (r.timing) j["timing"] = to_json(*r.timing);
   if (r.memory) j["memory"] = to_json(*r.memory);
   ojson metrics = ojson::object();
-  for (const auto& m : r.metrics)
-  {
+  for (const auto& m : r.metrics) {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
                             {"better", better_name(m.better)}};
     if (!m.compared) metrics[m.name]["compared"] = false;

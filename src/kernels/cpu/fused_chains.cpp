@@ -9,6 +9,21 @@
 
 namespace aiopt::kernels::cpu {
 
+namespace {
+
+// The fp32 row a chain builds its intermediates in: the output row itself when the output is
+// fp32 (it stays in cache until normalized), else this thread's fp32 scratch row.
+template <class T>
+float* fp32_row(T* out_row, memory::Buffer<float>& scratch) {
+  if constexpr (std::is_same_v<T, float>) {
+    return out_row;
+  } else {
+    return scratch.data();
+  }
+}
+
+}  // namespace
+
 template <class T>
 void bias_gelu_fused(const T* x, const float* b, T* y, std::size_t rows, std::size_t hidden) {
 #pragma omp parallel for schedule(static)
@@ -37,12 +52,7 @@ void bias_dropout_residual_layernorm_fused(const T* x, const float* b, const T* 
       const T* xr = x + base;
       const T* rr = residual + base;
       T* yr = y + base;
-      float* row = nullptr;
-      if constexpr (std::is_same_v<T, float>) {
-        row = yr;
-      } else {
-        row = scratch.data();
-      }
+      float* row = fp32_row(yr, scratch);
       // The pre-norm row is built where it stays in cache for the statistics and is then
       // normalized into y: memory sees x and residual read once, y written once.
 #pragma omp simd
@@ -64,12 +74,7 @@ void scale_mask_softmax_fused(const T* x, T* y, std::size_t rows, std::size_t hi
       const std::size_t q = r % hidden;
       const T* xr = x + r * hidden;
       T* yr = y + r * hidden;
-      float* row = nullptr;
-      if constexpr (std::is_same_v<T, float>) {
-        row = yr;
-      } else {
-        row = scratch.data();
-      }
+      float* row = fp32_row(yr, scratch);
 #pragma omp simd
       for (std::size_t j = 0; j < hidden; ++j) row[j] = causal(s * to_float(xr[j]), q, j);
       softmax_row(row, row, hidden);
