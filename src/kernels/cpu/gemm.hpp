@@ -1,0 +1,31 @@
+#pragma once
+// Dense matrix products through OpenBLAS (cblas_sgemm), row-major, fp32. The weight layout is
+// that of a linear layer: W is (out, in), so a layer computes y = x·Wᵀ + b. GPT-2's Conv1D
+// checkpoints store (in, out) and are transposed on load (nn/checkpoint).
+#include <cstddef>
+
+namespace aiopt::kernels::cpu {
+
+// y = x·Wᵀ (+ b when b is not null). x: (m, k); w: (n, k); b: (n); y: (m, n).
+void linear(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
+            std::size_t n);
+// The same with a triple loop accumulating in double; the tests' reference.
+void linear_reference(const float* x, const float* w, const float* b, float* y, std::size_t m,
+                      std::size_t k, std::size_t n);
+
+// C = alpha·op(A)·op(B) + beta·C, row-major, with leading dimensions in elements: op(A) is
+// (m, k), op(B) is (k, n), C is (m, n). A thin, checked wrapper over cblas_sgemm.
+void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k,
+           float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta,
+           float* c, std::size_t ldc);
+
+// `batch` independent sgemm calls, matrix i at a + i·stride_a, b + i·stride_b, c + i·stride_c
+// (strides in elements), run in parallel over the batch with one BLAS thread each; for the many
+// small products of attention, where one threaded call per matrix would idle the cores.
+void sgemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
+                           std::size_t k, float alpha, const float* a, std::size_t lda,
+                           std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
+                           float beta, float* c, std::size_t ldc, std::size_t stride_c,
+                           std::size_t batch);
+
+}  // namespace aiopt::kernels::cpu

@@ -1,0 +1,31 @@
+#pragma once
+// Attention on CUDA (TECHNIQUES.md §2), callable from plain C++: pointers are device pointers,
+// `stream` is a cudaStream_t (nullptr: the default stream); every call and launch is checked.
+// Shapes and layouts: kernels/attention_shape.hpp. `dtype` is f32, f16 or bf16 (q, k, v, out
+// all stored in it; f16/bf16 accumulate in fp32); others throw std::invalid_argument.
+#include <cstddef>
+
+#include "core/dtype.hpp"
+#include "kernels/attention_shape.hpp"
+
+namespace aiopt::kernels::cuda {
+
+// `naive`: S = scale·q·kᵀ by cuBLAS strided-batched GEMM into `scores` (B·H·Tq·Tk elements of
+// dtype), masked softmax kernel in place, out = P·v by cuBLAS.
+std::size_t naive_workspace_elements(const AttentionShape& shape);
+void attention_naive(const void* q, const void* k, const void* v, void* out, void* scores, DType dtype,
+                     const AttentionShape& shape, void* stream);
+
+// `flash`: our kernel, online softmax, no N×N storage. f32: CUDA cores; f16/bf16: tensor cores
+// (mma), head_dim 64 or 128 (others throw std::invalid_argument).
+void attention_flash(const void* q, const void* k, const void* v, void* out, DType dtype,
+                     const AttentionShape& shape, void* stream);
+
+// `memory_efficient`: `chunk` queries at a time through the naive path; workspace chunk·Tk per
+// (b, h) in `scores` (memory_efficient_workspace_elements).
+std::size_t memory_efficient_workspace_elements(const AttentionShape& shape, std::size_t chunk);
+void attention_memory_efficient(const void* q, const void* k, const void* v, void* out, void* scores,
+                                DType dtype, const AttentionShape& shape, std::size_t chunk,
+                                void* stream);
+
+}  // namespace aiopt::kernels::cuda

@@ -1,0 +1,30 @@
+#pragma once
+// Dense GEMM through cuBLAS, callable from plain C++: device pointers, `stream` a cudaStream_t
+// (nullptr: default). One cuBLAS handle per device and host thread, created on first use. Every
+// call is checked. Row-major throughout, weights (out, in) as kernels/cpu/gemm.hpp.
+#include <cstddef>
+
+#include "core/dtype.hpp"
+
+namespace aiopt::kernels::cuda {
+
+// y = x·Wᵀ (+ b when not null), fp32 (cublasSgemm, no TF32). x: (m, k); w: (n, k); b: (n); y: (m, n).
+void linear(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
+            std::size_t n, void* stream);
+
+// C = alpha·op(A)·op(B) + beta·C, row-major with leading dimensions in elements, A, B, C stored
+// as `dtype` (f32, f16 or bf16), fp32 accumulation and alpha/beta (cublasGemmEx; f16/bf16 on
+// tensor cores). Other dtypes throw std::invalid_argument.
+void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+          const void* a, std::size_t lda, const void* b, std::size_t ldb, float beta, void* c,
+          std::size_t ldc, DType dtype, void* stream);
+
+// `batch` products, matrix i at a + i·stride_a etc. (strides in elements)
+// (cublasGemmStridedBatchedEx).
+void gemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
+                          std::size_t k, float alpha, const void* a, std::size_t lda,
+                          std::size_t stride_a, const void* b, std::size_t ldb, std::size_t stride_b,
+                          float beta, void* c, std::size_t ldc, std::size_t stride_c,
+                          std::size_t batch, DType dtype, void* stream);
+
+}  // namespace aiopt::kernels::cuda

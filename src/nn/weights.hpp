@@ -1,0 +1,51 @@
+#pragma once
+// The GPT's parameters, named as in GPT-2 checkpoints (without the "transformer." prefix).
+// Linear weights are stored (out, in) (kernels/cpu/gemm.hpp); GPT-2's Conv1D stores (in, out)
+// and is transposed on load (nn/checkpoint.hpp). The LM head is tied to wte.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/device.hpp"
+#include "core/tensor.hpp"
+#include "nn/config.hpp"
+
+namespace aiopt::nn {
+
+struct BlockWeights {
+  Tensor ln_1_weight, ln_1_bias;            // (C)
+  Tensor attn_c_attn_weight;                // (3C, C)
+  Tensor attn_c_attn_bias;                  // (3C)
+  Tensor attn_c_proj_weight;                // (C, C)
+  Tensor attn_c_proj_bias;                  // (C)
+  Tensor ln_2_weight, ln_2_bias;            // (C)
+  Tensor mlp_c_fc_weight;                   // (4C, C)
+  Tensor mlp_c_fc_bias;                     // (4C)
+  Tensor mlp_c_proj_weight;                 // (C, 4C)
+  Tensor mlp_c_proj_bias;                   // (C)
+};
+
+struct GptWeights {
+  GptConfig config;
+  Tensor wte;  // (vocab, C)
+  Tensor wpe;  // (context, C)
+  std::vector<BlockWeights> blocks;
+  Tensor ln_f_weight, ln_f_bias;  // (C)
+
+  // Every tensor with its GPT-2 name ("wte", "h.0.ln_1.weight", "h.0.attn.c_attn.weight", ...,
+  // "ln_f.bias"), in a fixed order; for checkpoints and for walking all parameters.
+  std::vector<std::pair<std::string, Tensor*>> named();
+  std::vector<std::pair<std::string, const Tensor*>> named() const;
+
+  // f32 tensors of the config's shapes on `device`, uninitialized.
+  static GptWeights allocate(const GptConfig& config, const Device& device);
+  // GPT-2's initialization from `seed`: linear weights and embeddings N(0, 0.02), the residual
+  // projections (attn.c_proj, mlp.c_proj) N(0, 0.02/sqrt(2·layers)), biases 0, LayerNorm 1 and 0.
+  // Generated on the host from counter-based random numbers and copied, so identical on every
+  // device.
+  static GptWeights initialize(const GptConfig& config, std::uint64_t seed, const Device& device);
+
+  GptWeights to(const Device& device) const;
+};
+
+}  // namespace aiopt::nn
