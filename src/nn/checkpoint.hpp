@@ -1,0 +1,21 @@
+#pragma once
+// GPT checkpoints in safetensors (nn/safetensors.hpp). Our own files hold the GptWeights tensors
+// under their GPT-2 names with our (out, in) linear layout, and the config in the header's
+// __metadata__. GPT-2 checkpoints (as published: optional "transformer." prefix, Conv1D weights
+// (in, out), attn.bias/masked_bias buffers, no metadata) are recognised by their names, their
+// dimensions inferred from the tensor shapes, and their Conv1D weights transposed.
+#include <string>
+
+#include "core/device.hpp"
+#include "nn/weights.hpp"
+
+namespace aiopt::nn {
+
+void save_checkpoint(const GptWeights& weights, const std::string& path);
+
+// Throws InputError (exit code 2) naming the file and the reason for a missing, truncated or
+// inconsistent file: a header that is not JSON, offsets outside the data, a missing or
+// misshapen tensor, an unsupported dtype.
+GptWeights load_checkpoint(const std::string& path, const Device& device);
+
+}  // namespace aiopt::nn

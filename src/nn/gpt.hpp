@@ -1,0 +1,49 @@
+#pragma once
+// The GPT-2 model's forward pass on the CPU or a CUDA device (DESIGN.md "The model"): embedding,
+// pre-LayerNorm blocks (fused QKV projection, causal multi-head attention, output projection,
+// 4× GELU MLP, residuals), final LayerNorm, LM head tied to wte. All fp32. Every activation is a
+// tensor from the tracked allocator. The device is the weights' device.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "core/tensor.hpp"
+#include "nn/kv_cache.hpp"
+#include "nn/weights.hpp"
+
+namespace aiopt::nn {
+
+enum class Logits { last, all };
+
+class Gpt {
+ public:
+  explicit Gpt(GptWeights weights);
+
+  const GptConfig& config() const { return weights_.config; }
+  const Device& device() const;
+  const GptWeights& weights() const { return weights_; }
+  GptWeights& weights() { return weights_; }
+  // CUDA stream (cudaStream_t) the model's kernels run on; nullptr: the default stream.
+  void set_stream(void* stream) { stream_ = stream; }
+  void* stream() const { return stream_; }
+
+  // Runs `len` new tokens per sequence at positions [cache.length(), cache.length() + len),
+  // appends their keys and values to `cache`, and returns the logits on the model's device:
+  // (batch, len, vocab) for Logits::all, (batch, 1, vocab) of the last position for Logits::last.
+  // tokens: host (batch, len), row-major. A prefill is one call with the prompt; a decode step is
+  // a call with len 1. Throws InputError when a token is outside [0, vocab) or the cache would
+  // overflow its capacity, or when batch differs from the cache's.
+  Tensor step(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len, KvCache& cache,
+              Logits which = Logits::last);
+
+  // The whole sequence from position 0 with a scratch f32 cache of `len` positions (what
+  // recompute-style generation runs at every step). tokens: (batch, len).
+  Tensor forward(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len,
+                 Logits which = Logits::all);
+
+ private:
+  GptWeights weights_;
+  void* stream_ = nullptr;
+};
+
+}  // namespace aiopt::nn
