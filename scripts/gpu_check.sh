@@ -36,6 +36,7 @@ if [ "${1:-}" = "--prepare" ]; then
     grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt)[.-]' |
     while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
   cp -r configs schemas "$bundle/"
+  mkdir -p "$bundle/scripts" && cp scripts/sdpa_reference.py "$bundle/scripts/"
   du -sh "$bundle"
   exit 0
 fi
@@ -70,6 +71,20 @@ done
 step tensor_fusion "$bin/aiopt" bench --technique tensor_fusion --device cuda --progress never \
   --set chain=bias_gelu,layernorm,softmax --set rows=8192,65536 --set hidden=1024 --set dtype=f32,bf16 \
   -o "$out/tensor_fusion.json" -o "$out/tensor_fusion.md"
+
+step flash_attention "$bin/aiopt" bench --technique flash_attention --device cuda --progress never \
+  --set batch=1 --set heads=64 --set seq_len=4096 --set head_dim=128 --set causal=false,true \
+  --set dtype=f16,bf16,f32 -o "$out/flash_attention.json" -o "$out/flash_attention.md"
+# PyTorch's scaled_dot_product_attention at the headline shape, where the machine has torch;
+# exit 3 (recorded in the log) when it has not.
+python3 "$bundle/scripts/sdpa_reference.py" --batch 1 --heads 64 --seq-len 4096 --head-dim 128 --dtype f16 \
+  >"$out/sdpa_reference.json" 2>&1
+echo "== sdpa_reference: exit $? $(cat "$out/sdpa_reference.json")"
+step linear_attention "$bin/aiopt" bench --technique linear_attention --device cuda --progress never \
+  --set seq_len=4096,16384 --set causal=false,true -o "$out/linear_attention.json" -o "$out/linear_attention.md"
+step kv_caching "$bin/aiopt" bench --technique kv_caching --device cuda --progress never \
+  --set preset=small --set prompt_len=384 --set gen_tokens=128 -o "$out/kv_caching.json" -o "$out/kv_caching.md"
+step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4
 
 echo "gpu_check.sh: done, status $status; results in $out"
 exit $status
