@@ -1,0 +1,91 @@
+#pragma once
+// flash_attention: exact attention without the N×N matrix. The scores materialized (naive),
+// tiled with the online softmax (flash) and query-chunked (memory_efficient), on the CPU and
+// CUDA; time, FLOP/s, measured workspace and its growth with N. See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.hpp"
+#include "core/dtype.hpp"
+#include "core/memory.hpp"
+#include "harness/technique.hpp"
+#include "kernels/attention_shape.hpp"
+#include "kernels/cpu/attention.hpp"
+
+namespace aiopt {
+
+class FlashAttention : public Technique {
+ public:
+  std::string name() const override { return "flash_attention"; }
+  std::string summary() const override;
+  std::string trade_off() const override { return "recomputation and tiling complexity vs N² memory"; }
+  std::vector<ParamSpec> params() const override;
+  std::vector<Variant> variants() const override;
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+};
+
+// The pieces the CPU and CUDA runs share.
+namespace flash_attention {
+
+enum class Method { naive, flash, memory_efficient };
+Method parse_method(const std::string& variant);
+
+// One case, parsed and checked.
+struct Shape {
+  kernels::AttentionShape attention;  // self-attention: q_len == kv_len == kv_capacity == seq_len
+  DType dtype = DType::f32;           // how q, k, v, out (and naive's scores) are stored
+  kernels::cpu::FlashTiles tiles;     // CPU flash tiles
+  std::size_t chunk = 128;            // memory_efficient: queries per chunk
+  std::uint64_t input_seed = 0;
+
+  std::size_t q_elements() const;  // (B, H, N, d)
+  // The same case at sequence length n (the workspace-growth fit).
+  Shape at_length(std::size_t n) const;
+
+  // Throws InputError naming the parameter, the bad value and what is allowed.
+  static Shape from(const Case& c);
+};
+
+// q, k, v: (B, H, N, d), uniform in [-1, 1] from the case seed, rounded to the dtype so that the
+// reference sees exactly the numbers a GPU run stores; held as fp32.
+struct Inputs {
+  memory::Buffer<float> q, k, v;
+};
+Inputs make_inputs(const Shape& shape);
+
+// The float64 reference (kernels::cpu::attention_reference), threaded over (batch, head).
+memory::Buffer<double> reference_output(const Shape& shape, const Inputs& in);
+
+struct Errors {
+  double max_abs = 0.0;  // max |got − want|; +inf when a NaN appears
+  double max_rel = 0.0;  // max_abs relative to the largest |want|: the error at the output's scale
+};
+Errors errors(const float* got, const double* want, std::size_t n);
+
+// Stated tolerance on max_abs_error per dtype (flash_attention.cpp gives the derivation).
+double tolerance(DType dtype);
+
+// Compares `output` ((B, H, N, d), widened to fp32) with the float64 reference; throws
+// CheckFailed beyond the tolerance.
+Errors check_output(const Shape& shape, const Inputs& in, const float* output, const std::string& variant);
+
+// The sequence lengths of the workspace fit: N/4, N/2, N.
+std::vector<std::size_t> fit_lengths(std::size_t n);
+
+// Least-squares slope of log(bytes) against log(n): the exponent p of bytes ∝ n^p. A workspace
+// that is zero at every length is constant: 0. Zero at some lengths only is no power law: NaN.
+double fitted_exponent(const std::vector<std::size_t>& n, const std::vector<std::size_t>& bytes);
+
+// The metrics every run reports.
+std::vector<Metric> metrics(const Errors& e, std::size_t workspace_bytes, double workspace_exponent);
+
+#ifdef AIOPT_HAVE_CUDA
+// The CUDA runs (flash_attention_cuda.cu).
+std::unique_ptr<Run> prepare_cuda(const Shape& shape, Method method, const Device& device);
+#endif
+
+}  // namespace flash_attention
+}  // namespace aiopt

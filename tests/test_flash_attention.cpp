@@ -1,0 +1,194 @@
+// flash_attention: the technique's contract, its CPU runs and checks (tolerances per dtype in
+// flash_attention.cpp, fp32 2e-5 against the float64 reference), the workspace fit, input
+// errors, the CLI report, and ([gpu]) every CUDA variant and dtype.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "support/files.hpp"
+#include "support/process.hpp"
+#include "support/schema.hpp"
+#include "techniques/flash_attention/flash_attention.hpp"
+
+using namespace aiopt;
+namespace fa = aiopt::flash_attention;
+using json = nlohmann::json;
+
+namespace {
+
+Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false,
+               const std::string& head_dim = "64", const std::string& dtype = "f32") {
+  Case c;
+  c.technique = "flash_attention";
+  c.variant = variant;
+  c.params.set("batch", std::int64_t{1});
+  c.params.set("heads", std::int64_t{2});
+  c.params.set("seq_len", seq_len);
+  c.params.set("head_dim", head_dim);
+  c.params.set("causal", causal);
+  c.params.set("dtype", dtype);
+  c.params.set("q_tile", std::int64_t{32});
+  c.params.set("kv_tile", std::int64_t{48});
+  c.params.set("chunk", std::int64_t{40});
+  c.seed = 5;
+  return c;
+}
+
+const Metric& metric(const std::vector<Metric>& metrics, const std::string& name) {
+  for (const auto& m : metrics)
+    if (m.name == name) return m;
+  FAIL("no metric " << name);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("the technique declares its contract", "[flash_attention]") {
+  const FlashAttention t;
+  CHECK(t.name() == "flash_attention");
+  CHECK(t.baseline() == "naive");
+  for (const std::string v : {"naive", "flash", "memory_efficient"}) {
+    CHECK(t.find_variant(v)->runs_on(DeviceKind::cpu));
+    CHECK(t.find_variant(v)->runs_on(DeviceKind::cuda));
+  }
+  std::vector<std::string> names;
+  for (const auto& p : t.params()) names.push_back(p.name);
+  CHECK(names == std::vector<std::string>{"batch", "heads", "seq_len", "head_dim", "causal", "dtype", "q_tile",
+                                          "kv_tile", "chunk"});
+}
+
+TEST_CASE("CPU runs pass their checks and report the workspace and its growth", "[flash_attention][cpu]") {
+  const FlashAttention t;
+  for (bool causal : {false, true}) {
+    for (const std::string head_dim : {"64", "128"}) {
+      double naive_bytes = 0.0;
+      for (const std::string variant : {"naive", "flash", "memory_efficient"}) {
+        INFO(variant << " causal " << causal << " d " << head_dim);
+        const Case c = make_case(variant, 160, causal, head_dim);
+        auto run = t.prepare(c, Device::cpu());
+        run->step();
+        run->step();
+        const auto metrics = run->finish();
+        const fa::Shape shape = fa::Shape::from(c);
+        CHECK(run->work().flops.value() == shape.attention.flops());
+        CHECK(metric(metrics, "max_abs_error").value <= fa::tolerance(DType::f32));
+        CHECK(metric(metrics, "max_rel_error").value <= 1.0);
+        const double bytes = metric(metrics, "workspace_bytes").value;
+        const double exponent = metric(metrics, "workspace_exponent").value;
+        if (variant == "naive") {
+          naive_bytes = bytes;
+          // B·H·N² fp32 scores, exactly: exponent 2.
+          CHECK(bytes == 2.0 * 160 * 160 * 4);
+          CHECK(exponent == Approx(2.0).margin(1e-9));
+        } else if (variant == "flash") {
+          CHECK(bytes > 0.0);
+          CHECK(bytes < naive_bytes);
+          CHECK(exponent < 1.01);
+        } else {
+          // chunk × N per thread: linear in N once N exceeds the chunk.
+          CHECK(bytes < naive_bytes);
+          CHECK(exponent < 1.5);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("flash uses far less workspace than naive at N = 1024", "[flash_attention][cpu]") {
+  const FlashAttention t;
+  auto naive = t.prepare(make_case("naive", 1024), Device::cpu());
+  auto flash = t.prepare(make_case("flash", 1024), Device::cpu());
+  naive->step();
+  flash->step();
+  const double nb = metric(naive->finish(), "workspace_bytes").value;
+  const double fb = metric(flash->finish(), "workspace_bytes").value;
+  INFO("naive " << nb << " B, flash " << fb << " B");
+  CHECK(fb * 10 < nb);
+}
+
+TEST_CASE("the check fails a wrong output and a NaN", "[flash_attention]") {
+  const fa::Shape shape = fa::Shape::from(make_case("flash", 64));
+  const fa::Inputs in = fa::make_inputs(shape);
+  const memory::Buffer<double> want = fa::reference_output(shape, in);
+  memory::Buffer<float> got(Device::cpu(), shape.q_elements());
+  for (std::size_t i = 0; i < got.size(); ++i) got[i] = static_cast<float>(want[i]);
+  CHECK(fa::check_output(shape, in, got.data(), "flash").max_abs < 1e-7);
+  got[10] += 1e-3f;
+  CHECK_THROWS_AS(fa::check_output(shape, in, got.data(), "flash"), CheckFailed);
+  got[10] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(fa::check_output(shape, in, got.data(), "flash"), CheckFailed);
+}
+
+TEST_CASE("the workspace exponent is the least-squares log-log slope", "[flash_attention]") {
+  CHECK(fa::fitted_exponent({64, 128, 256}, {64 * 64, 128 * 128, 256 * 256}) == Approx(2.0));
+  CHECK(fa::fitted_exponent({64, 128, 256}, {640, 1280, 2560}) == Approx(1.0));
+  CHECK(fa::fitted_exponent({64, 128, 256}, {4096, 4096, 4096}) == Approx(0.0).margin(1e-12));
+  CHECK(fa::fitted_exponent({64, 128, 256}, {0, 0, 0}) == 0.0);
+  CHECK(std::isnan(fa::fitted_exponent({64, 128, 256}, {0, 10, 20})));
+  CHECK(fa::fit_lengths(2048) == std::vector<std::size_t>{512, 1024, 2048});
+}
+
+TEST_CASE("bad parameters are input errors that say what is allowed", "[flash_attention]") {
+  const FlashAttention t;
+  CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "64", "f16"), Device::cpu()),
+                    Catch::Contains("dtype=f16") && Catch::Contains("cuda only"));
+  CHECK_THROWS_AS(t.prepare(make_case("flash", 64, false, "64", "bf16"), Device::cpu()), InputError);
+  CHECK_THROWS_WITH(t.prepare(make_case("flsah", 64), Device::cpu()), Catch::Contains("did you mean 'flash'"));
+  CHECK_THROWS_WITH(t.prepare(make_case("flash", 2), Device::cpu()), Catch::Contains("'seq_len' = 2"));
+  CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "96"), Device::cpu()), Catch::Contains("'head_dim'"));
+  CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "64", "f61"), Device::cpu()),
+                    Catch::Contains("'dtype'") && Catch::Contains("did you mean 'f16'"));
+  Case c = make_case("flash", 64);
+  c.params.set("q_tile", std::int64_t{0});
+  CHECK_THROWS_AS(t.prepare(c, Device::cpu()), InputError);
+}
+
+TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[flash_attention]") {
+  const FlashAttention t;
+  const std::string why = cuda::unavailable_reason();
+  if (!why.empty()) CHECK_THROWS_WITH(t.prepare(make_case("flash", 64), Device::cuda()), why);
+  CHECK_THROWS_AS(t.prepare(make_case("flash", 64), Device::cuda(cuda::device_count())), DeviceUnavailable);
+}
+
+TEST_CASE("aiopt bench --technique flash_attention --quick writes a valid report", "[flash_attention][cli]") {
+  aiopt::test::TempDir tmp;
+  const auto r = aiopt::test::run_aiopt({"bench", "--technique", "flash_attention", "--quick", "--device", "cpu",
+                                         "--min-time", "0", "--progress", "never", "--format", "json", "-o",
+                                         tmp.file("r.json")});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(aiopt::test::read_text(tmp.file("r.json")));
+  const auto errors = aiopt::test::schema_errors(report);
+  for (const auto& e : errors) UNSCOPED_INFO(e);
+  REQUIRE(errors.empty());
+  REQUIRE(report.at("results").size() == 3);
+  for (const auto& res : report.at("results")) CHECK(res.at("status") == "ok");
+}
+
+// ---- CUDA against the float64 reference (tolerance per dtype: fa::tolerance)
+
+TEST_CASE("every CUDA variant and dtype matches the reference", "[flash_attention][gpu]") {
+  const FlashAttention t;
+  // 200: a partial last query tile and key tile; 64: a single tile.
+  for (std::int64_t n : {std::int64_t{200}, std::int64_t{64}})
+    for (bool causal : {false, true})
+      for (const std::string head_dim : {"64", "128"})
+        for (const std::string dtype : {"f32", "f16", "bf16"})
+          for (const std::string variant : {"naive", "flash", "memory_efficient"}) {
+            INFO(variant << " " << dtype << " N " << n << " d " << head_dim << " causal " << causal);
+            auto run = t.prepare(make_case(variant, n, causal, head_dim, dtype), Device::cuda());
+            CHECK(run->stream() != nullptr);
+            for (int i = 0; i < 2; ++i) run->step();
+            std::vector<Metric> metrics;
+            REQUIRE_NOTHROW(metrics = run->finish());
+            CHECK(metric(metrics, "max_abs_error").value <= fa::tolerance(parse_dtype(dtype)));
+            if (variant == "flash") CHECK(metric(metrics, "workspace_bytes").value == 0.0);
+          }
+}
