@@ -1,0 +1,245 @@
+// aiopt generate: autoregressive generation with the GPT (random weights from a preset, or a
+// checkpoint), printing the new tokens and the prefill and decode speeds.
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/threads.hpp"
+#include "nn/checkpoint.hpp"
+#include "nn/config.hpp"
+#include "nn/sampling.hpp"
+
+namespace aiopt::cli {
+
+namespace {
+
+struct GenerateOptions {
+  std::optional<std::string> preset;
+  std::optional<std::size_t> layers, channels, heads, context, vocab;
+  std::string checkpoint;
+  std::string prompt_tokens;
+  std::optional<std::string> prompt;
+  std::size_t tokens = 32;
+  float temperature = 0.0f;
+  std::size_t top_k = 0;
+  std::uint64_t seed = 1;
+  std::string device = "cpu";
+  std::string kv_cache = "f32";
+  std::optional<int> threads;
+};
+
+// "cpu", "cuda" or "cuda:N", with the GPU present.
+Device parse_device(const std::string& text) {
+  Device device = Device::cpu();
+  if (text == "cpu") return device;
+  if (text == "cuda") {
+    device = Device::cuda(0);
+  } else if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+             text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() < 9) {
+    device = Device::cuda(std::stoi(text.substr(5)));
+  } else {
+    throw InputError("--device '" + text + "' is unknown (allowed: cpu, cuda, cuda:N)");
+  }
+  const std::string why = cuda::unavailable_reason();
+  if (!why.empty()) throw InputError("--device " + text + ": " + why);
+  if (device.index >= cuda::device_count())
+    throw InputError("--device " + text + ": this machine has " + std::to_string(cuda::device_count()) +
+                     " CUDA device(s)");
+  return device;
+}
+
+std::vector<std::int32_t> parse_token_list(const std::string& text) {
+  std::vector<std::int32_t> out;
+  std::size_t start = 0;
+  for (;;) {
+    const auto comma = text.find(',', start);
+    const std::string item = text.substr(start, comma - start);
+    std::size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || value < 0 || value > INT32_MAX)
+      throw InputError("--prompt-tokens: '" + item + "' is not a token id (allowed: comma-separated integers >= 0)");
+    out.push_back(static_cast<std::int32_t>(value));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// The dimension flags given on the command line, by flag name.
+std::vector<std::pair<std::string, std::size_t>> overrides(const GenerateOptions& o) {
+  std::vector<std::pair<std::string, std::size_t>> out;
+  if (o.layers) out.emplace_back("--layers", *o.layers);
+  if (o.channels) out.emplace_back("--channels", *o.channels);
+  if (o.heads) out.emplace_back("--heads", *o.heads);
+  if (o.context) out.emplace_back("--context", *o.context);
+  if (o.vocab) out.emplace_back("--vocab", *o.vocab);
+  return out;
+}
+
+std::size_t& field(nn::GptConfig& c, const std::string& flag) {
+  if (flag == "--layers") return c.layers;
+  if (flag == "--channels") return c.channels;
+  if (flag == "--heads") return c.heads;
+  if (flag == "--context") return c.context;
+  return c.vocab;
+}
+
+// The model: a checkpoint, whose dimensions the preset and overrides must not contradict, or
+// random weights of the preset with the overrides applied.
+nn::GptWeights load_weights(const GenerateOptions& o, const Device& device, std::string& origin) {
+  if (!o.checkpoint.empty()) {
+    nn::GptWeights w = nn::load_checkpoint(o.checkpoint, device);
+    if (o.preset) {
+      const nn::GptConfig p = nn::preset(*o.preset);
+      if (p.describe() != w.config.describe())
+        throw InputError("--preset " + *o.preset + " (" + p.describe() + ") conflicts with --checkpoint " +
+                         o.checkpoint + " (" + w.config.describe() + "); give one or the other");
+    }
+    for (const auto& [flag, value] : overrides(o)) {
+      nn::GptConfig wc = w.config;
+      if (field(wc, flag) != value)
+        throw InputError(flag + " " + std::to_string(value) + " conflicts with --checkpoint " + o.checkpoint + " (" +
+                         w.config.describe() + "); a checkpoint fixes the model's dimensions");
+    }
+    origin = o.checkpoint;
+    return w;
+  }
+  nn::GptConfig config = nn::preset(o.preset.value_or("small"));
+  for (const auto& [flag, value] : overrides(o)) field(config, flag) = value;
+  config.validate();
+  origin = "random weights, seed " + std::to_string(o.seed);
+  return nn::GptWeights::initialize(config, o.seed, device);
+}
+
+// Bytes as text: printable ASCII as it is, the rest escaped as in C.
+std::string escaped(const std::vector<std::int32_t>& tokens) {
+  std::string out;
+  for (const std::int32_t t : tokens) {
+    const auto c = static_cast<unsigned char>(t);
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+int run_generate(const GenerateOptions& o) {
+  if (o.threads) set_threads(*o.threads);
+  if (o.kv_cache != "f32" && o.kv_cache != "i8" && o.kv_cache != "none")
+    throw InputError("--kv-cache '" + o.kv_cache + "' is unknown (allowed: f32, i8, none)");
+  if (o.tokens == 0) throw InputError("--tokens must be at least 1");
+  if (o.prompt_tokens.empty() && !o.prompt) throw InputError("generate needs --prompt-tokens 1,2,3 or --prompt TEXT");
+  const nn::SamplingParams sampling{o.temperature, o.top_k, o.seed};
+  sampling.validate();
+  const Device device = parse_device(o.device);
+  std::string origin;
+  nn::Gpt model(load_weights(o, device, origin));
+  const nn::GptConfig& config = model.config();
+
+  std::vector<std::int32_t> prompt;
+  if (o.prompt) {
+    if (config.vocab < 256)
+      throw InputError("--prompt needs a vocabulary of at least 256 (bytes are the tokens); this model has " +
+                       std::to_string(config.vocab) + "; use --prompt-tokens");
+    if (o.prompt->empty()) throw InputError("--prompt is empty");
+    for (const char c : *o.prompt) prompt.push_back(static_cast<unsigned char>(c));
+  } else {
+    prompt = parse_token_list(o.prompt_tokens);
+    for (const std::int32_t t : prompt)
+      if (static_cast<std::size_t>(t) >= config.vocab)
+        throw InputError("--prompt-tokens: token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                         std::to_string(config.vocab) + ")");
+  }
+  std::optional<DType> cache;
+  if (o.kv_cache != "none") cache = parse_dtype(o.kv_cache);
+
+  // Warm-up, not timed: the thread pools, BLAS and (on CUDA) the context start here, so the
+  // prefill below measures the model's work alone.
+  model.forward(std::span(prompt).first(1), 1, 1, nn::Logits::last);
+  const nn::Generation g = nn::generate(model, prompt, o.tokens, sampling, cache);
+
+  std::cout << "model: " << config.describe() << " (" << origin << ") on " << to_string(device) << ", "
+            << threads() << " threads\n";
+  std::cout << "kv cache: " << o.kv_cache << "\n";
+  std::cout << "prompt: " << prompt.size() << " tokens\n";
+  std::cout << "tokens:";
+  for (const std::int32_t t : g.tokens) std::cout << " " << t;
+  std::cout << "\n";
+  if (config.vocab == 256) std::cout << "text: \"" << escaped(g.tokens) << "\"\n";
+  char line[160];
+  std::snprintf(line, sizeof line, "prefill: %.3f ms (%zu tokens, %.1f tokens/s)\n", g.prefill_ms, prompt.size(),
+                1000.0 * static_cast<double>(prompt.size()) / g.prefill_ms);
+  std::cout << line;
+  if (!g.step_ms.empty()) {
+    const double decode_ms = std::accumulate(g.step_ms.begin(), g.step_ms.end(), 0.0);
+    const double per_token = decode_ms / static_cast<double>(g.step_ms.size());
+    std::snprintf(line, sizeof line, "decode: %.3f ms/token (%zu steps, %.1f tokens/s)\n", per_token, g.step_ms.size(),
+                  1000.0 / per_token);
+    std::cout << line;
+  }
+  const double total_ms = g.prefill_ms + std::accumulate(g.step_ms.begin(), g.step_ms.end(), 0.0);
+  std::snprintf(line, sizeof line, "total: %.3f ms (%zu new tokens, %.1f tokens/s)\n", total_ms, g.tokens.size(),
+                1000.0 * static_cast<double>(g.tokens.size()) / total_ms);
+  std::cout << line;
+  return 0;
+}
+
+}  // namespace
+
+void add_generate(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<GenerateOptions>();
+  auto* cmd = app.add_subcommand("generate", "Generate tokens with the GPT and time prefill and decode");
+  cmd->add_option("--preset", o->preset, "Model preset: " + [] {
+    std::string names;
+    for (const auto& n : nn::preset_names()) names += (names.empty() ? "" : ", ") + n;
+    return names;
+  }() + " (default small)");
+  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(CLI::PositiveNumber);
+  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(CLI::PositiveNumber);
+  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(CLI::PositiveNumber);
+  cmd->add_option("--context", o->context, "Override the preset's context (learned positions)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--vocab", o->vocab, "Override the preset's vocabulary")->check(CLI::PositiveNumber);
+  cmd->add_option("--checkpoint", o->checkpoint, "Load the weights from a safetensors checkpoint")
+      ->check(CLI::ExistingFile);
+  auto* tokens_opt = cmd->add_option("--prompt-tokens", o->prompt_tokens, "The prompt as token ids: 1,2,3");
+  cmd->add_option("--prompt", o->prompt, "The prompt as text, one token per byte (vocabulary >= 256)")
+      ->excludes(tokens_opt);
+  cmd->add_option("--tokens", o->tokens, "New tokens to generate (default 32)");
+  cmd->add_option("--temperature", o->temperature, "0: greedy (default); else sample softmax(logits / T)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (default 0: all)");
+  cmd->add_option("--seed", o->seed, "Seed for the random weights and the sampling (default 1)");
+  cmd->add_option("--device", o->device, "cpu (default), cuda or cuda:N");
+  cmd->add_option("--kv-cache", o->kv_cache, "f32 (default), i8, or none: recompute the whole prefix every step")
+      ->check(CLI::IsMember({"f32", "i8", "none"}));
+  cmd->add_option("--threads", o->threads, "CPU threads for OpenMP and OpenBLAS (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  cmd->callback([o, &exit_code] { exit_code = run_generate(*o); });
+}
+
+}  // namespace aiopt::cli

@@ -1,0 +1,106 @@
+#include "kernels/cpu/kv_int8.hpp"
+
+#include <cmath>
+
+#include "core/memory.hpp"
+#include "kernels/cpu/activation.hpp"
+
+namespace aiopt::kernels::cpu {
+
+void quantize_row_int8(const float* x, std::int8_t* q, float* scale, std::size_t n) {
+  float max_abs = 0.0f;
+#pragma omp simd reduction(max : max_abs)
+  for (std::size_t i = 0; i < n; ++i) max_abs = std::fmax(max_abs, std::fabs(x[i]));
+  if (max_abs == 0.0f) {
+    *scale = 0.0f;
+    for (std::size_t i = 0; i < n; ++i) q[i] = 0;
+    return;
+  }
+  const float s = max_abs / 127.0f;
+  *scale = s;
+  // Round to nearest even by adding and subtracting 1.5·2^23 (exact for |v| < 2^22, and
+  // |x / s| <= 127 up to rounding); then saturate, since x / s may round a hair past 127.
+  constexpr float round_magic = 12582912.0f;
+#pragma omp simd
+  for (std::size_t i = 0; i < n; ++i) {
+    const float r = (x[i] / s + round_magic) - round_magic;
+    q[i] = static_cast<std::int8_t>(std::fmin(127.0f, std::fmax(-127.0f, r)));
+  }
+}
+
+void split_qkv_int8(const float* qkv, float* q, std::int8_t* k8, float* k_scale, std::int8_t* v8,
+                    float* v_scale, std::size_t batch, std::size_t len, std::size_t heads,
+                    std::size_t head_dim, std::size_t capacity, std::size_t pos0) {
+  const std::size_t c = heads * head_dim;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::size_t b = 0; b < batch; ++b) {
+    for (std::size_t h = 0; h < heads; ++h) {
+      for (std::size_t t = 0; t < len; ++t) {
+        const float* row = qkv + ((b * len + t) * 3) * c + h * head_dim;  // q of (b, t, h); k, v at +C, +2C
+        const std::size_t slot = (b * heads + h) * capacity + pos0 + t;    // (b, h, pos0 + t)
+        float* qr = q + ((b * heads + h) * len + t) * head_dim;
+        for (std::size_t i = 0; i < head_dim; ++i) qr[i] = row[i];
+        quantize_row_int8(row + c, k8 + slot * head_dim, k_scale + slot, head_dim);
+        quantize_row_int8(row + 2 * c, v8 + slot * head_dim, v_scale + slot, head_dim);
+      }
+    }
+  }
+}
+
+void attention_int8_kv(const float* q, const std::int8_t* k8, const float* k_scale,
+                       const std::int8_t* v8, const float* v_scale, float* out,
+                       const AttentionShape& shape) {
+  shape.validate();
+  const std::size_t d = shape.head_dim;
+  const std::size_t rows = shape.batch * shape.heads * shape.q_len;
+#pragma omp parallel
+  {
+    // Per thread: the scores of one query row, then its output accumulator. Two passes over
+    // the keys (scores and their max, then exp and p·v) instead of the online softmax: a
+    // decode step has one query, so there is no tile of queries to amortize rescaling over.
+    memory::Buffer<float> p_buffer(Device::cpu(), shape.kv_len);  // (Tk)
+    memory::Buffer<float> acc_buffer(Device::cpu(), d);          // (d)
+    float* p = p_buffer.data();
+    float* acc = acc_buffer.data();
+#pragma omp for schedule(dynamic, 4)
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::size_t bh = r / shape.q_len;
+      const std::size_t i = r % shape.q_len;
+      const std::size_t keys = shape.causal ? shape.q_offset + i + 1 : shape.kv_len;
+      const float* qr = q + r * d;                                  // (d)
+      const std::int8_t* kb = k8 + bh * shape.kv_capacity * d;      // (capacity, d)
+      const std::int8_t* vb = v8 + bh * shape.kv_capacity * d;      // (capacity, d)
+      const float* ks = k_scale + bh * shape.kv_capacity;           // (capacity)
+      const float* vs = v_scale + bh * shape.kv_capacity;           // (capacity)
+      float m = -INFINITY;
+      for (std::size_t j = 0; j < keys; ++j) {
+        const std::int8_t* kr = kb + j * d;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (std::size_t x = 0; x < d; ++x) dot += qr[x] * static_cast<float>(kr[x]);
+        p[j] = dot * ks[j] * shape.scale;
+        m = std::fmax(m, p[j]);
+      }
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (std::size_t j = 0; j < keys; ++j) {
+        p[j] = exp_poly(p[j] - m);
+        sum += p[j];
+      }
+#pragma omp simd
+      for (std::size_t x = 0; x < d; ++x) acc[x] = 0.0f;
+      for (std::size_t j = 0; j < keys; ++j) {
+        const float w = p[j] * vs[j];
+        const std::int8_t* vr = vb + j * d;
+#pragma omp simd
+        for (std::size_t x = 0; x < d; ++x) acc[x] += w * static_cast<float>(vr[x]);
+      }
+      float* o = out + r * d;
+      const float inv = 1.0f / sum;
+#pragma omp simd
+      for (std::size_t x = 0; x < d; ++x) o[x] = acc[x] * inv;
+    }
+  }
+}
+
+}  // namespace aiopt::kernels::cpu

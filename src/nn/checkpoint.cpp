@@ -1,0 +1,261 @@
+#include "nn/checkpoint.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <set>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "core/error.hpp"
+#include "nn/safetensors.hpp"
+
+namespace aiopt::nn {
+
+// Our files: the tensors of GptWeights::named() under those names, (out, in) linear weights, and
+// the config in __metadata__ {"format": "aiopt-gpt", "layers", "channels", "heads", "context",
+// "vocab", "layernorm_eps"}. Anything else is read as a GPT-2 checkpoint.
+//
+// GPT-2 checkpoints (HF GPT2Model / GPT2LMHeadModel): "wte.weight", "wpe.weight",
+// "h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}.{weight,bias}", "ln_f.{weight,bias}",
+// all optionally under "transformer.". Dimensions come from the shapes: vocab and channels from
+// wte (vocab, C), context from wpe (context, C), layers from the highest N in "h.N.". The head
+// count is in no tensor: it is read from __metadata__ "heads" (or "n_head") when present, else
+// taken from the published sizes (C 768 → 12, 1024 → 16, 1280 → 20, 1600 → 25). Conv1D weights
+// are stored (in, out) and transposed to (out, in). The attn.bias / attn.masked_bias buffers (the
+// causal mask) and lm_head.weight (tied to wte) are skipped; any other name is refused.
+
+namespace {
+
+constexpr std::string_view format_name = "aiopt-gpt";
+
+std::string where(const std::string& path) { return "checkpoint '" + path + "'"; }
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + ")";
+}
+
+// A whole-string non-negative integer from __metadata__, else InputError naming the key.
+std::size_t metadata_size(const SafetensorsFile& file, const std::string& key) {
+  const auto it = file.metadata().find(key);
+  if (it == file.metadata().end())
+    throw InputError(where(file.path()) + ": __metadata__ has no '" + key + "' (an aiopt-gpt checkpoint records its config)");
+  const std::string& text = it->second;
+  std::size_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    throw InputError(where(file.path()) + ": __metadata__ '" + key + "' = '" + text + "' is not a non-negative integer");
+  return value;
+}
+
+float metadata_float(const SafetensorsFile& file, const std::string& key) {
+  const auto it = file.metadata().find(key);
+  if (it == file.metadata().end()) throw InputError(where(file.path()) + ": __metadata__ has no '" + key + "'");
+  const std::string& text = it->second;
+  float value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    throw InputError(where(file.path()) + ": __metadata__ '" + key + "' = '" + text + "' is not a number");
+  return value;
+}
+
+// The shortest text that reads back to the same float, so a saved config round-trips exactly.
+std::string float_text(float v) {
+  char buffer[32];
+  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, v);
+  return std::string(buffer, end);
+}
+
+// GPT-2's Conv1D layers, stored (in, out).
+bool is_conv1d(std::string_view name) {
+  return ends_with(name, "attn.c_attn.weight") || ends_with(name, "attn.c_proj.weight") ||
+         ends_with(name, "mlp.c_fc.weight") || ends_with(name, "mlp.c_proj.weight");
+}
+
+// Our name's GPT-2 name (without the prefix): the embeddings are modules with a ".weight".
+std::string gpt2_name(const std::string& name) {
+  return name == "wte" || name == "wpe" ? name + ".weight" : name;
+}
+
+// (in, out) -> (out, in). src: (rows, cols) host f32.
+Tensor transposed(const Tensor& src) {
+  const std::int64_t rows = src.shape()[0], cols = src.shape()[1];
+  Tensor dst = Tensor::empty({cols, rows}, DType::f32, Device::cpu());
+  const float* s = src.data<float>();
+  float* d = dst.data<float>();
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) d[c * rows + r] = s[r * cols + c];
+  return dst;
+}
+
+// Reads every tensor of `weights` (host, allocated for its config) from `file`: file name
+// `prefix + file_name(ours)`, transposed when `transpose(ours)`. A missing or misshapen tensor is
+// an InputError naming it.
+template <class FileName, class Transpose>
+void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::string& prefix, FileName file_name,
+                  Transpose transpose) {
+  for (auto& [name, t] : weights.named()) {
+    const std::string stored = prefix + file_name(name);
+    if (!file.contains(stored))
+      throw InputError(where(file.path()) + ": tensor '" + stored + "' is missing (model " +
+                       weights.config.describe() + ")");
+    const bool flip = transpose(name);
+    std::vector<std::int64_t> want = t->shape();
+    if (flip) std::swap(want[0], want[1]);
+    const auto& got = file.entry(stored).shape;
+    if (got != want)
+      throw InputError(where(file.path()) + ": tensor '" + stored + "' has shape " + shape_text(got) + ", expected " +
+                       shape_text(want) + (flip ? " (Conv1D layout: in, out)" : "") + " for model " +
+                       weights.config.describe());
+    Tensor value = file.read_f32(stored);
+    *t = flip ? transposed(value) : std::move(value);
+  }
+}
+
+GptWeights load_ours(const SafetensorsFile& file) {
+  GptConfig config;
+  config.layers = metadata_size(file, "layers");
+  config.channels = metadata_size(file, "channels");
+  config.heads = metadata_size(file, "heads");
+  config.context = metadata_size(file, "context");
+  config.vocab = metadata_size(file, "vocab");
+  config.layernorm_eps = metadata_float(file, "layernorm_eps");
+  try {
+    config.validate();
+  } catch (const InputError& e) {
+    throw InputError(where(file.path()) + ": __metadata__ holds an invalid config: " + e.what());
+  }
+  GptWeights weights = GptWeights::allocate(config, Device::cpu());
+  std::set<std::string> known;
+  for (const auto& [name, t] : weights.named()) known.insert(name);
+  for (const auto& [name, e] : file.entries())
+    if (!known.count(name))
+      throw InputError(where(file.path()) + ": tensor '" + name + "' is not a parameter of model " + config.describe());
+  read_tensors(file, weights, "", [](const std::string& n) { return n; }, [](const std::string&) { return false; });
+  return weights;
+}
+
+std::size_t gpt2_heads(const SafetensorsFile& file, std::size_t channels) {
+  for (const char* key : {"heads", "n_head"})
+    if (file.metadata().count(key)) return metadata_size(file, key);
+  switch (channels) {
+    case 768: return 12;
+    case 1024: return 16;
+    case 1280: return 20;
+    case 1600: return 25;
+    default:
+      throw InputError(where(file.path()) + ": GPT-2 checkpoints do not store the number of heads, and channels = " +
+                       std::to_string(channels) +
+                       " is none of GPT-2's published widths (768, 1024, 1280, 1600); add \"heads\" to the "
+                       "file's __metadata__");
+  }
+}
+
+GptWeights load_gpt2(const SafetensorsFile& file) {
+  std::string prefix;
+  if (file.contains("transformer.wte.weight")) {
+    prefix = "transformer.";
+  } else if (!file.contains("wte.weight")) {
+    throw InputError(where(file.path()) + " is neither an aiopt-gpt checkpoint (no __metadata__ \"format\": \"" +
+                     std::string(format_name) +
+                     "\") nor a GPT-2 checkpoint (no tensor 'wte.weight' or 'transformer.wte.weight')");
+  }
+  const auto dims = [&](const std::string& name) {
+    const auto& shape = file.entry(prefix + name).shape;
+    if (shape.size() != 2)
+      throw InputError(where(file.path()) + ": tensor '" + prefix + name + "' has shape " + shape_text(shape) +
+                       ", expected 2 dimensions");
+    return shape;
+  };
+  if (!file.contains(prefix + "wpe.weight"))
+    throw InputError(where(file.path()) + ": tensor '" + prefix + "wpe.weight' is missing");
+
+  // Layers: one past the highest N of "h.N."; a gap below it shows up as a missing tensor.
+  std::size_t layers = 0;
+  const std::string blocks = prefix + "h.";
+  for (const auto& [name, e] : file.entries()) {
+    if (!starts_with(name, blocks)) continue;
+    std::size_t n = 0;
+    const char* first = name.data() + blocks.size();
+    const auto [end, ec] = std::from_chars(first, name.data() + name.size(), n);
+    if (ec != std::errc() || end == first || *end != '.')
+      throw InputError(where(file.path()) + ": tensor '" + name + "' is not named h.<layer>.<parameter>");
+    layers = std::max(layers, n + 1);
+  }
+  if (layers == 0) throw InputError(where(file.path()) + ": no transformer blocks (no tensor named '" + blocks + "0.*')");
+
+  GptConfig config;
+  const auto wte = dims("wte.weight");
+  config.vocab = static_cast<std::size_t>(wte[0]);
+  config.channels = static_cast<std::size_t>(wte[1]);
+  config.context = static_cast<std::size_t>(dims("wpe.weight")[0]);
+  config.layers = layers;
+  config.heads = gpt2_heads(file, config.channels);
+  try {
+    config.validate();
+  } catch (const InputError& e) {
+    throw InputError(where(file.path()) + ": the dimensions inferred from the GPT-2 tensors are invalid: " + e.what());
+  }
+
+  GptWeights weights = GptWeights::allocate(config, Device::cpu());
+  std::set<std::string> known;
+  for (const auto& [name, t] : weights.named()) known.insert(prefix + gpt2_name(name));
+  for (const auto& [name, e] : file.entries()) {
+    const bool buffer = ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias");
+    if (known.count(name) || buffer || name == "lm_head.weight") continue;
+    throw InputError(where(file.path()) + ": tensor '" + name + "' is not a GPT-2 parameter (model " +
+                     config.describe() + ")");
+  }
+  read_tensors(file, weights, prefix, gpt2_name, [](const std::string& n) { return is_conv1d(n); });
+  return weights;
+}
+
+}  // namespace
+
+void save_checkpoint(const GptWeights& weights, const std::string& path) {
+  const GptConfig& c = weights.config;
+  const std::map<std::string, std::string> metadata = {
+      {"format", std::string(format_name)},
+      {"layers", std::to_string(c.layers)},
+      {"channels", std::to_string(c.channels)},
+      {"heads", std::to_string(c.heads)},
+      {"context", std::to_string(c.context)},
+      {"vocab", std::to_string(c.vocab)},
+      {"layernorm_eps", float_text(c.layernorm_eps)},
+  };
+  const auto named = weights.named();
+  GptWeights host;
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  if (weights.wte.device().is_cpu()) {
+    tensors = named;
+  } else {
+    host = weights.to(Device::cpu());
+    tensors = std::as_const(host).named();
+  }
+  write_safetensors(path, tensors, metadata);
+}
+
+GptWeights load_checkpoint(const std::string& path, const Device& device) {
+  const SafetensorsFile file(path);
+  GptWeights weights;
+  const auto format = file.metadata().find("format");
+  if (format == file.metadata().end()) {
+    weights = load_gpt2(file);
+  } else if (format->second == format_name) {
+    weights = load_ours(file);
+  } else {
+    throw InputError(where(path) + ": __metadata__ \"format\" is '" + format->second + "'; allowed: '" +
+                     std::string(format_name) + "', or no format for a GPT-2 checkpoint");
+  }
+  return device.is_cpu() ? std::move(weights) : weights.to(device);
+}
+
+}  // namespace aiopt::nn

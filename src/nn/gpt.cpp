@@ -1,0 +1,285 @@
+#include "nn/gpt.hpp"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "core/error.hpp"
+#include "kernels/attention_shape.hpp"
+#include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/elementwise.hpp"
+#include "kernels/cpu/embedding.hpp"
+#include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/heads.hpp"
+#include "kernels/cpu/kv_int8.hpp"
+#include "kernels/cpu/layernorm.hpp"
+#if AIOPT_HAVE_CUDA
+#include "kernels/cuda/attention.hpp"
+#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/transformer_ops.hpp"
+#endif
+
+namespace aiopt::nn {
+
+namespace {
+
+using kernels::AttentionShape;
+
+// The model's ops on its device: each picks the CPU kernel or the CUDA launcher, so the forward
+// below is written once. Pointers live on `device`.
+struct DeviceOps {
+  const Device& device;
+  void* stream;
+
+  // Keeps a CUDA call inside its `#if`: without CUDA a CUDA tensor cannot exist (Tensor::empty
+  // throws DeviceUnavailable), so this is never reached.
+  [[noreturn]] static void no_cuda() { throw std::logic_error("Gpt: a CUDA op in a build without CUDA"); }
+
+  void embedding(const std::int32_t* tokens, const float* wte, const float* wpe, float* y, std::size_t batch,
+                 std::size_t len, std::size_t pos0, std::size_t vocab, std::size_t positions,
+                 std::size_t channels) const {
+    if (device.is_cpu()) return kernels::cpu::embedding(tokens, wte, wpe, y, batch, len, pos0, vocab, positions, channels);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::embedding(tokens, wte, wpe, y, batch, len, pos0, vocab, channels, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void layernorm(const float* x, const float* gamma, const float* beta, float* y, std::size_t rows,
+                 std::size_t hidden, float eps) const {
+    if (device.is_cpu()) return kernels::cpu::layernorm(x, gamma, beta, y, rows, hidden, eps);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::layernorm(x, gamma, beta, y, rows, hidden, eps, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  // y = x·Wᵀ (+ b). x: (m, k); w: (n, k); y: (m, n).
+  void linear(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
+              std::size_t n) const {
+    if (device.is_cpu()) return kernels::cpu::linear(x, w, b, y, m, k, n);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::linear(x, w, b, y, m, k, n, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  // y = x·Wᵀ for m rows of x that lie `ldx` floats apart. x: (m, ldx) read (m, k); w: (n, k).
+  void linear_strided(const float* x, std::size_t ldx, const float* w, float* y, std::size_t m, std::size_t k,
+                      std::size_t n) const {
+    if (device.is_cpu()) return kernels::cpu::sgemm(false, true, m, n, k, 1.0f, x, ldx, w, k, 0.0f, y, n);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::gemm(false, true, m, n, k, 1.0f, x, ldx, w, k, 0.0f, y, n, DType::f32, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void split_qkv(const float* qkv, float* q, float* k, float* v, std::size_t batch, std::size_t len,
+                 std::size_t heads, std::size_t head_dim, std::size_t capacity, std::size_t pos0) const {
+    if (device.is_cpu()) return kernels::cpu::split_qkv(qkv, q, k, v, batch, len, heads, head_dim, capacity, pos0);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::split_qkv(qkv, q, k, v, batch, len, heads, head_dim, capacity, pos0, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void split_qkv_int8(const float* qkv, float* q, std::int8_t* k8, float* k_scale, std::int8_t* v8,
+                      float* v_scale, std::size_t batch, std::size_t len, std::size_t heads,
+                      std::size_t head_dim, std::size_t capacity, std::size_t pos0) const {
+    if (device.is_cpu())
+      return kernels::cpu::split_qkv_int8(qkv, q, k8, k_scale, v8, v_scale, batch, len, heads, head_dim, capacity,
+                                          pos0);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::split_qkv_int8(qkv, q, k8, k_scale, v8, v_scale, batch, len, heads, head_dim, capacity, pos0,
+                                  stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape) const {
+    if (device.is_cpu()) return kernels::cpu::attention_flash(q, k, v, out, shape);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::attention_flash(q, k, v, out, DType::f32, shape, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void attention_int8_kv(const float* q, const std::int8_t* k8, const float* k_scale, const std::int8_t* v8,
+                         const float* v_scale, float* out, const AttentionShape& shape) const {
+    if (device.is_cpu()) return kernels::cpu::attention_int8_kv(q, k8, k_scale, v8, v_scale, out, shape);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::attention_int8_kv(q, k8, k_scale, v8, v_scale, out, shape, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void merge_heads(const float* x, float* y, std::size_t batch, std::size_t len, std::size_t heads,
+                   std::size_t head_dim) const {
+    if (device.is_cpu()) return kernels::cpu::merge_heads(x, y, batch, len, heads, head_dim);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::merge_heads(x, y, batch, len, heads, head_dim, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void gelu_tanh(const float* x, float* y, std::size_t n) const {
+    if (device.is_cpu()) return kernels::cpu::gelu_tanh(x, y, n);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::gelu_tanh(x, y, n, stream);
+#else
+    no_cuda();
+#endif
+  }
+
+  void residual_add(const float* a, const float* b, float* y, std::size_t n) const {
+    if (device.is_cpu()) return kernels::cpu::residual_add(a, b, y, n);
+#if AIOPT_HAVE_CUDA
+    kernels::cuda::residual_add(a, b, y, n, stream);
+#else
+    no_cuda();
+#endif
+  }
+};
+
+std::int64_t dim(std::size_t n) { return static_cast<std::int64_t>(n); }
+
+void check_step(const GptConfig& config, std::span<const std::int32_t> tokens, std::size_t batch,
+                std::size_t len, const KvCache& cache, const Device& device) {
+  if (batch == 0 || len == 0) throw InputError("Gpt: batch and len must be positive");
+  if (tokens.size() != batch * len)
+    throw InputError("Gpt: " + std::to_string(tokens.size()) + " tokens given for batch " + std::to_string(batch) +
+                     " × len " + std::to_string(len));
+  if (batch != cache.batch())
+    throw InputError("Gpt: batch " + std::to_string(batch) + " differs from the KV cache's batch " +
+                     std::to_string(cache.batch()));
+  if (cache.length() + len > cache.capacity())
+    throw InputError("Gpt: " + std::to_string(len) + " new positions after " + std::to_string(cache.length()) +
+                     " overflow the KV cache's capacity of " + std::to_string(cache.capacity()));
+  if (cache.capacity() > config.context)
+    throw InputError("Gpt: KV cache capacity " + std::to_string(cache.capacity()) + " exceeds the context " +
+                     std::to_string(config.context));
+  const auto& k = cache.layer(0).k;
+  if (k.device() != device || k.shape().size() != 4 || k.shape()[1] != dim(config.heads) ||
+      k.shape()[3] != dim(config.head_dim()))
+    throw InputError("Gpt: the KV cache " + k.shape_string() + " on " + to_string(k.device()) +
+                     " was not made for this model (" + config.describe() + ") on " + to_string(device));
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= config.vocab)
+      throw InputError("Gpt: token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                       " is outside the vocabulary [0, " + std::to_string(config.vocab) + ")");
+}
+
+}  // namespace
+
+Gpt::Gpt(GptWeights weights) : weights_(std::move(weights)) {
+  weights_.config.validate();
+  if (weights_.blocks.size() != weights_.config.layers)
+    throw InputError("Gpt: " + std::to_string(weights_.blocks.size()) + " blocks for a config of " +
+                     std::to_string(weights_.config.layers) + " layers");
+}
+
+const Device& Gpt::device() const { return weights_.wte.device(); }
+
+Tensor Gpt::step(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len, KvCache& cache,
+                 Logits which) {
+  const GptConfig& cfg = config();
+  const Device& dev = device();
+  check_step(cfg, tokens, batch, len, cache, dev);
+  const DeviceOps ops{dev, stream_};
+  const std::size_t C = cfg.channels, H = cfg.heads, d = cfg.head_dim(), V = cfg.vocab;
+  const std::size_t rows = batch * len;  // B·T
+  const std::size_t pos0 = cache.length();
+  const auto B = dim(batch), T = dim(len);
+
+  // Tokens were checked on the host; a CUDA model reads them from a device copy. DType has no
+  // 32-bit integer, so the ids travel as 4-byte f32 elements, bit for bit.
+  Tensor device_tokens;
+  const std::int32_t* token_ptr = tokens.data();
+  if (dev.is_cuda()) {
+    device_tokens = Tensor::from_host(std::as_bytes(tokens), {dim(tokens.size())}, DType::f32, dev);
+    token_ptr = reinterpret_cast<const std::int32_t*>(device_tokens.data<float>());
+  }
+
+  auto f32 = [&](std::vector<std::int64_t> shape) { return Tensor::empty(std::move(shape), DType::f32, dev); };
+  const float* wte = weights_.wte.data<float>();
+  Tensor x = f32({B, T, dim(C)});  // (B, T, C) the residual stream
+  ops.embedding(token_ptr, wte, weights_.wpe.data<float>(), x.data<float>(), batch, len, pos0, V, cfg.context, C);
+
+  const AttentionShape shape{batch, H, len, pos0 + len, d, cache.capacity(), pos0, true,
+                             1.0f / std::sqrt(static_cast<float>(d))};
+  for (std::size_t l = 0; l < cfg.layers; ++l) {
+    const BlockWeights& w = weights_.blocks[l];
+    KvCache::Layer& kv = cache.layer(l);
+    Tensor h = f32({B, T, dim(C)});  // (B, T, C)
+    ops.layernorm(x.data<float>(), w.ln_1_weight.data<float>(), w.ln_1_bias.data<float>(), h.data<float>(), rows,
+                  C, cfg.layernorm_eps);
+    {
+      Tensor qkv = f32({B, T, 3 * dim(C)});  // (B, T, 3, H, d)
+      ops.linear(h.data<float>(), w.attn_c_attn_weight.data<float>(), w.attn_c_attn_bias.data<float>(),
+                 qkv.data<float>(), rows, C, 3 * C);
+      Tensor q = f32({B, dim(H), T, dim(d)});    // (B, H, T, d)
+      Tensor att = f32({B, dim(H), T, dim(d)});  // (B, H, T, d)
+      if (cache.dtype() == DType::f32) {
+        ops.split_qkv(qkv.data<float>(), q.data<float>(), kv.k.data<float>(), kv.v.data<float>(), batch, len, H, d,
+                      cache.capacity(), pos0);
+        ops.attention(q.data<float>(), kv.k.data<float>(), kv.v.data<float>(), att.data<float>(), shape);
+      } else {
+        ops.split_qkv_int8(qkv.data<float>(), q.data<float>(), kv.k.data<std::int8_t>(), kv.k_scale.data<float>(),
+                           kv.v.data<std::int8_t>(), kv.v_scale.data<float>(), batch, len, H, d, cache.capacity(),
+                           pos0);
+        ops.attention_int8_kv(q.data<float>(), kv.k.data<std::int8_t>(), kv.k_scale.data<float>(),
+                              kv.v.data<std::int8_t>(), kv.v_scale.data<float>(), att.data<float>(), shape);
+      }
+      ops.merge_heads(att.data<float>(), h.data<float>(), batch, len, H, d);
+    }
+    Tensor proj = f32({B, T, dim(C)});  // (B, T, C)
+    ops.linear(h.data<float>(), w.attn_c_proj_weight.data<float>(), w.attn_c_proj_bias.data<float>(),
+               proj.data<float>(), rows, C, C);
+    ops.residual_add(x.data<float>(), proj.data<float>(), x.data<float>(), rows * C);
+    ops.layernorm(x.data<float>(), w.ln_2_weight.data<float>(), w.ln_2_bias.data<float>(), h.data<float>(), rows,
+                  C, cfg.layernorm_eps);
+    Tensor fc = f32({B, T, 4 * dim(C)});  // (B, T, 4C)
+    ops.linear(h.data<float>(), w.mlp_c_fc_weight.data<float>(), w.mlp_c_fc_bias.data<float>(), fc.data<float>(),
+               rows, C, 4 * C);
+    ops.gelu_tanh(fc.data<float>(), fc.data<float>(), rows * 4 * C);
+    ops.linear(fc.data<float>(), w.mlp_c_proj_weight.data<float>(), w.mlp_c_proj_bias.data<float>(),
+               proj.data<float>(), rows, 4 * C, C);
+    ops.residual_add(x.data<float>(), proj.data<float>(), x.data<float>(), rows * C);
+  }
+  cache.advance(len);
+
+  Tensor h = f32({B, T, dim(C)});  // (B, T, C)
+  ops.layernorm(x.data<float>(), weights_.ln_f_weight.data<float>(), weights_.ln_f_bias.data<float>(),
+                h.data<float>(), rows, C, cfg.layernorm_eps);
+  // The LM head, tied to wte (V, C). For Logits::last only the last position of each sequence:
+  // B rows read T·C floats apart, so the (B·T, V) product that dominates prefill is not computed.
+  if (which == Logits::all) {
+    Tensor logits = f32({B, T, dim(V)});  // (B, T, V)
+    ops.linear(h.data<float>(), wte, nullptr, logits.data<float>(), rows, C, V);
+    return logits;
+  }
+  Tensor logits = f32({B, 1, dim(V)});  // (B, 1, V)
+  ops.linear_strided(h.data<float>() + (len - 1) * C, len * C, wte, logits.data<float>(), batch, C, V);
+  return logits;
+}
+
+Tensor Gpt::forward(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len, Logits which) {
+  if (len > config().context)
+    throw InputError("Gpt: a sequence of " + std::to_string(len) + " tokens exceeds the context of " +
+                     std::to_string(config().context));
+  KvCache scratch(config(), batch, len, DType::f32, device());
+  return step(tokens, batch, len, scratch, which);
+}
+
+}  // namespace aiopt::nn

@@ -1,0 +1,102 @@
+#include "nn/sampling.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "core/error.hpp"
+#include "core/rng.hpp"
+
+namespace aiopt::nn {
+
+void SamplingParams::validate() const {
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+    throw InputError("temperature " + std::to_string(temperature) + " is not allowed (allowed: 0 for greedy, or > 0)");
+}
+
+std::int32_t argmax(std::span<const float> logits) {
+  if (logits.empty()) throw std::invalid_argument("argmax: no logits");
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < logits.size(); ++i)
+    if (logits[i] > logits[best]) best = i;
+  return static_cast<std::int32_t>(best);
+}
+
+std::int32_t sample_token(std::span<const float> logits, const SamplingParams& params, std::uint64_t draw) {
+  params.validate();
+  if (params.temperature == 0.0f) return argmax(logits);
+  const std::size_t k = params.top_k == 0 ? logits.size() : std::min(params.top_k, logits.size());
+  // The k largest logits, largest first and the lower index first among ties, so top-k = 1 is
+  // argmax.
+  std::vector<std::int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                    [&](std::int32_t a, std::int32_t b) {
+                      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                    });
+  // softmax(l / T) over the k, in double, shifted by the largest logit.
+  std::vector<double> p(k);
+  const double top = logits[order[0]];
+  double sum = 0.0;
+  for (std::size_t i = 0; i < k; ++i) {
+    p[i] = std::exp((static_cast<double>(logits[order[i]]) - top) / params.temperature);
+    sum += p[i];
+  }
+  // Inverse CDF: the first token whose cumulative probability exceeds u.
+  const double u = static_cast<double>(rng::uniform(params.seed, draw)) * sum;
+  double cumulative = 0.0;
+  for (std::size_t i = 0; i < k; ++i) {
+    cumulative += p[i];
+    if (u < cumulative) return order[i];
+  }
+  return order[k - 1];  // u within rounding of sum
+}
+
+Generation generate(Gpt& model, std::span<const std::int32_t> prompt, std::size_t count,
+                    const SamplingParams& params, std::optional<DType> cache_dtype) {
+  params.validate();
+  if (prompt.empty()) throw InputError("generation needs a prompt of at least one token");
+  if (count == 0) return {};
+  // The last new token is never fed back, so the sequence holds prompt + count − 1 positions.
+  const std::size_t positions = prompt.size() + count - 1;
+  if (positions > model.config().context)
+    throw InputError("a prompt of " + std::to_string(prompt.size()) + " tokens and " + std::to_string(count) +
+                     " new tokens need " + std::to_string(positions) + " positions, more than the model's context of " +
+                     std::to_string(model.config().context));
+  using clock = std::chrono::steady_clock;
+  const auto ms_since = [](clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(clock::now() - start).count();
+  };
+  // Logits to the host; for a CUDA model the copy also waits for the step to finish, so the
+  // times below are the device's work, not its launch.
+  const auto choose = [&](const Tensor& logits, std::uint64_t draw) {
+    const Tensor host = logits.to(Device::cpu());
+    return sample_token({host.data<float>(), static_cast<std::size_t>(host.numel())}, params, draw);
+  };
+
+  Generation g;
+  std::vector<std::int32_t> sequence(prompt.begin(), prompt.end());
+  std::optional<KvCache> cache;
+  auto start = clock::now();
+  if (cache_dtype) {
+    cache.emplace(model.config(), 1, positions, *cache_dtype, model.device());
+    g.tokens.push_back(choose(model.step(prompt, 1, prompt.size(), *cache), 0));
+  } else {
+    g.tokens.push_back(choose(model.forward(prompt, 1, prompt.size(), Logits::last), 0));
+  }
+  g.prefill_ms = ms_since(start);
+  for (std::uint64_t draw = 1; draw < count; ++draw) {
+    const std::int32_t last = g.tokens.back();
+    sequence.push_back(last);
+    start = clock::now();
+    const Tensor logits = cache ? model.step({&last, 1}, 1, 1, *cache)
+                                : model.forward(sequence, 1, sequence.size(), Logits::last);
+    g.tokens.push_back(choose(logits, draw));
+    g.step_ms.push_back(ms_since(start));
+  }
+  return g;
+}
+
+}  // namespace aiopt::nn

@@ -1,0 +1,144 @@
+#include "nn/weights.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <string>
+
+#include "core/rng.hpp"
+
+namespace aiopt::nn {
+
+namespace {
+
+std::int64_t dim(std::size_t n) { return static_cast<std::int64_t>(n); }
+
+Tensor f32(std::vector<std::int64_t> shape, const Device& device) {
+  return Tensor::empty(std::move(shape), DType::f32, device);
+}
+
+// Every tensor in the fixed order of named(), for both constnesses.
+template <class W, class Visit>
+void visit_named(W& w, Visit&& visit) {
+  visit("wte", w.wte);
+  visit("wpe", w.wpe);
+  for (std::size_t l = 0; l < w.blocks.size(); ++l) {
+    auto& b = w.blocks[l];
+    const std::string h = "h." + std::to_string(l) + ".";
+    visit(h + "ln_1.weight", b.ln_1_weight);
+    visit(h + "ln_1.bias", b.ln_1_bias);
+    visit(h + "attn.c_attn.weight", b.attn_c_attn_weight);
+    visit(h + "attn.c_attn.bias", b.attn_c_attn_bias);
+    visit(h + "attn.c_proj.weight", b.attn_c_proj_weight);
+    visit(h + "attn.c_proj.bias", b.attn_c_proj_bias);
+    visit(h + "ln_2.weight", b.ln_2_weight);
+    visit(h + "ln_2.bias", b.ln_2_bias);
+    visit(h + "mlp.c_fc.weight", b.mlp_c_fc_weight);
+    visit(h + "mlp.c_fc.bias", b.mlp_c_fc_bias);
+    visit(h + "mlp.c_proj.weight", b.mlp_c_proj_weight);
+    visit(h + "mlp.c_proj.bias", b.mlp_c_proj_bias);
+  }
+  visit("ln_f.weight", w.ln_f_weight);
+  visit("ln_f.bias", w.ln_f_bias);
+}
+
+// How GPT-2 initializes a parameter, read from its name.
+enum class Init { normal, residual_normal, zeros, ones };
+
+Init init_of(const std::string& name) {
+  const auto ends_with = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (name.find("ln_") != std::string::npos) return ends_with(".weight") ? Init::ones : Init::zeros;
+  if (ends_with(".bias")) return Init::zeros;
+  if (ends_with("attn.c_proj.weight") || ends_with("mlp.c_proj.weight")) return Init::residual_normal;
+  return Init::normal;
+}
+
+// N(0, sigma²) by Box–Muller from two counter-based uniforms per pair of values, so the value of
+// element i of tensor t depends only on (seed, t, i).
+void fill_normal(std::span<float> x, std::uint64_t seed, float sigma) {
+  constexpr double two_pi = 6.283185307179586;
+  for (std::size_t i = 0; i < x.size(); i += 2) {
+    // u1 in (0, 1]: log(0) is avoided.
+    const double u1 = 1.0 - static_cast<double>(rng::uniform(seed, i));
+    const double u2 = static_cast<double>(rng::uniform(seed, i + 1));
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    x[i] = static_cast<float>(sigma * r * std::cos(two_pi * u2));
+    if (i + 1 < x.size()) x[i + 1] = static_cast<float>(sigma * r * std::sin(two_pi * u2));
+  }
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, Tensor*>> GptWeights::named() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  visit_named(*this, [&](std::string name, Tensor& t) { out.emplace_back(std::move(name), &t); });
+  return out;
+}
+
+std::vector<std::pair<std::string, const Tensor*>> GptWeights::named() const {
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  visit_named(*this, [&](std::string name, const Tensor& t) { out.emplace_back(std::move(name), &t); });
+  return out;
+}
+
+GptWeights GptWeights::allocate(const GptConfig& config, const Device& device) {
+  config.validate();
+  const auto c = dim(config.channels);
+  GptWeights w;
+  w.config = config;
+  w.wte = f32({dim(config.vocab), c}, device);
+  w.wpe = f32({dim(config.context), c}, device);
+  w.blocks.resize(config.layers);
+  for (auto& b : w.blocks) {
+    b.ln_1_weight = f32({c}, device);
+    b.ln_1_bias = f32({c}, device);
+    b.attn_c_attn_weight = f32({3 * c, c}, device);
+    b.attn_c_attn_bias = f32({3 * c}, device);
+    b.attn_c_proj_weight = f32({c, c}, device);
+    b.attn_c_proj_bias = f32({c}, device);
+    b.ln_2_weight = f32({c}, device);
+    b.ln_2_bias = f32({c}, device);
+    b.mlp_c_fc_weight = f32({4 * c, c}, device);
+    b.mlp_c_fc_bias = f32({4 * c}, device);
+    b.mlp_c_proj_weight = f32({c, 4 * c}, device);
+    b.mlp_c_proj_bias = f32({c}, device);
+  }
+  w.ln_f_weight = f32({c}, device);
+  w.ln_f_bias = f32({c}, device);
+  return w;
+}
+
+GptWeights GptWeights::initialize(const GptConfig& config, std::uint64_t seed, const Device& device) {
+  GptWeights host = allocate(config, Device::cpu());
+  // GPT-2 (Radford et al. 2019): the residual projections scaled by 1/sqrt(N) for the N = 2·layers
+  // residual additions, so the residual stream's variance does not grow with depth.
+  const float sigma = 0.02f;
+  const float residual_sigma = sigma / std::sqrt(2.0f * static_cast<float>(config.layers));
+  std::uint64_t index = 0;
+  for (auto& [name, t] : host.named()) {
+    std::span<float> x(t->data<float>(), static_cast<std::size_t>(t->numel()));
+    // One stream per tensor: its seed mixes the model seed with the tensor's place in the order.
+    const std::uint64_t tensor_seed = rng::bits(seed, index++);
+    switch (init_of(name)) {
+      case Init::normal: fill_normal(x, tensor_seed, sigma); break;
+      case Init::residual_normal: fill_normal(x, tensor_seed, residual_sigma); break;
+      case Init::zeros: std::fill(x.begin(), x.end(), 0.0f); break;
+      case Init::ones: std::fill(x.begin(), x.end(), 1.0f); break;
+    }
+  }
+  return device.is_cpu() ? std::move(host) : host.to(device);
+}
+
+GptWeights GptWeights::to(const Device& device) const {
+  GptWeights out;
+  out.config = config;
+  out.blocks.resize(blocks.size());
+  auto src = named();
+  auto dst = out.named();
+  for (std::size_t i = 0; i < src.size(); ++i) *dst[i].second = src[i].second->to(device);
+  return out;
+}
+
+}  // namespace aiopt::nn
