@@ -1,0 +1,122 @@
+#pragma once
+// linear_attention: attention quality vs complexity. Exact softmax attention (O(N²) time and
+// memory) against kernelized attention in O(N): φ = elu+1, FAVOR+ random features (Performer),
+// and Linformer's projection of K and V along the sequence. See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.hpp"
+#include "core/memory.hpp"
+#include "harness/technique.hpp"
+#include "kernels/attention_shape.hpp"
+#include "kernels/cpu/linear_attention.hpp"
+
+namespace aiopt {
+
+class LinearAttention : public Technique {
+ public:
+  std::string name() const override { return "linear_attention"; }
+  std::string summary() const override;
+  std::string trade_off() const override { return "attention quality vs complexity"; }
+  std::vector<ParamSpec> params() const override;
+  std::vector<Variant> variants() const override;
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+};
+
+// The pieces the CPU and CUDA runs share.
+namespace linear_attention {
+
+enum class Kind { softmax, linear_elu, performer, linformer };
+std::string to_string(Kind kind);
+
+// One case, parsed and checked.
+struct Shape {
+  Kind kind = Kind::softmax;
+  std::size_t batch = 1;
+  std::size_t heads = 1;
+  std::size_t seq_len = 0;    // N
+  std::size_t head_dim = 0;   // d
+  bool causal = false;
+  std::size_t features = 0;   // performer: m random features
+  std::size_t proj_rows = 0;  // linformer: k projected rows
+  std::uint64_t input_seed = 0;       // q, k, v
+  std::uint64_t projection_seed = 0;  // performer's W, linformer's E and F
+
+  std::size_t groups() const { return batch * heads; }
+  std::size_t elements() const { return groups() * seq_len * head_dim; }  // of q, k, v, out
+  // F, the width of φ: d (elu), m (performer); 0 for softmax and linformer.
+  std::size_t feature_dim() const;
+  kernels::AttentionShape attention() const;  // (B, H, N, d) self-attention, scale 1/sqrt(d)
+  kernels::cpu::LinearAttentionShape linear() const;
+  Shape at(std::size_t n) const;  // the same case at sequence length n
+
+  // Throws InputError naming the parameter, the bad value and what is allowed; a causal
+  // linformer is one (README "Linformer is non-causal").
+  static Shape from(const Case& c);
+};
+
+// q, k, v: (B, H, N, d) each, standard normal, from the input seed (host).
+struct Inputs {
+  memory::Buffer<float> q, k, v;
+};
+Inputs make_inputs(const Shape& shape);
+
+// Performer's W: (m, d), orthogonal random features; Linformer's E and F: (k, N) each, entries
+// N(0, 1/k) (a Johnson–Lindenstrauss projection, Wang et al. 2020 Theorem 2). Host, from the
+// projection seed.
+memory::Buffer<float> performer_projection(const Shape& shape);
+memory::Buffer<float> linformer_projection(const Shape& shape, int which);  // which: 0 = E, 1 = F
+
+// One forward of a variant at one shape on one device: inputs and projections made, workspace
+// allocated. Its constructor runs it once inside a memory scope around the workspace and that
+// call, so workspace_bytes() is measured, not counted.
+class Forward {
+ public:
+  virtual ~Forward() = default;
+  virtual void run() = 0;                 // enqueue one forward (CUDA: on stream())
+  virtual void* stream() { return nullptr; }
+  virtual void synchronize() {}           // wait for run() to finish
+  virtual memory::Buffer<float> output() = 0;  // host copy of out: (B, H, N, d)
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
+
+ protected:
+  std::size_t workspace_bytes_ = 0;
+};
+
+std::unique_ptr<Forward> make_cpu_forward(const Shape& shape);
+// On `device`: the CPU forward, or the CUDA one (DeviceUnavailable in a build without CUDA).
+std::unique_ptr<Forward> make_forward(const Shape& shape, const Device& device);
+#ifdef AIOPT_HAVE_CUDA
+std::unique_ptr<Forward> make_cuda_forward(const Shape& shape, const Device& device);  // linear_attention_cuda.cu
+#endif
+
+// Error of an output against the softmax output: the largest |got − want| and the mean relative
+// error Σ|got − want| / Σ|want|; both +inf when got holds a NaN or inf.
+struct Errors {
+  double max_abs = 0.0;
+  double mean_rel = 0.0;
+};
+Errors compare(const float* got, const float* want, std::size_t n);
+
+// The exact softmax attention output on the host (fp32, query-chunked: no N×N matrix).
+memory::Buffer<float> softmax_output(const Shape& shape, const Inputs& in);
+
+// Stated tolerance of the softmax baseline against the float64 reference (max abs error): its
+// outputs are convex combinations of unit-variance values, computed in fp32 with a 2e-7 exp.
+inline constexpr double softmax_tolerance = 1e-4;
+
+// The check of one output `out` (host, (B, H, N, d)) of `shape`'s variant on inputs `in`. The
+// softmax baseline is exact: against the float64 reference on the first and last 32 rows of every
+// (b, h) (all rows would cost O(N²·d) in double), CheckFailed beyond softmax_tolerance. A variant
+// approximates: its error against the softmax output is a reported cost, and it fails only when
+// the output holds a NaN or inf.
+Errors check(const Shape& shape, const float* out, const Inputs& in);
+
+// Least-squares slope of log y against log x.
+double loglog_slope(const std::vector<double>& x, const std::vector<double>& y);
+
+}  // namespace linear_attention
+}  // namespace aiopt
