@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -221,6 +222,29 @@ TEST_CASE("sgemm matches the double loop for every transpose combination", "[gem
     CHECK(v.worst <= 1.0);
     CHECK(v.padding_changed == 0);
   }
+}
+
+TEST_CASE("sgemm split among threads by rows and by columns matches the double loop", "[gemm][cpu]") {
+  // Products large enough to be split (kernels/cpu/gemm.cpp): by rows (m >= 16 per thread), by
+  // columns (m = 1, a decode step's GEMV, and m = 20 < 3·16), with 3 threads so the last block is
+  // the remainder.
+  const ThreadsRestored restore;
+  set_threads(3);
+  for (const auto& [m, n, k] : {std::tuple<std::size_t, std::size_t, std::size_t>{150, 97, 64},
+                                {1, 1031, 300}, {20, 700, 40}})
+    for (const Problem& p : problems(m, n, k)) {
+      INFO(p.name());
+      const auto a = random_vector(p.a_size(), 30 + m);
+      const auto b = random_vector(p.b_size(), 31 + m);
+      const auto c0 = initial_c(p, 32 + m);
+      auto c = c0;
+      cpu::sgemm(p.transpose_a, p.transpose_b, p.m, p.n, p.k, p.alpha, a.data(), p.lda(), b.data(), p.ldb(),
+                 p.beta, c.data(), p.ldc());
+      const Expected e = reference(p, a, b, c0);
+      const Verdict v = compare(p, c, e.value, e.bound, c0, 1.0);
+      CHECK(v.worst <= 1.0);
+      CHECK(v.padding_changed == 0);
+    }
 }
 
 TEST_CASE("sgemm_strided_batched matches per-matrix sgemm, batch below and above the thread count",

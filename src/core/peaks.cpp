@@ -1,6 +1,7 @@
 #include "core/peaks.hpp"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -127,11 +128,20 @@ double measure_host_sgemm() {
   for (float& v : a) v = random.uniform(-1.0f, 1.0f);
   for (float& v : b) v = random.uniform(-1.0f, 1.0f);
 
+  // OpenBLAS runs single-threaded (core/threads.hpp); the rows of C are split among our
+  // threads, as kernels/cpu/gemm.cpp does for every product.
   const auto gemm = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
-                n, 0.0f, c.data(), n);
+    const int workers = omp_get_max_threads();
+    const int per = (n + workers - 1) / workers;
+#pragma omp parallel for schedule(static, 1)
+    for (int w = 0; w < workers; ++w) {
+      const int begin = std::min(n, w * per), rows = std::min(n, begin + per) - begin;
+      if (rows > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, a.data() + begin * n,
+                    n, b.data(), n, 0.0f, c.data() + begin * n, n);
+    }
   };
-  gemm();  // warm-up: OpenBLAS starts its threads and allocates its buffers here
+  gemm();  // warm-up: OpenBLAS allocates its buffers here
   double best = std::numeric_limits<double>::infinity();
   for (int r = 0; r < reps; ++r) {
     const auto start = std::chrono::steady_clock::now();

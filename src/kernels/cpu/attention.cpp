@@ -49,18 +49,6 @@ void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) 
       throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
 }
 
-// One BLAS thread per product while our threads share the tiles; the count is restored after.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(blas_threads()) { openblas_set_num_threads(1); }
-  ~SingleThreadedBlas() { openblas_set_num_threads(saved_); }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
-
 }  // namespace
 
 void attention_reference(const float* q, const float* k, const float* v, double* out,
@@ -138,7 +126,6 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
   memory::Buffer<float> workspace(Device::cpu(), per_thread * static_cast<std::size_t>(workers));
 
   // The two tile products go through single-threaded BLAS; the threads share the tiles.
-  const SingleThreadedBlas blas;
 #pragma omp parallel num_threads(workers)
   {
     float* const s = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());
@@ -223,7 +210,6 @@ void attention_memory_efficient(const float* q, const float* k, const float* v, 
   check_blas_range({bq, tk, d}, "attention_memory_efficient");
 
   // One BLAS thread per product while our threads share the chunks.
-  const SingleThreadedBlas blas;
 #pragma omp parallel num_threads(workers)
   {
     float* const s = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());

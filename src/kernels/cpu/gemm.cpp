@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 
@@ -22,13 +23,55 @@ CBLAS_TRANSPOSE op(bool transpose) { return transpose ? CblasTrans : CblasNoTran
 
 }  // namespace
 
+namespace {
+
+void sgemm_one_thread(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k,
+                      float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                      float beta, float* c, std::size_t ldc) {
+  cblas_sgemm(CblasRowMajor, op(transpose_a), op(transpose_b), static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a, static_cast<blasint>(lda), b,
+              static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
+// Below this many multiply-adds a product runs on one thread: a parallel region costs a few
+// microseconds, about what a 64³ product takes.
+constexpr std::size_t parallel_min_macs = std::size_t{1} << 18;
+// Blocks of C are multiples of 16 rows or columns, so each thread's part stays a whole number
+// of the BLAS kernel's register tiles.
+constexpr std::size_t block_align = 16;
+
+}  // namespace
+
 void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k,
            float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta,
            float* c, std::size_t ldc) {
   if (m == 0 || n == 0) return;
-  cblas_sgemm(CblasRowMajor, op(transpose_a), op(transpose_b), checked_dim(m, "m"),
-              checked_dim(n, "n"), checked_dim(k, "k"), alpha, a, checked_dim(lda, "lda"), b,
-              checked_dim(ldb, "ldb"), beta, c, checked_dim(ldc, "ldc"));
+  for (std::size_t v : {m, n, k, lda, ldb, ldc}) checked_dim(v, "a dimension");
+  const std::size_t workers = static_cast<std::size_t>(threads());
+  if (workers == 1 || omp_in_parallel() || m * n * k < parallel_min_macs) {
+    sgemm_one_thread(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  // Split C into one block per thread: by rows when there are enough (A's rows are the block's),
+  // else by columns (a decode step's GEMV has m = 1; B's columns are the block's).
+  const bool by_rows = m >= workers * block_align;
+  const std::size_t extent = by_rows ? m : n;
+  const std::size_t per = (extent / workers + block_align - 1) / block_align * block_align;
+#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(workers))
+  for (std::size_t w = 0; w < workers; ++w) {
+    const std::size_t begin = std::min(extent, w * per);
+    const std::size_t end = w + 1 == workers ? extent : std::min(extent, begin + per);
+    if (begin == end) continue;
+    if (by_rows) {
+      const float* a_block = transpose_a ? a + begin : a + begin * lda;
+      sgemm_one_thread(transpose_a, transpose_b, end - begin, n, k, alpha, a_block, lda, b, ldb, beta,
+                       c + begin * ldc, ldc);
+    } else {
+      const float* b_block = transpose_b ? b + begin * ldb : b + begin;
+      sgemm_one_thread(transpose_a, transpose_b, m, end - begin, k, alpha, a, lda, b_block, ldb, beta,
+                       c + begin, ldc);
+    }
+  }
 }
 
 void linear(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
@@ -56,22 +99,20 @@ void sgemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, st
                            std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
                            float beta, float* c, std::size_t ldc, std::size_t stride_c,
                            std::size_t batch) {
-  const int workers = threads();
-  if (batch < static_cast<std::size_t>(workers) || workers == 1) {
+  if (batch == 1 || omp_in_parallel()) {
     for (std::size_t i = 0; i < batch; ++i)
       sgemm(transpose_a, transpose_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
             beta, c + i * stride_c, ldc);
     return;
   }
+  if (m == 0 || n == 0) return;
   // Dimensions are checked here: an exception may not leave the parallel region.
   for (std::size_t v : {m, n, k, lda, ldb, ldc}) checked_dim(v, "a dimension");
-  // One BLAS thread per product, the products spread over our threads; restored afterwards.
-  openblas_set_num_threads(1);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(workers)
+  // The products spread over the threads, each product on one.
+#pragma omp parallel for schedule(dynamic, 1)
   for (std::size_t i = 0; i < batch; ++i)
-    sgemm(transpose_a, transpose_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb,
-          beta, c + i * stride_c, ldc);
-  openblas_set_num_threads(workers);
+    sgemm_one_thread(transpose_a, transpose_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b,
+                     ldb, beta, c + i * stride_c, ldc);
 }
 
 }  // namespace aiopt::kernels::cpu

@@ -14,14 +14,16 @@ void linear_reference(const float* x, const float* w, const float* b, float* y, 
                       std::size_t k, std::size_t n);
 
 // C = alpha·op(A)·op(B) + beta·C, row-major, with leading dimensions in elements: op(A) is
-// (m, k), op(B) is (k, n), C is (m, n). A thin, checked wrapper over cblas_sgemm.
+// (m, k), op(B) is (k, n), C is (m, n). Over cblas_sgemm, which runs single-threaded
+// (core/threads.hpp): C is split into one block of rows (or of columns, for a GEMV-like m) per
+// OpenMP thread. Inside a parallel region, or for a small product, one call on this thread.
 void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k,
            float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta,
            float* c, std::size_t ldc);
 
 // `batch` independent sgemm calls, matrix i at a + i·stride_a, b + i·stride_b, c + i·stride_c
-// (strides in elements), run in parallel over the batch with one BLAS thread each; for the many
-// small products of attention, where one threaded call per matrix would idle the cores.
+// (strides in elements), spread over the OpenMP threads, one product per thread at a time; for
+// the many small products of attention, where splitting each one would cost more than it gains.
 void sgemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
                            std::size_t k, float alpha, const float* a, std::size_t lda,
                            std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
