@@ -1,5 +1,8 @@
 #include "techniques/registry.hpp"
 
+#include "techniques/flash_attention/flash_attention.hpp"
+#include "techniques/kv_caching/kv_caching.hpp"
+#include "techniques/linear_attention/linear_attention.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 namespace aiopt {
@@ -7,7 +10,10 @@ namespace aiopt {
 const TechniqueList& techniques() {
   static const TechniqueList list = [] {
     TechniqueList l;
+    l.push_back(std::make_unique<KvCaching>());
+    l.push_back(std::make_unique<LinearAttention>());
     l.push_back(std::make_unique<TensorFusion>());
+    l.push_back(std::make_unique<FlashAttention>());
     return l;
   }();
   return list;

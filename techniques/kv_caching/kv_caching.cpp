@@ -1,0 +1,399 @@
+#include "techniques/kv_caching/kv_caching.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/memory.hpp"
+#include "core/rng.hpp"
+#include "core/spelling.hpp"
+#include "harness/step_timer.hpp"
+#include "nn/sampling.hpp"
+#include "techniques/model_params.hpp"
+
+namespace aiopt {
+
+namespace kc = kv_caching;
+
+// ---- parameters and variants
+
+std::string KvCaching::summary() const {
+  return "greedy generation recomputing the whole prefix per token vs one new position per token "
+         "with a KV cache (f32 or int8)";
+}
+
+std::vector<ParamSpec> KvCaching::params() const {
+  std::vector<ParamSpec> out = model_params::specs("small");
+  // The small preset's 512 positions cannot hold the default 512-token prompt and 128 new
+  // tokens: by default the model learns 1024 positions (the cost per token does not change).
+  for (ParamSpec& p : out) {
+    if (p.name != "context") continue;
+    p.default_value = std::int64_t{1024};
+    p.help = "positions the model can attend over; prompt_len + gen_tokens must fit (default 1024, so that the "
+             "default 512 + 128 fit the small preset); 0: the preset's";
+  }
+
+  ParamSpec prompt_len;
+  prompt_len.name = "prompt_len";
+  prompt_len.type = ParamType::integer;
+  prompt_len.default_value = std::int64_t{512};
+  prompt_len.quick_value = std::int64_t{32};
+  prompt_len.min = 1;
+  prompt_len.unit = "tokens";
+  prompt_len.help = "prompt length (random tokens from the seed); prompt_len + gen_tokens <= the model's context";
+
+  ParamSpec gen_tokens;
+  gen_tokens.name = "gen_tokens";
+  gen_tokens.type = ParamType::integer;
+  gen_tokens.default_value = std::int64_t{128};
+  gen_tokens.quick_value = std::int64_t{16};
+  gen_tokens.min = 5;
+  gen_tokens.unit = "tokens";
+  gen_tokens.help = "tokens generated greedily after the prompt (at least 5: the decode steps are reported in "
+                    "4 position buckets)";
+
+  ParamSpec batch;
+  batch.name = "batch";
+  batch.type = ParamType::integer;
+  batch.default_value = std::int64_t{1};
+  batch.min = 1;
+  batch.unit = "sequences";
+  batch.help = "sequences generated together, each with its own random prompt";
+
+  out.push_back(prompt_len);
+  out.push_back(gen_tokens);
+  out.push_back(batch);
+  return out;
+}
+
+std::vector<Variant> KvCaching::variants() const {
+  return {
+      {"recompute", "every new token runs the model over the whole prefix again", true,
+       {DeviceKind::cpu, DeviceKind::cuda}},
+      {"kv_cache", "past keys and values kept in a preallocated f32 cache; one new position per step", false,
+       {DeviceKind::cpu, DeviceKind::cuda}},
+      {"kv_cache_int8", "the cache stored as int8 with one f32 scale per (head, position) row", false,
+       {DeviceKind::cpu, DeviceKind::cuda}},
+  };
+}
+
+// ---- the case
+
+kc::Method kc::parse_method(const std::string& variant) {
+  if (variant == "recompute") return Method::recompute;
+  if (variant == "kv_cache") return Method::kv_cache;
+  if (variant == "kv_cache_int8") return Method::kv_cache_int8;
+  const std::vector<std::string> names = {"recompute", "kv_cache", "kv_cache_int8"};
+  throw InputError("kv_caching: unknown variant '" + variant + "'; allowed: " + join_names(names) +
+                   did_you_mean(variant, names));
+}
+
+std::string kc::to_string(Method method) {
+  switch (method) {
+    case Method::recompute: return "recompute";
+    case Method::kv_cache: return "kv_cache";
+    case Method::kv_cache_int8: return "kv_cache_int8";
+  }
+  return "?";
+}
+
+std::optional<DType> kc::cache_dtype(Method method) {
+  switch (method) {
+    case Method::recompute: return std::nullopt;
+    case Method::kv_cache: return DType::f32;
+    case Method::kv_cache_int8: return DType::i8;
+  }
+  return std::nullopt;
+}
+
+kc::Shape kc::Shape::from(const Case& c) {
+  Shape s;
+  s.model = model_params::config(c.params);
+  const std::int64_t prompt_len = c.params.integer("prompt_len");
+  const std::int64_t gen_tokens = c.params.integer("gen_tokens");
+  const std::int64_t batch = c.params.integer("batch");
+  if (prompt_len < 1)
+    throw InputError("kv_caching: parameter 'prompt_len' = " + std::to_string(prompt_len) + "; allowed: 1 or more");
+  if (gen_tokens < 5)
+    throw InputError("kv_caching: parameter 'gen_tokens' = " + std::to_string(gen_tokens) +
+                     "; allowed: 5 or more (4 position buckets of decode steps)");
+  if (batch < 1) throw InputError("kv_caching: parameter 'batch' = " + std::to_string(batch) + "; allowed: 1 or more");
+  s.prompt_len = static_cast<std::size_t>(prompt_len);
+  s.gen_tokens = static_cast<std::size_t>(gen_tokens);
+  s.batch = static_cast<std::size_t>(batch);
+  if (s.capacity() > s.model.context)
+    throw InputError("kv_caching: prompt_len (" + std::to_string(prompt_len) + ") + gen_tokens (" +
+                     std::to_string(gen_tokens) + ") = " + std::to_string(s.capacity()) +
+                     " exceeds the model's context of " + std::to_string(s.model.context) + " (" +
+                     s.model.describe() + "); allowed: prompt_len + gen_tokens <= " +
+                     std::to_string(s.model.context) + ", or a larger 'context'");
+  // Distinct counters of one seed: independent streams for the weights and the prompt.
+  s.weight_seed = rng::bits(c.seed, 1);
+  s.prompt_seed = rng::bits(c.seed, 2);
+  return s;
+}
+
+std::vector<std::int32_t> kc::make_prompt(const Shape& shape) {
+  std::vector<std::int32_t> prompt(shape.batch * shape.prompt_len);
+  for (std::size_t i = 0; i < prompt.size(); ++i)
+    prompt[i] = static_cast<std::int32_t>(rng::bits(shape.prompt_seed, i) % shape.model.vocab);
+  return prompt;
+}
+
+// ---- work
+
+double kc::call_flops(const Shape& s, std::size_t len, std::size_t pos0) {
+  const double L = static_cast<double>(s.model.layers), C = static_cast<double>(s.model.channels);
+  const double V = static_cast<double>(s.model.vocab), n = static_cast<double>(len), p0 = static_cast<double>(pos0);
+  const double matmuls = n * 2.0 * 12.0 * L * C * C;     // c_attn 3C², c_proj C², c_fc 4C², proj 4C²
+  const double keys = n * p0 + n * (n + 1.0) / 2.0;      // Σ (p + 1) over p in [pos0, pos0 + len)
+  const double attention = L * 4.0 * C * keys;           // q·k and p·v, 2·d per key and head
+  const double head = 2.0 * V * C;                       // the last position's logits
+  return static_cast<double>(s.batch) * (matmuls + attention + head);
+}
+
+double kc::generation_flops(const Shape& s, Method method) {
+  double total = call_flops(s, s.prompt_len, 0);
+  for (std::size_t t = 1; t < s.gen_tokens; ++t)
+    total += method == Method::recompute ? call_flops(s, s.prompt_len + t, 0) : call_flops(s, 1, s.prompt_len + t - 1);
+  return total;
+}
+
+// ---- generation
+
+kc::Generator::Generator(const Shape& shape, Method method, const Device& device)
+    : shape_(shape), model_(nn::GptWeights::initialize(shape.model, shape.weight_seed, device)),
+      prompt_(make_prompt(shape)) {
+  if (const auto dtype = cache_dtype(method)) {
+    // The cache's bytes as the tracked allocator counts them.
+    memory::Scope scope(device);
+    cache_.emplace(shape.model, shape.batch, shape.capacity(), *dtype, device);
+    cache_bytes_ = scope.peak_bytes();
+  }
+}
+
+kc::Trace kc::Generator::generate(Method method, bool record, bool timed, const std::vector<std::int32_t>* forced) {
+  const auto dtype = cache_dtype(method);
+  if (dtype && !(cache_ && cache_->dtype() == *dtype))
+    throw std::logic_error("kv_caching: a " + to_string(method) + " generation needs this generator's " +
+                           aiopt::to_string(*dtype) + " cache");
+  const std::size_t B = shape_.batch, P = shape_.prompt_len, G = shape_.gen_tokens, V = shape_.model.vocab;
+  const std::size_t total = P + G;
+  if (forced && forced->size() != G * B) throw std::logic_error("kv_caching: forced tokens must be (gen_tokens, batch)");
+
+  Trace trace;
+  trace.tokens.resize(G * B);
+  if (record) trace.logits.resize(G * B * V);
+  std::optional<StepTimer> timer;
+  if (timed) timer.emplace(model_.device(), model_.stream());
+
+  std::vector<std::int32_t> sequence(B * total);  // (B, P + G): the prompt, then the tokens fed
+  for (std::size_t b = 0; b < B; ++b)
+    std::copy_n(prompt_.begin() + static_cast<std::ptrdiff_t>(b * P), P, sequence.begin() + static_cast<std::ptrdiff_t>(b * total));
+  std::vector<std::int32_t> input;  // (B, len): this call's tokens
+  if (cache_ && dtype) cache_->clear();
+
+  for (std::size_t t = 0; t < G; ++t) {
+    // Step t: recompute runs the whole prefix of P + t positions; a cached method the prompt at
+    // t = 0, then only position P + t − 1, the token chosen at step t − 1.
+    const bool whole = t == 0 || method == Method::recompute;
+    const std::size_t start = whole ? 0 : P + t - 1;
+    const std::size_t len = whole ? P + t : 1;
+    input.resize(B * len);
+    for (std::size_t b = 0; b < B; ++b)
+      std::copy_n(sequence.begin() + static_cast<std::ptrdiff_t>(b * total + start), len,
+                  input.begin() + static_cast<std::ptrdiff_t>(b * len));
+
+    const auto call = [&] {
+      Tensor logits = method == Method::recompute ? model_.forward(input, B, len, nn::Logits::last)
+                                                  : model_.step(input, B, len, *cache_, nn::Logits::last);
+      // (B, 1, V) on the model's device; the greedy choice is made on the host.
+      Tensor copy;
+      const Tensor* host = &logits;
+      if (!logits.device().is_cpu()) {
+        copy = logits.to(Device::cpu());
+        host = &copy;
+      }
+      const float* z = host->data<float>();
+      for (std::size_t b = 0; b < B; ++b) {
+        const std::span<const float> row(z + b * V, V);
+        trace.tokens[t * B + b] = nn::argmax(row);
+        if (record) std::copy(row.begin(), row.end(), trace.logits.begin() + static_cast<std::ptrdiff_t>((t * B + b) * V));
+      }
+    };
+    if (timer) {
+      const double ms = timer->time(call) * 1e3;
+      if (t == 0) {
+        trace.prefill_ms = ms;
+      } else {
+        trace.decode_ms.push_back(ms);
+      }
+    } else {
+      call();
+    }
+    for (std::size_t b = 0; b < B; ++b)
+      sequence[b * total + P + t] = forced ? (*forced)[t * B + b] : trace.tokens[t * B + b];
+  }
+  return trace;
+}
+
+// ---- checks
+
+kc::Agreement kc::compare(const std::vector<float>& got, const std::vector<float>& want, std::size_t vocab,
+                          const std::vector<std::int32_t>& tokens, const std::vector<std::int32_t>& reference_tokens) {
+  if (got.size() != want.size() || tokens.size() != reference_tokens.size() || got.size() != tokens.size() * vocab)
+    throw std::logic_error("kv_caching: compared generations differ in size");
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  Agreement a;
+  for (std::size_t row = 0; row < tokens.size(); ++row) {
+    double abs = 0.0, scale = 0.0;
+    for (std::size_t v = 0; v < vocab; ++v) {
+      const double g = got[row * vocab + v], w = want[row * vocab + v];
+      const double e = std::fabs(g - w);
+      if (std::isnan(e) || std::isinf(e)) {
+        abs = inf;
+        break;
+      }
+      abs = std::max(abs, e);
+      scale = std::max(scale, std::fabs(w));
+    }
+    a.max_abs_logit_error = std::max(a.max_abs_logit_error, abs);
+    a.max_rel_logit_error = std::max(a.max_rel_logit_error, scale > 0 ? abs / scale : abs);
+  }
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < tokens.size(); ++i) same += tokens[i] == reference_tokens[i];
+  a.tokens_identical = tokens.empty() ? 1.0 : static_cast<double>(same) / static_cast<double>(tokens.size());
+  return a;
+}
+
+double kc::int8_rel_bound(const nn::GptConfig& model) { return 2.0 * static_cast<double>(model.layers) / 254.0; }
+
+void kc::check(Method method, const Shape& shape, const Agreement& a) {
+  std::ostringstream m;
+  m << "kv_caching: variant " << to_string(method) << " (" << shape.model.describe() << ", prompt " << shape.prompt_len
+    << " + " << shape.gen_tokens << " generated, batch " << shape.batch << "): ";
+  if (!std::isfinite(a.max_rel_logit_error) || !std::isfinite(a.max_abs_logit_error)) {
+    m << "the logits hold a NaN or an infinity";
+    throw CheckFailed(m.str());
+  }
+  if (method == Method::kv_cache) {
+    if (a.tokens_identical < 1.0) {
+      m << "only " << a.tokens_identical * 100 << "% of the greedy tokens equal recompute's; an f32 cache must give "
+        << "identical tokens";
+      throw CheckFailed(m.str());
+    }
+    if (!(a.max_rel_logit_error <= f32_rel_tolerance)) {
+      m << "max relative logit error " << a.max_rel_logit_error << " vs recompute exceeds " << f32_rel_tolerance;
+      throw CheckFailed(m.str());
+    }
+  }
+  if (method == Method::kv_cache_int8) {
+    const double limit = int8_bound_factor * int8_rel_bound(shape.model);
+    if (!(a.max_rel_logit_error <= limit)) {
+      m << "max relative logit error " << a.max_rel_logit_error << " vs recompute is more than " << int8_bound_factor
+        << "× the int8 bound " << int8_rel_bound(shape.model) << " (2·layers/254)";
+      throw CheckFailed(m.str());
+    }
+  }
+}
+
+// ---- the run
+
+namespace {
+
+class KvRun : public Run {
+ public:
+  KvRun(const kc::Shape& shape, kc::Method method, const Device& device)
+      : method_(method), generator_(shape, method, device) {}
+
+  // One whole generation, as a user waits for it.
+  void step() override { last_tokens_ = generator_.generate(method_, false, false).tokens; }
+
+  Work work() const override {
+    return {.bytes = std::nullopt, .flops = kc::generation_flops(generator_.shape(), method_)};
+  }
+
+  std::vector<Metric> finish() override {
+    const kc::Shape& s = generator_.shape();
+    // One more generation, timed per model call and with its logits kept, so the harness's
+    // timed steps carry no instrumentation.
+    const kc::Trace trace = generator_.generate(method_, true, true);
+    if (!last_tokens_.empty() && last_tokens_ != trace.tokens)
+      throw CheckFailed("kv_caching: variant " + kc::to_string(method_) +
+                        ": two generations of the same case gave different tokens (nondeterministic)");
+
+    // Recompute on this generation's own sequence (teacher forcing), so every step's logits are
+    // compared on the same prefix; recompute itself is that reference.
+    kc::Trace forced;
+    if (method_ != kc::Method::recompute) forced = generator_.generate(kc::Method::recompute, true, false, &trace.tokens);
+    const kc::Trace& reference = method_ == kc::Method::recompute ? trace : forced;
+    // Where recompute would choose this generation's token at every step, its own greedy
+    // generation is this sequence; otherwise it is generated freely once more.
+    const std::vector<std::int32_t> recompute_tokens =
+        reference.tokens == trace.tokens ? trace.tokens : generator_.generate(kc::Method::recompute, false, false).tokens;
+    const kc::Agreement agreement =
+        kc::compare(trace.logits, reference.logits, s.model.vocab, trace.tokens, recompute_tokens);
+    kc::check(method_, s, agreement);
+
+    double decode_sum = 0.0;
+    for (double ms : trace.decode_ms) decode_sum += ms;
+    const double total_ms = trace.prefill_ms + decode_sum;
+    const double steps = static_cast<double>(trace.decode_ms.size());
+    std::vector<Metric> out = {
+        {"ms_per_token", total_ms / static_cast<double>(s.gen_tokens), "ms", Better::lower},
+        {"tokens_per_s", static_cast<double>(s.batch * s.gen_tokens) / (total_ms * 1e-3), "tok/s", Better::higher},
+        {"prefill_ms", trace.prefill_ms, "ms", Better::lower},
+        {"decode_ms_per_token", decode_sum / steps, "ms", Better::lower},
+    };
+    // Decode steps 1 .. G−1 in four quarters of the generated positions: recompute's cost grows
+    // with the prefix, a cached step's stays nearly flat.
+    const char* quarters[] = {"t0_25pct", "t25_50pct", "t50_75pct", "t75_100pct"};
+    double sums[4] = {}, counts[4] = {};
+    for (std::size_t i = 0; i < trace.decode_ms.size(); ++i) {
+      const std::size_t q = i * 4 / trace.decode_ms.size();
+      sums[q] += trace.decode_ms[i];
+      counts[q] += 1;
+    }
+    for (int q = 0; q < 4; ++q)
+      out.push_back({std::string("decode_ms_per_token_") + quarters[q], sums[q] / counts[q], "ms", Better::lower});
+
+    const auto dtype = kc::cache_dtype(method_);
+    const double analytic =
+        dtype ? static_cast<double>(nn::KvCache::analytic_bytes(s.model, s.batch, s.capacity(), *dtype)) : 0.0;
+    out.push_back({"cache_bytes", static_cast<double>(generator_.cache_bytes()), "B", Better::lower});
+    out.push_back({"cache_bytes_analytic", analytic, "B", Better::lower, false});
+    out.push_back({"max_abs_logit_error", agreement.max_abs_logit_error, "", Better::lower});
+    out.push_back({"max_rel_logit_error", agreement.max_rel_logit_error, "", Better::lower});
+    out.push_back({"tokens_identical", agreement.tokens_identical, "", Better::higher});
+    return out;
+  }
+
+ private:
+  kc::Method method_;
+  kc::Generator generator_;
+  std::vector<std::int32_t> last_tokens_;  // (gen_tokens, batch) of the last timed generation
+};
+
+}  // namespace
+
+// ---- prepare
+
+std::unique_ptr<Run> KvCaching::prepare(const Case& c, const Device& device) const {
+  const kc::Method method = kc::parse_method(c.variant);
+  const kc::Shape shape = kc::Shape::from(c);
+  if (device.is_cuda()) {
+    const std::string why = cuda::unavailable_reason();
+    if (!why.empty()) throw DeviceUnavailable(why);
+    if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
+      throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
+                              " CUDA device(s)");
+  }
+  return std::make_unique<KvRun>(shape, method, device);
+}
+
+}  // namespace aiopt

@@ -1,0 +1,22 @@
+#pragma once
+// The model's parameters, shared by every technique that runs the GPT: a named preset
+// (nn::preset_names()) and per-dimension overrides, where 0 keeps the preset's value.
+//   preset   tiny | small | medium | gpt2
+//   layers, channels, heads, context, vocab   0: the preset's
+#include <string>
+#include <vector>
+
+#include "harness/param.hpp"
+#include "nn/config.hpp"
+
+namespace aiopt::model_params {
+
+// The six ParamSpecs, with `default_preset` as the preset's default.
+std::vector<ParamSpec> specs(const std::string& default_preset);
+
+// The preset with the non-zero overrides applied, validated. Throws InputError naming the
+// parameters and their values when the combination is not a model (heads not dividing channels,
+// an unknown preset).
+nn::GptConfig config(const Params& params);
+
+}  // namespace aiopt::model_params
