@@ -139,7 +139,10 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[flash_at
   const FlashAttention t;
   CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "64", "f16"), Device::cpu()),
                     Catch::Contains("dtype=f16") && Catch::Contains("cuda only"));
-  CHECK_THROWS_AS(t.prepare(make_case("flash", 64, false, "64", "bf16"), Device::cpu()), InputError);
+  // fp16/bf16 on the CPU does not apply (skipped with the reason); on CUDA it is valid.
+  CHECK_THROWS_AS(t.validate(make_case("flash", 64, false, "64", "bf16"), DeviceKind::cpu), NotApplicable);
+  CHECK_NOTHROW(t.validate(make_case("flash", 64, false, "64", "bf16"), DeviceKind::cuda));
+  CHECK_THROWS_AS(t.validate(make_case("flash", 2), DeviceKind::cuda), InputError);
   CHECK_THROWS_WITH(t.prepare(make_case("flsah", 64), Device::cpu()), Catch::Contains("did you mean 'flash'"));
   CHECK_THROWS_WITH(t.prepare(make_case("flash", 2), Device::cpu()), Catch::Contains("'seq_len' = 2"));
   CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "96"), Device::cpu()), Catch::Contains("'head_dim'"));

@@ -403,9 +403,11 @@ TEST_CASE("the log-log slope recovers a power law", "[linear_attention]") {
 
 TEST_CASE("bad parameters are input errors that say what is allowed", "[linear_attention]") {
   const LinearAttention t;
-  CHECK_THROWS_AS(t.prepare(make_case("linformer", 256, true), Device::cpu()), InputError);
+  // A causal linformer is not an error but a case that does not apply: skipped with the reason.
+  CHECK_THROWS_AS(t.validate(make_case("linformer", 256, true), DeviceKind::cpu), NotApplicable);
   CHECK_THROWS_WITH(t.prepare(make_case("linformer", 256, true), Device::cpu()),
                     Catch::Contains("causal") && Catch::Contains("allowed"));
+  CHECK_THROWS_AS(t.validate(make_case("performer", 64, false, 1, 0), DeviceKind::cpu), InputError);
   CHECK_THROWS_WITH(t.prepare(make_case("linformer", 64, false, 1, 32, 128), Device::cpu()),
                     Catch::Contains("'proj_rows' = 128") && Catch::Contains("seq_len = 64"));
   CHECK_THROWS_WITH(t.prepare(make_case("perfomer", 64), Device::cpu()), Catch::Contains("did you mean 'performer'"));
@@ -440,6 +442,26 @@ TEST_CASE("bench --quick writes a valid JSON report with every variant ok", "[li
     CHECK(result["metrics"].contains("time_exponent"));
   }
   CHECK(doc["comparisons"].size() == 3);
+}
+
+TEST_CASE("a causal grid runs every variant that applies and skips the causal linformer", "[linear_attention][cli]") {
+  const auto r = test::run_aiopt({"bench", "--technique", "linear_attention", "--quick", "--device", "cpu",
+                                  "--set", "causal=false,true", "--format", "json", "--progress", "never"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto doc = nlohmann::json::parse(r.out);
+  CHECK(test::schema_errors(doc).empty());
+  REQUIRE(doc["results"].size() == 8);
+  int skipped = 0;
+  for (const auto& result : doc["results"]) {
+    const bool causal_linformer = result["variant"] == "linformer" && result["params"]["causal"] == true;
+    CHECK(result["status"] == (causal_linformer ? "skipped" : "ok"));
+    if (causal_linformer) {
+      ++skipped;
+      CHECK_THAT(result["message"].get<std::string>(), Catch::Contains("not applicable") && Catch::Contains("causal"));
+    }
+  }
+  CHECK(skipped == 1);
 }
 
 // ---- CUDA against the CPU

@@ -47,6 +47,18 @@ std::vector<DeviceKind> default_devices() {
   return d;
 }
 
+namespace {
+
+// "technique/variant device k=v ...": a case as messages name it.
+std::string case_label(const PlannedCase& pc) {
+  std::string params;
+  for (const auto& [k, v] : pc.c.params.values())
+    params += (params.empty() ? "" : " ") + k + "=" + to_string(v);
+  return pc.c.technique + "/" + pc.c.variant + " " + to_string(pc.device) + " " + params;
+}
+
+}  // namespace
+
 Execution plan_execution(const std::vector<Experiment>& experiments, const RunFlags& flags,
                          const SettingsOverride& settings) {
   Execution ex;
@@ -56,19 +68,22 @@ Execution plan_execution(const std::vector<Experiment>& experiments, const RunFl
   const auto devices = default_devices();
   for (const auto& e : experiments) {
     const Technique& t = find_technique(e.technique);
-    for (auto& pc : expand(e, t, ex.quick, seed, devices)) ex.plan.push_back({&t, std::move(pc)});
+    for (auto& pc : expand(e, t, ex.quick, seed, devices)) {
+      // Bad parameter values stop the command before anything runs; a case that does not
+      // apply is planned and recorded as skipped when it runs.
+      try {
+        t.validate(pc.c, pc.device);
+      } catch (const InputError& error) {
+        throw InputError(case_label(pc) + ": " + error.what());
+      } catch (const NotApplicable&) {
+      }
+      ex.plan.push_back({&t, std::move(pc)});
+    }
   }
   return ex;
 }
 
 namespace {
-
-std::string case_label(const PlannedCase& pc) {
-  std::string params;
-  for (const auto& [k, v] : pc.c.params.values())
-    params += (params.empty() ? "" : " ") + k + "=" + to_string(v);
-  return pc.c.technique + "/" + pc.c.variant + " " + to_string(pc.device) + " " + params;
-}
 
 std::string group_key(const PlannedCase& pc) {
   return pc.c.technique + "|" + to_string(pc.device) + "|" + pc.c.params.to_json().dump();

@@ -19,6 +19,14 @@ class CheckFailed : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A variant that does not run with a case's parameters (a causal linformer, fp16 on the CPU).
+// The harness records the case as skipped with this message, so a grid over the parameters
+// runs every case that makes sense.
+class NotApplicable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // The device a case asks for is not present (no CUDA build, no GPU).
 // The harness records the case as skipped with this message.
 class DeviceUnavailable : public std::runtime_error {

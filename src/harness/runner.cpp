@@ -145,6 +145,9 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
   } catch (const DeviceUnavailable& e) {
     r.status = Status::skipped;
     r.message = e.what();
+  } catch (const NotApplicable& e) {
+    r.status = Status::skipped;
+    r.message = std::string("not applicable: ") + e.what();
   } catch (const CheckFailed& e) {
     r.status = Status::failed;
     r.message = std::string("check failed: ") + e.what();

@@ -11,6 +11,8 @@ bool Variant::runs_on(DeviceKind kind) const {
   return std::find(devices.begin(), devices.end(), kind) != devices.end();
 }
 
+void Technique::validate(const Case&, DeviceKind) const {}
+
 std::optional<Variant> Technique::find_variant(const std::string& name) const {
   for (auto& v : variants())
     if (v.name == name) return v;

@@ -80,8 +80,14 @@ class Technique {
   virtual std::vector<ParamSpec> params() const = 0;
   virtual std::vector<Variant> variants() const = 0;  // exactly one baseline
 
+  // Checks `c` before anything runs: throws InputError for parameter values or combinations
+  // that make no sense (the command exits 2 before the first case), NotApplicable for a
+  // variant that does not run with them on `device` (the case is skipped with the reason).
+  virtual void validate(const Case& c, DeviceKind device) const;
+
   // Prepare `c` on `device`. Throws InputError for parameter combinations that make no sense,
-  // DeviceUnavailable when the device is absent, anything else as a failure of the case.
+  // NotApplicable as validate does, DeviceUnavailable when the device is absent, anything else
+  // as a failure of the case.
   virtual std::unique_ptr<Run> prepare(const Case& c, const Device& device) const = 0;
 
   // Conveniences over the declarations above.

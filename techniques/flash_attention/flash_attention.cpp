@@ -321,6 +321,13 @@ class CpuRun : public Run {
 
 // ---- prepare
 
+void FlashAttention::validate(const Case& c, DeviceKind device) const {
+  const fa::Shape shape = fa::Shape::from(c);
+  if (device == DeviceKind::cpu && shape.dtype != DType::f32)
+    throw NotApplicable("flash_attention: dtype=" + to_string(shape.dtype) +
+                        " runs on cuda only (tensor cores); the cpu kernels are fp32");
+}
+
 std::unique_ptr<Run> FlashAttention::prepare(const Case& c, const Device& device) const {
   const auto variant = find_variant(c.variant);
   if (!variant) {
@@ -335,14 +342,10 @@ std::unique_ptr<Run> FlashAttention::prepare(const Case& c, const Device& device
     throw InputError("flash_attention: variant '" + c.variant + "' does not run on " +
                      aiopt::to_string(device.kind) + "; it runs on: " + join_names(kinds));
   }
+  validate(c, device.kind);
   const fa::Shape shape = fa::Shape::from(c);
   const fa::Method method = fa::parse_method(c.variant);
-  if (device.is_cpu()) {
-    if (shape.dtype != DType::f32)
-      throw InputError("flash_attention: dtype=" + to_string(shape.dtype) +
-                       " runs on cuda only (tensor cores); on cpu the kernels are fp32: use dtype=f32");
-    return std::make_unique<CpuRun>(shape, method);
-  }
+  if (device.is_cpu()) return std::make_unique<CpuRun>(shape, method);
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) throw DeviceUnavailable(why);
   if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)

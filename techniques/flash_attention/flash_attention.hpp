@@ -24,6 +24,7 @@ class FlashAttention : public Technique {
   std::string trade_off() const override { return "recomputation and tiling complexity vs N² memory"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
   std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
 };
 

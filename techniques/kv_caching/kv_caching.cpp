@@ -383,6 +383,8 @@ class KvRun : public Run {
 
 // ---- prepare
 
+void KvCaching::validate(const Case& c, DeviceKind) const { (void)kc::Shape::from(c); }
+
 std::unique_ptr<Run> KvCaching::prepare(const Case& c, const Device& device) const {
   const kc::Method method = kc::parse_method(c.variant);
   const kc::Shape shape = kc::Shape::from(c);

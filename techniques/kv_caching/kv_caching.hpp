@@ -27,6 +27,7 @@ class KvCaching : public Technique {
   std::string trade_off() const override { return "memory vs compute in autoregressive decoding"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
   std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
 };
 

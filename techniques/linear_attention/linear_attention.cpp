@@ -155,7 +155,7 @@ la::Shape la::Shape::from(const Case& c) {
   const std::int64_t seed = c.params.integer("projection_seed");
   if (seed < 0) throw InputError(bad_value("projection_seed", seed, "an integer >= 0"));
   if (s.kind == Kind::linformer && s.causal)
-    throw InputError("linear_attention: variant linformer does not support causal = true: its projection E·K mixes "
+    throw NotApplicable("linear_attention: variant linformer does not support causal = true: its projection E·K mixes "
                      "every position, later ones included, into each projected key, so no causal mask applies "
                      "(Wang et al. 2020 is an encoder method); allowed: causal = false for linformer, or "
                      "--variant softmax,linear_elu,performer with causal = true");
@@ -490,6 +490,8 @@ class LinearAttentionRun : public Run {
 }  // namespace
 
 // ---- prepare
+
+void LinearAttention::validate(const Case& c, DeviceKind) const { (void)la::Shape::from(c); }
 
 std::unique_ptr<Run> LinearAttention::prepare(const Case& c, const Device& device) const {
   const auto variant = find_variant(c.variant);

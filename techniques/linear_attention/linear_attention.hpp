@@ -23,6 +23,7 @@ class LinearAttention : public Technique {
   std::string trade_off() const override { return "attention quality vs complexity"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
   std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
 };
 

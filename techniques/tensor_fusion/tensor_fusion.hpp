@@ -22,6 +22,7 @@ class TensorFusion : public Technique {
   std::string trade_off() const override { return "development complexity vs memory traffic"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
   std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
 };
 
