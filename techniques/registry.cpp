@@ -10,10 +10,11 @@ namespace aiopt {
 const TechniqueList& techniques() {
   static const TechniqueList list = [] {
     TechniqueList l;
+    // In the order of README's technique table.
     l.push_back(std::make_unique<KvCaching>());
+    l.push_back(std::make_unique<FlashAttention>());
     l.push_back(std::make_unique<LinearAttention>());
     l.push_back(std::make_unique<TensorFusion>());
-    l.push_back(std::make_unique<FlashAttention>());
     return l;
   }();
   return list;
