@@ -286,7 +286,7 @@ TEST_CASE("Linformer with k = N and E = F = I is exact softmax attention", "[lin
   CHECK(worst_ratio(got, exact, 1e-5 * max_abs(v), 0.0) <= 1.0);
 }
 
-TEST_CASE("Linformer with random projections matches its float64 reference; causal is refused",
+TEST_CASE("Linformer with random projections matches its float64 reference, and causal is refused",
           "[linear_attention][cpu]") {
   const std::size_t groups = 3, n = 150, d = 16, kr = 40;
   const auto q = random_vector(groups * n * d, 51, -2.0f, 2.0f), k = random_vector(groups * n * d, 52, -2.0f, 2.0f),

@@ -368,7 +368,7 @@ TEST_CASE("bad tokens, overflow and mismatched caches are input errors", "[model
 
 // ---- sampling
 
-TEST_CASE("greedy picks the argmax; top-k 1 is greedy; a seed fixes the draws", "[model][sampling]") {
+TEST_CASE("greedy picks the argmax, top-k 1 is greedy, and a seed fixes the draws", "[model][sampling]") {
   const std::vector<float> logits{0.1f, 2.0f, -1.0f, 2.0f, 1.9f};
   CHECK(argmax(logits) == 1);  // the lower index among ties
   CHECK(sample_token(logits, SamplingParams{0.0f, 0, 1}, 0) == 1);
