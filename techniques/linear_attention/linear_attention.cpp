@@ -451,8 +451,10 @@ class LinearAttentionRun : public Run {
       bytes.push_back(static_cast<double>(f->workspace_bytes()));
     }
     if (lens.size() < 2) return;  // too short to fit (README "Exponents")
-    metrics.push_back({"time_exponent", la::loglog_slope(lens, seconds), "", Better::lower});
-    metrics.push_back({"memory_exponent", la::loglog_slope(lens, bytes), "", Better::lower});
+    // Powers, not quantities: a % change between them means nothing, so they are reported but
+    // not compared with the baseline's.
+    metrics.push_back({"time_exponent", la::loglog_slope(lens, seconds), "", Better::lower, false});
+    metrics.push_back({"memory_exponent", la::loglog_slope(lens, bytes), "", Better::lower, false});
   }
 
   // The smallest N of the ladder 128, 256, ... (up to 4·seq_len) at which this variant is faster
