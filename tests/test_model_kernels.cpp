@@ -158,10 +158,12 @@ TEST_CASE("split_qkv_int8 quantizes each cached row", "[model_kernels]") {
 }
 
 TEST_CASE("attention over the int8 cache equals attention over its dequantized values", "[model_kernels]") {
-  // Prefill (causal, q_len == kv_len), a decode step at the end of a larger cache, and a
-  // non-causal case.
+  // Prefill (causal, q_len == kv_len), a second prefill appended to a filled cache, a decode
+  // step at the end of a larger cache, and a non-causal case. From 16 queries the kernel
+  // dequantizes the cache and runs the flash kernel; below, it reads the int8 rows per query.
   const std::vector<AttentionShape> shapes{
       {2, 3, 17, 17, 32, 24, 0, true, 1.0f / std::sqrt(32.0f)},
+      {1, 2, 20, 50, 32, 64, 30, true, 1.0f / std::sqrt(32.0f)},
       {1, 4, 1, 45, 64, 60, 44, true, 0.125f},
       {2, 2, 5, 30, 16, 30, 0, false, 0.25f},
   };

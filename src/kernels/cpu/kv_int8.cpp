@@ -4,6 +4,7 @@
 
 #include "core/memory.hpp"
 #include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/attention.hpp"
 
 namespace aiopt::kernels::cpu {
 
@@ -47,11 +48,50 @@ void split_qkv_int8(const float* qkv, float* q, std::int8_t* k8, float* k_scale,
   }
 }
 
+namespace {
+
+// Queries per call from which the cache is dequantized once and attended by the flash kernel:
+// a prefill's many queries then share each dequantized row and run as BLAS products, where the
+// per-query loop below is bound by its scalar dot products (4× slower than the f32 cache's
+// prefill on `small`). One query (a decode step) reads the int8 rows directly: that is where the
+// cache's bytes are the cost.
+constexpr std::size_t dequantize_min_queries = 16;
+
+// The used rows [0, kv_len) of a (batch, heads, capacity, d) int8 cache as f32
+// (batch, heads, kv_len, d): x = s·q.
+void dequantize_cache(const std::int8_t* x8, const float* scale, float* x, const AttentionShape& shape) {
+  const std::size_t d = shape.head_dim;
+  const std::size_t heads = shape.batch * shape.heads;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::size_t bh = 0; bh < heads; ++bh)
+    for (std::size_t j = 0; j < shape.kv_len; ++j) {
+      const std::int8_t* row = x8 + (bh * shape.kv_capacity + j) * d;
+      const float s = scale[bh * shape.kv_capacity + j];
+      float* y = x + (bh * shape.kv_len + j) * d;
+#pragma omp simd
+      for (std::size_t i = 0; i < d; ++i) y[i] = s * static_cast<float>(row[i]);
+    }
+}
+
+}  // namespace
+
 void attention_int8_kv(const float* q, const std::int8_t* k8, const float* k_scale,
                        const std::int8_t* v8, const float* v_scale, float* out,
                        const AttentionShape& shape) {
   shape.validate();
   const std::size_t d = shape.head_dim;
+  if (shape.q_len >= dequantize_min_queries) {
+    // Transient f32 copies of the used rows, from the tracked allocator: a prefill's peak
+    // memory counts them.
+    const std::size_t count = shape.batch * shape.heads * shape.kv_len * d;
+    memory::Buffer<float> k(Device::cpu(), count), v(Device::cpu(), count);  // (B, H, kv_len, d)
+    dequantize_cache(k8, k_scale, k.data(), shape);
+    dequantize_cache(v8, v_scale, v.data(), shape);
+    AttentionShape dense = shape;
+    dense.kv_capacity = shape.kv_len;
+    attention_flash(q, k.data(), v.data(), out, dense);
+    return;
+  }
   const std::size_t rows = shape.batch * shape.heads * shape.q_len;
 #pragma omp parallel
   {
