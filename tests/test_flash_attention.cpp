@@ -126,6 +126,26 @@ TEST_CASE("the check fails a wrong output and a NaN", "[flash_attention]") {
   CHECK_THROWS_AS(fa::check_output(shape, in, got.data(), "flash"), CheckFailed);
 }
 
+TEST_CASE("with many heads the check compares 8 spread from the first to the last", "[flash_attention]") {
+  Case c = make_case("flash", 64);
+  c.params.set("heads", std::int64_t{64});
+  const fa::Shape shape = fa::Shape::from(c);
+  const auto heads = fa::checked_heads(shape);
+  REQUIRE(heads.size() == 8);
+  CHECK(heads.front() == 0);
+  CHECK(heads.back() == 63);
+  CHECK(std::is_sorted(heads.begin(), heads.end()));
+  CHECK(std::adjacent_find(heads.begin(), heads.end()) == heads.end());
+  // A wrong value in the last head is caught.
+  const fa::Inputs in = fa::make_inputs(shape);
+  const memory::Buffer<double> want = fa::reference_output(shape, in);
+  memory::Buffer<float> got(Device::cpu(), shape.q_elements());
+  for (std::size_t i = 0; i < got.size(); ++i) got[i] = static_cast<float>(want[i]);
+  CHECK(fa::check_output(shape, in, got.data(), "flash").max_abs < 1e-7);
+  got[got.size() - 1] += 1e-3f;
+  CHECK_THROWS_AS(fa::check_output(shape, in, got.data(), "flash"), CheckFailed);
+}
+
 TEST_CASE("the workspace exponent is the least-squares log-log slope", "[flash_attention]") {
   CHECK(fa::fitted_exponent({64, 128, 256}, {64 * 64, 128 * 128, 256 * 256}) == Approx(2.0));
   CHECK(fa::fitted_exponent({64, 128, 256}, {640, 1280, 2560}) == Approx(1.0));
