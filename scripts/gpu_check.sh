@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in two steps, for a GPU machine that cannot install packages:
 #
-#   scripts/gpu_check.sh --prepare   (here) build a CUDA bundle into gpu-bundle/: the aiopt binary,
+#   scripts/gpu_check.sh --prepare   (here) build a CUDA bundle, gpu-bundle/bundle.tar.gz: the aiopt binary,
 #                                    the test executables, and the shared libraries they need that
 #                                    a bare CUDA machine lacks (yaml-cpp, spdlog, fmt, OpenBLAS, ...)
 #   scripts/gpu_check.sh             (on the GPU machine, with gpu-bundle/ carried there) run the
@@ -21,31 +21,38 @@ if [ "${1:-}" = "--prepare" ]; then
   cmake -S . -B build-gpu -DAIOPT_CUDA=ON -DAIOPT_NATIVE=OFF -DAIOPT_TESTS=ON \
         -DCMAKE_CUDA_ARCHITECTURES="${GPU_ARCHS:-90}"
   cmake --build build-gpu -j "$(nproc)"
-  rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib"
+  stage=build-gpu/bundle
+  rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/lib"
   # aiopt and the test executables that hold GPU test cases, stripped: the bundle must travel
   # within the GPU machine's 64 MiB limit.
-  cp build-gpu/aiopt "$bundle/bin/"
+  cp build-gpu/aiopt "$stage/bin/"
   for t in build-gpu/tests/test_*; do
     # (Catch2 exits with the number of tags it listed, so that status is not a failure.)
-    [ -x "$t" ] && [ -f "$t" ] && { "$t" --list-tags || true; } | grep -q '\[gpu\]' && cp "$t" "$bundle/bin/"
+    [ -x "$t" ] && [ -f "$t" ] && { "$t" --list-tags || true; } | grep -q '\[gpu\]' && cp "$t" "$stage/bin/"
   done
-  strip --strip-unneeded "$bundle"/bin/*
+  strip --strip-unneeded "$stage"/bin/*
   # The shared libraries a bare CUDA machine lacks: all the binaries load but glibc, the C++ and
   # GCC runtimes (the GPU machine's own are newer) and CUDA's libraries.
-  for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \//{print $3}' | sort -u |
+  for exe in "$stage"/bin/*; do ldd "$exe"; done | awk '/=> \//{print $3}' | sort -u |
     grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt)[.-]' |
-    while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
-  cp -r configs schemas "$bundle/"
-  mkdir -p "$bundle/scripts" && cp scripts/sdpa_reference.py "$bundle/scripts/"
-  du -sh "$bundle"
+    while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+  cp -r configs schemas "$stage/"
+  mkdir -p "$stage/scripts" && cp scripts/sdpa_reference.py "$stage/scripts/"
+  # Compressed with gzip, which every machine has (66 MB -> 22 MB), so that it travels well
+  # within the device tool's 64 MiB.
+  rm -rf "$bundle" && mkdir -p "$bundle"
+  tar -czf "$bundle/bundle.tar.gz" -C "$stage" .
+  du -sh "$stage" "$bundle"
   exit 0
 fi
 
 out="${OUT:-./gpu-out}"
 mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-bin="$bundle/bin"
-[ -x "$bin/aiopt" ] || { echo "gpu_check.sh: no $bin/aiopt; run 'scripts/gpu_check.sh --prepare' first and carry $bundle"; exit 2; }
+[ -f "$bundle/bundle.tar.gz" ] || { echo "gpu_check.sh: no $bundle/bundle.tar.gz; run 'scripts/gpu_check.sh --prepare' first and carry $bundle"; exit 2; }
+unpacked="$(mktemp -d)"
+tar -xzf "$bundle/bundle.tar.gz" -C "$unpacked"
+export LD_LIBRARY_PATH="$unpacked/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+bin="$unpacked/bin"
 
 status=0
 step() {  # step NAME COMMAND...: run, log to $out/NAME.log, remember failures
@@ -77,7 +84,7 @@ step flash_attention "$bin/aiopt" bench --technique flash_attention --device cud
   --set dtype=f16,bf16,f32 -o "$out/flash_attention.json" -o "$out/flash_attention.md"
 # PyTorch's scaled_dot_product_attention at the headline shape, where the machine has torch;
 # exit 3 (recorded in the log) when it has not.
-python3 "$bundle/scripts/sdpa_reference.py" --batch 1 --heads 64 --seq-len 4096 --head-dim 128 --dtype f16 \
+python3 "$unpacked/scripts/sdpa_reference.py" --batch 1 --heads 64 --seq-len 4096 --head-dim 128 --dtype f16 \
   >"$out/sdpa_reference.json" 2>&1
 echo "== sdpa_reference: exit $? $(cat "$out/sdpa_reference.json")"
 step linear_attention "$bin/aiopt" bench --technique linear_attention --device cuda --progress never \

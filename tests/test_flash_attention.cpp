@@ -176,7 +176,7 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[flash_at
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[flash_attention]") {
   const FlashAttention t;
   const std::string why = cuda::unavailable_reason();
-  if (!why.empty()) CHECK_THROWS_WITH(t.prepare(make_case("flash", 64), Device::cuda()), why);
+  if (!why.empty()) CHECK_THROWS_WITH(t.prepare(make_case("flash", 64), Device::cuda()), Catch::Contains(why));
   CHECK_THROWS_AS(t.prepare(make_case("flash", 64), Device::cuda(cuda::device_count())), DeviceUnavailable);
 }
 

@@ -420,7 +420,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) {
     CHECK_THROWS_AS(t.prepare(make_case("linear_elu", 64), Device::cuda()), DeviceUnavailable);
-    CHECK_THROWS_WITH(t.prepare(make_case("linear_elu", 64), Device::cuda()), why);
+    CHECK_THROWS_WITH(t.prepare(make_case("linear_elu", 64), Device::cuda()), Catch::Contains(why));
   }
   CHECK_THROWS_AS(t.prepare(make_case("linear_elu", 64), Device::cuda(cuda::device_count())), DeviceUnavailable);
 }

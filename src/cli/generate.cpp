@@ -48,11 +48,11 @@ Device parse_device(const std::string& text) {
   } else {
     throw InputError("--device '" + text + "' is unknown (allowed: cpu, cuda, cuda:N)");
   }
-  const std::string why = cuda::unavailable_reason();
-  if (!why.empty()) throw InputError("--device " + text + ": " + why);
-  if (device.index >= cuda::device_count())
-    throw InputError("--device " + text + ": this machine has " + std::to_string(cuda::device_count()) +
-                     " CUDA device(s)");
+  try {
+    cuda::require_device(device.index);
+  } catch (const DeviceUnavailable& e) {
+    throw InputError("--device " + text + ": " + e.what());  // asked for by name: bad input here
+  }
   return device;
 }
 

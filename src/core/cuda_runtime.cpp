@@ -1,5 +1,7 @@
 #include "core/cuda_runtime.hpp"
 
+#include "core/error.hpp"
+
 #ifdef AIOPT_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -78,5 +80,14 @@ int runtime_version() { return 0; }
 int driver_version() { return 0; }
 
 #endif
+
+void require_device(int index) {
+  if (const std::string why = unavailable_reason(); !why.empty())
+    throw DeviceUnavailable("cuda:" + std::to_string(index) + ": " + why);
+  if (const int count = device_count(); index < 0 || index >= count)
+    throw DeviceUnavailable("cuda:" + std::to_string(index) + " does not exist; this machine has " +
+                            std::to_string(count) + " CUDA device(s)" +
+                            (count > 0 ? ", cuda:0 to cuda:" + std::to_string(count - 1) : std::string()));
+}
 
 }  // namespace aiopt::cuda

@@ -13,6 +13,10 @@ bool built_with_cuda();
 std::string unavailable_reason();
 int device_count();  // 0 when unavailable
 
+// Throws DeviceUnavailable with the reason when CUDA device `index` cannot be used: no CUDA in
+// this build, no GPU, or an index this machine does not have.
+void require_device(int index);
+
 struct DeviceInfo {
   int index = 0;
   std::string name;

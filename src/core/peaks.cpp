@@ -290,12 +290,7 @@ double host_sgemm_gflops() {
 }
 
 double cuda_copy_gbs(int device) {
-  if (const std::string why = cuda::unavailable_reason(); !why.empty())
-    throw DeviceUnavailable("cuda:" + std::to_string(device) + ": " + why);
-  if (const int count = cuda::device_count(); device < 0 || device >= count)
-    throw DeviceUnavailable("cuda:" + std::to_string(device) + " does not exist; this machine has " +
-                            std::to_string(count) + " CUDA device(s), cuda:0 to cuda:" +
-                            std::to_string(count - 1));
+  cuda::require_device(device);
 #ifdef AIOPT_HAVE_CUDA
   static std::map<int, double> cache;  // by device
   std::lock_guard lock(probe_mutex);

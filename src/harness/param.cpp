@@ -104,4 +104,18 @@ Params Params::from_json(const nlohmann::json& j) {
   return p;
 }
 
+ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
+                        double min, double max, const std::string& unit, const std::string& help) {
+  ParamSpec p;
+  p.name = name;
+  p.type = ParamType::integer;
+  p.default_value = value;
+  if (quick) p.quick_value = *quick;
+  p.min = min;
+  if (std::isfinite(max)) p.max = max;
+  p.unit = unit;
+  p.help = help;
+  return p;
+}
+
 }  // namespace aiopt

@@ -34,6 +34,11 @@ struct ParamSpec {
   nlohmann::json to_json() const;
 };
 
+// An integer parameter in [min, max] (max +inf: no upper bound) with `quick` as its --quick value when
+// given: the most common spec, in one call.
+ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
+                        double min, double max, const std::string& unit, const std::string& help);
+
 // The values of one case: every parameter of the technique's spec, by name.
 class Params {
  public:

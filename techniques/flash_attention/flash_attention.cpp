@@ -22,24 +22,6 @@ std::string FlashAttention::summary() const {
   return "exact attention: N×N scores materialized (naive) vs tiled online softmax (flash) vs query chunks";
 }
 
-namespace {
-
-ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
-                        double min, double max, const std::string& unit, const std::string& help) {
-  ParamSpec p;
-  p.name = name;
-  p.type = ParamType::integer;
-  p.default_value = value;
-  if (quick) p.quick_value = *quick;
-  p.min = min;
-  p.max = max;
-  p.unit = unit;
-  p.help = help;
-  return p;
-}
-
-}  // namespace
-
 std::vector<ParamSpec> FlashAttention::params() const {
   ParamSpec head_dim;
   head_dim.name = "head_dim";
@@ -370,11 +352,7 @@ std::unique_ptr<Run> FlashAttention::prepare(const Case& c, const Device& device
   const fa::Shape shape = fa::Shape::from(c);
   const fa::Method method = fa::parse_method(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, method);
-  const std::string why = cuda::unavailable_reason();
-  if (!why.empty()) throw DeviceUnavailable(why);
-  if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
-    throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
-                            " CUDA device(s)");
+  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return fa::prepare_cuda(shape, method, device);
 #else

@@ -38,36 +38,14 @@ std::vector<ParamSpec> KvCaching::params() const {
              "default 512 + 128 fit the small preset); 0: the preset's";
   }
 
-  ParamSpec prompt_len;
-  prompt_len.name = "prompt_len";
-  prompt_len.type = ParamType::integer;
-  prompt_len.default_value = std::int64_t{512};
-  prompt_len.quick_value = std::int64_t{32};
-  prompt_len.min = 1;
-  prompt_len.unit = "tokens";
-  prompt_len.help = "prompt length (random tokens from the seed); prompt_len + gen_tokens <= the model's context";
-
-  ParamSpec gen_tokens;
-  gen_tokens.name = "gen_tokens";
-  gen_tokens.type = ParamType::integer;
-  gen_tokens.default_value = std::int64_t{128};
-  gen_tokens.quick_value = std::int64_t{16};
-  gen_tokens.min = 5;
-  gen_tokens.unit = "tokens";
-  gen_tokens.help = "tokens generated greedily after the prompt (at least 5: the decode steps are reported in "
-                    "4 position buckets)";
-
-  ParamSpec batch;
-  batch.name = "batch";
-  batch.type = ParamType::integer;
-  batch.default_value = std::int64_t{1};
-  batch.min = 1;
-  batch.unit = "sequences";
-  batch.help = "sequences generated together, each with its own random prompt";
-
-  out.push_back(prompt_len);
-  out.push_back(gen_tokens);
-  out.push_back(batch);
+  out.push_back(integer_param("prompt_len", 512, 32, 1, std::numeric_limits<double>::infinity(), "tokens",
+                              "prompt length (random tokens from the seed); prompt_len + gen_tokens <= the "
+                              "model's context"));
+  out.push_back(integer_param("gen_tokens", 128, 16, 5, std::numeric_limits<double>::infinity(), "tokens",
+                              "tokens generated greedily after the prompt (at least 5: the decode steps are "
+                              "reported in 4 position buckets)"));
+  out.push_back(integer_param("batch", 1, std::nullopt, 1, std::numeric_limits<double>::infinity(), "sequences",
+                              "sequences generated together, each with its own random prompt"));
   return out;
 }
 
@@ -388,13 +366,7 @@ void KvCaching::validate(const Case& c, DeviceKind) const { (void)kc::Shape::fro
 std::unique_ptr<Run> KvCaching::prepare(const Case& c, const Device& device) const {
   const kc::Method method = kc::parse_method(c.variant);
   const kc::Shape shape = kc::Shape::from(c);
-  if (device.is_cuda()) {
-    const std::string why = cuda::unavailable_reason();
-    if (!why.empty()) throw DeviceUnavailable(why);
-    if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
-      throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
-                              " CUDA device(s)");
-  }
+  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<KvRun>(shape, method, device);
 }
 

@@ -24,24 +24,6 @@ std::string LinearAttention::summary() const {
   return "exact softmax attention (O(N²)) vs kernelized attention in O(N): elu+1, Performer's FAVOR+, Linformer";
 }
 
-namespace {
-
-ParamSpec integer_param(const std::string& name, std::int64_t def, std::optional<std::int64_t> quick, double min,
-                        double max, const std::string& unit, const std::string& help) {
-  ParamSpec p;
-  p.name = name;
-  p.type = ParamType::integer;
-  p.default_value = def;
-  if (quick) p.quick_value = *quick;
-  p.min = min;
-  p.max = max;
-  p.unit = unit;
-  p.help = help;
-  return p;
-}
-
-}  // namespace
-
 std::vector<ParamSpec> LinearAttention::params() const {
   ParamSpec causal;
   causal.name = "causal";
@@ -504,13 +486,7 @@ std::unique_ptr<Run> LinearAttention::prepare(const Case& c, const Device& devic
                      did_you_mean(c.variant, names));
   }
   const la::Shape shape = la::Shape::from(c);
-  if (device.is_cuda()) {
-    const std::string why = cuda::unavailable_reason();
-    if (!why.empty()) throw DeviceUnavailable(why);
-    if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
-      throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
-                              " CUDA device(s)");
-  }
+  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<LinearAttentionRun>(shape, device);
 }
 

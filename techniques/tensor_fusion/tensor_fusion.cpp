@@ -448,11 +448,7 @@ std::unique_ptr<Run> TensorFusion::prepare(const Case& c, const Device& device) 
     if (shape.dtype == tf::Dtype::bf16) return std::make_unique<CpuRun<cpu::bf16>>(shape, fused);
     return std::make_unique<CpuRun<float>>(shape, fused);
   }
-  const std::string why = cuda::unavailable_reason();
-  if (!why.empty()) throw DeviceUnavailable(why);
-  if (const int count = cuda::device_count(); device.index < 0 || device.index >= count)
-    throw DeviceUnavailable(aiopt::to_string(device) + " does not exist; this machine has " + std::to_string(count) +
-                            " CUDA device(s)");
+  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return tf::prepare_cuda(shape, c.variant, device);
 #else
