@@ -193,7 +193,7 @@ double fa::tolerance(DType dtype) {
 }
 
 std::vector<std::size_t> fa::checked_heads(const Shape& s) {
-  constexpr std::size_t most = 8;
+  constexpr std::size_t most = 4;
   const std::size_t heads = s.attention.batch * s.attention.heads;
   std::vector<std::size_t> picked;
   if (heads <= most) {

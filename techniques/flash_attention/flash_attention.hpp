@@ -69,7 +69,7 @@ Errors errors(const float* got, const double* want, std::size_t n);
 // Stated tolerance on max_abs_error per dtype (flash_attention.cpp gives the derivation).
 double tolerance(DType dtype);
 
-// The (batch, head) pairs the check compares: all of them up to 8, else 8 spread evenly from the
+// The (batch, head) pairs the check compares: all of them up to 4, else 4 spread evenly from the
 // first to the last. The float64 reference costs 4·N²·d scalar operations per head: checking all
 // 64 heads of an N = 4096, d = 128 case would take minutes of CPU per case.
 std::vector<std::size_t> checked_heads(const Shape& shape);
