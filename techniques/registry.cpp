@@ -3,6 +3,7 @@
 #include "techniques/flash_attention/flash_attention.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
 #include "techniques/linear_attention/linear_attention.hpp"
+#include "techniques/quantization/quantization.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 namespace aiopt {
@@ -13,6 +14,7 @@ const TechniqueList& techniques() {
     // In the order of README's technique table.
     l.push_back(std::make_unique<KvCaching>());
     l.push_back(std::make_unique<FlashAttention>());
+    l.push_back(std::make_unique<Quantization>());
     l.push_back(std::make_unique<LinearAttention>());
     l.push_back(std::make_unique<TensorFusion>());
     return l;

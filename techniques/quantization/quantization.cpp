@@ -1,0 +1,309 @@
+#include "techniques/quantization/quantization.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/half.hpp"
+#include "core/memory.hpp"
+#include "core/rng.hpp"
+#include "core/spelling.hpp"
+#include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/gemm_int8.hpp"
+#include "kernels/cpu/quantize.hpp"
+#include "kernels/cpu/weights_half.hpp"
+
+namespace aiopt {
+
+namespace cpu = kernels::cpu;
+namespace qz = quantization;
+
+std::string Quantization::summary() const {
+  return "a linear layer's product with fp32 weights vs fp16, bf16, int8 (dynamic or static activation "
+         "scales) and group-wise int4 weights";
+}
+
+std::vector<ParamSpec> Quantization::params() const {
+  const double unbounded = std::numeric_limits<double>::infinity();
+  ParamSpec group;
+  group.name = "group_size";
+  group.type = ParamType::choice;
+  group.default_value = std::string("64");
+  group.choices = {"32", "64", "128"};
+  group.unit = "inputs";
+  group.help = "int4_weight_only: consecutive inputs sharing one fp16 scale (k must be a multiple)";
+  ParamSpec zero_point;
+  zero_point.name = "zero_point";
+  zero_point.type = ParamType::boolean;
+  zero_point.default_value = false;
+  zero_point.help = "int4_weight_only: asymmetric groups, q in [0, 15] with a zero point (else symmetric, q in [-8, 7])";
+  return {
+      integer_param("m", 1, std::nullopt, 1, 1 << 20, "rows",
+                    "tokens per product: 1 is a decode step's GEMV, more a prefill's GEMM"),
+      integer_param("n", 14336, 1024, 1, 1 << 20, "outputs", "output features (rows of W)"),
+      integer_param("k", 4096, 512, 1, cpu::int8_max_k, "inputs", "input features (columns of W)"),
+      group,
+      zero_point,
+      integer_param("calibration_rows", 256, 64, 1, unbounded, "rows",
+                    "int8_static: tokens of a calibration batch the activation scale is taken from"),
+  };
+}
+
+std::vector<Variant> Quantization::variants() const {
+  const std::vector<DeviceKind> cpu_only = {DeviceKind::cpu};
+  return {
+      {"fp32", "fp32 weights and activations (OpenBLAS sgemm; sgemv for one row)", true, cpu_only},
+      {"fp16", "weights stored as fp16, widened in registers (F16C); fp32 activations and sums", false, cpu_only},
+      {"bf16", "weights stored as bf16, widened in registers; fp32 activations and sums", false, cpu_only},
+      {"int8_dynamic", "int8 weights (per output channel) and activations (per token, scale computed each step); "
+                       "int32 sums (AVX-512 VNNI / AVX2)", false, cpu_only},
+      {"int8_static", "as int8_dynamic with one activation scale from a calibration batch", false, cpu_only},
+      {"int4_weight_only", "int4 weights in groups with fp16 scales, dequantized in registers; fp32 activations",
+       false, cpu_only},
+  };
+}
+
+// ---- the case
+
+qz::Format qz::parse_format(const std::string& variant) {
+  if (variant == "fp32") return Format::fp32;
+  if (variant == "fp16") return Format::fp16;
+  if (variant == "bf16") return Format::bf16;
+  if (variant == "int8_dynamic") return Format::int8_dynamic;
+  if (variant == "int8_static") return Format::int8_static;
+  if (variant == "int4_weight_only") return Format::int4_weight_only;
+  throw InputError("quantization: unknown variant " + in_quotes(variant));
+}
+
+qz::Shape qz::Shape::from(const Case& c) {
+  Shape s;
+  s.m = static_cast<std::size_t>(c.params.integer("m"));
+  s.n = static_cast<std::size_t>(c.params.integer("n"));
+  s.k = static_cast<std::size_t>(c.params.integer("k"));
+  s.group = std::stoul(c.params.string("group_size"));
+  s.int4_mode = c.params.boolean("zero_point") ? cpu::Int4Mode::asymmetric : cpu::Int4Mode::symmetric;
+  s.calibration_rows = static_cast<std::size_t>(c.params.integer("calibration_rows"));
+  s.seed = c.seed;
+  if (c.variant == "int4_weight_only" && s.k % s.group != 0)
+    throw InputError("quantization: k = " + std::to_string(s.k) + " is not a multiple of group_size = " +
+                     std::to_string(s.group) + "; allowed: k a multiple of the group size for int4_weight_only");
+  return s;
+}
+
+std::vector<float> qz::make_weights(const Shape& s) {
+  std::vector<float> w(s.n * s.k);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.k));
+  const std::uint64_t seed = rng::bits(s.seed, 1);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = (2.0f * rng::uniform(seed, i) - 1.0f) * scale;
+  return w;
+}
+
+std::vector<float> qz::make_activations(const Shape& s, std::size_t rows, std::uint64_t stream) {
+  std::vector<float> x(rows * s.k);
+  const std::uint64_t seed = rng::bits(s.seed, stream);
+  for (std::size_t r = 0; r < rows; ++r) {
+    // The token's magnitude: counter past the elements, so it is independent of them.
+    const float magnitude = std::exp(3.0f * rng::uniform(seed, x.size() + r) - 1.5f);
+    for (std::size_t p = 0; p < s.k; ++p)
+      x[r * s.k + p] = (2.0f * rng::uniform(seed, r * s.k + p) - 1.0f) * magnitude;
+  }
+  return x;
+}
+
+std::vector<std::size_t> qz::checked_rows(std::size_t m) {
+  constexpr std::size_t most = 8;
+  std::vector<std::size_t> rows;
+  if (m <= most) {
+    for (std::size_t i = 0; i < m; ++i) rows.push_back(i);
+  } else {
+    for (std::size_t i = 0; i < most; ++i) rows.push_back(i * (m - 1) / (most - 1));
+  }
+  return rows;
+}
+
+void Quantization::validate(const Case& c, DeviceKind) const { (void)qz::Shape::from(c); }
+
+// ---- the run
+
+namespace {
+
+class CpuRun : public Run {
+ public:
+  CpuRun(const qz::Shape& s, qz::Format format)
+      : s_(s), format_(format), w_(qz::make_weights(s)), x_(Device::cpu(), s.m * s.k), y_(Device::cpu(), s.m * s.n) {
+    const std::vector<float> x = qz::make_activations(s, s.m, 2);
+    std::copy(x.begin(), x.end(), x_.data());
+    // The stored weights: the bytes this format keeps, measured as what stays allocated.
+    const std::size_t before = memory::usage(Device::cpu()).current;
+    switch (format_) {
+      case qz::Format::fp32:
+        w32_ = memory::Buffer<float>(Device::cpu(), w_.size());
+        std::copy(w_.begin(), w_.end(), w32_.data());
+        break;
+      case qz::Format::fp16:
+      case qz::Format::bf16:
+        w16_ = memory::Buffer<std::uint16_t>(Device::cpu(), w_.size());
+        convert(w_.data(), w16_.data(), w_.size(), half_dtype());
+        break;
+      case qz::Format::int8_dynamic:
+      case qz::Format::int8_static:
+        w8_ = cpu::quantize_pack_int8_weights(w_.data(), s.n, s.k);
+        xq_ = cpu::QuantizedActivations(s.m, s.k);
+        break;
+      case qz::Format::int4_weight_only:
+        w4_ = cpu::quantize_int4(w_.data(), s.n, s.k, s.group, s.int4_mode);
+        break;
+    }
+    weight_bytes_ = memory::usage(Device::cpu()).current - before - xq_.bytes();
+    if (format_ == qz::Format::int8_static) {
+      // The scale that maps the calibration batch's largest |x| to 127.
+      const std::vector<float> calibration = qz::make_activations(s, s.calibration_rows, 3);
+      float max_abs = 0.0f;
+      for (float v : calibration) max_abs = std::max(max_abs, std::fabs(v));
+      static_scale_ = cpu::int8_scale(max_abs);
+    }
+  }
+
+  void step() override {
+    switch (format_) {
+      case qz::Format::fp32:
+        cpu::linear(x_.data(), w32_.data(), nullptr, y_.data(), s_.m, s_.k, s_.n);
+        break;
+      case qz::Format::fp16:
+      case qz::Format::bf16:
+        cpu::gemm_half(w16_.data(), half_dtype(), x_.data(), nullptr, y_.data(), s_.m, s_.n, s_.k);
+        break;
+      case qz::Format::int8_dynamic:
+        cpu::quantize_activations_dynamic(x_.data(), xq_);
+        cpu::gemm_int8(xq_, w8_, nullptr, y_.data());
+        break;
+      case qz::Format::int8_static:
+        clip_ = cpu::quantize_activations_static(x_.data(), static_scale_, xq_);
+        cpu::gemm_int8(xq_, w8_, nullptr, y_.data());
+        break;
+      case qz::Format::int4_weight_only:
+        cpu::gemm_int4(w4_, x_.data(), nullptr, y_.data(), s_.m);
+        break;
+    }
+  }
+
+  // The weights once, the activations and the output: a GEMV's traffic, a GEMM's lower bound.
+  Work work() const override {
+    const double bytes = static_cast<double>(weight_bytes_) + 4.0 * static_cast<double>(s_.m * (s_.k + s_.n));
+    return {.bytes = bytes, .flops = s_.flops()};
+  }
+
+  std::vector<Metric> finish() override;
+
+ private:
+  DType half_dtype() const { return format_ == qz::Format::fp16 ? DType::f16 : DType::bf16; }
+
+  // Row j of the weights as this format stores them, widened to double: ŵ.
+  void stored_weight_row(std::size_t j, std::vector<double>& row) const {
+    switch (format_) {
+      case qz::Format::fp32:
+        for (std::size_t p = 0; p < s_.k; ++p) row[p] = w32_[j * s_.k + p];
+        break;
+      case qz::Format::fp16:
+      case qz::Format::bf16:
+        for (std::size_t p = 0; p < s_.k; ++p) {
+          const std::uint16_t h = w16_[j * s_.k + p];
+          row[p] = format_ == qz::Format::fp16 ? f16_to_float(h) : bf16_to_float(h);
+        }
+        break;
+      case qz::Format::int8_dynamic:
+      case qz::Format::int8_static:
+        for (std::size_t p = 0; p < s_.k; ++p) row[p] = static_cast<double>(w8_.scale[j]) * w8_.value(j, p);
+        break;
+      case qz::Format::int4_weight_only: {
+        std::vector<float> f(s_.k);
+        cpu::dequantize_int4_rows(w4_, j, 1, f.data());
+        for (std::size_t p = 0; p < s_.k; ++p) row[p] = f[p];
+        break;
+      }
+    }
+  }
+
+  // Row i of the activations as the product consumed them: x̂ (quantized for int8, else x).
+  void consumed_activation_row(std::size_t i, std::vector<double>& row) const {
+    const bool int8 = format_ == qz::Format::int8_dynamic || format_ == qz::Format::int8_static;
+    for (std::size_t p = 0; p < s_.k; ++p)
+      row[p] = int8 ? static_cast<double>(xq_.scale[i]) * xq_.value(i, p) : x_[i * s_.k + p];
+  }
+
+  qz::Shape s_;
+  qz::Format format_;
+  std::vector<float> w_;  // the fp32 weights, for the reference (untracked: not the format's)
+  memory::Buffer<float> x_, y_;
+  memory::Buffer<float> w32_;
+  memory::Buffer<std::uint16_t> w16_;
+  cpu::PackedInt8Weights w8_;
+  cpu::QuantizedActivations xq_;
+  cpu::Int4Matrix w4_;
+  std::size_t weight_bytes_ = 0;
+  float static_scale_ = 0.0f;
+  cpu::ClipCount clip_;
+};
+
+// Two comparisons on the checked rows, in double:
+//  - the kernel: y against Σ x̂·ŵ, the exact product of what it consumed (the stored weights and,
+//    for int8, the quantized activations). fp32 sums of k products err by at most
+//    (k + 2)·u·Σ|x̂·ŵ| (u = 2^-24; Higham §3.1), the int8 sums are exact in int32 and only the
+//    final scale multiply rounds (2u·|y|); the int4 kernel's bound is (k + 8)·u·Σ|x̂·ŵ|
+//    (weights_int4.hpp). Beyond (k + 8)·u·Σ|x̂·ŵ| + 2u·|y| the kernel is wrong: CheckFailed.
+//  - the format: y against Σ x·w with the original fp32 weights and activations, reported as the
+//    quantization's cost (max and mean error relative to the largest and the mean |y|).
+std::vector<Metric> CpuRun::finish() {
+  constexpr double u = 1.0 / (1 << 24);
+  std::vector<double> w_row(s_.k), x_row(s_.k);
+  double max_error = 0.0, sum_error = 0.0, max_ref = 0.0, sum_ref = 0.0;
+  for (std::size_t i : qz::checked_rows(s_.m)) {
+    consumed_activation_row(i, x_row);
+    for (std::size_t j = 0; j < s_.n; ++j) {
+      stored_weight_row(j, w_row);
+      double consumed = 0.0, magnitude = 0.0, exact = 0.0;
+      for (std::size_t p = 0; p < s_.k; ++p) {
+        consumed += x_row[p] * w_row[p];
+        magnitude += std::fabs(x_row[p] * w_row[p]);
+        exact += static_cast<double>(x_[i * s_.k + p]) * w_[j * s_.k + p];
+      }
+      const double got = y_[i * s_.n + j];
+      const double bound = (static_cast<double>(s_.k) + 8.0) * u * magnitude + 2.0 * u * std::fabs(consumed);
+      if (!(std::fabs(got - consumed) <= bound)) {
+        std::ostringstream m;
+        m << "quantization: y[" << i << ", " << j << "] = " << got << " but the exact product of the stored "
+          << "operands is " << consumed << " (bound " << bound << ")";
+        throw CheckFailed(m.str());
+      }
+      const double e = std::fabs(got - exact);
+      max_error = std::max(max_error, e);
+      sum_error += e;
+      max_ref = std::max(max_ref, std::fabs(exact));
+      sum_ref += std::fabs(exact);
+    }
+  }
+  std::vector<Metric> metrics = {
+      {"weight_bytes", static_cast<double>(weight_bytes_), "B", Better::lower},
+      {"bytes_per_weight", static_cast<double>(weight_bytes_) / static_cast<double>(s_.n * s_.k), "B",
+       Better::lower},
+      {"max_rel_error", max_ref > 0.0 ? max_error / max_ref : max_error, "", Better::lower},
+      {"mean_rel_error", sum_ref > 0.0 ? sum_error / sum_ref : sum_error, "", Better::lower},
+  };
+  if (format_ == qz::Format::int8_static)
+    metrics.push_back({"clipped_fraction", clip_.fraction(), "", Better::lower});
+  return metrics;
+}
+
+}  // namespace
+
+std::unique_ptr<Run> Quantization::prepare(const Case& c, const Device& device) const {
+  const qz::Shape shape = qz::Shape::from(c);
+  if (!device.is_cpu()) throw std::logic_error("quantization: every variant runs on the cpu only");
+  return std::make_unique<CpuRun>(shape, qz::parse_format(c.variant));
+}
+
+}  // namespace aiopt

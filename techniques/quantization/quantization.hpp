@@ -1,0 +1,57 @@
+#pragma once
+// quantization: a linear layer's product y = x·Wᵀ with the weights (and for int8 the
+// activations) stored in fewer bits: fp32 (baseline), fp16, bf16, int8 with dynamic or static
+// activation scales, and group-wise int4 weights. Speed, weight bytes, and the error against
+// the fp32 product. See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/technique.hpp"
+#include "kernels/cpu/weights_int4.hpp"
+
+namespace aiopt {
+
+class Quantization : public Technique {
+ public:
+  std::string name() const override { return "quantization"; }
+  std::string summary() const override;
+  std::string trade_off() const override { return "accuracy vs speed and memory"; }
+  std::vector<ParamSpec> params() const override;
+  std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+};
+
+// The pieces the runs and the tests share.
+namespace quantization {
+
+enum class Format { fp32, fp16, bf16, int8_dynamic, int8_static, int4_weight_only };
+Format parse_format(const std::string& variant);
+
+// One case, parsed and checked.
+struct Shape {
+  std::size_t m = 1, n = 0, k = 0;  // y (m, n) = x (m, k) · Wᵀ, W (n, k)
+  std::size_t group = 64;           // int4: inputs per scale
+  kernels::cpu::Int4Mode int4_mode = kernels::cpu::Int4Mode::symmetric;
+  std::size_t calibration_rows = 256;  // int8_static: rows the activation scale is taken from
+  std::uint64_t seed = 0;
+
+  static Shape from(const Case& c);
+  double flops() const { return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k); }
+};
+
+// The workload's inputs, the same for every format: W uniform in [−1, 1]/√k; x row i uniform in
+// [−1, 1] times a per-token magnitude e^u, u uniform in [−1.5, 1.5], so tokens differ in range
+// as a transformer's activations do. Row r of the calibration set (int8_static) is drawn the
+// same way from its own counters.
+std::vector<float> make_weights(const Shape& s);                         // (n, k)
+std::vector<float> make_activations(const Shape& s, std::size_t rows, std::uint64_t stream);  // (rows, k)
+
+// The rows of y the checks compare: all up to 8, else 8 spread from the first to the last.
+std::vector<std::size_t> checked_rows(std::size_t m);
+
+}  // namespace quantization
+}  // namespace aiopt

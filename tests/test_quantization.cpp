@@ -1,0 +1,125 @@
+// quantization: the technique's CPU runs and their checks. Every run compares its output with
+// the exact product of the operands it stored (a wrong kernel fails the case; the bound is in
+// quantization.cpp) and reports its error against the fp32 product; here the formats' weight
+// bytes are checked against their layouts, and their errors against their order of precision.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+#include "support/process.hpp"
+#include "support/schema.hpp"
+#include "techniques/quantization/quantization.hpp"
+
+using namespace aiopt;
+namespace qz = aiopt::quantization;
+using json = nlohmann::json;
+
+namespace {
+
+Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::int64_t k,
+               const std::string& group = "64", bool zero_point = false) {
+  Case c;
+  c.technique = "quantization";
+  c.variant = variant;
+  c.params.set("m", m);
+  c.params.set("n", n);
+  c.params.set("k", k);
+  c.params.set("group_size", group);
+  c.params.set("zero_point", zero_point);
+  c.params.set("calibration_rows", std::int64_t{32});
+  c.seed = 11;
+  return c;
+}
+
+std::map<std::string, double> run_case(const Case& c) {
+  const Quantization t;
+  auto run = t.prepare(c, Device::cpu());
+  run->step();
+  std::map<std::string, double> out;
+  for (const auto& m : run->finish()) out[m.name] = m.value;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every format passes its kernel check, for a GEMV and a GEMM", "[quantization][cpu]") {
+  const std::vector<std::string> formats = {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static",
+                                            "int4_weight_only"};
+  for (std::int64_t m : {1, 19}) {
+    std::map<std::string, std::map<std::string, double>> metrics;
+    for (const auto& f : formats) {
+      INFO(f << " m=" << m);
+      metrics[f] = run_case(make_case(f, m, 67, 256));
+    }
+    // Bytes per weight as the layouts state them (k = 256, n = 67): fp32 4, f16/bf16 2, int8 1
+    // plus a scale and a compensation per output channel (8/k), int4 g64 symmetric 1/2 + 2/64.
+    CHECK(metrics["fp32"]["bytes_per_weight"] == 4.0);
+    CHECK(metrics["fp16"]["bytes_per_weight"] == 2.0);
+    CHECK(metrics["bf16"]["bytes_per_weight"] == 2.0);
+    // int8 rows are padded to 64 output channels: (128 channels · (256 + 8)) / (67 · 256) bytes.
+    CHECK(metrics["int8_dynamic"]["bytes_per_weight"] == Approx(128.0 * (256 + 8) / (67.0 * 256)));
+    CHECK(metrics["int4_weight_only"]["bytes_per_weight"] == Approx(0.5 + 2.0 / 64));
+    // Fewer bits, more error: fp32's is its rounding (~1e-7), f16 keeps 11 bits, bf16 8, int8
+    // 7 bits + sign with per-row scales, int4 3 bits + sign.
+    const auto err = [&](const std::string& f) { return metrics[f]["mean_rel_error"]; };
+    CHECK(err("fp32") < 1e-6);
+    CHECK(err("fp32") < err("fp16"));
+    CHECK(err("fp16") < err("bf16"));
+    CHECK(err("bf16") < err("int8_dynamic"));
+    CHECK(err("int8_dynamic") < err("int4_weight_only"));
+    CHECK(err("int4_weight_only") < 0.2);
+    CHECK(metrics["int8_static"].count("clipped_fraction") == 1);
+  }
+}
+
+TEST_CASE("a static scale from a calibration batch clips the tokens larger than it saw", "[quantization][cpu]") {
+  // One calibration row sees one token's range; the tokens' magnitudes differ by up to e^3, so
+  // larger ones clip, and their error exceeds dynamic per-token scaling's.
+  Case c = make_case("int8_static", 64, 32, 128);
+  c.params.set("calibration_rows", std::int64_t{1});
+  const auto clipped = run_case(c);
+  const auto dynamic = run_case(make_case("int8_dynamic", 64, 32, 128));
+  CHECK(clipped.at("clipped_fraction") > 0.0);
+  CHECK(clipped.at("max_rel_error") > dynamic.at("max_rel_error"));
+}
+
+TEST_CASE("the inputs are deterministic and the checked rows spread", "[quantization]") {
+  const qz::Shape s = qz::Shape::from(make_case("fp32", 4, 8, 16));
+  CHECK(qz::make_weights(s) == qz::make_weights(s));
+  CHECK(qz::make_activations(s, 4, 2) != qz::make_activations(s, 4, 3));
+  CHECK(qz::checked_rows(3) == std::vector<std::size_t>{0, 1, 2});
+  const auto rows = qz::checked_rows(100);
+  CHECK(rows.size() == 8);
+  CHECK(rows.front() == 0);
+  CHECK(rows.back() == 99);
+  CHECK(std::adjacent_find(rows.begin(), rows.end()) == rows.end());
+}
+
+TEST_CASE("k that is not a multiple of the int4 group is an input error", "[quantization]") {
+  const Quantization t;
+  CHECK_THROWS_WITH(t.validate(make_case("int4_weight_only", 1, 8, 100, "64"), DeviceKind::cpu),
+                    Catch::Contains("group_size = 64"));
+  CHECK_NOTHROW(t.validate(make_case("int8_dynamic", 1, 8, 100, "64"), DeviceKind::cpu));
+  const auto r = aiopt::test::run_aiopt({"bench", "--technique", "quantization", "--quick", "--set", "k=100",
+                                         "--progress", "never"});
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains("not a multiple of group_size"));
+}
+
+TEST_CASE("bench --quick writes a valid report with every variant ok", "[quantization][cli]") {
+  const auto r = aiopt::test::run_aiopt({"bench", "--technique", "quantization", "--quick", "--format", "json",
+                                         "--progress", "never"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(r.out);
+  CHECK(aiopt::test::schema_errors(report).empty());
+  REQUIRE(report.at("results").size() == 6);
+  for (const auto& res : report.at("results")) CHECK(res.at("status") == "ok");
+  CHECK(report.at("comparisons").size() == 5);
+}
