@@ -658,6 +658,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   CHECK(by_technique["kv_caching"].size() == 3 * 2 * 2);
   CHECK(by_technique["flash_attention"].size() == 3 * 2 * 2);
   CHECK(by_technique["linear_attention"].size() == 4 * 2 * 2);
+  CHECK(by_technique["quantization"].size() == 6 * 2);  // cpu only
   CHECK(summary(by_technique["tensor_fusion"], {"chain", "rows", "hidden"}) ==
         std::vector<std::string>{
             "cpu unfused* chain=bias_gelu rows=256 hidden=256", "cpu fused chain=bias_gelu rows=256 hidden=256",
