@@ -91,6 +91,12 @@ step linear_attention "$bin/aiopt" bench --technique linear_attention --device c
   --set seq_len=4096,16384 --set causal=false,true -o "$out/linear_attention.json" -o "$out/linear_attention.md"
 step kv_caching "$bin/aiopt" bench --technique kv_caching --device cuda --progress never \
   --set preset=small --set prompt_len=384 --set gen_tokens=128 -o "$out/kv_caching.json" -o "$out/kv_caching.md"
+# quantization on the H200: int8 and fp8 GEMM throughput beside fp16 at 8192³, and the int4
+# decode GEMV (4096 -> 14336) whose GB/s is read against the copy bandwidth in info.json.
+step quantization_gemm "$bin/aiopt" bench --technique quantization --device cuda --progress never \
+  --set m=8192 --set n=8192 --set k=8192 -o "$out/quantization_gemm.json" -o "$out/quantization_gemm.md"
+step quantization_gemv "$bin/aiopt" bench --technique quantization --device cuda --progress never \
+  -o "$out/quantization_gemv.json" -o "$out/quantization_gemv.md"
 step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4
 
 echo "gpu_check.sh: done, status $status; results in $out"

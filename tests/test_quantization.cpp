@@ -1,7 +1,8 @@
-// quantization: the technique's CPU runs and their checks. Every run compares its output with
-// the exact product of the operands it stored (a wrong kernel fails the case; the bound is in
-// quantization.cpp) and reports its error against the fp32 product; here the formats' weight
-// bytes are checked against their layouts, and their errors against their order of precision.
+// quantization: the technique's CPU runs, its CUDA runs ([gpu]) and their checks. Every run
+// compares its output with the exact product of the operands it stored (a wrong kernel fails the
+// case; the bound, per format and device, is qz::rounding in quantization.cpp) and reports its
+// error against the fp32 product; here the formats' weight bytes are checked against their
+// layouts, and their errors against their order of precision.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
@@ -37,9 +39,9 @@ Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::
   return c;
 }
 
-std::map<std::string, double> run_case(const Case& c) {
+std::map<std::string, double> run_case(const Case& c, const Device& device = Device::cpu()) {
   const Quantization t;
-  auto run = t.prepare(c, Device::cpu());
+  auto run = t.prepare(c, device);
   run->step();
   std::map<std::string, double> out;
   for (const auto& m : run->finish()) out[m.name] = m.value;
@@ -110,6 +112,70 @@ TEST_CASE("k that is not a multiple of the int4 group is an input error", "[quan
                                          "--progress", "never"});
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Catch::Contains("not a multiple of group_size"));
+}
+
+TEST_CASE("cuda shapes the kernels cannot take, and fp8 on the cpu, are not applicable", "[quantization]") {
+  const Quantization t;
+  // The rules come from the kernels' own checks: int8 n, k multiples of 4; fp8 of 16; int4 up
+  // to 8 rows of symmetric groups.
+  CHECK_THROWS_AS(t.validate(make_case("int8_dynamic", 3, 64, 130), DeviceKind::cuda), NotApplicable);
+  CHECK_THROWS_WITH(t.validate(make_case("int8_static", 3, 66, 128), DeviceKind::cuda),
+                    Catch::Contains("n = 66") && Catch::Contains("multiple of 4"));
+  CHECK_THROWS_WITH(t.validate(make_case("fp8", 3, 64, 136), DeviceKind::cuda),
+                    Catch::Contains("k = 136") && Catch::Contains("multiple of 16"));
+  CHECK_THROWS_WITH(t.validate(make_case("int4_weight_only", 9, 64, 128), DeviceKind::cuda),
+                    Catch::Contains("m = 9"));
+  CHECK_THROWS_WITH(t.validate(make_case("int4_weight_only", 1, 64, 128, "64", true), DeviceKind::cuda),
+                    Catch::Contains("zero_point"));
+  CHECK_THROWS_WITH(t.validate(make_case("fp8", 3, 64, 128), DeviceKind::cpu), Catch::Contains("cuda only"));
+  for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "fp8"})
+    CHECK_NOTHROW(t.validate(make_case(f, 3, 64, 128), DeviceKind::cuda));
+  CHECK_NOTHROW(t.validate(make_case("int4_weight_only", 1, 64, 128), DeviceKind::cuda));
+  // The CPU takes the shapes CUDA refuses.
+  CHECK_NOTHROW(t.validate(make_case("int8_dynamic", 3, 66, 130), DeviceKind::cpu));
+}
+
+TEST_CASE("every CUDA format passes its kernel check and reports its metrics", "[quantization][gpu]") {
+  const auto devices = aiopt::cuda::devices();
+  REQUIRE(!devices.empty());
+  const bool fp8_capable = devices[0].sm_major > 8 || (devices[0].sm_major == 8 && devices[0].sm_minor >= 9);
+  std::vector<std::string> formats = {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only"};
+  if (fp8_capable)
+    formats.push_back("fp8");
+  else
+    WARN("fp8 not run: the device is below compute capability 8.9");
+  std::map<std::string, std::map<std::string, double>> metrics;
+  for (const auto& f : formats) {
+    const std::int64_t m = f == "int4_weight_only" ? 1 : 3;  // the int4 GEMV: a decode step
+    INFO(f << " m=" << m);
+    // finish() throws CheckFailed when y strays from the exact product of the stored operands.
+    REQUIRE_NOTHROW(metrics[f] = run_case(make_case(f, m, 64, 128), Device::cuda()));
+    for (const char* name : {"weight_bytes", "bytes_per_weight", "max_rel_error", "mean_rel_error"})
+      CHECK(metrics[f].count(name) == 1);
+  }
+  // The device layouts, n = 64, k = 128: fp32 4, f16/bf16 2, int8 1 plus an fp32 scale per output
+  // channel (4/k), int4 g64 1/2 + 2/64, fp8 1 plus one fp32 scale for the tensor (4/(n·k)).
+  CHECK(metrics["fp32"]["bytes_per_weight"] == 4.0);
+  CHECK(metrics["fp16"]["bytes_per_weight"] == 2.0);
+  CHECK(metrics["bf16"]["bytes_per_weight"] == 2.0);
+  CHECK(metrics["int8_dynamic"]["bytes_per_weight"] == Approx(1.0 + 4.0 / 128));
+  CHECK(metrics["int8_static"]["bytes_per_weight"] == Approx(1.0 + 4.0 / 128));
+  CHECK(metrics["int4_weight_only"]["bytes_per_weight"] == Approx(0.5 + 2.0 / 64));
+  CHECK(metrics["int8_static"].count("clipped_fraction") == 1);
+  // Fewer bits, more error (fp16/bf16 on CUDA round x and y too): fp32's is its rounding (~1e-7);
+  // f16 keeps 11 bits, bf16 8, int8 7 bits + sign, e4m3 3 mantissa bits, int4 3 bits + sign
+  // (int4 at m = 1 is a different row set, so it is bounded alone).
+  const auto err = [&](const std::string& f) { return metrics[f]["mean_rel_error"]; };
+  CHECK(err("fp32") < 1e-6);
+  CHECK(err("fp32") < err("fp16"));
+  CHECK(err("fp16") < err("bf16"));
+  CHECK(err("fp16") < err("int8_dynamic"));
+  CHECK(err("int4_weight_only") < 0.2);
+  if (fp8_capable) {
+    CHECK(metrics["fp8"]["bytes_per_weight"] == Approx(1.0 + 4.0 / (64 * 128)));
+    CHECK(err("int8_dynamic") < err("fp8"));
+    CHECK(err("fp8") < 0.2);
+  }
 }
 
 TEST_CASE("bench --quick writes a valid report with every variant ok", "[quantization][cli]") {

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/cuda_runtime.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -16,15 +17,18 @@
 #include "kernels/cpu/gemm_int8.hpp"
 #include "kernels/cpu/quantize.hpp"
 #include "kernels/cpu/weights_half.hpp"
+#include "kernels/cuda/gemm_lt.hpp"
+#include "kernels/cuda/gemv_int4.hpp"
 
 namespace aiopt {
 
 namespace cpu = kernels::cpu;
+namespace gpu = kernels::cuda;
 namespace qz = quantization;
 
 std::string Quantization::summary() const {
   return "a linear layer's product with fp32 weights vs fp16, bf16, int8 (dynamic or static activation "
-         "scales) and group-wise int4 weights";
+         "scales), group-wise int4 weights and (CUDA) fp8 e4m3";
 }
 
 std::vector<ParamSpec> Quantization::params() const {
@@ -54,16 +58,21 @@ std::vector<ParamSpec> Quantization::params() const {
 }
 
 std::vector<Variant> Quantization::variants() const {
-  const std::vector<DeviceKind> cpu_only = {DeviceKind::cpu};
+  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
   return {
-      {"fp32", "fp32 weights and activations (OpenBLAS sgemm; sgemv for one row)", true, cpu_only},
-      {"fp16", "weights stored as fp16, widened in registers (F16C); fp32 activations and sums", false, cpu_only},
-      {"bf16", "weights stored as bf16, widened in registers; fp32 activations and sums", false, cpu_only},
+      {"fp32", "fp32 weights and activations (CPU: OpenBLAS sgemm, sgemv for one row; CUDA: cuBLAS sgemm)", true,
+       both},
+      {"fp16", "weights stored as fp16 (CPU: widened in registers, fp32 activations; CUDA: fp16 activations too, "
+               "cuBLAS tensor cores, fp32 sums, fp16 y)", false, both},
+      {"bf16", "weights stored as bf16 (CPU: widened in registers, fp32 activations; CUDA: bf16 activations too, "
+               "cuBLAS tensor cores, fp32 sums, bf16 y)", false, both},
       {"int8_dynamic", "int8 weights (per output channel) and activations (per token, scale computed each step); "
-                       "int32 sums (AVX-512 VNNI / AVX2)", false, cpu_only},
-      {"int8_static", "as int8_dynamic with one activation scale from a calibration batch", false, cpu_only},
-      {"int4_weight_only", "int4 weights in groups with fp16 scales, dequantized in registers; fp32 activations",
-       false, cpu_only},
+                       "int32 sums (CPU: AVX-512 VNNI / AVX2; CUDA: cuBLASLt IMMA)", false, both},
+      {"int8_static", "as int8_dynamic with one activation scale from a calibration batch", false, both},
+      {"int4_weight_only", "int4 weights in groups with fp16 scales, dequantized in registers; fp32 activations "
+                           "(CUDA: symmetric groups, up to 8 rows)", false, both},
+      {"fp8", "fp8 e4m3 weights and activations, one scale per tensor (the activations' each step); cuBLASLt, "
+              "compute capability 8.9+", false, {DeviceKind::cuda}},
   };
 }
 
@@ -76,6 +85,7 @@ qz::Format qz::parse_format(const std::string& variant) {
   if (variant == "int8_dynamic") return Format::int8_dynamic;
   if (variant == "int8_static") return Format::int8_static;
   if (variant == "int4_weight_only") return Format::int4_weight_only;
+  if (variant == "fp8") return Format::fp8;
   throw InputError("quantization: unknown variant " + in_quotes(variant));
 }
 
@@ -125,7 +135,114 @@ std::vector<std::size_t> qz::checked_rows(std::size_t m) {
   return rows;
 }
 
-void Quantization::validate(const Case& c, DeviceKind) const { (void)qz::Shape::from(c); }
+// The bound's terms (see Rounding in the header), u = 2^-24 the fp32 unit roundoff:
+//  - fp32 sums of k products err by at most (k + 2)·u·Σ|x̂·ŵ| in any order, fused multiply-adds
+//    included (Higham §3.1); the CPU int4 kernel's bound is (k + 8)·u·Σ|x̂·ŵ| (weights_int4.hpp),
+//    the CUDA one's (k + 5)·u·Σ|x̂·ŵ| (gemv_int4.hpp); int8 sums are exact in int32 and only the
+//    final scale multiplies round (2u·|y|). So per_addition = output = u, on both devices.
+//  - CUDA fp16/bf16: products of two halves are exact in fp32, but the tensor cores' fp32
+//    accumulation truncates instead of rounding to nearest (Fasi, Higham, Mikaitis and Pranesh,
+//    "Numerical behavior of NVIDIA tensor cores", 2021): one unit 2u per addition. y is stored
+//    in the operands' dtype: rounded by 2^-11 (f16) or 2^-8 (bf16) relative, and an f16 below
+//    2^-14 (subnormal) by up to half its step 2^-24, 2^-25.
+//  - CUDA fp8: products of two e4m3 values are exact, but NVIDIA does not document the fp8 tensor
+//    cores' accumulator: about 14 bits were measured on Hopper, and cuBLASLt promotes partial
+//    sums to fp32. The fp8 accumulation is not IEEE fp32, so 2^-13 (twice a 14-bit unit
+//    roundoff) per addition, the bound the kernel's own test takes (tests/test_cuda_quant.cpp);
+//    the scales multiply in fp32 (output u).
+qz::Rounding qz::rounding(Format format, DeviceKind device) {
+  constexpr double u = 1.0 / (1 << 24);
+  if (device == DeviceKind::cuda) {
+    switch (format) {
+      case Format::fp16: return {2.0 * u, std::ldexp(1.0, -11), std::ldexp(1.0, -25)};
+      case Format::bf16: return {2.0 * u, std::ldexp(1.0, -8), 0.0};
+      case Format::fp8: return {std::ldexp(1.0, -13), u, 0.0};
+      default: break;
+    }
+  }
+  return {u, u, 0.0};
+}
+
+qz::ProductErrors qz::check_product(const Shape& s, const Rounding& r, const float* y, const float* x,
+                                    const float* w, const RowReader& consumed_activations,
+                                    const RowReader& stored_weights) {
+  std::vector<double> w_row(s.k), x_row(s.k);
+  double max_error = 0.0, sum_error = 0.0, max_ref = 0.0, sum_ref = 0.0;
+  for (std::size_t i : checked_rows(s.m)) {
+    consumed_activations(i, x_row);
+    for (std::size_t j = 0; j < s.n; ++j) {
+      stored_weights(j, w_row);
+      double consumed = 0.0, magnitude = 0.0, exact = 0.0;
+      for (std::size_t p = 0; p < s.k; ++p) {
+        consumed += x_row[p] * w_row[p];
+        magnitude += std::fabs(x_row[p] * w_row[p]);
+        exact += static_cast<double>(x[i * s.k + p]) * w[j * s.k + p];
+      }
+      const double got = y[i * s.n + j];
+      const double bound = (static_cast<double>(s.k) + 8.0) * r.per_addition * magnitude +
+                           2.0 * r.output * std::fabs(consumed) + r.output_floor;
+      if (!(std::fabs(got - consumed) <= bound)) {
+        std::ostringstream m;
+        m << "quantization: y[" << i << ", " << j << "] = " << got << " but the exact product of the stored "
+          << "operands is " << consumed << " (bound " << bound << ")";
+        throw CheckFailed(m.str());
+      }
+      const double e = std::fabs(got - exact);
+      max_error = std::max(max_error, e);
+      sum_error += e;
+      max_ref = std::max(max_ref, std::fabs(exact));
+      sum_ref += std::fabs(exact);
+    }
+  }
+  return {max_ref > 0.0 ? max_error / max_ref : max_error, sum_ref > 0.0 ? sum_error / sum_ref : sum_error};
+}
+
+std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes, const ProductErrors& errors,
+                                        std::optional<double> clipped_fraction) {
+  std::vector<Metric> metrics = {
+      {"weight_bytes", static_cast<double>(weight_bytes), "B", Better::lower},
+      {"bytes_per_weight", static_cast<double>(weight_bytes) / static_cast<double>(s.n * s.k), "B", Better::lower},
+      {"max_rel_error", errors.max_rel, "", Better::lower},
+      {"mean_rel_error", errors.mean_rel, "", Better::lower},
+  };
+  if (clipped_fraction) metrics.push_back({"clipped_fraction", *clipped_fraction, "", Better::lower});
+  return metrics;
+}
+
+// On CUDA the kernels' own shape rules (gemm_lt.hpp, gemv_int4.hpp) decide, pointers aside (the
+// tracked allocator aligns device buffers to 256 bytes), so a grid valid on the CPU still runs
+// and the cases CUDA cannot take are NotApplicable, naming the rule.
+void Quantization::validate(const Case& c, DeviceKind device) const {
+  const qz::Shape s = qz::Shape::from(c);
+  const qz::Format format = qz::parse_format(c.variant);
+  if (device == DeviceKind::cpu) {
+    if (format == qz::Format::fp8)
+      throw NotApplicable("quantization: fp8 runs on cuda only (e4m3 tensor cores, compute capability 8.9+); "
+                          "the cpu has no fp8 kernels");
+    return;
+  }
+  try {
+    switch (format) {
+      case qz::Format::int8_dynamic:
+      case qz::Format::int8_static:
+        gpu::validate_gemm_int8(s.m, s.n, s.k, nullptr, nullptr, nullptr);
+        break;
+      case qz::Format::fp8:
+        gpu::validate_gemm_fp8(s.m, s.n, s.k, DType::f32, nullptr, nullptr, nullptr);
+        break;
+      case qz::Format::int4_weight_only:
+        if (s.int4_mode == cpu::Int4Mode::asymmetric)
+          throw NotApplicable("quantization: int4_weight_only with zero_point=true runs on the cpu only; the cuda "
+                              "gemv_int4 takes symmetric groups");
+        gpu::validate_gemv_int4(s.m, s.n, s.k, s.group, nullptr, nullptr);
+        break;
+      default:
+        break;
+    }
+  } catch (const std::invalid_argument& e) {
+    throw NotApplicable("quantization: " + c.variant + " on cuda: " + e.what());
+  }
+}
 
 // ---- the run
 
@@ -157,6 +274,8 @@ class CpuRun : public Run {
       case qz::Format::int4_weight_only:
         w4_ = cpu::quantize_int4(w_.data(), s.n, s.k, s.group, s.int4_mode);
         break;
+      case qz::Format::fp8:
+        throw std::logic_error("quantization: fp8 has no cpu run (validate rejects it)");
     }
     weight_bytes_ = memory::usage(Device::cpu()).current - before - xq_.bytes();
     if (format_ == qz::Format::int8_static) {
@@ -188,6 +307,8 @@ class CpuRun : public Run {
       case qz::Format::int4_weight_only:
         cpu::gemm_int4(w4_, x_.data(), nullptr, y_.data(), s_.m);
         break;
+      case qz::Format::fp8:
+        break;  // never constructed
     }
   }
 
@@ -225,6 +346,8 @@ class CpuRun : public Run {
         for (std::size_t p = 0; p < s_.k; ++p) row[p] = f[p];
         break;
       }
+      case qz::Format::fp8:
+        break;  // never constructed
     }
   }
 
@@ -249,61 +372,31 @@ class CpuRun : public Run {
   cpu::ClipCount clip_;
 };
 
-// Two comparisons on the checked rows, in double:
-//  - the kernel: y against Σ x̂·ŵ, the exact product of what it consumed (the stored weights and,
-//    for int8, the quantized activations). fp32 sums of k products err by at most
-//    (k + 2)·u·Σ|x̂·ŵ| (u = 2^-24; Higham §3.1), the int8 sums are exact in int32 and only the
-//    final scale multiply rounds (2u·|y|); the int4 kernel's bound is (k + 8)·u·Σ|x̂·ŵ|
-//    (weights_int4.hpp). Beyond (k + 8)·u·Σ|x̂·ŵ| + 2u·|y| the kernel is wrong: CheckFailed.
-//  - the format: y against Σ x·w with the original fp32 weights and activations, reported as the
-//    quantization's cost (max and mean error relative to the largest and the mean |y|).
+// y against the exact product of what the kernel consumed (the stored weights and, for int8,
+// the quantized activations), and against the fp32 product: qz::check_product.
 std::vector<Metric> CpuRun::finish() {
-  constexpr double u = 1.0 / (1 << 24);
-  std::vector<double> w_row(s_.k), x_row(s_.k);
-  double max_error = 0.0, sum_error = 0.0, max_ref = 0.0, sum_ref = 0.0;
-  for (std::size_t i : qz::checked_rows(s_.m)) {
-    consumed_activation_row(i, x_row);
-    for (std::size_t j = 0; j < s_.n; ++j) {
-      stored_weight_row(j, w_row);
-      double consumed = 0.0, magnitude = 0.0, exact = 0.0;
-      for (std::size_t p = 0; p < s_.k; ++p) {
-        consumed += x_row[p] * w_row[p];
-        magnitude += std::fabs(x_row[p] * w_row[p]);
-        exact += static_cast<double>(x_[i * s_.k + p]) * w_[j * s_.k + p];
-      }
-      const double got = y_[i * s_.n + j];
-      const double bound = (static_cast<double>(s_.k) + 8.0) * u * magnitude + 2.0 * u * std::fabs(consumed);
-      if (!(std::fabs(got - consumed) <= bound)) {
-        std::ostringstream m;
-        m << "quantization: y[" << i << ", " << j << "] = " << got << " but the exact product of the stored "
-          << "operands is " << consumed << " (bound " << bound << ")";
-        throw CheckFailed(m.str());
-      }
-      const double e = std::fabs(got - exact);
-      max_error = std::max(max_error, e);
-      sum_error += e;
-      max_ref = std::max(max_ref, std::fabs(exact));
-      sum_ref += std::fabs(exact);
-    }
-  }
-  std::vector<Metric> metrics = {
-      {"weight_bytes", static_cast<double>(weight_bytes_), "B", Better::lower},
-      {"bytes_per_weight", static_cast<double>(weight_bytes_) / static_cast<double>(s_.n * s_.k), "B",
-       Better::lower},
-      {"max_rel_error", max_ref > 0.0 ? max_error / max_ref : max_error, "", Better::lower},
-      {"mean_rel_error", sum_ref > 0.0 ? sum_error / sum_ref : sum_error, "", Better::lower},
-  };
-  if (format_ == qz::Format::int8_static)
-    metrics.push_back({"clipped_fraction", clip_.fraction(), "", Better::lower});
-  return metrics;
+  const qz::ProductErrors errors = qz::check_product(
+      s_, qz::rounding(format_, DeviceKind::cpu), y_.data(), x_.data(), w_.data(),
+      [this](std::size_t i, std::vector<double>& row) { consumed_activation_row(i, row); },
+      [this](std::size_t j, std::vector<double>& row) { stored_weight_row(j, row); });
+  std::optional<double> clipped;
+  if (format_ == qz::Format::int8_static) clipped = clip_.fraction();
+  return qz::product_metrics(s_, weight_bytes_, errors, clipped);
 }
 
 }  // namespace
 
 std::unique_ptr<Run> Quantization::prepare(const Case& c, const Device& device) const {
+  validate(c, device.kind);
   const qz::Shape shape = qz::Shape::from(c);
-  if (!device.is_cpu()) throw std::logic_error("quantization: every variant runs on the cpu only");
-  return std::make_unique<CpuRun>(shape, qz::parse_format(c.variant));
+  const qz::Format format = qz::parse_format(c.variant);
+  if (device.is_cpu()) return std::make_unique<CpuRun>(shape, format);
+  cuda::require_device(device.index);
+#ifdef AIOPT_HAVE_CUDA
+  return qz::prepare_cuda(shape, format, device);
+#else
+  throw DeviceUnavailable("aiopt was built without CUDA");
+#endif
 }
 
 }  // namespace aiopt

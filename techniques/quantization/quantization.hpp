@@ -1,11 +1,13 @@
 #pragma once
 // quantization: a linear layer's product y = x·Wᵀ with the weights (and for int8 the
 // activations) stored in fewer bits: fp32 (baseline), fp16, bf16, int8 with dynamic or static
-// activation scales, and group-wise int4 weights. Speed, weight bytes, and the error against
-// the fp32 product. See README.md beside this file.
+// activation scales, group-wise int4 weights, and on CUDA fp8 e4m3. Speed, weight bytes, and the
+// error against the fp32 product. See README.md beside this file.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,10 +27,10 @@ class Quantization : public Technique {
   std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
 };
 
-// The pieces the runs and the tests share.
+// The pieces the CPU and CUDA runs and the tests share.
 namespace quantization {
 
-enum class Format { fp32, fp16, bf16, int8_dynamic, int8_static, int4_weight_only };
+enum class Format { fp32, fp16, bf16, int8_dynamic, int8_static, int4_weight_only, fp8 };
 Format parse_format(const std::string& variant);
 
 // One case, parsed and checked.
@@ -52,6 +54,40 @@ std::vector<float> make_activations(const Shape& s, std::size_t rows, std::uint6
 
 // The rows of y the checks compare: all up to 8, else 8 spread from the first to the last.
 std::vector<std::size_t> checked_rows(std::size_t m);
+
+// How far a kernel's y may stray from the exact product of the operands it consumed:
+//   |y − Σ x̂·ŵ| <= (k + 8)·per_addition·Σ|x̂·ŵ| + 2·output·|Σ x̂·ŵ| + output_floor.
+// The one statement of the bound for every format and device; quantization.cpp says why.
+struct Rounding {
+  double per_addition = 0.0;  // unit roundoff of one addition of the sums
+  double output = 0.0;        // relative rounding of the stored y (and of a final scale multiply)
+  double output_floor = 0.0;  // absolute rounding of a subnormal stored y
+};
+Rounding rounding(Format format, DeviceKind device);
+
+// Row i of an operand as the product consumed it (x̂) or stored it (ŵ), widened to double, into
+// row (k).
+using RowReader = std::function<void(std::size_t i, std::vector<double>& row)>;
+
+// The product's two comparisons, on the checked rows, in double: y (m, n) against Σ x̂·ŵ within
+// the bound of `r` (else CheckFailed: the kernel is wrong), and against Σ x·w with the fp32
+// operands x (m, k) and w (n, k), the format's cost, returned relative to the largest and the
+// mean |x·w|.
+struct ProductErrors {
+  double max_rel = 0.0, mean_rel = 0.0;
+};
+ProductErrors check_product(const Shape& s, const Rounding& r, const float* y, const float* x, const float* w,
+                            const RowReader& consumed_activations, const RowReader& stored_weights);
+
+// What every run reports: the stored weights' bytes, the errors, and for int8_static the
+// fraction of activations its scale clipped.
+std::vector<Metric> product_metrics(const Shape& s, std::size_t weight_bytes, const ProductErrors& errors,
+                                    std::optional<double> clipped_fraction);
+
+#ifdef AIOPT_HAVE_CUDA
+// The CUDA runs (quantization_cuda.cu), for a shape validate() accepted on cuda.
+std::unique_ptr<Run> prepare_cuda(const Shape& s, Format format, const Device& device);
+#endif
 
 }  // namespace quantization
 }  // namespace aiopt
