@@ -41,6 +41,10 @@
 #include "kernels/cpu/heads.hpp"
 #include "kernels/cpu/kv_int8.hpp"
 #include "kernels/cuda/transformer_ops.hpp"
+#include "support/device_copy.hpp"
+
+using aiopt::test::download;
+using aiopt::test::upload;
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -63,21 +67,6 @@ std::vector<std::int8_t> random_int8(std::size_t n, std::uint64_t seed) {
   std::vector<std::int8_t> v(n);
   for (auto& x : v) x = static_cast<std::int8_t>(static_cast<int>(s.next_bits() % 255) - 127);
   return v;
-}
-
-template <class T>
-memory::Buffer<T> upload(const std::vector<T>& host) {
-  memory::Buffer<T> device(Device::cuda(), host.size());
-  CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return device;
-}
-
-template <class T>
-std::vector<T> download(const memory::Buffer<T>& device) {
-  CUDA_CHECK(cudaDeviceSynchronize());  // a failed kernel shows here, not in a later call
-  std::vector<T> host(device.size());
-  CUDA_CHECK(cudaMemcpy(host.data(), device.data(), device.size() * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
 }
 
 // Elements that differ bitwise (a NaN on either side counts, unless both are NaN).

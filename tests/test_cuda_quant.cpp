@@ -56,6 +56,7 @@
 #include "core/cuda_runtime.hpp"
 #include "core/memory.hpp"
 #include "kernels/cuda/quantize.hpp"
+#include "support/device_copy.hpp"
 #endif
 
 using namespace aiopt;
@@ -204,6 +205,9 @@ TEST_CASE("the test's e4m3 rounding rounds to nearest even and saturates", "[qua
 
 #ifdef AIOPT_HAVE_CUDA
 
+using aiopt::test::download;
+using aiopt::test::upload;
+
 namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24: the unit roundoff of fp32
@@ -245,21 +249,6 @@ void quantize_int8_rows_reference(const std::vector<float>& x, std::vector<std::
     if (s > 0.0f && std::isfinite(s))
       for (std::size_t c = 0; c < cols; ++c) q[r * cols + c] = to_int8(x[r * cols + c], s);
   }
-}
-
-template <class T>
-memory::Buffer<T> upload(const std::vector<T>& host) {
-  memory::Buffer<T> device(Device::cuda(), host.size());
-  CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return device;
-}
-
-template <class T>
-std::vector<T> download(const memory::Buffer<T>& device) {
-  CUDA_CHECK(cudaDeviceSynchronize());  // a failed kernel shows here, not in a later call
-  std::vector<T> host(device.size());
-  CUDA_CHECK(cudaMemcpy(host.data(), device.data(), device.size() * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
 }
 
 // A device buffer of `n` elements filled with `value`: outputs start as garbage that must go.

@@ -34,6 +34,7 @@
 #include "core/cuda_check.hpp"
 #include "core/memory.hpp"
 #include "kernels/cuda/gemm.hpp"
+#include "support/device_copy.hpp"
 #endif
 
 using namespace aiopt;
@@ -293,25 +294,12 @@ TEST_CASE("sgemm_strided_batched matches per-matrix sgemm, batch below and above
 
 #ifdef AIOPT_HAVE_CUDA
 
+using aiopt::test::download;
+using aiopt::test::upload;
+
 namespace {
 
 namespace gpu = aiopt::kernels::cuda;
-
-// A host array copied to the device, and back.
-template <class T>
-memory::Buffer<T> upload(const std::vector<T>& host) {
-  memory::Buffer<T> device(Device::cuda(), host.size());
-  CUDA_CHECK(cudaMemcpy(device.data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return device;
-}
-
-template <class T>
-std::vector<T> download(const memory::Buffer<T>& device) {
-  CUDA_CHECK(cudaDeviceSynchronize());  // a failed kernel shows here, not in a later call
-  std::vector<T> host(device.size());
-  CUDA_CHECK(cudaMemcpy(host.data(), device.data(), device.size() * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
 
 // Values as stored in `dtype`: the storage bits (f32 as its own bits), and the stored values
 // widened back to float, which the reference uses.

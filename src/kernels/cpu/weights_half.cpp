@@ -15,6 +15,7 @@
 #include "core/hardware.hpp"
 #include "core/memory.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/over_rows.hpp"
 
 // Each SIMD kernel carries its own target attribute, so that this file compiles without
 // -march=native and the kernel is chosen at run time from the CPU's flags.
@@ -157,18 +158,6 @@ HalfKernel resolve(HalfKernel kernel) {
     throw std::invalid_argument(std::string("16-bit weights: kernel ") + half_kernel_name(kernel) +
                                 " is not supported by this CPU");
   return kernel;
-}
-
-// Rows are processed R at a time (sharing each load of x), the last n % R one at a time.
-template <int R, class Full, class One>
-void over_rows(std::size_t n, Full full, One one) {
-#pragma omp parallel
-  {
-#pragma omp for schedule(static) nowait
-    for (std::size_t i = 0; i < n / R; ++i) full(i * R);
-#pragma omp for schedule(static)
-    for (std::size_t r = n / R * R; r < n; ++r) one(r);
-  }
 }
 
 template <bool F16>

@@ -17,6 +17,7 @@
 #include "core/half.hpp"
 #include "core/hardware.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/over_rows.hpp"
 
 // Each SIMD kernel carries its own target attribute, so that this file compiles without
 // -march=native and the kernel is chosen at run time from the CPU's flags.
@@ -294,18 +295,6 @@ Int4Kernel resolve(Int4Kernel kernel) {
     throw std::invalid_argument(std::string("int4 GEMV: kernel ") + int4_kernel_name(kernel) +
                                 " is not supported by this CPU");
   return kernel;
-}
-
-// Rows are processed R at a time (sharing each load of x), the last n % R one at a time.
-template <int R, class Full, class One>
-void over_rows(std::size_t n, Full full, One one) {
-#pragma omp parallel
-  {
-#pragma omp for schedule(static) nowait
-    for (std::size_t i = 0; i < n / R; ++i) full(i * R);
-#pragma omp for schedule(static)
-    for (std::size_t r = n / R * R; r < n; ++r) one(r);
-  }
 }
 
 template <bool Symmetric>
