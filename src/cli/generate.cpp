@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/number_checks.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
@@ -218,12 +219,12 @@ void add_generate(CLI::App& app, int& exit_code) {
     for (const auto& n : nn::preset_names()) names += (names.empty() ? "" : ", ") + n;
     return names;
   }() + " (default small)");
-  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(CLI::PositiveNumber);
-  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(CLI::PositiveNumber);
-  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(CLI::PositiveNumber);
+  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(positive_number());
+  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(positive_number());
+  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(positive_number());
   cmd->add_option("--context", o->context, "Override the preset's context (learned positions)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--vocab", o->vocab, "Override the preset's vocabulary")->check(CLI::PositiveNumber);
+      ->check(positive_number());
+  cmd->add_option("--vocab", o->vocab, "Override the preset's vocabulary")->check(positive_number());
   cmd->add_option("--checkpoint", o->checkpoint, "Load the weights from a safetensors checkpoint")
       ->check(CLI::ExistingFile);
   auto* tokens_opt = cmd->add_option("--prompt-tokens", o->prompt_tokens, "The prompt as token ids: 1,2,3");
@@ -231,14 +232,14 @@ void add_generate(CLI::App& app, int& exit_code) {
       ->excludes(tokens_opt);
   cmd->add_option("--tokens", o->tokens, "New tokens to generate (default 32)");
   cmd->add_option("--temperature", o->temperature, "0: greedy (default); else sample softmax(logits / T)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (default 0: all)");
   cmd->add_option("--seed", o->seed, "Seed for the random weights and the sampling (default 1)");
   cmd->add_option("--device", o->device, "cpu (default), cuda or cuda:N");
   cmd->add_option("--kv-cache", o->kv_cache, "f32 (default), i8, or none: recompute the whole prefix every step")
       ->check(CLI::IsMember({"f32", "i8", "none"}));
   cmd->add_option("--threads", o->threads, "CPU threads for OpenMP and OpenBLAS (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd->callback([o, &exit_code] { exit_code = run_generate(*o); });
 }
 

@@ -2,23 +2,25 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/number_checks.hpp"
+
 namespace aiopt::cli {
 
 void RunFlags::add_to(CLI::App& cmd) {
   cmd.add_flag("--quick", quick, "Small sizes and short sampling: shows each trade-off in seconds");
-  cmd.add_option("--warmup", warmup, "Runs before sampling (default 1)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--warmup", warmup, "Runs before sampling (default 1)")->check(non_negative_number());
   cmd.add_option("--min-samples", min_samples, "Fewest samples per case (default 5; quick 3)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd.add_option("--min-time", min_time_s, "Least total measured seconds per case (default 0.5; quick 0.05)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   cmd.add_option("--max-noise", max_noise,
                  "Stop when the relative standard error of the mean is below this (default 0.03; quick 0.1)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   cmd.add_option("--timeout", timeout_s, "Stop sampling a case after this many seconds (default 10; quick 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd.add_flag("--flush-cache", flush_cache, "Evict caches before every sample (cold measurement)");
   cmd.add_option("--threads", threads, "CPU threads for OpenMP and OpenBLAS (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_number());
   cmd.add_option("--seed", seed, "Seed for inputs and weights (default 1)");
   cmd.add_option("-f,--format", format, "Format on stdout: table, md, csv, json, jsonl (default table)")
       ->check(CLI::IsMember({"table", "md", "csv", "json", "jsonl"}))
