@@ -1,12 +1,5 @@
 #include "kernels/cpu/weights_int4.hpp"
 
-// GCC 12's AVX-512 headers pass a self-initialized _mm512_undefined_*() as the unused merge
-// operand, which -Wuninitialized flags once inlined (GCC bug 105593). The warning is issued at
-// the header's line, so it is silenced before the header is read.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -18,11 +11,7 @@
 #include "core/hardware.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/over_rows.hpp"
-
-// Each SIMD kernel carries its own target attribute, so that this file compiles without
-// -march=native and the kernel is chosen at run time from the CPU's flags.
-#define AIOPT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
-#define AIOPT_TARGET_AVX2 __attribute__((target("avx2,f16c,fma")))
+#include "kernels/cpu/simd_targets.hpp"
 
 // How the GEMV kernels work. A decode step's GEMV is bound by reading the packed weights, so the
 // kernels spend as few instructions per weight as they can:
