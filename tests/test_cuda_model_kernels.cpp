@@ -42,6 +42,7 @@
 #include "kernels/cpu/kv_int8.hpp"
 #include "kernels/cuda/transformer_ops.hpp"
 #include "support/device_copy.hpp"
+#include "support/random.hpp"
 
 using aiopt::test::download;
 using aiopt::test::upload;
@@ -55,12 +56,7 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24: the unit roundoff of fp32
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 std::vector<std::int8_t> random_int8(std::size_t n, std::uint64_t seed) {
   rng::Stream s(seed);

@@ -48,6 +48,7 @@
 #include "core/rng.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
 #include "kernels/cuda/gemv_int4.hpp"
+#include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
 #include <cuda_fp8.h>
@@ -213,12 +214,7 @@ namespace {
 constexpr double u = 1.0 / 16777216.0;  // 2^-24: the unit roundoff of fp32
 constexpr float infinity = std::numeric_limits<float>::infinity();
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 bool same_e4m3(std::uint8_t a, std::uint8_t b) {
   return a == b || (std::isnan(e4m3_value(a)) && std::isnan(e4m3_value(b)));

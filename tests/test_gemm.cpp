@@ -29,6 +29,7 @@
 #include "core/rng.hpp"
 #include "core/threads.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
 #include "core/cuda_check.hpp"
@@ -44,12 +45,7 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24: the unit roundoff of fp32
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 // One row-major product C = alpha·op(A)·op(B) + beta·C with padded leading dimensions, so that a
 // confusion of m, n, k or of a leading dimension shows. A is stored (m, lda) or, transposed,

@@ -27,6 +27,7 @@
 #include "core/threads.hpp"
 #include "kernels/cpu/gemm_int8.hpp"
 #include "kernels/cpu/quantize.hpp"
+#include "support/random.hpp"
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -37,12 +38,7 @@ constexpr double u = 1.0 / 16777216.0;  // 2^-24
 constexpr float sentinel = 12345.0f;    // written past y; must survive every product
 constexpr std::size_t guard = 64;
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 struct Shape {
   std::size_t m, n, k;

@@ -37,6 +37,7 @@
 #include "kernels/cpu/linear_attention.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
+#include "support/random.hpp"
 #include "support/schema.hpp"
 #include "techniques/linear_attention/linear_attention.hpp"
 
@@ -46,12 +47,7 @@ namespace la = aiopt::linear_attention;
 
 namespace {
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo, float hi) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 // Largest |got − want| / (abs + rel·|want|): at most 1 when every element is within the bound;
 // +inf on a NaN.

@@ -20,6 +20,7 @@
 #include "kernels/cpu/embedding.hpp"
 #include "kernels/cpu/heads.hpp"
 #include "kernels/cpu/kv_int8.hpp"
+#include "support/random.hpp"
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -27,12 +28,7 @@ using kernels::AttentionShape;
 
 namespace {
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 // The plain int8 rounding: nearbyint rounds to nearest even in the default rounding mode.
 std::int8_t quantize_reference(float x, float s) {

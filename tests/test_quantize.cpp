@@ -11,6 +11,7 @@
 
 #include "core/rng.hpp"
 #include "kernels/cpu/quantize.hpp"
+#include "support/random.hpp"
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -19,12 +20,7 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24: fp32's unit roundoff
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 // q of one row of activations, unbiased.
 std::vector<int> activation_row(const cpu::QuantizedActivations& a, std::size_t i) {

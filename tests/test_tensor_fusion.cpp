@@ -43,6 +43,7 @@
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "support/random.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 using namespace aiopt;
@@ -51,12 +52,7 @@ namespace tf = aiopt::tensor_fusion;
 
 namespace {
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo, float hi) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());

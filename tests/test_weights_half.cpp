@@ -22,6 +22,7 @@
 #include "core/half.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/weights_half.hpp"
+#include "support/random.hpp"
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -31,12 +32,7 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 std::vector<std::uint16_t> stored(const std::vector<float>& w, DType dtype) {
   std::vector<std::uint16_t> h(w.size());

@@ -26,6 +26,7 @@
 #include "core/rng.hpp"
 #include "core/threads.hpp"
 #include "kernels/cpu/weights_int4.hpp"
+#include "support/random.hpp"
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -36,12 +37,7 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24
 
-std::vector<float> random_vector(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  rng::Stream s(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = s.uniform(lo, hi);
-  return v;
-}
+using aiopt::test::random_vector;
 
 int nibble(const cpu::Int4Matrix& w, std::size_t row, std::size_t i) {
   return (w.packed[row * (w.k / 2) + i / 2] >> (4 * (i % 2))) & 0xf;
