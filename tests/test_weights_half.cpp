@@ -26,7 +26,7 @@
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
-using cpu::HalfKernel;
+using cpu::SimdPath;
 
 namespace {
 
@@ -72,8 +72,8 @@ void check_product(const std::vector<float>& y, const std::vector<std::uint16_t>
 }  // namespace
 
 TEST_CASE("16-bit weights GEMV: every kernel, f16 and bf16, odd n and k") {
-  const auto kernels = cpu::half_kernels();
-  REQUIRE(kernels.front() == HalfKernel::scalar);
+  const auto kernels = cpu::simd_paths();
+  REQUIRE(kernels.front() == SimdPath::scalar);
   for (DType dtype : {DType::f16, DType::bf16})
     // k = 37 and 1027 leave tails of the 16- and 8-wide steps; n = 1, 5, 39 those of the 4-row blocks.
     for (std::size_t k : {37, 256, 1027})
@@ -84,8 +84,8 @@ TEST_CASE("16-bit weights GEMV: every kernel, f16 and bf16, odd n and k") {
         const auto b = random_vector(n, seed + 2);
         const auto h = stored(w, dtype);
         for (bool bias : {false, true})
-          for (HalfKernel kernel : kernels) {
-            INFO("kernel " << cpu::half_kernel_name(kernel) << ", " << to_string(dtype) << ", k " << k
+          for (SimdPath kernel : kernels) {
+            INFO("kernel " << cpu::simd_path_name(kernel) << ", " << to_string(dtype) << ", k " << k
                            << ", n " << n << ", bias " << bias);
             std::vector<float> y(n, -7.0f);
             cpu::gemv_half(h.data(), dtype, x.data(), bias ? b.data() : nullptr, y.data(), n, k, kernel);
@@ -103,8 +103,8 @@ TEST_CASE("16-bit weights GEMM: m > 1, every kernel's widening") {
       const auto x = random_vector(m * k, seed + 1);
       const auto b = random_vector(n, seed + 2);
       const auto h = stored(w, dtype);
-      for (HalfKernel kernel : cpu::half_kernels()) {
-        INFO("kernel " << cpu::half_kernel_name(kernel) << ", " << to_string(dtype) << ", m " << m);
+      for (SimdPath kernel : cpu::simd_paths()) {
+        INFO("kernel " << cpu::simd_path_name(kernel) << ", " << to_string(dtype) << ", m " << m);
         std::vector<float> y(m * n, -7.0f);
         cpu::gemm_half(h.data(), dtype, x.data(), b.data(), y.data(), m, n, k, kernel);
         check_product(y, h, dtype, w, x, b.data(), m, n, k);
@@ -119,8 +119,8 @@ TEST_CASE("16-bit weights: NaN input gives NaN, a wrong dtype is rejected") {
   x[k - 1] = std::numeric_limits<float>::quiet_NaN();  // in the tail of every kernel
   for (DType dtype : {DType::f16, DType::bf16}) {
     const auto h = stored(w, dtype);
-    for (HalfKernel kernel : cpu::half_kernels()) {
-      INFO("kernel " << cpu::half_kernel_name(kernel) << ", " << to_string(dtype));
+    for (SimdPath kernel : cpu::simd_paths()) {
+      INFO("kernel " << cpu::simd_path_name(kernel) << ", " << to_string(dtype));
       std::vector<float> y(n, 0.0f);
       cpu::gemv_half(h.data(), dtype, x.data(), nullptr, y.data(), n, k, kernel);
       for (float v : y) CHECK(std::isnan(v));

@@ -30,7 +30,7 @@
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
-using cpu::Int4Kernel;
+using cpu::SimdPath;
 using cpu::Int4Mode;
 
 namespace {
@@ -200,8 +200,8 @@ TEST_CASE("int4 weights: bytes per weight and the per-weight error bound, both m
 }
 
 TEST_CASE("int4 GEMV: every kernel against Ŵx and Wx, odd n, every group size, both modes") {
-  const auto kernels = cpu::int4_kernels();
-  REQUIRE(kernels.front() == Int4Kernel::scalar);
+  const auto kernels = cpu::simd_paths();
+  REQUIRE(kernels.front() == SimdPath::scalar);
   for (Int4Mode mode : {Int4Mode::symmetric, Int4Mode::asymmetric})
     for (std::size_t g : {32, 64, 128})
       // k = 3g and 13g leave tails of the 128- and 64-element blocks; 4096 is a model's width.
@@ -214,8 +214,8 @@ TEST_CASE("int4 GEMV: every kernel against Ŵx and Wx, odd n, every group size, 
           const auto q = cpu::quantize_int4(w.data(), n, k, g, mode);
           for (bool bias : {false, true}) {
             const Expected e = expected(q, w, x, bias ? b.data() : nullptr, 1);
-            for (Int4Kernel kernel : kernels) {
-              INFO("kernel " << cpu::int4_kernel_name(kernel) << ", mode "
+            for (SimdPath kernel : kernels) {
+              INFO("kernel " << cpu::simd_path_name(kernel) << ", mode "
                              << (mode == Int4Mode::symmetric ? "symmetric" : "asymmetric") << ", g " << g
                              << ", k " << k << ", n " << n << ", bias " << bias);
               std::vector<float> y(n, -7.0f);
@@ -232,8 +232,8 @@ TEST_CASE("int4 GEMV: one and two threads give the same bits") {
   const auto x = random_vector(k, 6);
   const auto q = cpu::quantize_int4(w.data(), n, k, 64, Int4Mode::asymmetric);
   const int saved = threads();
-  for (Int4Kernel kernel : cpu::int4_kernels()) {
-    INFO("kernel " << cpu::int4_kernel_name(kernel));
+  for (SimdPath kernel : cpu::simd_paths()) {
+    INFO("kernel " << cpu::simd_path_name(kernel));
     std::vector<float> y1(n), y2(n);
     set_threads(1);
     cpu::gemv_int4(q, x.data(), nullptr, y1.data(), kernel);
@@ -270,8 +270,8 @@ TEST_CASE("int4 GEMV and GEMM: a NaN input gives NaN outputs") {
     const auto q = cpu::quantize_int4(w.data(), n, k, 32, mode);
     auto x = random_vector(3 * k, 22);
     x[k - 1] = std::numeric_limits<float>::quiet_NaN();  // row 0 of x, in the last group
-    for (Int4Kernel kernel : cpu::int4_kernels()) {
-      INFO("kernel " << cpu::int4_kernel_name(kernel));
+    for (SimdPath kernel : cpu::simd_paths()) {
+      INFO("kernel " << cpu::simd_path_name(kernel));
       std::vector<float> y(n, 0.0f);
       cpu::gemv_int4(q, x.data(), nullptr, y.data(), kernel);
       for (float v : y) CHECK(std::isnan(v));

@@ -5,7 +5,6 @@
 #include <string>
 
 #include "core/half.hpp"
-#include "core/hardware.hpp"
 #include "core/memory.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/over_rows.hpp"
@@ -140,25 +139,16 @@ bool is_f16(DType dtype) {
   return dtype == DType::f16;
 }
 
-HalfKernel resolve(HalfKernel kernel) {
-  const std::vector<HalfKernel> supported = half_kernels();
-  if (kernel == HalfKernel::automatic) return supported.back();
-  if (std::find(supported.begin(), supported.end(), kernel) == supported.end())
-    throw std::invalid_argument(std::string("16-bit weights: kernel ") + half_kernel_name(kernel) +
-                                " is not supported by this CPU");
-  return kernel;
-}
-
 template <bool F16>
 void gemv(const std::uint16_t* w, const float* x, const float* b, float* y, std::size_t n, std::size_t k,
-          HalfKernel kernel) {
+          SimdPath kernel) {
   switch (kernel) {
-    case HalfKernel::avx512:
+    case SimdPath::avx512:
       over_rows<4>(
           n, [&](std::size_t r) { gemv_rows_avx512<4, F16>(w, x, b, y, r, k); },
           [&](std::size_t r) { gemv_rows_avx512<1, F16>(w, x, b, y, r, k); });
       break;
-    case HalfKernel::avx2:
+    case SimdPath::avx2:
       over_rows<4>(
           n, [&](std::size_t r) { gemv_rows_avx2<4, F16>(w, x, b, y, r, k); },
           [&](std::size_t r) { gemv_rows_avx2<1, F16>(w, x, b, y, r, k); });
@@ -170,10 +160,10 @@ void gemv(const std::uint16_t* w, const float* x, const float* b, float* y, std:
 }
 
 template <bool F16>
-void widen_rows(const std::uint16_t* w, float* out, std::size_t count, HalfKernel kernel) {
+void widen_rows(const std::uint16_t* w, float* out, std::size_t count, SimdPath kernel) {
   switch (kernel) {
-    case HalfKernel::avx512: widen_rows_avx512<F16>(w, out, count); break;
-    case HalfKernel::avx2: widen_rows_avx2<F16>(w, out, count); break;
+    case SimdPath::avx512: widen_rows_avx512<F16>(w, out, count); break;
+    case SimdPath::avx2: widen_rows_avx2<F16>(w, out, count); break;
     default:
       for (std::size_t i = 0; i < count; ++i) out[i] = widen<F16>(w[i]);
   }
@@ -184,29 +174,10 @@ constexpr std::size_t gemm_tile_rows = 64;
 
 }  // namespace
 
-const char* half_kernel_name(HalfKernel kernel) {
-  switch (kernel) {
-    case HalfKernel::automatic: return "automatic";
-    case HalfKernel::scalar: return "scalar";
-    case HalfKernel::avx2: return "avx2";
-    case HalfKernel::avx512: return "avx512";
-  }
-  return "unknown";
-}
-
-std::vector<HalfKernel> half_kernels() {
-  std::vector<HalfKernel> kernels{HalfKernel::scalar};
-  if (hardware::has("avx2") && hardware::has("fma") && hardware::has("f16c")) kernels.push_back(HalfKernel::avx2);
-  if (hardware::has("avx512f") && hardware::has("avx512bw") && hardware::has("avx512vl") &&
-      hardware::has("f16c") && hardware::has("fma"))
-    kernels.push_back(HalfKernel::avx512);
-  return kernels;
-}
-
 void gemv_half(const std::uint16_t* w, DType dtype, const float* x, const float* b, float* y,
-               std::size_t n, std::size_t k, HalfKernel kernel) {
+               std::size_t n, std::size_t k, SimdPath kernel) {
   const bool f16 = is_f16(dtype);
-  kernel = resolve(kernel);
+  kernel = resolve_simd_path(kernel, "16-bit weights");
   if (f16) {
     gemv<true>(w, x, b, y, n, k, kernel);
   } else {
@@ -215,9 +186,9 @@ void gemv_half(const std::uint16_t* w, DType dtype, const float* x, const float*
 }
 
 void gemm_half(const std::uint16_t* w, DType dtype, const float* x, const float* b, float* y,
-               std::size_t m, std::size_t n, std::size_t k, HalfKernel kernel) {
+               std::size_t m, std::size_t n, std::size_t k, SimdPath kernel) {
   const bool f16 = is_f16(dtype);
-  kernel = resolve(kernel);
+  kernel = resolve_simd_path(kernel, "16-bit weights");
   if (m == 1) {
     gemv_half(w, dtype, x, b, y, n, k, kernel);
     return;

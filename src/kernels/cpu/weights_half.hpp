@@ -14,25 +14,20 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "kernels/cpu/simd_path.hpp"
 
 namespace aiopt::kernels::cpu {
-
-// The GEMV implementations. `automatic` is the widest one the CPU supports.
-enum class HalfKernel { automatic, scalar, avx2, avx512 };
-const char* half_kernel_name(HalfKernel kernel);  // "scalar", "avx2", "avx512", "automatic"
-// The kernels this CPU runs (core/hardware.hpp), scalar first, the widest last.
-std::vector<HalfKernel> half_kernels();
 
 // y (n) = W·x (+ b when b is not null); w (n, k) in `dtype` (f16 or bf16, else
 // std::invalid_argument), x (k), b (n). OpenMP over output rows. A NaN in x or W gives NaN.
 // A kernel this CPU lacks is a std::invalid_argument.
 void gemv_half(const std::uint16_t* w, DType dtype, const float* x, const float* b, float* y,
-               std::size_t n, std::size_t k, HalfKernel kernel = HalfKernel::automatic);
+               std::size_t n, std::size_t k, SimdPath kernel = SimdPath::automatic);
 
 // y (m, n) = x·Wᵀ (+ b); x (m, k). m == 1 is gemv_half; for m > 1 each thread widens a tile of
 // W's rows to fp32 (with `kernel`'s instructions; the widening is exact, so every kernel gives
 // the same tile) and multiplies it with kernels::cpu::sgemm.
 void gemm_half(const std::uint16_t* w, DType dtype, const float* x, const float* b, float* y,
-               std::size_t m, std::size_t n, std::size_t k, HalfKernel kernel = HalfKernel::automatic);
+               std::size_t m, std::size_t n, std::size_t k, SimdPath kernel = SimdPath::automatic);
 
 }  // namespace aiopt::kernels::cpu

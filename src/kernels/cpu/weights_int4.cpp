@@ -8,7 +8,6 @@
 #include <string>
 
 #include "core/half.hpp"
-#include "core/hardware.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/over_rows.hpp"
 #include "kernels/cpu/simd_targets.hpp"
@@ -277,25 +276,16 @@ AIOPT_TARGET_AVX2 void gemv_rows_avx2(const Int4Matrix& w, std::size_t row0, con
 
 // ---- drivers
 
-Int4Kernel resolve(Int4Kernel kernel) {
-  const std::vector<Int4Kernel> supported = int4_kernels();
-  if (kernel == Int4Kernel::automatic) return supported.back();
-  if (std::find(supported.begin(), supported.end(), kernel) == supported.end())
-    throw std::invalid_argument(std::string("int4 GEMV: kernel ") + int4_kernel_name(kernel) +
-                                " is not supported by this CPU");
-  return kernel;
-}
-
 template <bool Symmetric>
-void gemv_simd(const Int4Matrix& w, const float* x, const float* b, float* y, Int4Kernel kernel) {
-  const std::size_t block = kernel == Int4Kernel::avx512 ? 128 : 64;
+void gemv_simd(const Int4Matrix& w, const float* x, const float* b, float* y, SimdPath kernel) {
+  const std::size_t block = kernel == SimdPath::avx512 ? 128 : 64;
   const std::size_t padded = (w.k + block - 1) / block * block;
   memory::Buffer<float> xp(Device::cpu(), padded);              // (padded k), permuted x
   memory::Buffer<float> xz(Device::cpu(), w.groups_per_row());  // (k/g)
   prepare_input(w, x, block, xp.data(), xz.data());
   const float* xpd = xp.data();
   const float* xzd = xz.data();
-  if (kernel == Int4Kernel::avx512) {
+  if (kernel == SimdPath::avx512) {
     over_rows<4>(
         w.n, [&](std::size_t r) { gemv_rows_avx512<4, Symmetric>(w, r, xpd, xzd, b, y); },
         [&](std::size_t r) { gemv_rows_avx512<1, Symmetric>(w, r, xpd, xzd, b, y); });
@@ -310,25 +300,6 @@ void gemv_simd(const Int4Matrix& w, const float* x, const float* b, float* y, In
 constexpr std::size_t gemm_tile_rows = 64;
 
 }  // namespace
-
-const char* int4_kernel_name(Int4Kernel kernel) {
-  switch (kernel) {
-    case Int4Kernel::automatic: return "automatic";
-    case Int4Kernel::scalar: return "scalar";
-    case Int4Kernel::avx2: return "avx2";
-    case Int4Kernel::avx512: return "avx512";
-  }
-  return "unknown";
-}
-
-std::vector<Int4Kernel> int4_kernels() {
-  std::vector<Int4Kernel> kernels{Int4Kernel::scalar};
-  if (hardware::has("avx2") && hardware::has("fma") && hardware::has("f16c")) kernels.push_back(Int4Kernel::avx2);
-  if (hardware::has("avx512f") && hardware::has("avx512bw") && hardware::has("avx512vl") &&
-      hardware::has("f16c") && hardware::has("fma"))
-    kernels.push_back(Int4Kernel::avx512);
-  return kernels;
-}
 
 double int4_bytes_per_weight(std::size_t group, Int4Mode mode) {
   return 0.5 + (mode == Int4Mode::symmetric ? 2.0 : 3.0) / static_cast<double>(group);
@@ -388,10 +359,10 @@ void dequantize_int4(const Int4Matrix& w, float* out) {
   for (std::size_t r = 0; r < w.n; ++r) dequantize_int4_rows(w, r, 1, out + r * w.k);
 }
 
-void gemv_int4(const Int4Matrix& w, const float* x, const float* b, float* y, Int4Kernel kernel) {
+void gemv_int4(const Int4Matrix& w, const float* x, const float* b, float* y, SimdPath kernel) {
   validate_shape(w.n, w.k, w.group);
-  kernel = resolve(kernel);
-  if (kernel == Int4Kernel::scalar) {
+  kernel = resolve_simd_path(kernel, "int4 GEMV");
+  if (kernel == SimdPath::scalar) {
 #pragma omp parallel for schedule(static)
     for (std::size_t r = 0; r < w.n; ++r) gemv_rows_scalar(w, r, 1, x, b, y);
   } else if (w.mode == Int4Mode::symmetric) {
@@ -402,9 +373,9 @@ void gemv_int4(const Int4Matrix& w, const float* x, const float* b, float* y, In
 }
 
 void gemm_int4(const Int4Matrix& w, const float* x, const float* b, float* y, std::size_t m,
-               Int4Kernel kernel) {
+               SimdPath kernel) {
   validate_shape(w.n, w.k, w.group);
-  kernel = resolve(kernel);
+  kernel = resolve_simd_path(kernel, "int4 GEMV");
   if (m == 1) {
     gemv_int4(w, x, b, y, kernel);
     return;

@@ -32,16 +32,11 @@
 #include <vector>
 
 #include "core/memory.hpp"
+#include "kernels/cpu/simd_path.hpp"
 
 namespace aiopt::kernels::cpu {
 
 enum class Int4Mode { symmetric, asymmetric };
-
-// The GEMV implementations. `automatic` is the widest one the CPU supports.
-enum class Int4Kernel { automatic, scalar, avx2, avx512 };
-const char* int4_kernel_name(Int4Kernel kernel);  // "scalar", "avx2", "avx512", "automatic"
-// The kernels this CPU runs (core/hardware.hpp), scalar first, the widest last.
-std::vector<Int4Kernel> int4_kernels();
 
 struct Int4Matrix {
   std::size_t n = 0, k = 0, group = 0;
@@ -75,12 +70,12 @@ void dequantize_int4_rows(const Int4Matrix& w, std::size_t row0, std::size_t row
 // makes y NaN (inf·0 is NaN); it is not rejected. A kernel this CPU lacks is a
 // std::invalid_argument.
 void gemv_int4(const Int4Matrix& w, const float* x, const float* b, float* y,
-               Int4Kernel kernel = Int4Kernel::automatic);
+               SimdPath kernel = SimdPath::automatic);
 
 // y (m, n) = x·Ŵᵀ (+ b); x (m, k). m == 1 is gemv_int4; for m > 1 (a prefill) each thread
 // dequantizes a tile of W's rows to fp32 and multiplies it with kernels::cpu::sgemm, so W is
 // read once whatever m is.
 void gemm_int4(const Int4Matrix& w, const float* x, const float* b, float* y, std::size_t m,
-               Int4Kernel kernel = Int4Kernel::automatic);
+               SimdPath kernel = SimdPath::automatic);
 
 }  // namespace aiopt::kernels::cpu
