@@ -13,6 +13,7 @@
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "support/files.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 #include "techniques/flash_attention/flash_attention.hpp"
@@ -41,12 +42,7 @@ Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = f
   return c;
 }
 
-const Metric& metric(const std::vector<Metric>& metrics, const std::string& name) {
-  for (const auto& m : metrics)
-    if (m.name == name) return m;
-  FAIL("no metric " << name);
-  throw std::logic_error("unreachable");
-}
+using aiopt::test::metric;
 
 }  // namespace
 

@@ -22,6 +22,7 @@
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "nn/kv_cache.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
@@ -56,12 +57,7 @@ Case make_case(const std::string& variant, std::int64_t prompt_len, std::int64_t
   return c;
 }
 
-const Metric& metric(const std::vector<Metric>& metrics, const std::string& name) {
-  for (const auto& m : metrics)
-    if (m.name == name) return m;
-  FAIL("no metric " << name);
-  throw std::logic_error("unreachable");
-}
+using aiopt::test::metric;
 
 // The largest per-step error relative to that step's largest |want|; +inf on a NaN.
 double max_rel_error(const std::vector<float>& got, const std::vector<float>& want, std::size_t vocab) {

@@ -36,6 +36,7 @@
 #include "kernels/cpu/attention.hpp"
 #include "kernels/cpu/linear_attention.hpp"
 #include "support/files.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/random.hpp"
 #include "support/schema.hpp"
@@ -113,11 +114,7 @@ Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = f
   return c;
 }
 
-const Metric* find_metric(const std::vector<Metric>& metrics, const std::string& name) {
-  for (const auto& m : metrics)
-    if (m.name == name) return &m;
-  return nullptr;
-}
+using aiopt::test::find_metric;
 
 // The mean relative error (Σ|got − want| / Σ|want|) of Performer with m features against exact
 // softmax attention, averaged over projection seeds.

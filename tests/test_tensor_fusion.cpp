@@ -43,6 +43,7 @@
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "support/metrics.hpp"
 #include "support/random.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
@@ -130,12 +131,7 @@ Case make_case(const std::string& variant, const std::string& chain, std::int64_
   return c;
 }
 
-const Metric& metric(const std::vector<Metric>& metrics, const std::string& name) {
-  for (const auto& m : metrics)
-    if (m.name == name) return m;
-  FAIL("no metric " << name);
-  throw std::logic_error("unreachable");
-}
+using aiopt::test::metric;
 
 // Row widths that exercise full SIMD vectors, tails and single elements.
 const std::vector<std::size_t> widths = {1, 7, 33, 96, 1000};
