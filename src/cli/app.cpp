@@ -49,6 +49,7 @@ int run(int argc, char** argv) {
   add_report(app, exit_code);
   add_compare(app, exit_code);
   add_generate(app, exit_code);
+  add_train(app, exit_code);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       // A misspelt subcommand: name it and suggest the one meant, rather than CLI11's

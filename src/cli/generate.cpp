@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/device_flag.hpp"
 #include "cli/number_checks.hpp"
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
@@ -36,26 +36,6 @@ struct GenerateOptions {
   std::string kv_cache = "f32";
   std::optional<int> threads;
 };
-
-// "cpu", "cuda" or "cuda:N", with the GPU present.
-Device parse_device(const std::string& text) {
-  Device device = Device::cpu();
-  if (text == "cpu") return device;
-  if (text == "cuda") {
-    device = Device::cuda(0);
-  } else if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
-             text.find_first_not_of("0123456789", 5) == std::string::npos && text.size() < 9) {
-    device = Device::cuda(std::stoi(text.substr(5)));
-  } else {
-    throw InputError("--device '" + text + "' is unknown (allowed: cpu, cuda, cuda:N)");
-  }
-  try {
-    cuda::require_device(device.index);
-  } catch (const DeviceUnavailable& e) {
-    throw InputError("--device " + text + ": " + e.what());  // asked for by name: bad input here
-  }
-  return device;
-}
 
 std::vector<std::int32_t> parse_token_list(const std::string& text) {
   std::vector<std::int32_t> out;

@@ -71,6 +71,32 @@ Tensor Tensor::empty(std::vector<std::int64_t> shape, DType dtype, const Device&
   return t;
 }
 
+Tensor Tensor::zeros(std::vector<std::int64_t> shape, DType dtype, const Device& device) {
+  Tensor t = empty(std::move(shape), dtype, device);
+  t.set_zero();
+  return t;
+}
+
+void Tensor::set_zero() {
+  if (bytes() == 0) return;
+  if (device().is_cpu()) {
+    std::memset(storage_.data(), 0, bytes());
+    return;
+  }
+#ifdef AIOPT_HAVE_CUDA
+  CUDA_CHECK(cudaMemset(storage_.data(), 0, bytes()));
+#else
+  throw DeviceUnavailable("aiopt was built without CUDA");
+#endif
+}
+
+void Tensor::copy_from(const Tensor& other) {
+  if (other.dtype_ != dtype_ || other.shape_ != shape_)
+    throw std::invalid_argument("Tensor::copy_from: a " + to_string(other.dtype_) + " tensor " +
+                                other.shape_string() + " into a " + to_string(dtype_) + " tensor " + shape_string());
+  copy_bytes(storage_.data(), device(), other.storage_.data(), other.device(), bytes());
+}
+
 Tensor Tensor::from_host(std::span<const std::byte> bytes, std::vector<std::int64_t> shape, DType dtype,
                          const Device& device) {
   Tensor t = empty(std::move(shape), dtype, device);

@@ -35,8 +35,16 @@ class Tensor {
   static Tensor from_host(std::span<const std::byte> bytes, std::vector<std::int64_t> shape, DType dtype,
                           const Device& device);
 
+  // Zero-filled storage for `shape` on `device`.
+  static Tensor zeros(std::vector<std::int64_t> shape, DType dtype, const Device& device);
+
   // A copy of this tensor on `device` (cudaMemcpy to, from or between GPUs).
   Tensor to(const Device& device) const;
+  // Every byte zero (memset / cudaMemset).
+  void set_zero();
+  // Copies `other`'s elements into this tensor, across devices if need be; throws
+  // std::invalid_argument when dtype or shape differ.
+  void copy_from(const Tensor& other);
 
   // Elements uniform in [lo, hi) from rng::uniform(seed, i) for element i, rounded to nearest
   // even for f16 and bf16. Host tensors of f32, f16 or bf16 only, else std::logic_error.

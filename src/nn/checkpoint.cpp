@@ -220,9 +220,10 @@ GptWeights load_gpt2(const SafetensorsFile& file) {
 
 }  // namespace
 
-void save_checkpoint(const GptWeights& weights, const std::string& path) {
+void save_checkpoint(const GptWeights& weights, const std::string& path,
+                     const std::map<std::string, std::string>& extra_metadata) {
   const GptConfig& c = weights.config;
-  const std::map<std::string, std::string> metadata = {
+  std::map<std::string, std::string> metadata = {
       {"format", std::string(format_name)},
       {"layers", std::to_string(c.layers)},
       {"channels", std::to_string(c.channels)},
@@ -231,6 +232,7 @@ void save_checkpoint(const GptWeights& weights, const std::string& path) {
       {"vocab", std::to_string(c.vocab)},
       {"layernorm_eps", float_text(c.layernorm_eps)},
   };
+  metadata.insert(extra_metadata.begin(), extra_metadata.end());  // keeps the config's keys
   const auto named = weights.named();
   GptWeights host;
   std::vector<std::pair<std::string, const Tensor*>> tensors;

@@ -4,6 +4,7 @@
 // __metadata__. GPT-2 checkpoints (as published: optional "transformer." prefix, Conv1D weights
 // (in, out), attn.bias/masked_bias buffers, no metadata) are recognised by their names, their
 // dimensions inferred from the tensor shapes, and their Conv1D weights transposed.
+#include <map>
 #include <string>
 
 #include "core/device.hpp"
@@ -11,7 +12,9 @@
 
 namespace aiopt::nn {
 
-void save_checkpoint(const GptWeights& weights, const std::string& path);
+// `extra_metadata` joins the header's __metadata__ (the config's own keys take precedence).
+void save_checkpoint(const GptWeights& weights, const std::string& path,
+                     const std::map<std::string, std::string>& extra_metadata = {});
 
 // Throws InputError (exit code 2) naming the file and the reason for a missing, truncated or
 // inconsistent file: a header that is not JSON, offsets outside the data, a missing or

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <span>
+#include <stdexcept>
 #include <string>
 
 #include "core/rng.hpp"
@@ -139,6 +140,31 @@ GptWeights GptWeights::to(const Device& device) const {
   auto dst = out.named();
   for (std::size_t i = 0; i < src.size(); ++i) *dst[i].second = src[i].second->to(device);
   return out;
+}
+
+GptWeights GptWeights::zeros(const GptConfig& config, const Device& device) {
+  GptWeights w = allocate(config, device);
+  w.set_zero();
+  return w;
+}
+
+void GptWeights::set_zero() {
+  for (auto& [name, t] : named()) t->set_zero();
+}
+
+void GptWeights::copy_from(const GptWeights& other) {
+  auto src = other.named();
+  auto dst = named();
+  if (src.size() != dst.size())
+    throw std::invalid_argument("GptWeights::copy_from: " + std::to_string(src.size()) + " tensors into " +
+                                std::to_string(dst.size()));
+  for (std::size_t i = 0; i < src.size(); ++i) dst[i].second->copy_from(*src[i].second);
+}
+
+std::size_t GptWeights::bytes() const {
+  std::size_t total = 0;
+  for (const auto& [name, t] : named()) total += t->bytes();
+  return total;
 }
 
 }  // namespace aiopt::nn

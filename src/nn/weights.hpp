@@ -46,6 +46,12 @@ struct GptWeights {
   static GptWeights initialize(const GptConfig& config, std::uint64_t seed, const Device& device);
 
   GptWeights to(const Device& device) const;
+  // Zero-filled tensors of the config's shapes on `device`: a gradient accumulator.
+  static GptWeights zeros(const GptConfig& config, const Device& device);
+  void set_zero();
+  // Element-for-element copy of `other` (same config; any devices).
+  void copy_from(const GptWeights& other);
+  std::size_t bytes() const;
 };
 
 }  // namespace aiopt::nn

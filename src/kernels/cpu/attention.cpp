@@ -109,6 +109,11 @@ void attention_naive(const float* q, const float* k, const float* v, float* out,
 
 void attention_flash(const float* q, const float* k, const float* v, float* out,
                      const AttentionShape& shape, FlashTiles tiles) {
+  attention_flash(q, k, v, out, nullptr, shape, tiles);
+}
+
+void attention_flash(const float* q, const float* k, const float* v, float* out, float* lse,
+                     const AttentionShape& shape, FlashTiles tiles) {
   shape.validate();
   if (tiles.q_tile == 0 || tiles.kv_tile == 0)
     throw std::invalid_argument("attention_flash: q_tile and kv_tile must be positive");
@@ -190,6 +195,9 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
 #pragma omp simd
         for (std::size_t t = 0; t < d; ++t) oi[t] = ai[t] * inv;
       }
+      // The softmax denominator of row i is row_sum·e^row_max, so its log is row_max + log(row_sum).
+      if (lse != nullptr)
+        for (std::size_t i = 0; i < rows; ++i) lse[head * tq + i0 + i] = row_max[i] + std::log(row_sum[i]);
     }
   }
 }

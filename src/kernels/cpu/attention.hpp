@@ -29,6 +29,10 @@ struct FlashTiles {
 };
 void attention_flash(const float* q, const float* k, const float* v, float* out,
                      const AttentionShape& shape, FlashTiles tiles = {});
+// The same, also writing each query row's log-sum-exp of its scaled, masked scores (natural
+// log), lse: (B, H, Tq), which the flash backward (attention_backward.hpp) needs.
+void attention_flash(const float* q, const float* k, const float* v, float* out, float* lse,
+                     const AttentionShape& shape, FlashTiles tiles = {});
 
 // `memory_efficient`: query-chunked (Rabe & Staats 2021): the full softmax over all keys for
 // `chunk` queries at a time, so the workspace is chunk × Tk per thread, from the tracked allocator.

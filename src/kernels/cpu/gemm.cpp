@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/threads.hpp"
+#include "kernels/cpu/over_columns.hpp"
 
 namespace aiopt::kernels::cpu {
 
@@ -127,6 +128,23 @@ void sgemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, st
   for (std::size_t i = 0; i < batch; ++i)
     sgemm_one_thread(transpose_a, transpose_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b,
                      ldb, beta, c + i * stride_c, ldc);
+}
+
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                     std::size_t m, std::size_t k, std::size_t n) {
+  // dx = dy·W: (m, n)·(n, k).
+  if (dx != nullptr) sgemm(false, false, m, k, n, 1.0f, dy, n, w, k, 0.0f, dx, k);
+  // dW += dyᵀ·x: (n, m)·(m, k).
+  sgemm(true, false, n, k, m, 1.0f, dy, n, x, k, 1.0f, dw, k);
+  if (db != nullptr) {
+    over_columns(n, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = 0; i < m; ++i) {
+        const float* dyi = dy + i * n;
+#pragma omp simd
+        for (std::size_t j = begin; j < end; ++j) db[j] += dyi[j];
+      }
+    });
+  }
 }
 
 }  // namespace aiopt::kernels::cpu

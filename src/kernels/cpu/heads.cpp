@@ -32,4 +32,31 @@ void merge_heads(const float* x, float* y, std::size_t batch, std::size_t len, s
         std::copy_n(x + ((b * heads + h) * len + t) * head_dim, head_dim, y + (b * len + t) * c + h * head_dim);
 }
 
+void merge_qkv(const float* q, const float* k, const float* v, float* qkv, std::size_t batch,
+               std::size_t len, std::size_t heads, std::size_t head_dim) {
+  const std::size_t c = heads * head_dim;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::size_t b = 0; b < batch; ++b) {
+    for (std::size_t t = 0; t < len; ++t) {
+      float* row = qkv + ((b * len + t) * 3) * c;  // q part of (b, t); k, v at +C, +2C
+      for (std::size_t h = 0; h < heads; ++h) {
+        const std::size_t from = ((b * heads + h) * len + t) * head_dim;
+        std::copy_n(q + from, head_dim, row + h * head_dim);
+        std::copy_n(k + from, head_dim, row + c + h * head_dim);
+        std::copy_n(v + from, head_dim, row + 2 * c + h * head_dim);
+      }
+    }
+  }
+}
+
+void split_heads(const float* x, float* y, std::size_t batch, std::size_t len, std::size_t heads,
+                 std::size_t head_dim) {
+  const std::size_t c = heads * head_dim;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::size_t b = 0; b < batch; ++b)
+    for (std::size_t t = 0; t < len; ++t)
+      for (std::size_t h = 0; h < heads; ++h)
+        std::copy_n(x + (b * len + t) * c + h * head_dim, head_dim, y + ((b * heads + h) * len + t) * head_dim);
+}
+
 }  // namespace aiopt::kernels::cpu

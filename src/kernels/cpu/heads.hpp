@@ -16,4 +16,13 @@ void split_qkv(const float* qkv, float* q, float* k_cache, float* v_cache, std::
 void merge_heads(const float* x, float* y, std::size_t batch, std::size_t len, std::size_t heads,
                  std::size_t head_dim);
 
+// The backward of split_qkv with capacity == len and pos0 == 0 (training): q, k, v:
+// (batch, heads, len, head_dim) -> qkv: (batch, len, 3, heads, head_dim), written.
+void merge_qkv(const float* q, const float* k, const float* v, float* qkv, std::size_t batch,
+               std::size_t len, std::size_t heads, std::size_t head_dim);
+
+// The backward of merge_heads: x: (batch, len, heads · head_dim) -> y: (batch, heads, len, head_dim).
+void split_heads(const float* x, float* y, std::size_t batch, std::size_t len, std::size_t heads,
+                 std::size_t head_dim);
+
 }  // namespace aiopt::kernels::cpu

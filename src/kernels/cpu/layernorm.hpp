@@ -36,4 +36,17 @@ template <class T>
 void layernorm(const T* x, const float* gamma, const float* beta, T* y, std::size_t rows,
                std::size_t hidden, float eps);
 
+// Training forward: as layernorm, and saves each row's mean and rstd = 1/sqrt(var + eps) for the
+// backward. x, y: (rows, hidden); mean, rstd: (rows).
+void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
+                       float* rstd, std::size_t rows, std::size_t hidden, float eps);
+// Backward of layernorm_forward given its saved mean and rstd. dy, x, dx: (rows, hidden);
+// dx is written; dgamma, dbeta: (hidden) are accumulated (+=). The reference accumulates in double.
+void layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
+                        const float* rstd, float* dx, float* dgamma, float* dbeta, std::size_t rows,
+                        std::size_t hidden);
+void layernorm_backward_reference(const float* dy, const float* x, const float* gamma, const float* mean,
+                                  const float* rstd, float* dx, float* dgamma, float* dbeta,
+                                  std::size_t rows, std::size_t hidden);
+
 }  // namespace aiopt::kernels::cpu

@@ -12,6 +12,11 @@ namespace aiopt::kernels::cuda {
 void linear(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
             std::size_t n, void* stream);
 
+// The backward of linear, fp32 as kernels/cpu/gemm.hpp's linear_backward: dx = dy·W (written;
+// skipped when null), dW += dyᵀ·x, db += column sums of dy (skipped when null).
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                     std::size_t m, std::size_t k, std::size_t n, void* stream);
+
 // C = alpha·op(A)·op(B) + beta·C, row-major with leading dimensions in elements, A, B, C stored
 // as `dtype` (f32, f16 or bf16), fp32 accumulation and alpha/beta (cublasGemmEx; f16/bf16 on
 // tensor cores). Other dtypes throw std::invalid_argument.

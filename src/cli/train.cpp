@@ -1,0 +1,200 @@
+// aiopt train: trains the GPT on the built-in synthetic corpus or a text file's bytes, printing
+// progress (loss, LR, tokens/s) and validation losses, and writes the trained weights as a
+// checkpoint that `aiopt generate --checkpoint` reads. --save-state / --resume keep and restore
+// the whole training state, so a stopped run continues exactly.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "cli/device_flag.hpp"
+#include "cli/number_checks.hpp"
+#include "core/error.hpp"
+#include "core/threads.hpp"
+#include "nn/checkpoint.hpp"
+#include "nn/trainer.hpp"
+
+namespace aiopt::cli {
+
+namespace {
+
+struct TrainOptions {
+  std::string preset = "small";
+  std::optional<std::size_t> layers, channels, heads, context;
+  std::string data;
+  int dialect = 0;
+  std::uint64_t corpus_seed = 1;
+  std::size_t steps = 600;
+  std::size_t batch = 16;
+  std::size_t seq_len = 128;
+  std::size_t accumulate = 1;
+  float lr = 2e-3f;
+  float min_lr = 2e-4f;
+  std::string schedule = "warmup_cosine";
+  std::optional<std::size_t> warmup;
+  std::string optimizer = "adamw";
+  float weight_decay = 0.1f;
+  float clip = 1.0f;
+  std::uint64_t seed = 1;
+  std::size_t eval_every = 100;
+  std::size_t eval_batches = 8;
+  std::size_t log_every = 10;
+  std::string attention = "flash";
+  std::size_t checkpoint_every = 0;
+  bool selective = false;
+  std::string precision = "f32";
+  std::string out;
+  std::string save_state;
+  std::string resume;
+  std::string device = "cpu";
+  std::optional<int> threads;
+};
+
+nn::TrainConfig make_config(const TrainOptions& o) {
+  nn::TrainConfig c;
+  c.model = nn::preset(o.preset);
+  if (o.layers) c.model.layers = *o.layers;
+  if (o.channels) c.model.channels = *o.channels;
+  if (o.heads) c.model.heads = *o.heads;
+  if (o.context) c.model.context = *o.context;
+  if (c.model.vocab != 256)
+    throw InputError("--preset " + o.preset + " has a vocabulary of " + std::to_string(c.model.vocab) +
+                     "; training reads bytes, so it needs 256");
+  c.seed = o.seed;
+  c.data.file = o.data;
+  c.data.dialect = o.dialect;
+  c.data.corpus_seed = o.corpus_seed;
+  c.batch = o.batch;
+  c.seq_len = o.seq_len;
+  c.accumulate = o.accumulate;
+  c.steps = o.steps;
+  c.optimizer.kind = nn::parse_optimizer(o.optimizer);
+  c.optimizer.weight_decay = o.weight_decay;
+  c.optimizer.clip_norm = o.clip;
+  c.schedule.kind = nn::parse_schedule(o.schedule);
+  c.schedule.peak_lr = o.lr;
+  c.schedule.min_lr = o.min_lr;
+  c.schedule.total_steps = o.steps;
+  c.schedule.warmup_steps = o.warmup.value_or(std::min<std::size_t>(o.steps / 10, 100));
+  if (o.attention != "flash" && o.attention != "naive")
+    throw InputError("--attention '" + o.attention + "' is unknown (allowed: flash, naive)");
+  c.training.attention = o.attention == "flash" ? nn::TrainAttention::flash : nn::TrainAttention::naive;
+  c.training.checkpoint_every = o.checkpoint_every;
+  c.training.selective = o.selective;
+  c.training.storage = parse_dtype(o.precision);
+  if (c.training.storage == DType::f16) {
+    c.scaling.kind = nn::LossScaling::dynamic;
+    c.scaling.scale = 65536.0f;
+  }
+  c.eval_every = o.eval_every;
+  c.eval_batches = o.eval_batches;
+  c.validate();
+  return c;
+}
+
+int run_train(const TrainOptions& o) {
+  if (o.threads) set_threads(*o.threads);
+  if (o.log_every == 0) throw InputError("--log-every must be at least 1");
+  const nn::TrainConfig config = make_config(o);
+  const Device device = parse_device(o.device);
+  nn::Trainer trainer(config, device);
+  if (!o.resume.empty()) trainer.resume(o.resume);
+
+  const double unigram = nn::unigram_entropy(trainer.tokens().validation);
+  std::cout << "model: " << config.model.describe() << " (" << config.model.parameter_count() << " parameters) on "
+            << to_string(device) << ", " << threads() << " threads\n";
+  std::cout << "data: " << config.data.describe() << ": " << trainer.tokens().train.size() << " train, "
+            << trainer.tokens().validation.size() << " validation tokens; unigram entropy " << unigram << " nats\n";
+  std::cout << "batch " << config.batch << " × " << config.seq_len << (config.accumulate > 1 ? " × " : "")
+            << (config.accumulate > 1 ? std::to_string(config.accumulate) : "") << ", " << config.steps
+            << " steps, " << o.optimizer << ", " << o.schedule << " peak lr " << config.schedule.peak_lr << "\n";
+  if (trainer.steps_done() > 0) std::cout << "resumed at step " << trainer.steps_done() << " from " << o.resume << "\n";
+  std::cout.flush();
+
+  double seconds = 0.0;
+  std::size_t tokens = 0, skipped = 0;
+  char line[200];
+  trainer.run(
+      [&](const nn::StepRecord& r) {
+        seconds += r.seconds;
+        tokens += config.batch * config.seq_len * config.accumulate;
+        skipped += r.skipped;
+        if (r.step % o.log_every == 0 || r.step == config.steps) {
+          std::snprintf(line, sizeof line, "step %6zu/%zu  loss %.4f  lr %.3g  grad norm %.3g  %.0f tokens/s%s\n",
+                        r.step, config.steps, r.loss, static_cast<double>(r.lr), r.grad_norm,
+                        static_cast<double>(tokens) / seconds, r.skipped ? "  (skipped: overflow)" : "");
+          std::cout << line << std::flush;
+        }
+      },
+      [&](const nn::EvalRecord& e) {
+        std::snprintf(line, sizeof line, "step %6zu  validation loss %.4f (unigram %.4f)\n", e.step, e.loss, unigram);
+        std::cout << line << std::flush;
+      });
+  std::snprintf(line, sizeof line, "trained %zu tokens in %.1f s (%.0f tokens/s)%s\n", tokens, seconds,
+                static_cast<double>(tokens) / seconds,
+                skipped ? (", " + std::to_string(skipped) + " steps skipped").c_str() : "");
+  std::cout << line;
+  if (!o.out.empty()) {
+    nn::save_checkpoint(trainer.weights(), o.out);
+    std::cout << "weights: " << o.out << "\n";
+  }
+  if (!o.save_state.empty()) {
+    trainer.save(o.save_state);
+    std::cout << "training state: " << o.save_state << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_train(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<TrainOptions>();
+  auto* cmd = app.add_subcommand("train", "Train the GPT on the built-in corpus or a text file");
+  cmd->add_option("--preset", o->preset, "Model preset (default small)");
+  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(positive_number());
+  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(positive_number());
+  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(positive_number());
+  cmd->add_option("--context", o->context, "Override the preset's context")->check(positive_number());
+  cmd->add_option("--data", o->data, "Train on this file's bytes (default: the built-in synthetic corpus)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--dialect", o->dialect, "Synthetic corpus dialect: 0 (default) or 1")
+      ->check(CLI::IsMember({0, 1}));
+  cmd->add_option("--corpus-seed", o->corpus_seed, "Seed of the synthetic corpus (default 1)");
+  cmd->add_option("--steps", o->steps, "Optimizer steps (default 600)")->check(positive_number());
+  cmd->add_option("--batch", o->batch, "Sequences per micro-batch (default 16)")->check(positive_number());
+  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence (default 128)")->check(positive_number());
+  cmd->add_option("--accumulate", o->accumulate, "Micro-batches per optimizer step (default 1)")
+      ->check(positive_number());
+  cmd->add_option("--lr", o->lr, "Peak learning rate (default 2e-3)")->check(positive_number());
+  cmd->add_option("--min-lr", o->min_lr, "Final learning rate of decaying schedules (default 2e-4)")
+      ->check(non_negative_number());
+  cmd->add_option("--schedule", o->schedule, "LR schedule (default warmup_cosine)");
+  cmd->add_option("--warmup", o->warmup, "Warmup steps (default: a tenth of the steps, at most 100)");
+  cmd->add_option("--optimizer", o->optimizer, "adamw (default) or sgd");
+  cmd->add_option("--weight-decay", o->weight_decay, "Decoupled weight decay on matrices (default 0.1)")
+      ->check(non_negative_number());
+  cmd->add_option("--clip", o->clip, "Clip the gradient's global norm to this; 0: off (default 1)")
+      ->check(non_negative_number());
+  cmd->add_option("--seed", o->seed, "Seed of the initial weights and the batches (default 1)");
+  cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default 100)");
+  cmd->add_option("--eval-batches", o->eval_batches, "Validation batches (default 8)")->check(positive_number());
+  cmd->add_option("--log-every", o->log_every, "Progress line every N steps (default 10)");
+  cmd->add_option("--attention", o->attention, "flash (default) or naive")->check(CLI::IsMember({"flash", "naive"}));
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Gradient checkpointing: keep every k-th block's input and recompute; 0: keep all (default)");
+  cmd->add_flag("--selective", o->selective, "Recompute LayerNorm and GELU outputs in the backward");
+  cmd->add_option("--precision", o->precision, "Activation and gradient storage: f32 (default), bf16, f16 "
+                                                "(f16 uses dynamic loss scaling)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  cmd->add_option("--out", o->out, "Write the trained weights to this safetensors file");
+  cmd->add_option("--save-state", o->save_state, "Write the whole training state (for --resume) to this file");
+  cmd->add_option("--resume", o->resume, "Continue the run saved by --save-state in this file")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--device", o->device, "cpu (default), cuda or cuda:N");
+  cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(positive_number());
+  cmd->callback([o, &exit_code] { exit_code = run_train(*o); });
+}
+
+}  // namespace aiopt::cli

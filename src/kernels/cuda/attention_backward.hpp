@@ -1,0 +1,26 @@
+#pragma once
+// Training attention on CUDA, fp32, mirroring kernels/cpu/attention_backward.hpp (same shapes,
+// formulas and contract: self-attention, causal or not; dq, dk, dv written).
+#include <cstddef>
+
+#include "kernels/attention_shape.hpp"
+
+namespace aiopt::kernels::cuda {
+
+// Flash forward that also writes lse: (B, H, N), the natural-log log-sum-exp of each query's
+// scaled, masked scores.
+void attention_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
+                             const AttentionShape& shape, void* stream);
+
+// Flash backward from lse: no N×N buffer. dQ is accumulated per key tile in a fixed order.
+void attention_flash_backward(const float* q, const float* k, const float* v, const float* out,
+                              const float* dout, const float* lse, float* dq, float* dk, float* dv,
+                              const AttentionShape& shape, void* stream);
+
+// Naive backward: P recomputed into `scores` (B·H·N·N floats) by cuBLAS, the rest by cuBLAS and
+// one elementwise kernel.
+void attention_naive_backward(const float* q, const float* k, const float* v, const float* out,
+                              const float* dout, float* dq, float* dk, float* dv, float* scores,
+                              const AttentionShape& shape, void* stream);
+
+}  // namespace aiopt::kernels::cuda

@@ -1,0 +1,107 @@
+#include "nn/model_cache.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <system_error>
+#include <unistd.h>
+
+#include "core/error.hpp"
+#include "nn/checkpoint.hpp"
+#include "nn/safetensors.hpp"
+
+namespace aiopt::nn {
+
+namespace {
+
+std::uint64_t fnv1a(const std::string& text) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+// The weights and validation loss of a cached file made for `identity`, or nothing when the file
+// is absent, unreadable or made for another configuration.
+bool load_cached(const std::filesystem::path& path, const std::string& identity, const Device& device,
+                 CachedModel& out) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return false;
+  try {
+    const SafetensorsFile file(path.string());
+    const auto& meta = file.metadata();
+    const auto id = meta.find("identity");
+    const auto loss = meta.find("validation_loss");
+    if (id == meta.end() || id->second != identity || loss == meta.end()) return false;
+    out.weights = load_checkpoint(path.string(), device);
+    out.validation_loss = std::stod(loss->second);
+    out.from_cache = true;
+    out.path = path;
+    return true;
+  } catch (const std::exception&) {
+    return false;  // a damaged file is trained over
+  }
+}
+
+// Round-trips exactly through std::stod.
+std::string exact_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", v);
+  return text;
+}
+
+}  // namespace
+
+std::filesystem::path model_cache_directory() {
+  if (const char* dir = std::getenv("AIOPT_CACHE"); dir && *dir) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::filesystem::path(xdg) / "aiopt";
+  if (const char* home = std::getenv("HOME"); home && *home)
+    return std::filesystem::path(home) / ".cache" / "aiopt";
+  return std::filesystem::temp_directory_path() / "aiopt-cache";
+}
+
+std::string model_cache_key(const TrainConfig& config) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(fnv1a("aiopt-model-1 " + config.identity().dump())));
+  return hex;
+}
+
+CachedModel trained_model(const TrainConfig& config, const Device& device,
+                          const std::function<void(const StepRecord&)>& on_step,
+                          const std::function<void(const EvalRecord&)>& on_eval) {
+  config.validate();
+  const std::string identity = config.identity().dump();
+  const std::filesystem::path dir = model_cache_directory();
+  const std::filesystem::path path = dir / ("model-" + model_cache_key(config) + ".safetensors");
+  CachedModel out;
+  if (load_cached(path, identity, device, out)) return out;
+
+  TrainConfig quiet = config;
+  const auto start = std::chrono::steady_clock::now();
+  Trainer trainer(quiet, device);
+  trainer.run(on_step, on_eval);
+  out.training_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out.validation_loss = trainer.evals().back().loss;
+  out.weights = GptWeights::allocate(config.model, device);
+  out.weights.copy_from(trainer.weights());
+
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::filesystem::path temporary =
+      dir / ("model-" + model_cache_key(config) + "." + std::to_string(::getpid()) + ".tmp");
+  try {
+    save_checkpoint(out.weights, temporary.string(), {{"identity", identity},
+                                                      {"validation_loss", exact_text(out.validation_loss)}});
+    std::filesystem::rename(temporary, path);
+    out.path = path;
+  } catch (const std::exception&) {
+    std::filesystem::remove(temporary, ec);  // an unwritable cache only costs the next run a retraining
+  }
+  return out;
+}
+
+}  // namespace aiopt::nn

@@ -1,0 +1,66 @@
+#pragma once
+// The optimizers that update the GPT's fp32 master weights from its gradients: AdamW and SGD with
+// momentum, with gradient clipping by global norm. State tensors (fp32) live on the weights'
+// device beside them and are named for checkpoints, so a resumed run continues exactly.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.hpp"
+#include "nn/weights.hpp"
+
+namespace aiopt::nn {
+
+enum class OptimizerKind { adamw, sgd };
+// "adamw", "sgd"; parse throws InputError with the allowed names.
+std::string_view to_string(OptimizerKind kind);
+OptimizerKind parse_optimizer(std::string_view name);
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::adamw;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  // Decoupled, applied to matrices and embeddings (rank-2 tensors) only, not to biases and
+  // LayerNorm parameters (GPT-2/3 practice).
+  float weight_decay = 0.1f;
+  float momentum = 0.9f;   // sgd
+  float clip_norm = 1.0f;  // global L2 norm of the gradient; 0 turns clipping off
+};
+
+struct OptimizerStep {
+  double grad_norm = 0.0;  // global L2 norm of grad_scale·grads, before clipping
+  bool clipped = false;
+};
+
+class Optimizer {
+ public:
+  // State zeroed on `params`' device (AdamW: m and v; SGD: the momentum buffer).
+  Optimizer(const OptimizerConfig& config, const GptWeights& params);
+
+  // One update with learning rate `lr` from grad_scale·grads (grad_scale unscales a mixed-precision
+  // loss scale or averages accumulated micro-batches). Clips the global norm to clip_norm first by
+  // folding the factor into grad_scale. grads: same config and device as params. Does not touch
+  // grads. Throws InputError when the structures differ.
+  OptimizerStep step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale = 1.0f);
+
+  const OptimizerConfig& config() const { return config_; }
+  std::int64_t steps_taken() const { return steps_; }
+  void set_steps_taken(std::int64_t steps) { steps_ = steps; }
+  // State tensors named "<kind>.<slot>.<parameter name>", e.g. "adamw.m.h.0.attn.c_attn.weight".
+  std::vector<std::pair<std::string, Tensor*>> state();
+
+ private:
+  OptimizerConfig config_;
+  std::int64_t steps_ = 0;
+  std::vector<std::string> names_;
+  std::vector<Tensor> slot1_;  // AdamW m, SGD momentum buffer; one per parameter, in named() order
+  std::vector<Tensor> slot2_;  // AdamW v
+};
+
+// Global L2 norm over every gradient tensor (double; a fixed summation order).
+double global_norm(const GptWeights& grads);
+
+}  // namespace aiopt::nn

@@ -1,0 +1,265 @@
+#include "nn/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <utility>
+
+#include "core/error.hpp"
+#include "nn/safetensors.hpp"
+
+namespace aiopt::nn {
+
+namespace {
+
+constexpr std::size_t min_split_tokens = 1024;
+
+nlohmann::json config_json(const GptConfig& c) {
+  return {{"layers", c.layers}, {"channels", c.channels}, {"heads", c.heads},
+          {"context", c.context}, {"vocab", c.vocab},     {"layernorm_eps", c.layernorm_eps}};
+}
+
+std::string mib_text(std::size_t bytes) {
+  const double mib = static_cast<double>(bytes) / (1024.0 * 1024.0);
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g MiB", mib);
+  return text;
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw InputError("training config: " + message);
+}
+
+}  // namespace
+
+std::string DataSource::describe() const {
+  if (!file.empty()) return file;
+  return "synthetic dialect " + std::to_string(dialect) + " (seed " + std::to_string(corpus_seed) + ", " +
+         mib_text(train_bytes) + ")";
+}
+
+TokenSplit load_tokens(const DataSource& source, std::size_t seq_len) {
+  const std::size_t need = std::max(min_split_tokens, seq_len + 1);
+  if (!source.file.empty()) return file_tokens(source.file, source.validation_fraction, need);
+  if (source.train_bytes < need || source.validation_bytes < need)
+    throw InputError("training data: the synthetic corpus needs at least " + std::to_string(need) +
+                     " train and validation bytes");
+  return synthetic_tokens(SyntheticCorpus{source.corpus_seed, source.dialect}, source.train_bytes,
+                          source.validation_bytes);
+}
+
+void TrainConfig::validate() const {
+  model.validate();
+  require(batch > 0, "batch must be positive");
+  require(seq_len > 0 && seq_len <= model.context,
+          "seq_len " + std::to_string(seq_len) + " must be in [1, context " + std::to_string(model.context) + "]");
+  require(accumulate > 0, "accumulate must be positive");
+  require(steps > 0, "steps must be positive");
+  require(eval_batches > 0, "eval_batches must be positive");
+  require(optimizer.clip_norm >= 0.0f && std::isfinite(optimizer.clip_norm), "clip_norm must be >= 0");
+  require(optimizer.weight_decay >= 0.0f, "weight_decay must be >= 0");
+  require(optimizer.beta1 >= 0.0f && optimizer.beta1 < 1.0f && optimizer.beta2 >= 0.0f && optimizer.beta2 < 1.0f,
+          "beta1 and beta2 must be in [0, 1)");
+  require(optimizer.momentum >= 0.0f && optimizer.momentum < 1.0f, "momentum must be in [0, 1)");
+  require(data.dialect == 0 || data.dialect == 1, "dialect must be 0 or 1");
+  require(data.validation_fraction > 0.0 && data.validation_fraction <= 0.5, "validation_fraction must be in (0, 0.5]");
+  schedule.validate();
+  training.validate();
+  scaling.validate();
+}
+
+nlohmann::json TrainConfig::identity() const {
+  return {
+      {"model", config_json(model)},
+      {"seed", seed},
+      {"data",
+       {{"file", data.file},
+        {"corpus_seed", data.corpus_seed},
+        {"dialect", data.dialect},
+        {"train_bytes", data.train_bytes},
+        {"validation_bytes", data.validation_bytes},
+        {"validation_fraction", data.validation_fraction}}},
+      {"batch", batch},
+      {"seq_len", seq_len},
+      {"accumulate", accumulate},
+      {"steps", steps},
+      {"optimizer",
+       {{"kind", to_string(optimizer.kind)},
+        {"beta1", optimizer.beta1},
+        {"beta2", optimizer.beta2},
+        {"eps", optimizer.eps},
+        {"weight_decay", optimizer.weight_decay},
+        {"momentum", optimizer.momentum},
+        {"clip_norm", optimizer.clip_norm}}},
+      {"schedule",
+       {{"kind", to_string(schedule.kind)},
+        {"peak_lr", schedule.peak_lr},
+        {"min_lr", schedule.min_lr},
+        {"total_steps", schedule.total_steps},
+        {"warmup_steps", schedule.warmup_steps},
+        {"step_every", schedule.step_every},
+        {"step_gamma", schedule.step_gamma},
+        {"one_cycle_div", schedule.one_cycle_div},
+        {"decay_fraction", schedule.decay_fraction}}},
+      {"training",
+       {{"attention", to_string(training.attention)},
+        {"checkpoint_every", training.checkpoint_every},
+        {"selective", training.selective},
+        {"storage", to_string(training.storage)}}},
+      {"scaling",
+       {{"kind", to_string(scaling.kind)},
+        {"scale", scaling.scale},
+        {"growth", scaling.growth},
+        {"backoff", scaling.backoff},
+        {"growth_interval", scaling.growth_interval}}},
+  };
+}
+
+Trainer::Trainer(TrainConfig config, const Device& device, void* stream)
+    : Trainer(config, device, (config.validate(), load_tokens(config.data, config.seq_len)), stream) {}
+
+Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, void* stream)
+    : config_((config.validate(), std::move(config))), stream_(stream), tokens_(std::move(tokens)),
+      weights_(GptWeights::initialize(config_.model, config_.seed, device)),
+      grads_(GptWeights::zeros(config_.model, device)), optimizer_(config_.optimizer, weights_),
+      sampler_(tokens_.train, config_.batch, config_.seq_len, config_.seed),
+      validation_(validation_batches(tokens_.validation, config_.batch, config_.seq_len, config_.eval_batches)),
+      scaler_(config_.scaling) {
+  for (auto t : tokens_.train)
+    if (t < 0 || static_cast<std::size_t>(t) >= config_.model.vocab)
+      throw InputError("training data: token " + std::to_string(t) + " is outside the model's vocabulary of " +
+                       std::to_string(config_.model.vocab));
+}
+
+StepRecord Trainer::step() {
+  const auto start = std::chrono::steady_clock::now();
+  StepRecord record;
+  record.lr = config_.schedule.at(steps_done_);
+  record.loss_scale = scaler_.scale;
+  grads_.set_zero();
+  // Each micro-batch's mean-loss gradient enters with 1/k, so k of them sum to the gradient of the
+  // mean over the effective batch (all micro-batches have the same number of targets).
+  const float micro_scale = scaler_.scale / static_cast<float>(config_.accumulate);
+  double loss = 0.0;
+  for (std::size_t i = 0; i < config_.accumulate; ++i)
+    loss += forward_backward(weights_, sampler_.next(), grads_, config_.training, micro_scale, stream_).loss;
+  record.loss = loss / static_cast<double>(config_.accumulate);
+
+  const GradientCensus census = gradient_census(grads_, stream_);
+  record.zero_grad_fraction = census.zero_fraction();
+  record.nonfinite_grads = census.nonfinite;
+  // A step whose gradients overflowed is skipped, under any scaling: applying inf or NaN would
+  // destroy the weights.
+  if (scaler_.update(census.nonfinite > 0)) {
+    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, 1.0f / record.loss_scale);
+    record.grad_norm = applied.grad_norm;
+  } else {
+    record.skipped = true;
+    record.grad_norm = INFINITY;
+  }
+  ++steps_done_;
+  record.step = steps_done_;
+  record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double tokens = static_cast<double>(config_.batch * config_.seq_len * config_.accumulate);
+  record.tokens_per_second = record.seconds > 0 ? tokens / record.seconds : 0.0;
+  history_.push_back(record);
+  return record;
+}
+
+double Trainer::evaluate() const {
+  double sum = 0.0;
+  for (const Batch& b : validation_) sum += evaluate_loss(weights_, b, stream_);
+  return sum / static_cast<double>(validation_.size());
+}
+
+void Trainer::run(const std::function<void(const StepRecord&)>& on_step,
+                  const std::function<void(const EvalRecord&)>& on_eval) {
+  while (steps_done_ < config_.steps) {
+    const StepRecord r = step();
+    if (on_step) on_step(r);
+    const bool last = steps_done_ == config_.steps;
+    if (last || (config_.eval_every > 0 && steps_done_ % config_.eval_every == 0)) {
+      evals_.push_back({steps_done_, evaluate()});
+      if (on_eval) on_eval(evals_.back());
+    }
+  }
+}
+
+void Trainer::save(const std::string& path) const {
+  const Device cpu = Device::cpu();
+  std::vector<Tensor> host;  // host copies, alive until written
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  auto add = [&](const std::string& name, const Tensor& t) {
+    host.push_back(t.to(cpu));
+    tensors.emplace_back(name, nullptr);
+  };
+  for (const auto& [name, t] : weights_.named()) add(name, *t);
+  for (const auto& [name, t] : const_cast<Optimizer&>(optimizer_).state()) add(name, *t);
+  for (std::size_t i = 0; i < tensors.size(); ++i) tensors[i].second = &host[i];
+  const nlohmann::json progress = {{"steps_done", steps_done_},
+                                   {"optimizer_steps", optimizer_.steps_taken()},
+                                   {"sampler_draws", sampler_.draws()},
+                                   {"loss_scale", scaler_.scale},
+                                   {"clean_steps", scaler_.clean_steps}};
+  const std::map<std::string, std::string> metadata = {
+      {"format", "aiopt-train-1"},
+      {"config", config_json(config_.model).dump()},
+      {"identity", config_.identity().dump()},
+      {"progress", progress.dump()},
+  };
+  write_safetensors(path, tensors, metadata);
+}
+
+void Trainer::resume(const std::string& path) {
+  const SafetensorsFile file(path);
+  const auto& meta = file.metadata();
+  auto field = [&](const std::string& key) -> const std::string& {
+    const auto it = meta.find(key);
+    if (it == meta.end()) throw InputError(path + ": not a training checkpoint (no '" + key + "' in its metadata)");
+    return it->second;
+  };
+  if (field("format") != "aiopt-train-1")
+    throw InputError(path + ": training checkpoint format '" + field("format") + "' is not aiopt-train-1");
+  nlohmann::json saved, progress;
+  try {
+    saved = nlohmann::json::parse(field("identity"));
+    progress = nlohmann::json::parse(field("progress"));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": unreadable training metadata: " + e.what());
+  }
+  // The run's identity must match except for its length: a resumed run may go on for longer.
+  nlohmann::json mine = config_.identity();
+  saved.erase("steps");
+  mine.erase("steps");
+  if (saved != mine) {
+    for (auto it = mine.begin(); it != mine.end(); ++it)
+      if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+        throw InputError(path + ": saved for a different run: '" + it.key() + "' is " +
+                         (saved.contains(it.key()) ? saved[it.key()].dump() : "absent") + " there and " +
+                         it.value().dump() + " here");
+    throw InputError(path + ": saved for a different run");
+  }
+  auto restore = [&](const std::string& name, Tensor& t) {
+    const Tensor host = file.read_f32(name);
+    if (host.shape() != t.shape())
+      throw InputError(path + ": tensor '" + name + "' is " + host.shape_string() + ", expected " + t.shape_string());
+    t.copy_from(host);
+  };
+  for (auto& [name, t] : weights_.named()) restore(name, *t);
+  for (auto& [name, t] : optimizer_.state()) restore(name, *t);
+  try {
+    steps_done_ = progress.at("steps_done").get<std::size_t>();
+    optimizer_.set_steps_taken(progress.at("optimizer_steps").get<std::int64_t>());
+    sampler_.set_draws(progress.at("sampler_draws").get<std::uint64_t>());
+    scaler_.scale = progress.at("loss_scale").get<float>();
+    scaler_.clean_steps = progress.at("clean_steps").get<std::size_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(path + ": incomplete training progress: " + e.what());
+  }
+  history_.clear();
+  evals_.clear();
+}
+
+}  // namespace aiopt::nn

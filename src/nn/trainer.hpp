@@ -1,0 +1,127 @@
+#pragma once
+// The trainer: (B, T) windows of a token corpus, forward/backward with micro-batch accumulation,
+// optional loss scaling, clipping and the optimizer under an LR schedule, evaluation on the
+// validation split, progress records, and checkpoints that resume exactly (weights, optimizer
+// state, step, sampler position, loss scale, in one safetensors file).
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/device.hpp"
+#include "nn/batches.hpp"
+#include "nn/config.hpp"
+#include "nn/corpus.hpp"
+#include "nn/loss_scaler.hpp"
+#include "nn/lr_schedule.hpp"
+#include "nn/optimizer.hpp"
+#include "nn/training.hpp"
+#include "nn/weights.hpp"
+
+namespace aiopt::nn {
+
+// Where the tokens come from: a text file's bytes, or the built-in synthetic corpus.
+struct DataSource {
+  std::string file;  // empty: the synthetic corpus
+  std::uint64_t corpus_seed = 1;
+  int dialect = 0;
+  std::size_t train_bytes = std::size_t{4} << 20;
+  std::size_t validation_bytes = std::size_t{1} << 17;
+  double validation_fraction = 0.1;  // of a file
+
+  std::string describe() const;  // "synthetic dialect 0 (seed 1, 4 MiB)" or the file name
+};
+// Throws InputError naming the file when it cannot be read or is too small for seq_len windows.
+TokenSplit load_tokens(const DataSource& source, std::size_t seq_len);
+
+struct TrainConfig {
+  GptConfig model;
+  std::uint64_t seed = 1;  // weight initialization and window sampling
+  DataSource data;
+  std::size_t batch = 8;       // sequences per micro-batch
+  std::size_t seq_len = 128;   // T
+  std::size_t accumulate = 1;  // micro-batches per optimizer step: the effective batch is batch × accumulate
+  std::size_t steps = 200;     // optimizer steps
+  OptimizerConfig optimizer;
+  LrSchedule schedule;         // its total_steps is the budget the schedule is shaped for
+  TrainingOptions training;
+  LossScaler scaling;
+  std::size_t eval_every = 50;  // 0: evaluate at the end only
+  std::size_t eval_batches = 8;
+
+  // Throws InputError naming the field for any value out of range.
+  void validate() const;
+  // Every field that changes the trained weights (not steps' progress reporting): the model
+  // cache's key and a checkpoint's identity.
+  nlohmann::json identity() const;
+};
+
+struct StepRecord {
+  std::size_t step = 0;  // 1-based: the number of optimizer steps taken after this one
+  double loss = 0.0;     // mean training loss over the effective batch
+  float lr = 0.0f;
+  double grad_norm = 0.0;
+  bool skipped = false;  // gradients overflowed; the update was not applied
+  float loss_scale = 1.0f;
+  double zero_grad_fraction = 0.0;  // gradient entries exactly zero (fp16 underflow shows here)
+  std::size_t nonfinite_grads = 0;
+  double seconds = 0.0;  // wall time of this step
+  double tokens_per_second = 0.0;
+};
+
+struct EvalRecord {
+  std::size_t step = 0;
+  double loss = 0.0;  // mean validation loss, nats per token
+};
+
+class Trainer {
+ public:
+  // Initializes the weights from config.seed on `device` and loads the data.
+  Trainer(TrainConfig config, const Device& device, void* stream = nullptr);
+  // The same with tokens already loaded (several trainers over one corpus).
+  Trainer(TrainConfig config, const Device& device, TokenSplit tokens, void* stream = nullptr);
+
+  StepRecord step();
+  double evaluate() const;
+  // Steps until config.steps, evaluating every eval_every steps and after the last.
+  void run(const std::function<void(const StepRecord&)>& on_step = {},
+           const std::function<void(const EvalRecord&)>& on_eval = {});
+
+  // One safetensors file: weights under their names, optimizer state, and the progress (step,
+  // sampler draws, loss scaler) with the config's identity in the metadata.
+  void save(const std::string& path) const;
+  // Restores a save of a run with the same identity (InputError naming what differs otherwise);
+  // the run continues as if it had never stopped.
+  void resume(const std::string& path);
+
+  const TrainConfig& config() const { return config_; }
+  std::size_t steps_done() const { return steps_done_; }
+  const GptWeights& weights() const { return weights_; }
+  GptWeights& weights() { return weights_; }
+  // The last step's gradient of the mean loss, times the loss scale it ran with (1 without scaling).
+  const GptWeights& gradients() const { return grads_; }
+  const TokenSplit& tokens() const { return tokens_; }
+  const std::vector<StepRecord>& history() const { return history_; }
+  const std::vector<EvalRecord>& evals() const { return evals_; }
+  const LossScaler& scaler() const { return scaler_; }
+
+ private:
+  TrainConfig config_;
+  void* stream_;
+  TokenSplit tokens_;
+  GptWeights weights_;
+  GptWeights grads_;
+  Optimizer optimizer_;
+  BatchSampler sampler_;
+  std::vector<Batch> validation_;
+  LossScaler scaler_;
+  std::size_t steps_done_ = 0;
+  std::vector<StepRecord> history_;
+  std::vector<EvalRecord> evals_;
+};
+
+}  // namespace aiopt::nn

@@ -1,0 +1,453 @@
+#include "nn/training.hpp"
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "nn/device_ops.hpp"
+
+namespace aiopt::nn {
+
+std::string_view to_string(TrainAttention attention) {
+  return attention == TrainAttention::flash ? "flash" : "naive";
+}
+
+void TrainingOptions::validate() const {
+  if (storage != DType::f32 && storage != DType::f16 && storage != DType::bf16)
+    throw InputError("training storage precision '" + to_string(storage) + "' is not supported; use f32, f16 or bf16");
+}
+
+namespace {
+
+std::int64_t dim(std::size_t n) { return static_cast<std::int64_t>(n); }
+
+// What one block keeps for its backward. Under selective recomputation ln1, merged, ln2 and gelu
+// stay empty and are recomputed from x, att, mid and fc.
+struct BlockActivations {
+  Tensor x;                          // (B, T, C) the residual stream entering the block
+  Tensor ln1, ln1_mean, ln1_rstd;    // (B, T, C), (B, T), (B, T)
+  Tensor q, k, v;                    // (B, H, T, d)
+  Tensor att;                        // (B, H, T, d) attention output
+  Tensor lse;                        // (B, H, T) flash only
+  Tensor merged;                     // (B, T, C) att with the heads merged, c_proj's input
+  Tensor mid;                        // (B, T, C) x + attention projection
+  Tensor ln2, ln2_mean, ln2_rstd;    // (B, T, C), (B, T), (B, T)
+  Tensor fc;                         // (B, T, 4C) before GELU
+  Tensor gelu;                       // (B, T, 4C)
+};
+
+// The pass over one batch: shapes, options, the device's ops and the weights the products read.
+class Pass {
+ public:
+  Pass(const GptWeights& weights, std::size_t batch, std::size_t len, const TrainingOptions& options, void* stream)
+      : w_(weights), cfg_(weights.config), opt_(options), ops_{weights.wte.device(), stream}, B_(batch), T_(len),
+        C_(cfg_.channels), H_(cfg_.heads), d_(cfg_.head_dim()), V_(cfg_.vocab), rows_(batch * len),
+        shape_(AttentionShape::self(batch, cfg_.heads, len, cfg_.head_dim(), true)) {}
+
+  const Device& device() const { return ops_.device; }
+
+  Tensor f32(std::vector<std::int64_t> shape) const { return Tensor::empty(std::move(shape), DType::f32, device()); }
+  Tensor btc() const { return f32({dim(B_), dim(T_), dim(C_)}); }
+  Tensor bhtd() const { return f32({dim(B_), dim(H_), dim(T_), dim(d_)}); }
+
+  // Rounds t to the storage precision, as a 16-bit tensor would hold it.
+  void store(Tensor& t) const { ops_.round_through(opt_.storage, t.data<float>(), static_cast<std::size_t>(t.numel())); }
+
+  Tensor embed(const std::int32_t* tokens) const {
+    Tensor x = btc();
+    ops_.embedding(tokens, w_.wte.data<float>(), w_.wpe.data<float>(), x.data<float>(), B_, T_, 0, V_, cfg_.context,
+                   C_);
+    store(x);
+    return x;
+  }
+
+  // The block's forward from a.x; fills `a` by the policy and returns the block's output.
+  Tensor block_forward(const BlockWeights& w, BlockActivations& a) const {
+    const std::size_t bt = rows_;
+    a.ln1_mean = f32({dim(bt)});
+    a.ln1_rstd = f32({dim(bt)});
+    Tensor ln1 = layernorm_1(w, a);
+    {
+      Tensor qkv = f32({dim(B_), dim(T_), 3 * dim(C_)});  // (B, T, 3, H, d)
+      ops_.linear(ln1.data<float>(), w.attn_c_attn_weight.data<float>(), w.attn_c_attn_bias.data<float>(),
+                  qkv.data<float>(), bt, C_, 3 * C_);
+      store(qkv);
+      a.q = bhtd();
+      a.k = bhtd();
+      a.v = bhtd();
+      ops_.split_qkv(qkv.data<float>(), a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), B_, T_, H_, d_, T_, 0);
+    }
+    if (!opt_.selective) a.ln1 = std::move(ln1);
+    ln1 = Tensor();
+    a.att = bhtd();
+    if (opt_.attention == TrainAttention::flash) {
+      a.lse = f32({dim(B_), dim(H_), dim(T_)});
+      ops_.attention_flash_forward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                                   a.lse.data<float>(), shape_);
+    } else {
+      Tensor scores = f32({dim(B_), dim(H_), dim(T_), dim(T_)});  // (B, H, T, T)
+      ops_.attention_naive(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                           scores.data<float>(), shape_);
+    }
+    store(a.att);
+    Tensor merged = merge(a);
+    a.mid = btc();
+    ops_.linear(merged.data<float>(), w.attn_c_proj_weight.data<float>(), w.attn_c_proj_bias.data<float>(),
+                a.mid.data<float>(), bt, C_, C_);
+    ops_.residual_add(a.x.data<float>(), a.mid.data<float>(), a.mid.data<float>(), bt * C_);
+    store(a.mid);
+    if (!opt_.selective) a.merged = std::move(merged);
+    merged = Tensor();
+    a.ln2_mean = f32({dim(bt)});
+    a.ln2_rstd = f32({dim(bt)});
+    Tensor ln2 = layernorm_2(w, a);
+    a.fc = f32({dim(B_), dim(T_), 4 * dim(C_)});
+    ops_.linear(ln2.data<float>(), w.mlp_c_fc_weight.data<float>(), w.mlp_c_fc_bias.data<float>(), a.fc.data<float>(),
+                bt, C_, 4 * C_);
+    store(a.fc);
+    if (!opt_.selective) a.ln2 = std::move(ln2);
+    ln2 = Tensor();
+    Tensor gelu = activate(a);
+    Tensor out = btc();
+    ops_.linear(gelu.data<float>(), w.mlp_c_proj_weight.data<float>(), w.mlp_c_proj_bias.data<float>(),
+                out.data<float>(), bt, 4 * C_, C_);
+    ops_.residual_add(a.mid.data<float>(), out.data<float>(), out.data<float>(), bt * C_);
+    store(out);
+    if (!opt_.selective) a.gelu = std::move(gelu);
+    return out;
+  }
+
+  // The block's backward: accumulates its parameter gradients into g and returns ∂L/∂(a.x) from
+  // dout = ∂L/∂(block output). Releases a's tensors as soon as they are no longer needed.
+  Tensor block_backward(const BlockWeights& w, BlockWeights& g, BlockActivations& a, Tensor dout) const {
+    const std::size_t bt = rows_;
+    // out = mid + gelu·Wᵀ + b
+    {
+      Tensor gelu = a.gelu.numel() ? std::move(a.gelu) : activate(a);
+      Tensor dgelu = f32({dim(B_), dim(T_), 4 * dim(C_)});
+      ops_.linear_backward(gelu.data<float>(), w.mlp_c_proj_weight.data<float>(), dout.data<float>(), dgelu.data<float>(),
+                           g.mlp_c_proj_weight.data<float>(), g.mlp_c_proj_bias.data<float>(), bt, 4 * C_, C_);
+      store(dgelu);
+      gelu = Tensor();
+      // fc's gradient overwrites fc once GELU's backward has read it.
+      ops_.gelu_tanh_backward(a.fc.data<float>(), dgelu.data<float>(), dgelu.data<float>(), bt * 4 * C_);
+      store(dgelu);
+      Tensor ln2 = a.ln2.numel() ? std::move(a.ln2) : layernorm_2(w, a);
+      Tensor dln2 = btc();
+      ops_.linear_backward(ln2.data<float>(), w.mlp_c_fc_weight.data<float>(), dgelu.data<float>(), dln2.data<float>(),
+                           g.mlp_c_fc_weight.data<float>(), g.mlp_c_fc_bias.data<float>(), bt, C_, 4 * C_);
+      store(dln2);
+      a.fc = Tensor();
+      dgelu = Tensor();
+      ln2 = Tensor();
+      // dmid = dout (residual) + LN2's backward.
+      Tensor dmid2 = btc();
+      ops_.layernorm_backward(dln2.data<float>(), a.mid.data<float>(), w.ln_2_weight.data<float>(),
+                              a.ln2_mean.data<float>(), a.ln2_rstd.data<float>(), dmid2.data<float>(),
+                              g.ln_2_weight.data<float>(), g.ln_2_bias.data<float>(), bt, C_);
+      ops_.residual_add(dout.data<float>(), dmid2.data<float>(), dout.data<float>(), bt * C_);
+      store(dout);
+      a.mid = Tensor();
+    }
+    Tensor& dmid = dout;
+    // mid = x + merged·Wᵀ + b
+    Tensor datt = bhtd();
+    {
+      Tensor merged = a.merged.numel() ? std::move(a.merged) : merge(a);
+      Tensor dmerged = btc();
+      ops_.linear_backward(merged.data<float>(), w.attn_c_proj_weight.data<float>(), dmid.data<float>(),
+                           dmerged.data<float>(), g.attn_c_proj_weight.data<float>(), g.attn_c_proj_bias.data<float>(),
+                           bt, C_, C_);
+      store(dmerged);
+      ops_.split_heads(dmerged.data<float>(), datt.data<float>(), B_, T_, H_, d_);
+    }
+    Tensor dqkv = f32({dim(B_), dim(T_), 3 * dim(C_)});
+    {
+      Tensor dq = bhtd(), dk = bhtd(), dv = bhtd();
+      if (opt_.attention == TrainAttention::flash) {
+        ops_.attention_flash_backward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                                      datt.data<float>(), a.lse.data<float>(), dq.data<float>(), dk.data<float>(),
+                                      dv.data<float>(), shape_);
+      } else {
+        Tensor scores = f32({dim(B_), dim(H_), dim(T_), dim(T_)});  // (B, H, T, T)
+        ops_.attention_naive_backward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                                      datt.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
+                                      scores.data<float>(), shape_);
+      }
+      a.q = Tensor(), a.k = Tensor(), a.v = Tensor(), a.att = Tensor(), a.lse = Tensor();
+      datt = Tensor();
+      ops_.merge_qkv(dq.data<float>(), dk.data<float>(), dv.data<float>(), dqkv.data<float>(), B_, T_, H_, d_);
+      store(dqkv);
+    }
+    Tensor ln1 = a.ln1.numel() ? std::move(a.ln1) : layernorm_1(w, a);
+    Tensor dln1 = btc();
+    ops_.linear_backward(ln1.data<float>(), w.attn_c_attn_weight.data<float>(), dqkv.data<float>(), dln1.data<float>(),
+                         g.attn_c_attn_weight.data<float>(), g.attn_c_attn_bias.data<float>(), bt, C_, 3 * C_);
+    store(dln1);
+    ln1 = Tensor();
+    dqkv = Tensor();
+    Tensor dx1 = btc();
+    ops_.layernorm_backward(dln1.data<float>(), a.x.data<float>(), w.ln_1_weight.data<float>(), a.ln1_mean.data<float>(),
+                            a.ln1_rstd.data<float>(), dx1.data<float>(), g.ln_1_weight.data<float>(),
+                            g.ln_1_bias.data<float>(), bt, C_);
+    ops_.residual_add(dmid.data<float>(), dx1.data<float>(), dmid.data<float>(), bt * C_);
+    store(dmid);
+    a = BlockActivations();
+    return dout;
+  }
+
+  // LN_f, the tied LM head and the fused cross-entropy. With `grads`, also the head's backward:
+  // returns ∂L/∂x_L and accumulates into grads.wte, ln_f. losses: (B·T) on the device.
+  Tensor head(const Tensor& x, const std::int32_t* targets, Tensor& losses, GptWeights* grads, float grad_scale) const {
+    const std::size_t bt = rows_;
+    Tensor mean = f32({dim(bt)}), rstd = f32({dim(bt)});
+    Tensor xf = btc();
+    ops_.layernorm_forward(x.data<float>(), w_.ln_f_weight.data<float>(), w_.ln_f_bias.data<float>(), xf.data<float>(),
+                           mean.data<float>(), rstd.data<float>(), bt, C_, cfg_.layernorm_eps);
+    store(xf);
+    Tensor logits = f32({dim(B_), dim(T_), dim(V_)});  // (B, T, V), then its own gradient
+    ops_.linear(xf.data<float>(), w_.wte.data<float>(), nullptr, logits.data<float>(), bt, C_, V_);
+    store(logits);
+    ops_.softmax_cross_entropy(logits.data<float>(), targets, losses.data<float>(),
+                               grads ? logits.data<float>() : nullptr, bt, V_, grad_scale);
+    if (!grads) return Tensor();
+    store(logits);
+    Tensor dxf = btc();
+    ops_.linear_backward(xf.data<float>(), w_.wte.data<float>(), logits.data<float>(), dxf.data<float>(),
+                         grads->wte.data<float>(), nullptr, bt, C_, V_);
+    store(dxf);
+    logits = Tensor();
+    Tensor dx = btc();
+    ops_.layernorm_backward(dxf.data<float>(), x.data<float>(), w_.ln_f_weight.data<float>(), mean.data<float>(),
+                            rstd.data<float>(), dx.data<float>(), grads->ln_f_weight.data<float>(),
+                            grads->ln_f_bias.data<float>(), bt, C_);
+    store(dx);
+    return dx;
+  }
+
+  void embedding_backward(const std::int32_t* tokens, const Tensor& dx, GptWeights& grads) const {
+    ops_.embedding_backward(tokens, dx.data<float>(), grads.wte.data<float>(), grads.wpe.data<float>(), B_, T_, V_, C_);
+  }
+
+  void round_gradients(GptWeights& grads) const {
+    for (auto& [name, t] : grads.named()) store(*t);
+  }
+
+ private:
+  Tensor layernorm_1(const BlockWeights& w, BlockActivations& a) const {
+    Tensor y = btc();
+    ops_.layernorm_forward(a.x.data<float>(), w.ln_1_weight.data<float>(), w.ln_1_bias.data<float>(), y.data<float>(),
+                           a.ln1_mean.data<float>(), a.ln1_rstd.data<float>(), rows_, C_, cfg_.layernorm_eps);
+    store(y);
+    return y;
+  }
+  Tensor layernorm_2(const BlockWeights& w, BlockActivations& a) const {
+    Tensor y = btc();
+    ops_.layernorm_forward(a.mid.data<float>(), w.ln_2_weight.data<float>(), w.ln_2_bias.data<float>(),
+                           y.data<float>(), a.ln2_mean.data<float>(), a.ln2_rstd.data<float>(), rows_, C_,
+                           cfg_.layernorm_eps);
+    store(y);
+    return y;
+  }
+  Tensor merge(const BlockActivations& a) const {
+    Tensor y = btc();
+    ops_.merge_heads(a.att.data<float>(), y.data<float>(), B_, T_, H_, d_);
+    return y;
+  }
+  Tensor activate(const BlockActivations& a) const {
+    Tensor y = f32({dim(B_), dim(T_), 4 * dim(C_)});
+    ops_.gelu_tanh(a.fc.data<float>(), y.data<float>(), rows_ * 4 * C_);
+    store(y);
+    return y;
+  }
+
+  const GptWeights& w_;
+  const GptConfig& cfg_;
+  const TrainingOptions& opt_;
+  DeviceOps ops_;
+  std::size_t B_, T_, C_, H_, d_, V_, rows_;
+  AttentionShape shape_;
+};
+
+void check_batch(const GptConfig& cfg, const Batch& batch) {
+  const std::size_t n = batch.batch * batch.seq_len;
+  if (n == 0) throw InputError("training batch: batch and seq_len must be positive");
+  if (batch.inputs.size() != n || batch.targets.size() != n)
+    throw InputError("training batch: " + std::to_string(batch.inputs.size()) + " inputs and " +
+                     std::to_string(batch.targets.size()) + " targets for " + std::to_string(batch.batch) + " × " +
+                     std::to_string(batch.seq_len));
+  if (batch.seq_len > cfg.context)
+    throw InputError("training batch: sequences of " + std::to_string(batch.seq_len) +
+                     " tokens exceed the model's context of " + std::to_string(cfg.context));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (batch.inputs[i] < 0 || static_cast<std::size_t>(batch.inputs[i]) >= cfg.vocab)
+      throw InputError("training batch: input token " + std::to_string(batch.inputs[i]) + " at index " +
+                       std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg.vocab) + ")");
+    if (batch.targets[i] >= static_cast<std::int32_t>(cfg.vocab))
+      throw InputError("training batch: target token " + std::to_string(batch.targets[i]) + " at index " +
+                       std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(cfg.vocab) + ")");
+  }
+}
+
+// Tokens where the kernels read them: the host vector itself, or a device copy (as 4-byte f32
+// elements, bit for bit, since DType has no 32-bit integer).
+struct DeviceTokens {
+  DeviceTokens(const std::vector<std::int32_t>& host, const Device& device) {
+    ptr = host.data();
+    if (device.is_cuda()) {
+      copy = Tensor::from_host(std::as_bytes(std::span(host)), {dim(host.size())}, DType::f32, device);
+      ptr = reinterpret_cast<const std::int32_t*>(copy.data<float>());
+    }
+  }
+  Tensor copy;
+  const std::int32_t* ptr = nullptr;
+};
+
+// Mean over the counted targets of the per-position losses (B·T, on the device).
+double mean_loss(const Tensor& losses, const std::vector<std::int32_t>& targets) {
+  const Tensor host = losses.to(Device::cpu());
+  const float* l = host.data<float>();
+  double sum = 0.0;
+  std::size_t counted = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    if (targets[i] >= 0) sum += l[i], ++counted;
+  return counted ? sum / static_cast<double>(counted) : 0.0;
+}
+
+std::size_t counted_targets(const std::vector<std::int32_t>& targets) {
+  std::size_t n = 0;
+  for (auto t : targets) n += t >= 0;
+  return n;
+}
+
+void check_grads(const GptWeights& weights, const GptWeights& grads) {
+  const GptConfig& a = weights.config;
+  const GptConfig& b = grads.config;
+  if (a.layers != b.layers || a.channels != b.channels || a.heads != b.heads || a.context != b.context ||
+      a.vocab != b.vocab || grads.blocks.size() != weights.blocks.size())
+    throw InputError("training: gradients for " + b.describe() + " given for a model " + a.describe());
+  if (grads.wte.device() != weights.wte.device())
+    throw InputError("training: gradients on " + to_string(grads.wte.device()) + " for weights on " +
+                     to_string(weights.wte.device()));
+}
+
+// The weights the products read: the fp32 master weights, or a copy rounded to the storage
+// precision (what a mixed-precision step casts them to).
+const GptWeights& working_weights(const GptWeights& master, const TrainingOptions& options,
+                                  std::optional<GptWeights>& rounded, void* stream) {
+  if (options.storage == DType::f32) return master;
+  rounded.emplace(GptWeights::allocate(master.config, master.wte.device()));
+  rounded->copy_from(master);
+  const DeviceOps ops{master.wte.device(), stream};
+  for (auto& [name, t] : rounded->named()) ops.round_through(options.storage, t->data<float>(), t->numel());
+  return *rounded;
+}
+
+}  // namespace
+
+PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
+                            const TrainingOptions& options, float grad_scale, void* stream) {
+  options.validate();
+  check_batch(weights.config, batch);
+  check_grads(weights, grads);
+  const std::size_t counted = counted_targets(batch.targets);
+  std::optional<GptWeights> rounded;
+  const GptWeights& w = working_weights(weights, options, rounded, stream);
+  const Pass pass(w, batch.batch, batch.seq_len, options, stream);
+  const DeviceTokens inputs(batch.inputs, pass.device()), targets(batch.targets, pass.device());
+  const std::size_t L = weights.config.layers;
+  const std::size_t k = options.checkpoint_every;
+
+  // Forward. Block l's activations are kept when nothing is recomputed; otherwise only the
+  // residual stream entering each segment's first block.
+  std::vector<BlockActivations> kept(L);
+  Tensor x = pass.embed(inputs.ptr);
+  for (std::size_t l = 0; l < L; ++l) {
+    BlockActivations a;
+    a.x = std::move(x);
+    x = pass.block_forward(w.blocks[l], a);
+    if (k == 0)
+      kept[l] = std::move(a);
+    else if (l % k == 0)
+      kept[l].x = std::move(a.x);
+  }
+
+  Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
+  const float scale = counted ? grad_scale / static_cast<float>(counted) : 0.0f;
+  Tensor dx = pass.head(x, targets.ptr, losses, &grads, scale);
+  x = Tensor();
+
+  // Backward, block by block from the last; with checkpoints, each segment is re-run forward
+  // (keeping everything) just before its backward.
+  for (std::size_t end = L; end > 0;) {
+    const std::size_t begin = k == 0 ? end - 1 : (end - 1) / k * k;
+    if (k != 0) {
+      for (std::size_t l = begin; l + 1 < end; ++l) {
+        Tensor out = pass.block_forward(w.blocks[l], kept[l]);
+        kept[l + 1].x = std::move(out);
+      }
+      Tensor discarded = pass.block_forward(w.blocks[end - 1], kept[end - 1]);
+    }
+    for (std::size_t l = end; l-- > begin;)
+      dx = pass.block_backward(w.blocks[l], grads.blocks[l], kept[l], std::move(dx));
+    end = begin;
+  }
+  pass.embedding_backward(inputs.ptr, dx, grads);
+  pass.round_gradients(grads);
+  return {mean_loss(losses, batch.targets)};
+}
+
+GradientCensus gradient_census(const GptWeights& grads, void* stream) {
+  GradientCensus census;
+  const bool cuda = grads.wte.device().is_cuda();
+#if AIOPT_HAVE_CUDA
+  Tensor counts;  // zeros, non-finite: two uint64 counters on the device
+  if (cuda) counts = Tensor::zeros({4}, DType::f32, grads.wte.device());
+#endif
+  for (const auto& [name, t] : grads.named()) {
+    const auto n = static_cast<std::size_t>(t->numel());
+    census.elements += n;
+    if (!cuda) {
+      const auto c = kernels::cpu::value_census(t->data<float>(), n);
+      census.zeros += c.zeros;
+      census.nonfinite += c.nonfinite;
+    }
+#if AIOPT_HAVE_CUDA
+    else {
+      kernels::cuda::value_census(t->data<float>(), n, reinterpret_cast<unsigned long long*>(counts.data<float>()),
+                                  stream);
+    }
+#endif
+  }
+#if AIOPT_HAVE_CUDA
+  if (cuda) {
+    const Tensor host = counts.to(Device::cpu());
+    const auto* c = reinterpret_cast<const unsigned long long*>(host.data<float>());
+    census.zeros = static_cast<std::size_t>(c[0]);
+    census.nonfinite = static_cast<std::size_t>(c[1]);
+  }
+#else
+  (void)stream;
+#endif
+  return census;
+}
+
+double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream) {
+  check_batch(weights.config, batch);
+  const TrainingOptions options;
+  const Pass pass(weights, batch.batch, batch.seq_len, options, stream);
+  const DeviceTokens inputs(batch.inputs, pass.device()), targets(batch.targets, pass.device());
+  Tensor x = pass.embed(inputs.ptr);
+  for (const BlockWeights& bw : weights.blocks) {
+    BlockActivations a;
+    a.x = std::move(x);
+    x = pass.block_forward(bw, a);
+  }
+  Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
+  pass.head(x, targets.ptr, losses, nullptr, 1.0f);
+  return mean_loss(losses, batch.targets);
+}
+
+}  // namespace aiopt::nn

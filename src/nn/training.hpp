@@ -1,0 +1,68 @@
+#pragma once
+// One training pass of the GPT: the forward that keeps what the backward needs, the fused
+// softmax cross-entropy, and the hand-written backward through every layer (DESIGN.md "The
+// model"). What the forward keeps is a policy, which is what gradient checkpointing
+// (TECHNIQUES.md §5) varies, and the storage precision of activations and gradients is another,
+// which is what mixed precision (§6) varies. Every activation is a tensor from the tracked
+// allocator, so a memory scope around a pass sees its real peak.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "core/dtype.hpp"
+#include "nn/batches.hpp"
+#include "nn/weights.hpp"
+
+namespace aiopt::nn {
+
+enum class TrainAttention {
+  flash,  // tiled forward saving the log-sum-exp; the backward recomputes P tile by tile
+  naive,  // the (B, H, T, T) scores materialized in the forward and recomputed in the backward
+};
+std::string_view to_string(TrainAttention attention);
+
+struct TrainingOptions {
+  TrainAttention attention = TrainAttention::flash;
+  // 0: every block keeps all its activations (store_all). k > 0: only the residual stream entering
+  // every k-th block is kept; the backward re-runs each segment of k blocks forward, keeping its
+  // activations, just before going back through it (Chen et al. 2016).
+  std::size_t checkpoint_every = 0;
+  // Selective recomputation: blocks keep the outputs of their matrix products but not the cheap,
+  // large ones (the LayerNorm outputs, the GELU output, the merged attention heads), which the
+  // backward recomputes from what was kept (Korthikanti et al. 2022).
+  bool selective = false;
+  // f16 or bf16: activations, activation gradients, the weights the products read and the
+  // parameter gradients are rounded to this format wherever a mixed-precision implementation
+  // stores them (kernels/cpu/precision.hpp); arithmetic and accumulation stay fp32. f32: none.
+  DType storage = DType::f32;
+
+  // Throws InputError for a storage other than f32, f16 or bf16.
+  void validate() const;
+};
+
+struct PassResult {
+  double loss = 0.0;  // mean cross-entropy over the batch's targets, nats per token
+};
+
+// Forward and backward over one batch: grads += grad_scale · ∂(mean loss)/∂weights. grad_scale
+// carries a mixed-precision loss scale and the 1/k of k accumulated micro-batches. grads: the
+// weights' config, on their device. Throws InputError for tokens outside the vocabulary, a
+// sequence longer than the context, or a grads structure that differs.
+PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
+                            const TrainingOptions& options, float grad_scale = 1.0f, void* stream = nullptr);
+
+// Zero and non-finite entries over every gradient tensor: fp16 underflow shows as zeros, overflow
+// as inf/NaN.
+struct GradientCensus {
+  std::size_t elements = 0;
+  std::size_t zeros = 0;
+  std::size_t nonfinite = 0;
+  double zero_fraction() const { return elements ? static_cast<double>(zeros) / static_cast<double>(elements) : 0.0; }
+};
+GradientCensus gradient_census(const GptWeights& grads, void* stream = nullptr);
+
+// The forward only: mean cross-entropy of the batch's targets (for evaluation).
+double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream = nullptr);
+
+}  // namespace aiopt::nn

@@ -1,0 +1,686 @@
+// The CPU training kernels: every backward (layernorm, GELU, embedding, linear, softmax
+// cross-entropy, attention naive and flash) against its plain reference on random inputs, and
+// against central finite differences of a float64 re-implementation of its forward; the flash
+// forward's log-sum-exp; bit-identical results for 1 and 2 threads where the contract promises
+// them; the head layout moves; reduced-precision rounding and the value census.
+//
+// Tolerances, with inputs uniform in [-1, 1) (so every term is O(1)):
+// - fast vs reference: fp32 sums of at most a few hundred O(1) terms carry about
+//   n·2^-24 ≈ 1e-5 relative error at worst (random-signed rounding is far smaller); exp_poly and
+//   tanh_poly add about 2e-7. Errors are measured relative to the largest reference magnitude of
+//   the tensor (gradients cancel, so elementwise relative error is meaningless near zero):
+//   1e-5 for elementwise kernels, 5e-5 for reductions and attention.
+// - finite differences: central differences in float64 with h = 1e-5 have truncation error
+//   O(h²) ≈ 1e-10 and cancellation error ≈ 1e-16·|L|/h ≈ 1e-9; the analytic gradients are fp32
+//   (about 1e-6 relative here), so the comparison is at 2e-5 of the largest gradient magnitude,
+//   far below the O(1e-2..1) relative error of a wrong term or coefficient.
+// Every comparison fails on a NaN or an infinity in either operand (max_error returns +inf).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numbers>
+#include <stdexcept>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "core/half.hpp"
+#include "core/rng.hpp"
+#include "core/threads.hpp"
+#include "kernels/attention_shape.hpp"
+#include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/attention_backward.hpp"
+#include "kernels/cpu/cross_entropy.hpp"
+#include "kernels/cpu/embedding.hpp"
+#include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/heads.hpp"
+#include "kernels/cpu/layernorm.hpp"
+#include "kernels/cpu/precision.hpp"
+#include "support/random.hpp"
+
+using namespace aiopt;
+namespace cpu = aiopt::kernels::cpu;
+using kernels::AttentionShape;
+
+namespace {
+
+using aiopt::test::random_vector;
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+
+// max |a − b| / max(1e-3, max |b|): +inf when any element of either is not finite, so a NaN
+// fails every `<= tolerance` check. The floor keeps an all-tiny reference from inflating noise.
+template <class A, class B>
+double max_error(const std::vector<A>& a, const std::vector<B>& b) {
+  REQUIRE(a.size() == b.size());
+  double scale = 1e-3, worst = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(static_cast<double>(a[i])) || !std::isfinite(static_cast<double>(b[i]))) return inf;
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+    worst = std::max(worst, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+  }
+  return worst / scale;
+}
+
+bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+// ∂L/∂x by central differences, x perturbed one element at a time; loss(x) in float64.
+template <class Loss>
+std::vector<double> numeric_gradient(std::vector<double> x, Loss loss, double h = 1e-5) {
+  std::vector<double> g(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double saved = x[i];
+    x[i] = saved + h;
+    const double up = loss(x);
+    x[i] = saved - h;
+    const double down = loss(x);
+    x[i] = saved;
+    g[i] = (up - down) / (2.0 * h);
+  }
+  return g;
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+struct ThreadsRestored {
+  int saved = threads();
+  ~ThreadsRestored() { set_threads(saved); }
+};
+
+// ---- float64 forwards for the finite differences
+
+std::vector<double> layernorm_f64(const std::vector<double>& x, const std::vector<double>& gamma,
+                                  const std::vector<double>& beta, std::size_t rows, std::size_t hidden, double eps) {
+  std::vector<double> y(rows * hidden);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double mean = 0.0, var = 0.0;
+    for (std::size_t j = 0; j < hidden; ++j) mean += x[r * hidden + j];
+    mean /= static_cast<double>(hidden);
+    for (std::size_t j = 0; j < hidden; ++j) var += (x[r * hidden + j] - mean) * (x[r * hidden + j] - mean);
+    const double rstd = 1.0 / std::sqrt(var / static_cast<double>(hidden) + eps);
+    for (std::size_t j = 0; j < hidden; ++j) y[r * hidden + j] = (x[r * hidden + j] - mean) * rstd * gamma[j] + beta[j];
+  }
+  return y;
+}
+
+double gelu_f64(double v) {
+  return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (v + 0.044715 * v * v * v)));
+}
+
+// y = x·Wᵀ + b: x (m, k), w (n, k), b (n).
+std::vector<double> linear_f64(const std::vector<double>& x, const std::vector<double>& w,
+                               const std::vector<double>& b, std::size_t m, std::size_t k, std::size_t n) {
+  std::vector<double> y(m * n);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      double s = b[j];
+      for (std::size_t p = 0; p < k; ++p) s += x[i * k + p] * w[j * k + p];
+      y[i * n + j] = s;
+    }
+  return y;
+}
+
+// scale · Σ_r (logsumexp(logits_r) − logits_r[target_r]) over rows with a target.
+double cross_entropy_f64(const std::vector<double>& logits, const std::vector<std::int32_t>& targets,
+                         std::size_t vocab, double scale) {
+  double total = 0.0;
+  for (std::size_t r = 0; r < targets.size(); ++r) {
+    if (targets[r] < 0) continue;
+    const double* x = logits.data() + r * vocab;
+    const double max = *std::max_element(x, x + vocab);
+    double sum = 0.0;
+    for (std::size_t j = 0; j < vocab; ++j) sum += std::exp(x[j] - max);
+    total += std::log(sum) + max - x[targets[r]];
+  }
+  return scale * total;
+}
+
+// Self-attention from the definition; q, k, v, out: (B, H, N, d).
+std::vector<double> attention_f64(const std::vector<double>& q, const std::vector<double>& k,
+                                  const std::vector<double>& v, const AttentionShape& s) {
+  const std::size_t n = s.q_len, d = s.head_dim;
+  std::vector<double> out(q.size(), 0.0), p(n);
+  for (std::size_t head = 0; head < s.batch * s.heads; ++head) {
+    const std::size_t off = head * n * d;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t seen = s.causal ? i + 1 : n;
+      double max = -inf, sum = 0.0;
+      for (std::size_t j = 0; j < seen; ++j) {
+        double dt = 0.0;
+        for (std::size_t t = 0; t < d; ++t) dt += q[off + i * d + t] * k[off + j * d + t];
+        p[j] = static_cast<double>(s.scale) * dt;
+        max = std::max(max, p[j]);
+      }
+      for (std::size_t j = 0; j < seen; ++j) sum += (p[j] = std::exp(p[j] - max));
+      for (std::size_t j = 0; j < seen; ++j)
+        for (std::size_t t = 0; t < d; ++t) out[off + i * d + t] += p[j] / sum * v[off + j * d + t];
+    }
+  }
+  return out;
+}
+
+std::vector<std::int32_t> random_tokens(std::size_t count, std::size_t vocab, std::uint64_t seed) {
+  std::vector<std::int32_t> t(count);
+  for (std::size_t i = 0; i < count; ++i) t[i] = static_cast<std::int32_t>(rng::bits(seed, i) % vocab);
+  return t;
+}
+
+}  // namespace
+
+// ---- the comparison helpers themselves
+
+TEST_CASE("max_error fails on a NaN or an infinity", "[backward_kernels]") {
+  std::vector<float> a{1.0f, 2.0f}, b{1.0f, 2.0f};
+  CHECK(max_error(a, b) == 0.0);
+  a[1] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_FALSE(max_error(a, b) <= 1.0);
+  a[1] = 2.0f;
+  b[0] = std::numeric_limits<float>::infinity();
+  CHECK_FALSE(max_error(a, b) <= 1.0);
+}
+
+// ---- layernorm
+
+TEST_CASE("layernorm_forward matches the reference and saves mean and rstd", "[backward_kernels]") {
+  const std::size_t rows = 37, hidden = 96;
+  const float eps = 1e-5f;
+  const auto x = random_vector(rows * hidden, 11), gamma = random_vector(hidden, 12), beta = random_vector(hidden, 13);
+  std::vector<float> y(rows * hidden), y_ref(rows * hidden), mean(rows), rstd(rows);
+  cpu::layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(), rows, hidden, eps);
+  cpu::layernorm_reference(x.data(), gamma.data(), beta.data(), y_ref.data(), rows, hidden, eps);
+  CHECK(max_error(y, y_ref) <= 1e-5);
+  std::vector<double> mean_ref(rows), rstd_ref(rows);
+  for (std::size_t r = 0; r < rows; ++r) {
+    double m = 0.0, var = 0.0;
+    for (std::size_t j = 0; j < hidden; ++j) m += x[r * hidden + j];
+    m /= hidden;
+    for (std::size_t j = 0; j < hidden; ++j) var += (x[r * hidden + j] - m) * (x[r * hidden + j] - m);
+    mean_ref[r] = m;
+    rstd_ref[r] = 1.0 / std::sqrt(var / hidden + eps);
+  }
+  CHECK(max_error(mean, mean_ref) <= 1e-5);
+  CHECK(max_error(rstd, rstd_ref) <= 1e-5);
+}
+
+TEST_CASE("layernorm_backward matches its reference and accumulates dgamma and dbeta", "[backward_kernels]") {
+  const std::size_t rows = 53, hidden = 80;
+  const auto x = random_vector(rows * hidden, 21), gamma = random_vector(hidden, 22), beta = random_vector(hidden, 23);
+  const auto dy = random_vector(rows * hidden, 24);
+  std::vector<float> y(rows * hidden), mean(rows), rstd(rows);
+  cpu::layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(), rows, hidden, 1e-5f);
+  // Parameter gradients start from earlier micro-batches' sums: += must keep them.
+  const auto dgamma0 = random_vector(hidden, 25), dbeta0 = random_vector(hidden, 26);
+  std::vector<float> dx(rows * hidden), dgamma = dgamma0, dbeta = dbeta0;
+  std::vector<float> dx_ref(rows * hidden), dgamma_ref = dgamma0, dbeta_ref = dbeta0;
+  cpu::layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), dx.data(), dgamma.data(),
+                          dbeta.data(), rows, hidden);
+  cpu::layernorm_backward_reference(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), dx_ref.data(),
+                                    dgamma_ref.data(), dbeta_ref.data(), rows, hidden);
+  CHECK(max_error(dx, dx_ref) <= 1e-5);
+  CHECK(max_error(dgamma, dgamma_ref) <= 5e-5);
+  CHECK(max_error(dbeta, dbeta_ref) <= 5e-5);
+
+  // The parameter sums split channels over threads and walk the rows in order.
+  ThreadsRestored restore;
+  std::vector<float> dx2(rows * hidden), dgamma1 = dgamma0, dbeta1 = dbeta0, dgamma2 = dgamma0, dbeta2 = dbeta0;
+  set_threads(1);
+  cpu::layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), dx2.data(), dgamma1.data(),
+                          dbeta1.data(), rows, hidden);
+  set_threads(2);
+  cpu::layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), dx2.data(), dgamma2.data(),
+                          dbeta2.data(), rows, hidden);
+  CHECK(bit_equal(dgamma1, dgamma2));
+  CHECK(bit_equal(dbeta1, dbeta2));
+}
+
+TEST_CASE("layernorm_backward agrees with finite differences", "[backward_kernels][finite_difference]") {
+  const std::size_t rows = 5, hidden = 12;
+  const double eps = 1e-5;
+  const auto x = random_vector(rows * hidden, 31), gamma = random_vector(hidden, 32), beta = random_vector(hidden, 33);
+  const auto dy = random_vector(rows * hidden, 34);
+  std::vector<float> y(rows * hidden), mean(rows), rstd(rows), dx(rows * hidden), dgamma(hidden, 0.0f),
+      dbeta(hidden, 0.0f);
+  cpu::layernorm_forward(x.data(), gamma.data(), beta.data(), y.data(), mean.data(), rstd.data(), rows, hidden,
+                         static_cast<float>(eps));
+  cpu::layernorm_backward(dy.data(), x.data(), gamma.data(), mean.data(), rstd.data(), dx.data(), dgamma.data(),
+                          dbeta.data(), rows, hidden);
+  const auto xd = to_double(x), gd = to_double(gamma), bd = to_double(beta), dyd = to_double(dy);
+  CHECK(max_error(dx, numeric_gradient(xd, [&](const auto& v) {
+                    return dot(dyd, layernorm_f64(v, gd, bd, rows, hidden, eps));
+                  })) <= 2e-5);
+  CHECK(max_error(dgamma, numeric_gradient(gd, [&](const auto& v) {
+                    return dot(dyd, layernorm_f64(xd, v, bd, rows, hidden, eps));
+                  })) <= 2e-5);
+  CHECK(max_error(dbeta, numeric_gradient(bd, [&](const auto& v) {
+                    return dot(dyd, layernorm_f64(xd, gd, v, rows, hidden, eps));
+                  })) <= 2e-5);
+}
+
+// ---- GELU
+
+TEST_CASE("gelu_tanh_backward matches its reference", "[backward_kernels]") {
+  // [-6, 6) reaches the saturated tails, where tanh_poly's exact ±1 limits matter.
+  const std::size_t n = 10007;
+  const auto x = random_vector(n, 41, -6.0f, 6.0f), dy = random_vector(n, 42);
+  std::vector<float> dx(n), dx_ref(n);
+  cpu::gelu_tanh_backward(x.data(), dy.data(), dx.data(), n);
+  cpu::gelu_tanh_backward_reference(x.data(), dy.data(), dx_ref.data(), n);
+  CHECK(max_error(dx, dx_ref) <= 1e-5);
+}
+
+TEST_CASE("gelu_tanh_backward agrees with finite differences", "[backward_kernels][finite_difference]") {
+  const std::size_t n = 200;
+  const auto x = random_vector(n, 43, -4.0f, 4.0f), dy = random_vector(n, 44);
+  std::vector<float> dx(n);
+  cpu::gelu_tanh_backward(x.data(), dy.data(), dx.data(), n);
+  const auto dyd = to_double(dy);
+  CHECK(max_error(dx, numeric_gradient(to_double(x), [&](const auto& v) {
+                    double s = 0.0;
+                    for (std::size_t i = 0; i < n; ++i) s += dyd[i] * gelu_f64(v[i]);
+                    return s;
+                  })) <= 2e-5);
+}
+
+// ---- embedding
+
+TEST_CASE("embedding_backward accumulates token and position rows, the same for any thread count",
+          "[backward_kernels]") {
+  // A small vocabulary so that tokens repeat and rows of dwte collect many positions.
+  const std::size_t B = 3, T = 17, V = 7, P = 20, C = 70;
+  const auto tokens = random_tokens(B * T, V, 51);
+  const auto dy = random_vector(B * T * C, 52);
+  const auto dwte0 = random_vector(V * C, 53), dwpe0 = random_vector(P * C, 54);
+  std::vector<float> dwte = dwte0, dwpe = dwpe0;
+  cpu::embedding_backward(tokens.data(), dy.data(), dwte.data(), dwpe.data(), B, T, V, C);
+  std::vector<double> dwte_ref(dwte0.begin(), dwte0.end()), dwpe_ref(dwpe0.begin(), dwpe0.end());
+  for (std::size_t row = 0; row < B * T; ++row)
+    for (std::size_t c = 0; c < C; ++c) {
+      dwte_ref[tokens[row] * C + c] += dy[row * C + c];
+      dwpe_ref[(row % T) * C + c] += dy[row * C + c];
+    }
+  CHECK(max_error(dwte, dwte_ref) <= 1e-5);
+  CHECK(max_error(dwpe, dwpe_ref) <= 1e-5);
+  for (std::size_t i = T * C; i < P * C; ++i) REQUIRE(dwpe[i] == dwpe0[i]);  // positions past len untouched
+
+  ThreadsRestored restore;
+  std::vector<float> dwte1 = dwte0, dwpe1 = dwpe0, dwte2 = dwte0, dwpe2 = dwpe0;
+  set_threads(1);
+  cpu::embedding_backward(tokens.data(), dy.data(), dwte1.data(), dwpe1.data(), B, T, V, C);
+  set_threads(2);
+  cpu::embedding_backward(tokens.data(), dy.data(), dwte2.data(), dwpe2.data(), B, T, V, C);
+  CHECK(bit_equal(dwte1, dwte2));
+  CHECK(bit_equal(dwpe1, dwpe2));
+
+  auto bad = tokens;
+  bad[5] = static_cast<std::int32_t>(V);
+  std::vector<float> untouched = dwte0;
+  CHECK_THROWS_AS(cpu::embedding_backward(bad.data(), dy.data(), untouched.data(), dwpe1.data(), B, T, V, C),
+                  std::out_of_range);
+  bad[5] = -1;
+  CHECK_THROWS_AS(cpu::embedding_backward(bad.data(), dy.data(), untouched.data(), dwpe1.data(), B, T, V, C),
+                  std::out_of_range);
+  CHECK(bit_equal(untouched, dwte0));
+}
+
+TEST_CASE("embedding_backward agrees with finite differences", "[backward_kernels][finite_difference]") {
+  const std::size_t B = 2, T = 5, V = 4, P = 6, C = 3;
+  const auto tokens = random_tokens(B * T, V, 55);
+  const auto wte = random_vector(V * C, 56), wpe = random_vector(P * C, 57), dy = random_vector(B * T * C, 58);
+  std::vector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f);
+  cpu::embedding_backward(tokens.data(), dy.data(), dwte.data(), dwpe.data(), B, T, V, C);
+  const auto dyd = to_double(dy), wted = to_double(wte), wped = to_double(wpe);
+  auto loss = [&](const std::vector<double>& te, const std::vector<double>& pe) {
+    double s = 0.0;
+    for (std::size_t row = 0; row < B * T; ++row)
+      for (std::size_t c = 0; c < C; ++c)
+        s += dyd[row * C + c] * (te[tokens[row] * C + c] + pe[(row % T) * C + c]);
+    return s;
+  };
+  CHECK(max_error(dwte, numeric_gradient(wted, [&](const auto& v) { return loss(v, wped); })) <= 2e-5);
+  CHECK(max_error(dwpe, numeric_gradient(wped, [&](const auto& v) { return loss(wted, v); })) <= 2e-5);
+}
+
+// ---- head layouts
+
+TEST_CASE("merge_qkv undoes split_qkv and split_heads undoes merge_heads", "[backward_kernels]") {
+  const std::size_t B = 2, T = 5, H = 3, d = 4, C = H * d;
+  const auto qkv = random_vector(B * T * 3 * C, 61);
+  std::vector<float> q(B * H * T * d), k(B * H * T * d), v(B * H * T * d), back(qkv.size(), -9.0f);
+  cpu::split_qkv(qkv.data(), q.data(), k.data(), v.data(), B, T, H, d, T, 0);
+  cpu::merge_qkv(q.data(), k.data(), v.data(), back.data(), B, T, H, d);
+  CHECK(bit_equal(back, qkv));
+
+  const auto x = random_vector(B * H * T * d, 62);
+  std::vector<float> merged(B * T * C), split(x.size(), -9.0f);
+  cpu::merge_heads(x.data(), merged.data(), B, T, H, d);
+  cpu::split_heads(merged.data(), split.data(), B, T, H, d);
+  CHECK(bit_equal(split, x));
+}
+
+// ---- linear
+
+TEST_CASE("linear_backward matches a float64 reference; db is the same for any thread count",
+          "[backward_kernels]") {
+  const std::size_t m = 67, k = 45, n = 83;
+  const auto x = random_vector(m * k, 71), w = random_vector(n * k, 72), dy = random_vector(m * n, 73);
+  const auto dw0 = random_vector(n * k, 74), db0 = random_vector(n, 75);
+  std::vector<float> dx(m * k), dw = dw0, db = db0;
+  cpu::linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), m, k, n);
+  std::vector<double> dx_ref(m * k, 0.0), dw_ref(dw0.begin(), dw0.end()), db_ref(db0.begin(), db0.end());
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      const double g = dy[i * n + j];
+      db_ref[j] += g;
+      for (std::size_t p = 0; p < k; ++p) {
+        dx_ref[i * k + p] += g * w[j * k + p];
+        dw_ref[j * k + p] += g * x[i * k + p];
+      }
+    }
+  CHECK(max_error(dx, dx_ref) <= 5e-5);
+  CHECK(max_error(dw, dw_ref) <= 5e-5);
+  CHECK(max_error(db, db_ref) <= 5e-5);
+
+  // dx and db are optional.
+  std::vector<float> dw_only = dw0;
+  cpu::linear_backward(x.data(), w.data(), dy.data(), nullptr, dw_only.data(), nullptr, m, k, n);
+  CHECK(max_error(dw_only, dw_ref) <= 5e-5);
+
+  ThreadsRestored restore;
+  std::vector<float> dw1 = dw0, db1 = db0, dw2 = dw0, db2 = db0;
+  set_threads(1);
+  cpu::linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw1.data(), db1.data(), m, k, n);
+  set_threads(2);
+  cpu::linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw2.data(), db2.data(), m, k, n);
+  CHECK(bit_equal(db1, db2));
+}
+
+TEST_CASE("linear_backward agrees with finite differences", "[backward_kernels][finite_difference]") {
+  const std::size_t m = 6, k = 5, n = 7;
+  const auto x = random_vector(m * k, 76), w = random_vector(n * k, 77), b = random_vector(n, 78);
+  const auto dy = random_vector(m * n, 79);
+  std::vector<float> dx(m * k), dw(n * k, 0.0f), db(n, 0.0f);
+  cpu::linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), m, k, n);
+  const auto xd = to_double(x), wd = to_double(w), bd = to_double(b), dyd = to_double(dy);
+  CHECK(max_error(dx, numeric_gradient(xd, [&](const auto& v) { return dot(dyd, linear_f64(v, wd, bd, m, k, n)); })) <=
+        2e-5);
+  CHECK(max_error(dw, numeric_gradient(wd, [&](const auto& v) { return dot(dyd, linear_f64(xd, v, bd, m, k, n)); })) <=
+        2e-5);
+  CHECK(max_error(db, numeric_gradient(bd, [&](const auto& v) { return dot(dyd, linear_f64(xd, wd, v, m, k, n)); })) <=
+        2e-5);
+}
+
+// ---- softmax cross-entropy
+
+TEST_CASE("softmax_cross_entropy matches its reference, in place or not", "[backward_kernels]") {
+  const std::size_t rows = 29, vocab = 1003;
+  // Logits in [-8, 8): a spread of probabilities, some far from uniform.
+  const auto logits = random_vector(rows * vocab, 81, -8.0f, 8.0f);
+  auto targets = random_tokens(rows, vocab, 82);
+  targets[3] = -1;  // ignored rows: padding
+  targets[17] = -100;
+  const float grad_scale = 1.0f / 27.0f;
+  std::vector<float> losses(rows), dlogits(rows * vocab), losses_ref(rows), dlogits_ref(rows * vocab);
+  cpu::softmax_cross_entropy(logits.data(), targets.data(), losses.data(), dlogits.data(), rows, vocab, grad_scale);
+  cpu::softmax_cross_entropy_reference(logits.data(), targets.data(), losses_ref.data(), dlogits_ref.data(), rows,
+                                       vocab, grad_scale);
+  CHECK(max_error(losses, losses_ref) <= 1e-5);
+  CHECK(max_error(dlogits, dlogits_ref) <= 1e-5);
+  for (std::size_t r : {std::size_t{3}, std::size_t{17}}) {
+    CHECK(losses[r] == 0.0f);
+    for (std::size_t j = 0; j < vocab; ++j) REQUIRE(dlogits[r * vocab + j] == 0.0f);
+  }
+  // Each gradient row sums to 0 (softmax sums to 1, minus the one-hot).
+  double row_sum = 0.0;
+  for (std::size_t j = 0; j < vocab; ++j) row_sum += dlogits[vocab + j];
+  CHECK(std::abs(row_sum) <= 1e-6);
+
+  auto in_place = logits;
+  std::vector<float> losses_in_place(rows);
+  cpu::softmax_cross_entropy(in_place.data(), targets.data(), losses_in_place.data(), in_place.data(), rows, vocab,
+                             grad_scale);
+  CHECK(bit_equal(in_place, dlogits));
+  CHECK(bit_equal(losses_in_place, losses));
+
+  // Losses only, no gradient.
+  std::vector<float> losses_only(rows);
+  cpu::softmax_cross_entropy(logits.data(), targets.data(), losses_only.data(), nullptr, rows, vocab, grad_scale);
+  CHECK(bit_equal(losses_only, losses));
+}
+
+TEST_CASE("softmax_cross_entropy rejects a target past the vocabulary before writing", "[backward_kernels]") {
+  const std::size_t rows = 4, vocab = 9;
+  const auto logits = random_vector(rows * vocab, 83);
+  std::vector<std::int32_t> targets{1, 2, static_cast<std::int32_t>(vocab), 0};
+  std::vector<float> losses(rows, 7.0f), dlogits(rows * vocab, 7.0f);
+  CHECK_THROWS_AS(cpu::softmax_cross_entropy(logits.data(), targets.data(), losses.data(), dlogits.data(), rows,
+                                             vocab, 1.0f),
+                  std::out_of_range);
+  CHECK_THROWS_AS(cpu::softmax_cross_entropy_reference(logits.data(), targets.data(), losses.data(), dlogits.data(),
+                                                       rows, vocab, 1.0f),
+                  std::out_of_range);
+  for (float v : losses) REQUIRE(v == 7.0f);
+  for (float v : dlogits) REQUIRE(v == 7.0f);
+}
+
+TEST_CASE("softmax_cross_entropy's gradient agrees with finite differences", "[backward_kernels][finite_difference]") {
+  const std::size_t rows = 4, vocab = 11;
+  const auto logits = random_vector(rows * vocab, 84, -3.0f, 3.0f);
+  auto targets = random_tokens(rows, vocab, 85);
+  targets[2] = -1;
+  const float grad_scale = 0.25f;
+  std::vector<float> losses(rows), dlogits(rows * vocab);
+  cpu::softmax_cross_entropy(logits.data(), targets.data(), losses.data(), dlogits.data(), rows, vocab, grad_scale);
+  CHECK(max_error(dlogits, numeric_gradient(to_double(logits), [&](const auto& v) {
+                    return cross_entropy_f64(v, targets, vocab, grad_scale);
+                  })) <= 2e-5);
+}
+
+// ---- attention
+
+TEST_CASE("attention_flash's lse is the log-sum-exp of the scaled, masked scores", "[backward_kernels]") {
+  for (bool causal : {false, true}) {
+    const auto s = AttentionShape::self(2, 3, 45, 16, causal);
+    const std::size_t n = s.q_len, d = s.head_dim, bh = s.batch * s.heads;
+    const auto q = random_vector(bh * n * d, 91), k = random_vector(bh * n * d, 92), v = random_vector(bh * n * d, 93);
+    std::vector<float> out(q.size()), out_plain(q.size()), lse(bh * n);
+    cpu::attention_flash(q.data(), k.data(), v.data(), out.data(), lse.data(), s, {16, 32});
+    cpu::attention_flash(q.data(), k.data(), v.data(), out_plain.data(), s, {16, 32});
+    CHECK(bit_equal(out, out_plain));  // the lse overload computes the same output
+    std::vector<double> lse_ref(bh * n);
+    for (std::size_t head = 0; head < bh; ++head)
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t seen = causal ? i + 1 : n;
+        std::vector<double> sc(seen);
+        for (std::size_t j = 0; j < seen; ++j) {
+          double dt = 0.0;
+          for (std::size_t t = 0; t < d; ++t)
+            dt += static_cast<double>(q[(head * n + i) * d + t]) * k[(head * n + j) * d + t];
+          sc[j] = s.scale * dt;
+        }
+        const double max = *std::max_element(sc.begin(), sc.end());
+        double sum = 0.0;
+        for (double x : sc) sum += std::exp(x - max);
+        lse_ref[head * n + i] = max + std::log(sum);
+      }
+    // lse is O(log N + max score) ≈ 5; fp32 scores and exp_poly give ~1e-6 absolute.
+    CHECK(max_error(lse, lse_ref) <= 1e-5);
+  }
+}
+
+namespace {
+
+struct AttentionGradients {
+  std::vector<float> dq, dk, dv;
+};
+
+struct AttentionInputs {
+  AttentionShape shape;
+  std::vector<float> q, k, v, dout, out, lse;
+  AttentionInputs(const AttentionShape& s, std::uint64_t seed) : shape(s) {
+    const std::size_t size = s.batch * s.heads * s.q_len * s.head_dim;
+    q = random_vector(size, seed);
+    k = random_vector(size, seed + 1);
+    v = random_vector(size, seed + 2);
+    dout = random_vector(size, seed + 3);
+    out.resize(size);
+    lse.resize(s.batch * s.heads * s.q_len);
+  }
+  AttentionGradients flash(cpu::FlashTiles tiles) {
+    cpu::attention_flash(q.data(), k.data(), v.data(), out.data(), lse.data(), shape, tiles);
+    AttentionGradients g{std::vector<float>(q.size()), std::vector<float>(q.size()), std::vector<float>(q.size())};
+    cpu::attention_flash_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(), g.dq.data(),
+                                  g.dk.data(), g.dv.data(), shape, tiles);
+    return g;
+  }
+  AttentionGradients naive() {
+    std::vector<float> scores(cpu::naive_workspace_elements(shape));
+    cpu::attention_naive(q.data(), k.data(), v.data(), out.data(), scores.data(), shape);
+    AttentionGradients g{std::vector<float>(q.size()), std::vector<float>(q.size()), std::vector<float>(q.size())};
+    cpu::attention_naive_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), g.dq.data(), g.dk.data(),
+                                  g.dv.data(), scores.data(), shape);
+    return g;
+  }
+  void reference(std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv) {
+    dq.assign(q.size(), 0.0);
+    dk.assign(q.size(), 0.0);
+    dv.assign(q.size(), 0.0);
+    cpu::attention_backward_reference(q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data(),
+                                      shape);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("attention backward, naive and flash, matches the float64 reference", "[backward_kernels]") {
+  struct Setup {
+    std::size_t batch, heads, n, d;
+    cpu::FlashTiles tiles;
+  };
+  // N = 45 and 100 are not multiples of the tiles; 300 with the default tiles has two key tiles,
+  // the second partial.
+  for (const Setup& setup : {Setup{2, 3, 45, 16, {16, 32}}, Setup{1, 2, 100, 32, {32, 16}},
+                             Setup{1, 2, 300, 64, cpu::FlashTiles{}}}) {
+    for (bool causal : {false, true}) {
+      INFO("N " << setup.n << " d " << setup.d << " tiles " << setup.tiles.q_tile << "x" << setup.tiles.kv_tile
+                << " causal " << causal);
+      AttentionInputs in(AttentionShape::self(setup.batch, setup.heads, setup.n, setup.d, causal), 100 + setup.n);
+      std::vector<double> dq, dk, dv;
+      in.reference(dq, dk, dv);
+      const auto flash = in.flash(setup.tiles);
+      CHECK(max_error(flash.dq, dq) <= 5e-5);
+      CHECK(max_error(flash.dk, dk) <= 5e-5);
+      CHECK(max_error(flash.dv, dv) <= 5e-5);
+      const auto naive = in.naive();
+      CHECK(max_error(naive.dq, dq) <= 5e-5);
+      CHECK(max_error(naive.dk, dk) <= 5e-5);
+      CHECK(max_error(naive.dv, dv) <= 5e-5);
+    }
+  }
+}
+
+TEST_CASE("attention backward agrees with finite differences", "[backward_kernels][finite_difference]") {
+  for (bool causal : {false, true}) {
+    INFO("causal " << causal);
+    AttentionInputs in(AttentionShape::self(1, 2, 45, 8, causal), 200);
+    const auto& s = in.shape;
+    const auto qd = to_double(in.q), kd = to_double(in.k), vd = to_double(in.v), dod = to_double(in.dout);
+    const auto fd_q = numeric_gradient(qd, [&](const auto& x) { return dot(dod, attention_f64(x, kd, vd, s)); });
+    const auto fd_k = numeric_gradient(kd, [&](const auto& x) { return dot(dod, attention_f64(qd, x, vd, s)); });
+    const auto fd_v = numeric_gradient(vd, [&](const auto& x) { return dot(dod, attention_f64(qd, kd, x, s)); });
+    for (const auto& g : {in.flash({16, 32}), in.naive()}) {
+      CHECK(max_error(g.dq, fd_q) <= 2e-5);
+      CHECK(max_error(g.dk, fd_k) <= 2e-5);
+      CHECK(max_error(g.dv, fd_v) <= 2e-5);
+    }
+    std::vector<double> dq, dk, dv;
+    in.reference(dq, dk, dv);
+    CHECK(max_error(dq, fd_q) <= 1e-6);  // the reference is float64 throughout
+    CHECK(max_error(dk, fd_k) <= 1e-6);
+    CHECK(max_error(dv, fd_v) <= 1e-6);
+  }
+}
+
+TEST_CASE("attention_flash_backward is bit-identical for 1 and 2 threads", "[backward_kernels]") {
+  ThreadsRestored restore;
+  for (bool causal : {false, true}) {
+    AttentionInputs in(AttentionShape::self(2, 2, 77, 16, causal), 300);
+    set_threads(1);
+    const auto one = in.flash({16, 32});
+    set_threads(2);
+    const auto two = in.flash({16, 32});
+    CHECK(bit_equal(one.dq, two.dq));
+    CHECK(bit_equal(one.dk, two.dk));
+    CHECK(bit_equal(one.dv, two.dv));
+  }
+}
+
+TEST_CASE("attention backward rejects shapes other than self-attention", "[backward_kernels]") {
+  auto s = AttentionShape::self(1, 1, 8, 4, true);
+  s.kv_capacity = 16;  // a KV cache
+  const std::vector<float> x(16 * 4, 0.5f), lse(8, 0.0f);
+  std::vector<float> g(16 * 4), scores(8 * 8);
+  CHECK_THROWS_AS(cpu::attention_flash_backward(x.data(), x.data(), x.data(), x.data(), x.data(), lse.data(),
+                                                g.data(), g.data(), g.data(), s),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(cpu::attention_naive_backward(x.data(), x.data(), x.data(), x.data(), x.data(), g.data(), g.data(),
+                                                g.data(), scores.data(), s),
+                  std::invalid_argument);
+}
+
+// ---- reduced precision
+
+TEST_CASE("round_through rounds as f16 and bf16 storage would", "[backward_kernels]") {
+  const float tiny = 1e-8f, huge = 1e5f, very_small = 1e-30f;
+  std::vector<float> f16{tiny, huge, -huge, 1.0f + 1.0f / 4096.0f, 65504.0f, 6e-8f};
+  cpu::round_through(DType::f16, f16.data(), f16.size());
+  CHECK(f16[0] == 0.0f);  // below half the smallest subnormal (2^-25 ≈ 3e-8)
+  CHECK(f16[1] == std::numeric_limits<float>::infinity());
+  CHECK(f16[2] == -std::numeric_limits<float>::infinity());
+  CHECK(f16[3] == 1.0f);  // half an ulp of 1 (2^-11): a tie, to even
+  CHECK(f16[4] == 65504.0f);
+  CHECK(f16[5] == std::ldexp(1.0f, -24));  // the smallest subnormal
+
+  std::vector<float> bf16{very_small, huge, 1.0f + 1.0f / 256.0f};
+  cpu::round_through(DType::bf16, bf16.data(), bf16.size());
+  CHECK(bf16[0] != 0.0f);
+  CHECK(std::abs(bf16[0] - very_small) <= very_small / 128.0f);  // 8 significant bits
+  CHECK(bf16[1] == 99840.0f);  // 1e5 to 8 significant bits
+  CHECK(bf16[2] == 1.0f);      // a tie, to even
+
+  // A larger array through the OpenMP loops: every value is its own f16 rounding.
+  auto x = random_vector(4099, 94, -70000.0f, 70000.0f);
+  auto rounded = x;
+  cpu::round_through(DType::f16, rounded.data(), rounded.size());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    REQUIRE(std::bit_cast<std::uint32_t>(rounded[i]) ==
+            std::bit_cast<std::uint32_t>(f16_to_float(float_to_f16(x[i]))));
+
+  auto same = x;
+  cpu::round_through(DType::f32, same.data(), same.size());
+  CHECK(bit_equal(same, x));
+  CHECK_THROWS_AS(cpu::round_through(DType::i8, same.data(), same.size()), std::invalid_argument);
+}
+
+TEST_CASE("value_census counts zeros and non-finite values", "[backward_kernels]") {
+  auto x = random_vector(1000, 95, 0.5f, 1.0f);
+  x[3] = 0.0f;
+  x[400] = -0.0f;
+  x[500] = std::numeric_limits<float>::quiet_NaN();
+  x[999] = -std::numeric_limits<float>::infinity();
+  const auto census = cpu::value_census(x.data(), x.size());
+  CHECK(census.zeros == 2);
+  CHECK(census.nonfinite == 2);
+}

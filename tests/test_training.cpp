@@ -1,0 +1,330 @@
+// The training engine: the whole model's gradient against finite differences, every activation
+// policy against store_all, accumulation against the large batch, determinism, the trainer's
+// learning, checkpoint/resume and the model cache.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "core/error.hpp"
+#include "core/memory.hpp"
+#include "core/threads.hpp"
+#include "nn/batches.hpp"
+#include "nn/corpus.hpp"
+#include "nn/model_cache.hpp"
+#include "nn/trainer.hpp"
+#include "nn/training.hpp"
+#include "support/files.hpp"
+
+using namespace aiopt;
+using namespace aiopt::nn;
+
+namespace {
+
+GptConfig micro_config() {
+  GptConfig c;
+  c.layers = 3;
+  c.channels = 32;
+  c.heads = 4;
+  c.context = 32;
+  c.vocab = 256;
+  return c;
+}
+
+// A batch of windows from the synthetic corpus.
+Batch corpus_batch(std::size_t batch, std::size_t len, std::uint64_t seed) {
+  static const TokenSplit tokens = synthetic_tokens(SyntheticCorpus{7, 0}, 1 << 16, 1 << 14);
+  BatchSampler sampler(tokens.train, batch, len, seed);
+  return sampler.next();
+}
+
+std::vector<float> flat(const GptWeights& w) {
+  std::vector<float> out;
+  for (const auto& [name, t] : w.named()) {
+    const float* p = t->data<float>();
+    out.insert(out.end(), p, p + t->numel());
+  }
+  return out;
+}
+
+// max |a − b| / max |b| over all entries, NaN when either holds a NaN.
+double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double diff = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return NAN;
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / scale;
+}
+
+std::vector<float> gradient(const GptWeights& w, const Batch& b, const TrainingOptions& o) {
+  GptWeights g = GptWeights::zeros(w.config, Device::cpu());
+  forward_backward(w, b, g, o);
+  return flat(g);
+}
+
+}  // namespace
+
+TEST_CASE("the whole model's gradient matches central finite differences", "[training]") {
+  const GptConfig config = micro_config();
+  GptWeights w = GptWeights::initialize(config, 11, Device::cpu());
+  const Batch b = corpus_batch(2, 12, 3);
+  GptWeights g = GptWeights::zeros(config, Device::cpu());
+  forward_backward(w, b, g, TrainingOptions{});
+
+  // In every tensor, the entries with the largest gradients (where a difference quotient in fp32
+  // is meaningful) and a few at random.
+  std::size_t checked = 0;
+  double worst = 0.0;
+  auto wn = w.named();
+  auto gn = g.named();
+  for (std::size_t t = 0; t < wn.size(); ++t) {
+    float* p = wn[t].second->data<float>();
+    const float* d = gn[t].second->data<float>();
+    const auto n = static_cast<std::size_t>(wn[t].second->numel());
+    std::vector<std::size_t> order(n);
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;
+    std::partial_sort(order.begin(), order.begin() + 3, order.end(),
+                      [&](std::size_t a, std::size_t c) { return std::abs(d[a]) > std::abs(d[c]); });
+    for (std::size_t j = 0; j < 3; ++j) {
+      const std::size_t i = order[j];
+      const float saved = p[i];
+      // h = 1e-2: the loss (≈ 5.5) is stored in fp32 per position, so its rounding noise is
+      // ≈ 5e-7 and the quotient's ≈ 5e-5; the O(h²) truncation is below that for these weights.
+      const float h = 1e-2f;
+      p[i] = saved + h;
+      const double up = evaluate_loss(w, b);
+      p[i] = saved - h;
+      const double down = evaluate_loss(w, b);
+      p[i] = saved;
+      const double fd = (up - down) / (2.0 * h);
+      const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
+      INFO(wn[t].first << "[" << i << "]: analytic " << d[i] << ", finite difference " << fd);
+      // 3 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries.
+      CHECK(err < 3e-2);
+      worst = std::max(worst, err);
+      ++checked;
+    }
+  }
+  CHECK(checked == wn.size() * 3);
+  WARN("worst relative error " << worst << " over " << checked << " entries");
+}
+
+TEST_CASE("every activation policy gives store_all's gradient", "[training]") {
+  GptConfig config = micro_config();
+  config.layers = 5;
+  const GptWeights w = GptWeights::initialize(config, 5, Device::cpu());
+  const Batch b = corpus_batch(2, 20, 9);
+  const std::vector<float> reference = gradient(w, b, TrainingOptions{});
+  for (std::size_t k : {1, 2, 3, 5}) {
+    TrainingOptions o;
+    o.checkpoint_every = k;
+    INFO("checkpoint_every " << k);
+    // Recomputation runs the same kernels on the same inputs: bit-identical.
+    CHECK(relative_difference(gradient(w, b, o), reference) == 0.0);
+  }
+  TrainingOptions selective;
+  selective.selective = true;
+  CHECK(relative_difference(gradient(w, b, selective), reference) == 0.0);
+  TrainingOptions naive;
+  naive.attention = TrainAttention::naive;
+  // A different attention algorithm: the same math in another summation order.
+  CHECK(relative_difference(gradient(w, b, naive), reference) < 1e-5);
+}
+
+TEST_CASE("checkpointing lowers the measured activation peak", "[training]") {
+  GptConfig config = micro_config();
+  config.layers = 8;
+  const GptWeights w = GptWeights::initialize(config, 5, Device::cpu());
+  const Batch b = corpus_batch(4, 32, 1);
+  auto peak = [&](const TrainingOptions& o) {
+    GptWeights g = GptWeights::zeros(config, Device::cpu());
+    memory::Scope scope(Device::cpu());
+    forward_backward(w, b, g, o);
+    return scope.peak_bytes();
+  };
+  const std::size_t all = peak(TrainingOptions{});
+  TrainingOptions every3;
+  every3.checkpoint_every = 3;
+  TrainingOptions every1;
+  every1.checkpoint_every = 1;
+  TrainingOptions selective;
+  selective.selective = true;
+  const std::size_t p3 = peak(every3), p1 = peak(every1), ps = peak(selective);
+  INFO("store_all " << all << ", every 3 " << p3 << ", every 1 " << p1 << ", selective " << ps);
+  CHECK(p3 < all);
+  CHECK(p1 < p3);
+  CHECK(ps < all);
+}
+
+TEST_CASE("k accumulated micro-batches give the large batch's gradient", "[training]") {
+  const GptConfig config = micro_config();
+  const GptWeights w = GptWeights::initialize(config, 2, Device::cpu());
+  const Batch large = corpus_batch(6, 16, 4);
+  GptWeights g_large = GptWeights::zeros(config, Device::cpu());
+  forward_backward(w, large, g_large, TrainingOptions{});
+  GptWeights g_acc = GptWeights::zeros(config, Device::cpu());
+  const std::size_t k = 3, rows = 2;
+  for (std::size_t i = 0; i < k; ++i) {
+    Batch micro;
+    micro.batch = rows;
+    micro.seq_len = large.seq_len;
+    const auto span = rows * large.seq_len;
+    micro.inputs.assign(large.inputs.begin() + static_cast<long>(i * span),
+                        large.inputs.begin() + static_cast<long>((i + 1) * span));
+    micro.targets.assign(large.targets.begin() + static_cast<long>(i * span),
+                         large.targets.begin() + static_cast<long>((i + 1) * span));
+    forward_backward(w, micro, g_acc, TrainingOptions{}, 1.0f / static_cast<float>(k));
+  }
+  // The same sums grouped differently: fp32 reassociation only.
+  CHECK(relative_difference(flat(g_acc), flat(g_large)) < 1e-6);
+}
+
+TEST_CASE("fp16 storage without loss scaling loses small gradients that scaling keeps", "[training]") {
+  const GptConfig config = micro_config();
+  const GptWeights w = GptWeights::initialize(config, 3, Device::cpu());
+  // 256 positions: the mean's 1/256 puts the loss gradients of unlikely tokens below fp16's
+  // smallest subnormal (2^-24 ≈ 6e-8), as at real batch sizes.
+  const Batch b = corpus_batch(8, 32, 5);
+  auto zeros = [&](DType storage, float scale) {
+    TrainingOptions o;
+    o.storage = storage;
+    GptWeights g = GptWeights::zeros(config, Device::cpu());
+    forward_backward(w, b, g, o, scale);
+    return gradient_census(g);
+  };
+  const GradientCensus f32 = zeros(DType::f32, 1.0f);
+  const GradientCensus f16 = zeros(DType::f16, 1.0f);
+  const GradientCensus scaled = zeros(DType::f16, 1024.0f);
+  const GradientCensus bf16 = zeros(DType::bf16, 1.0f);
+  INFO("zero fractions: f32 " << f32.zero_fraction() << ", f16 " << f16.zero_fraction() << ", f16 ×1024 "
+                              << scaled.zero_fraction() << ", bf16 " << bf16.zero_fraction());
+  // fp32 keeps every entry here; fp16 flushes some to zero, a loss scale of 2^10 brings most of
+  // them back, and bf16 (fp32's exponent range) loses none.
+  CHECK(f32.zeros == 0);
+  CHECK(f16.zeros > 10);
+  CHECK(scaled.zeros * 4 < f16.zeros);
+  CHECK(bf16.zeros == 0);
+  CHECK(f16.nonfinite == 0);
+}
+
+TEST_CASE("the same seed and threads give bit-identical training losses", "[training]") {
+  TrainConfig c;
+  c.model = micro_config();
+  c.data.train_bytes = 1 << 16;
+  c.data.validation_bytes = 1 << 13;
+  c.batch = 4;
+  c.seq_len = 16;
+  c.steps = 5;
+  c.schedule.total_steps = 5;
+  auto losses = [&] {
+    Trainer t(c, Device::cpu());
+    std::vector<double> out;
+    for (int i = 0; i < 5; ++i) out.push_back(t.step().loss);
+    return out;
+  };
+  CHECK(losses() == losses());
+}
+
+TEST_CASE("training tiny lowers the validation loss well below the unigram entropy", "[training]") {
+  TrainConfig c;
+  c.model = preset("tiny");
+  c.data.train_bytes = 1 << 20;
+  c.data.validation_bytes = 1 << 15;
+  c.batch = 8;
+  c.seq_len = 64;
+  c.steps = 200;
+  c.schedule.kind = ScheduleKind::warmup_cosine;
+  c.schedule.peak_lr = 3e-3f;
+  c.schedule.min_lr = 3e-4f;
+  c.schedule.warmup_steps = 20;
+  c.schedule.total_steps = 200;
+  c.eval_every = 0;
+  Trainer t(c, Device::cpu());
+  const double before = t.evaluate();
+  t.run();
+  const double after = t.evals().back().loss;
+  const double unigram = unigram_entropy(t.tokens().validation);
+  INFO("validation loss " << before << " -> " << after << ", unigram entropy " << unigram);
+  CHECK(before > unigram);
+  // "Well below": at least 20 % under what byte frequencies alone give.
+  CHECK(after < 0.8 * unigram);
+}
+
+TEST_CASE("a saved training state resumes with the same next-step loss", "[training]") {
+  test::TempDir dir;
+  TrainConfig c;
+  c.model = micro_config();
+  c.data.train_bytes = 1 << 16;
+  c.data.validation_bytes = 1 << 13;
+  c.batch = 4;
+  c.seq_len = 16;
+  c.steps = 10;
+  c.schedule.total_steps = 10;
+  c.schedule.warmup_steps = 2;
+  Trainer first(c, Device::cpu());
+  for (int i = 0; i < 4; ++i) first.step();
+  first.save(dir.file("state.safetensors"));
+  const StepRecord expected = first.step();
+
+  Trainer second(c, Device::cpu());
+  second.resume(dir.file("state.safetensors"));
+  CHECK(second.steps_done() == 4);
+  const StepRecord got = second.step();
+  CHECK(got.loss == expected.loss);
+  CHECK(got.lr == expected.lr);
+  CHECK(flat(second.weights()) == flat(first.weights()));
+
+  TrainConfig other = c;
+  other.batch = 8;
+  Trainer third(other, Device::cpu());
+  CHECK_THROWS_AS(third.resume(dir.file("state.safetensors")), InputError);
+}
+
+TEST_CASE("the model cache trains once and then loads the same weights", "[training]") {
+  test::TempDir dir;
+  REQUIRE(setenv("AIOPT_CACHE", dir.file("cache").c_str(), 1) == 0);
+  TrainConfig c;
+  c.model = micro_config();
+  c.data.train_bytes = 1 << 16;
+  c.data.validation_bytes = 1 << 13;
+  c.batch = 2;
+  c.seq_len = 16;
+  c.steps = 3;
+  c.schedule.total_steps = 3;
+  const CachedModel trained = trained_model(c, Device::cpu());
+  CHECK_FALSE(trained.from_cache);
+  REQUIRE_FALSE(trained.path.empty());
+  const CachedModel loaded = trained_model(c, Device::cpu());
+  CHECK(loaded.from_cache);
+  CHECK(loaded.validation_loss == trained.validation_loss);
+  CHECK(flat(loaded.weights) == flat(trained.weights));
+  TrainConfig longer = c;
+  longer.steps = 4;
+  CHECK(model_cache_key(longer) != model_cache_key(c));
+  unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("bad training input is refused with InputError", "[training]") {
+  const GptConfig config = micro_config();
+  const GptWeights w = GptWeights::initialize(config, 1, Device::cpu());
+  GptWeights g = GptWeights::zeros(config, Device::cpu());
+  Batch b = corpus_batch(1, 8, 1);
+  b.inputs[3] = 300;
+  CHECK_THROWS_AS(forward_backward(w, b, g, TrainingOptions{}), InputError);
+  Batch too_long = corpus_batch(1, 8, 1);
+  too_long.seq_len = 64;
+  CHECK_THROWS_AS(forward_backward(w, too_long, g, TrainingOptions{}), InputError);
+  TrainingOptions bad;
+  bad.storage = DType::i8;
+  CHECK_THROWS_AS(forward_backward(w, corpus_batch(1, 8, 1), g, bad), InputError);
+  GptConfig other = config;
+  other.layers = 2;
+  GptWeights wrong = GptWeights::zeros(other, Device::cpu());
+  CHECK_THROWS_AS(forward_backward(w, corpus_batch(1, 8, 1), wrong, TrainingOptions{}), InputError);
+}
