@@ -14,6 +14,7 @@
 
 #include "core/cuda_check.hpp"
 #include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/training_ops.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -126,6 +127,31 @@ void linear(const float* x, const float* w, const float* b, float* y, std::size_
   set_math_mode(h, DType::f32);
   CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, cm.m, cm.n, cm.k, &alpha, w, cm.first_ld, x, cm.second_ld,
                            &beta, y, cm.ldc));
+}
+
+void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                     std::size_t m, std::size_t k, std::size_t n, void* stream) {
+  if (m == 0 || k == 0 || n == 0) {
+    if (dx != nullptr && m * k > 0) CUDA_CHECK(cudaMemsetAsync(dx, 0, m * k * sizeof(float), as_stream(stream)));
+    if (db != nullptr && n > 0) bias_backward(dy, db, m, n, stream);
+    return;
+  }
+  cublasHandle_t h = handle_for(stream);
+  set_math_mode(h, DType::f32);
+  const float one = 1.0f, zero = 0.0f;
+  if (dx != nullptr) {
+    // Row-major dx (m, k) = dy (m, n)·W (n, k); column-major dxᵀ (k, m) = Wᵀ (k, n)·dyᵀ (n, m),
+    // both read as stored.
+    const ColumnMajor cm(m, k, n, n, k, k);
+    CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, cm.m, cm.n, cm.k, &one, w, cm.first_ld, dy, cm.second_ld,
+                             &zero, dx, cm.ldc));
+  }
+  // Row-major dW (n, k) += dyᵀ (n, m)·x (m, k); column-major dWᵀ (k, n) += xᵀ (k, m)·dy (m, n):
+  // x as stored, dy read transposed.
+  const ColumnMajor cm(n, k, m, n, k, k);
+  CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x, cm.first_ld, dy, cm.second_ld,
+                           &one, dw, cm.ldc));
+  if (db != nullptr) bias_backward(dy, db, m, n, stream);
 }
 
 void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
