@@ -281,6 +281,32 @@ TEST_CASE("comparisons leave out metrics marked not compared, and JSON keeps the
   CHECK(back.metric("bytes_moved")->compared);
 }
 
+TEST_CASE("series are written, valid against the schema, read back, and left out of comparisons", "[report]") {
+  auto base = result("t", "base", true, "cpu", ojson{{"n", 1}});
+  auto var = result("t", "var", false, "cpu", ojson{{"n", 1}});
+  var.series = {{"train_loss", "step", "nats", {1, 2, 3}, {5.5, 4.25, NAN}},
+                {"lr", "step", "", {0, 1}, {1e-3, 5e-4}}};
+  const ojson j = to_json(var);
+  REQUIRE(j.contains("series"));
+  CHECK(j["series"]["train_loss"]["y"][2].is_null());
+  CHECK(test::schema_errors(nlohmann::json::parse(j.dump()), "result").empty());
+  const Result back = result_from_json(j, "memory");
+  REQUIRE(back.series.size() == 2);
+  CHECK(back.series[0].name == "train_loss");
+  CHECK(back.series[0].x == std::vector<double>{1, 2, 3});
+  CHECK(back.series[0].y[1] == 4.25);
+  CHECK(std::isnan(back.series[0].y[2]));
+  CHECK(back.series[1].unit.empty());
+  CHECK_FALSE(to_json(base).contains("series"));
+  const auto cs = compare_to_baselines({base, var});
+  REQUIRE(cs.size() == 1);
+  for (const auto& phrase : cs[0].gains) CHECK(phrase.find("loss") == std::string::npos);
+
+  ojson broken = j;
+  broken["series"]["lr"]["x"] = ojson::array({0});
+  CHECK_THROWS_AS(result_from_json(broken, "memory"), InputError);
+}
+
 TEST_CASE("comparisons need an ok baseline of the same case", "[report]") {
   auto report = sample_report();
   // Without its baseline, kv_cache at prompt_len 128 has nothing to compare against.

@@ -138,6 +138,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     mem.peak_rss_bytes = memory::peak_rss_bytes();
 
     r.metrics = run->finish();
+    r.series = run->series();
     r.timing = make_timing(samples, settings.sampling.warmup);
     add_roofline(run->work(), r.timing->median * 1e-3, device, r.metrics);
     r.memory = mem;
@@ -162,6 +163,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     r.timing.reset();
     r.memory.reset();
     r.metrics.clear();
+    r.series.clear();
   }
   return r;
 }

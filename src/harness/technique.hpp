@@ -27,6 +27,15 @@ struct Metric {
   bool compared = true;
 };
 
+// A curve a run records beside its metrics (a loss curve, the LR of a schedule): y at each x.
+// Reports keep it for plotting; comparisons and the summary leave it out.
+struct Series {
+  std::string name;    // snake_case: "train_loss"
+  std::string x_unit;  // "step"
+  std::string unit;    // y's unit: "nats", "", ...
+  std::vector<double> x, y;
+};
+
 struct Variant {
   std::string name;
   std::string summary;
@@ -69,6 +78,8 @@ class Run {
   // After sampling: check the result against the baseline computation and return metrics.
   // Throws CheckFailed when the result is wrong beyond the stated tolerance.
   virtual std::vector<Metric> finish() = 0;
+  // Curves recorded by the run (after finish()), in the order they should be shown.
+  virtual std::vector<Series> series() const { return {}; }
 };
 
 class Technique {

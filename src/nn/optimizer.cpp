@@ -161,6 +161,12 @@ std::vector<std::pair<std::string, Tensor*>> Optimizer::state() {
   return out;
 }
 
+std::vector<std::pair<std::string, const Tensor*>> Optimizer::state() const {
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  for (const auto& [name, t] : const_cast<Optimizer&>(*this).state()) out.emplace_back(name, t);
+  return out;
+}
+
 double global_norm(const GptWeights& grads) {
   double sum = 0.0;
   for (const auto& [name, g] : grads.named()) sum += tensor_sum_of_squares(*g);

@@ -51,6 +51,7 @@ class Optimizer {
   void set_steps_taken(std::int64_t steps) { steps_ = steps; }
   // State tensors named "<kind>.<slot>.<parameter name>", e.g. "adamw.m.h.0.attn.c_attn.weight".
   std::vector<std::pair<std::string, Tensor*>> state();
+  std::vector<std::pair<std::string, const Tensor*>> state() const;
 
  private:
   OptimizerConfig config_;

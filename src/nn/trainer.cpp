@@ -196,7 +196,7 @@ void Trainer::save(const std::string& path) const {
     tensors.emplace_back(name, nullptr);
   };
   for (const auto& [name, t] : weights_.named()) add(name, *t);
-  for (const auto& [name, t] : const_cast<Optimizer&>(optimizer_).state()) add(name, *t);
+  for (const auto& [name, t] : optimizer_.state()) add(name, *t);
   for (std::size_t i = 0; i < tensors.size(); ++i) tensors[i].second = &host[i];
   const nlohmann::json progress = {{"steps_done", steps_done_},
                                    {"optimizer_steps", optimizer_.steps_taken()},

@@ -314,6 +314,16 @@ ojson to_json(const Result& r) {
     if (!m.compared) metrics[m.name]["compared"] = false;
   }
   j["metrics"] = metrics;
+  if (!r.series.empty()) {
+    ojson series = ojson::object();
+    for (const auto& s : r.series) {
+      ojson x = ojson::array(), y = ojson::array();
+      for (double v : s.x) x.push_back(number(v));
+      for (double v : s.y) y.push_back(number(v));
+      series[s.name] = ojson{{"x_unit", s.x_unit}, {"unit", s.unit}, {"x", x}, {"y", y}};
+    }
+    j["series"] = series;
+  }
   j["repro"] = r.repro;
   return j;
 }
@@ -374,6 +384,26 @@ Result result_from_json(const ojson& j, const std::string& where) {
     r.metrics.push_back(Metric{name, value_field(m, "value", where, path),
                                text_field(m, "unit", where, path), better_from(m, where, path),
                                m.contains("compared") ? flag_field(m, "compared", where, path) : true});
+  }
+  if (j.contains("series")) {
+    for (const auto& [name, s] : object_field(j, "series", where, "").items()) {
+      const std::string path = "series." + name;
+      expect(s.is_object(), s, where, path, "an object {x_unit, unit, x, y}");
+      Series out{name, text_field(s, "x_unit", where, path), text_field(s, "unit", where, path), {}, {}};
+      for (const char* axis : {"x", "y"}) {
+        const std::string axis_path = path + "." + axis;
+        expect(s.contains(axis) && s[axis].is_array(), s.contains(axis) ? s[axis] : ojson(), where, axis_path,
+               "an array of numbers");
+        for (const auto& v : s[axis]) {
+          expect(v.is_number() || v.is_null(), v, where, axis_path, "numbers or null");
+          (axis[0] == 'x' ? out.x : out.y).push_back(v.is_null() ? NAN : v.get<double>());
+        }
+      }
+      if (out.x.size() != out.y.size())
+        fail(where, "key '" + path + "' has " + std::to_string(out.x.size()) + " x and " +
+                        std::to_string(out.y.size()) + " y values");
+      r.series.push_back(std::move(out));
+    }
   }
   r.repro = j.contains("repro") ? text_field(j, "repro", where, "") : "";
   return r;

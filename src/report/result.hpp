@@ -45,6 +45,7 @@ struct Result {
   std::optional<Timing> timing;
   std::optional<MemoryRecord> memory;
   std::vector<Metric> metrics;  // in the order the technique returned them
+  std::vector<Series> series;   // curves, in the order the technique returned them
   std::string repro;            // the command line that reruns this one case
 
   const Metric* metric(const std::string& name) const;
