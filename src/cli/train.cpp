@@ -2,11 +2,13 @@
 // progress (loss, LR, tokens/s) and validation losses, and writes the trained weights as a
 // checkpoint that `aiopt generate --checkpoint` reads. --save-state / --resume keep and restore
 // the whole training state, so a stopped run continues exactly.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
@@ -14,6 +16,7 @@
 #include "core/error.hpp"
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
+#include "nn/gemm_ceiling.hpp"
 #include "nn/trainer.hpp"
 
 namespace aiopt::cli {
@@ -94,6 +97,30 @@ nn::TrainConfig make_config(const TrainOptions& o) {
   return c;
 }
 
+// The median step's model FLOP/s (6 · parameters · tokens) beside the GEMM ceiling: the same
+// step's matrix products alone, timed at the same shapes on the same threads.
+void report_throughput(const nn::Trainer& trainer, const Device& device) {
+  std::vector<double> seconds;
+  for (const auto& r : trainer.history()) seconds.push_back(r.seconds);
+  if (seconds.empty()) return;
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const nn::TrainConfig& c = trainer.config();
+  const double flops = nn::training_step_flops(c.model, c.batch * c.seq_len * c.accumulate);
+  char line[200];
+  std::snprintf(line, sizeof line, "median step %.1f ms: %.1f GFLOP/s (6 · parameters · tokens)", median * 1e3,
+                flops / median * 1e-9);
+  std::cout << line;
+  if (device.is_cpu()) {
+    const nn::GemmCeiling ceiling = nn::gemm_ceiling(c.model, c.batch, c.seq_len);
+    std::snprintf(line, sizeof line, "; its GEMMs alone: %.1f ms per micro-batch at %.1f GFLOP/s, so the step takes %.2fx its GEMM time",
+                  ceiling.seconds * 1e3, ceiling.gflops(),
+                  median / (ceiling.seconds * static_cast<double>(c.accumulate)));
+    std::cout << line;
+  }
+  std::cout << "\n";
+}
+
 int run_train(const TrainOptions& o) {
   if (o.threads) set_threads(*o.threads);
   if (o.log_every == 0) throw InputError("--log-every must be at least 1");
@@ -136,6 +163,7 @@ int run_train(const TrainOptions& o) {
                 static_cast<double>(tokens) / seconds,
                 skipped ? (", " + std::to_string(skipped) + " steps skipped").c_str() : "");
   std::cout << line;
+  report_throughput(trainer, device);
   if (!o.out.empty()) {
     nn::save_checkpoint(trainer.weights(), o.out);
     std::cout << "weights: " << o.out << "\n";

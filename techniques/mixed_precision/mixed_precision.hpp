@@ -1,0 +1,79 @@
+#pragma once
+// mixed_precision: numerical stability vs speed and memory (TECHNIQUES.md §6). The model trains
+// for a fixed budget with activations, activation gradients, the weights the products read and
+// the parameter gradients stored in fp32 (baseline), fp16 without, with a static or with a dynamic
+// loss scale, or bf16; master weights and AdamW's state stay fp32 (Micikevicius et al. 2018).
+// On the CPU the 16-bit storage is emulated: values are rounded to the format and kept in fp32
+// (nn/training.hpp), so training sees what 16-bit tensors would hold but memory does not drop.
+// See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/device.hpp"
+#include "core/dtype.hpp"
+#include "harness/technique.hpp"
+#include "nn/trainer.hpp"
+
+namespace aiopt {
+
+class MixedPrecision : public Technique {
+ public:
+  std::string name() const override { return "mixed_precision"; }
+  std::string summary() const override;
+  std::string trade_off() const override { return "numerical stability vs speed and memory"; }
+  std::vector<ParamSpec> params() const override;
+  std::vector<Variant> variants() const override;
+  void validate(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+};
+
+// The pieces the run and the tests share.
+namespace mixed_precision {
+
+enum class Precision { fp32, fp16_no_scaling, fp16_static_scaling, fp16_dynamic_scaling, bf16 };
+Precision parse_precision(const std::string& variant);  // InputError naming the allowed variants
+std::string to_string(Precision precision);
+DType storage(Precision precision);            // f32, f16 or bf16
+nn::LossScaling scaling(Precision precision);  // none, fixed or dynamic
+
+// The corpus every case trains on: the synthetic language, 1 MiB of training text and 32 KiB of
+// validation text (enough windows that `steps` of quick and default runs rarely repeat one).
+nn::DataSource data_source();
+
+// The training run of one case for `precision`, parsed and checked: the model, batch, seq_len,
+// steps, AdamW under warmup_cosine (warmup a tenth of the budget, down to lr/10), the storage
+// precision and the loss scaler (static: loss_scale; dynamic: initial_scale, halved on overflow,
+// doubled after growth_interval clean steps). Throws InputError naming the parameter.
+nn::TrainConfig train_config(const Case& c, Precision precision);
+
+// The tolerance on |final validation loss − fp32's| for the variants that must track fp32 (fp16
+// with a loss scale, bf16): max(gap_tolerance_nats, gap_tolerance_relative × fp32's loss). See
+// README.md "Tolerance" for the measured gaps it is set from.
+inline constexpr double gap_tolerance_nats = 0.05;
+inline constexpr double gap_tolerance_relative = 0.03;
+double gap_tolerance(double fp32_val_loss);
+bool must_track_fp32(Precision precision);
+
+// Mean of the last max(1, n/10) losses: the final training loss, less noisy than one batch's.
+// NaN when any of them is NaN.
+double final_train_loss(const std::vector<nn::StepRecord>& history);
+
+// One budget trained from a fresh initialization, as finish() reports it.
+struct Outcome {
+  std::vector<nn::StepRecord> history;
+  std::vector<nn::EvalRecord> evals;
+  double final_val_loss = 0.0;
+  float final_loss_scale = 1.0f;
+};
+Outcome train_budget(const nn::TrainConfig& config, const nn::TokenSplit& tokens, const Device& device,
+                     void* stream = nullptr);
+
+// Throws CheckFailed when a variant that must track fp32 ends with a non-finite validation loss
+// or one further from fp32's than gap_tolerance; fp32's own loss must be finite.
+void check(Precision precision, double val_loss, double fp32_val_loss);
+
+}  // namespace mixed_precision
+}  // namespace aiopt
