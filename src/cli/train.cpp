@@ -29,19 +29,15 @@ struct TrainOptions {
   std::string data;
   int dialect = 0;
   std::uint64_t corpus_seed = 1;
-  std::size_t steps = 600;
-  std::size_t batch = 16;
-  std::size_t seq_len = 128;
+  // Unset: the preset's standard recipe (nn::standard_training).
+  std::optional<std::size_t> steps, batch, seq_len, warmup, eval_every;
+  std::optional<float> lr, min_lr;
   std::size_t accumulate = 1;
-  float lr = 2e-3f;
-  float min_lr = 2e-4f;
   std::string schedule = "warmup_cosine";
-  std::optional<std::size_t> warmup;
   std::string optimizer = "adamw";
   float weight_decay = 0.1f;
   float clip = 1.0f;
   std::uint64_t seed = 1;
-  std::size_t eval_every = 100;
   std::size_t eval_batches = 8;
   std::size_t log_every = 10;
   std::string attention = "flash";
@@ -56,31 +52,27 @@ struct TrainOptions {
 };
 
 nn::TrainConfig make_config(const TrainOptions& o) {
-  nn::TrainConfig c;
-  c.model = nn::preset(o.preset);
+  nn::TrainConfig c = nn::standard_training(o.preset);
   if (o.layers) c.model.layers = *o.layers;
   if (o.channels) c.model.channels = *o.channels;
   if (o.heads) c.model.heads = *o.heads;
   if (o.context) c.model.context = *o.context;
-  if (c.model.vocab != 256)
-    throw InputError("--preset " + o.preset + " has a vocabulary of " + std::to_string(c.model.vocab) +
-                     "; training reads bytes, so it needs 256");
   c.seed = o.seed;
   c.data.file = o.data;
   c.data.dialect = o.dialect;
   c.data.corpus_seed = o.corpus_seed;
-  c.batch = o.batch;
-  c.seq_len = o.seq_len;
+  if (o.batch) c.batch = *o.batch;
+  if (o.seq_len) c.seq_len = *o.seq_len;
   c.accumulate = o.accumulate;
-  c.steps = o.steps;
+  if (o.steps) c.steps = *o.steps;
   c.optimizer.kind = nn::parse_optimizer(o.optimizer);
   c.optimizer.weight_decay = o.weight_decay;
   c.optimizer.clip_norm = o.clip;
   c.schedule.kind = nn::parse_schedule(o.schedule);
-  c.schedule.peak_lr = o.lr;
-  c.schedule.min_lr = o.min_lr;
-  c.schedule.total_steps = o.steps;
-  c.schedule.warmup_steps = o.warmup.value_or(std::min<std::size_t>(o.steps / 10, 100));
+  if (o.lr) c.schedule.peak_lr = *o.lr;
+  c.schedule.min_lr = o.min_lr.value_or(c.schedule.peak_lr / 10.0f);
+  c.schedule.total_steps = c.steps;
+  c.schedule.warmup_steps = o.warmup.value_or(c.steps / 10);
   if (o.attention != "flash" && o.attention != "naive")
     throw InputError("--attention '" + o.attention + "' is unknown (allowed: flash, naive)");
   c.training.attention = o.attention == "flash" ? nn::TrainAttention::flash : nn::TrainAttention::naive;
@@ -91,7 +83,7 @@ nn::TrainConfig make_config(const TrainOptions& o) {
     c.scaling.kind = nn::LossScaling::dynamic;
     c.scaling.scale = 65536.0f;
   }
-  c.eval_every = o.eval_every;
+  if (o.eval_every) c.eval_every = *o.eval_every;
   c.eval_batches = o.eval_batches;
   c.validate();
   return c;
@@ -190,23 +182,25 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--dialect", o->dialect, "Synthetic corpus dialect: 0 (default) or 1")
       ->check(CLI::IsMember({0, 1}));
   cmd->add_option("--corpus-seed", o->corpus_seed, "Seed of the synthetic corpus (default 1)");
-  cmd->add_option("--steps", o->steps, "Optimizer steps (default 600)")->check(positive_number());
-  cmd->add_option("--batch", o->batch, "Sequences per micro-batch (default 16)")->check(positive_number());
-  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence (default 128)")->check(positive_number());
+  cmd->add_option("--steps", o->steps, "Optimizer steps (default: tiny 300, small 400)")->check(positive_number());
+  cmd->add_option("--batch", o->batch, "Sequences per micro-batch (default: tiny 8, small 16)")
+      ->check(positive_number());
+  cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence (default: tiny 64, small 128)")
+      ->check(positive_number());
   cmd->add_option("--accumulate", o->accumulate, "Micro-batches per optimizer step (default 1)")
       ->check(positive_number());
-  cmd->add_option("--lr", o->lr, "Peak learning rate (default 2e-3)")->check(positive_number());
-  cmd->add_option("--min-lr", o->min_lr, "Final learning rate of decaying schedules (default 2e-4)")
+  cmd->add_option("--lr", o->lr, "Peak learning rate (default: tiny 3e-3, small 2e-3)")->check(positive_number());
+  cmd->add_option("--min-lr", o->min_lr, "Final learning rate of decaying schedules (default: lr / 10)")
       ->check(non_negative_number());
   cmd->add_option("--schedule", o->schedule, "LR schedule (default warmup_cosine)");
-  cmd->add_option("--warmup", o->warmup, "Warmup steps (default: a tenth of the steps, at most 100)");
+  cmd->add_option("--warmup", o->warmup, "Warmup steps (default: a tenth of the steps)");
   cmd->add_option("--optimizer", o->optimizer, "adamw (default) or sgd");
   cmd->add_option("--weight-decay", o->weight_decay, "Decoupled weight decay on matrices (default 0.1)")
       ->check(non_negative_number());
   cmd->add_option("--clip", o->clip, "Clip the gradient's global norm to this; 0: off (default 1)")
       ->check(non_negative_number());
   cmd->add_option("--seed", o->seed, "Seed of the initial weights and the batches (default 1)");
-  cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default 100)");
+  cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default: tiny 100, small 50)");
   cmd->add_option("--eval-batches", o->eval_batches, "Validation batches (default 8)")->check(positive_number());
   cmd->add_option("--log-every", o->log_every, "Progress line every N steps (default 10)");
   cmd->add_option("--attention", o->attention, "flash (default) or naive")->check(CLI::IsMember({"flash", "naive"}));

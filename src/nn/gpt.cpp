@@ -72,6 +72,13 @@ Tensor Gpt::step(std::span<const std::int32_t> tokens, std::size_t batch, std::s
   }
 
   auto f32 = [&](std::vector<std::int64_t> shape) { return Tensor::empty(std::move(shape), DType::f32, dev); };
+  // A block's linear layer: the replacement when one is set, else the fp32 weights. w: (out, in).
+  auto block_linear = [&](std::size_t layer, BlockLinear which, const float* in, const Tensor& w, const Tensor& b,
+                          float* out, std::size_t m) {
+    if (linear_layers_) return linear_layers_->linear(layer, which, in, out, m);
+    ops.linear(in, w.data<float>(), b.data<float>(), out, m, static_cast<std::size_t>(w.shape()[1]),
+               static_cast<std::size_t>(w.shape()[0]));
+  };
   const float* wte = weights_.wte.data<float>();
   Tensor x = f32({B, T, dim(C)});  // (B, T, C) the residual stream
   ops.embedding(token_ptr, wte, weights_.wpe.data<float>(), x.data<float>(), batch, len, pos0, V, cfg.context, C);
@@ -86,8 +93,8 @@ Tensor Gpt::step(std::span<const std::int32_t> tokens, std::size_t batch, std::s
                   C, cfg.layernorm_eps);
     {
       Tensor qkv = f32({B, T, 3 * dim(C)});  // (B, T, 3, H, d)
-      ops.linear(h.data<float>(), w.attn_c_attn_weight.data<float>(), w.attn_c_attn_bias.data<float>(),
-                 qkv.data<float>(), rows, C, 3 * C);
+      block_linear(l, BlockLinear::attn_qkv, h.data<float>(), w.attn_c_attn_weight, w.attn_c_attn_bias,
+                   qkv.data<float>(), rows);
       Tensor q = f32({B, dim(H), T, dim(d)});    // (B, H, T, d)
       Tensor att = f32({B, dim(H), T, dim(d)});  // (B, H, T, d)
       if (cache.dtype() == DType::f32) {
@@ -104,17 +111,17 @@ Tensor Gpt::step(std::span<const std::int32_t> tokens, std::size_t batch, std::s
       ops.merge_heads(att.data<float>(), h.data<float>(), batch, len, H, d);
     }
     Tensor proj = f32({B, T, dim(C)});  // (B, T, C)
-    ops.linear(h.data<float>(), w.attn_c_proj_weight.data<float>(), w.attn_c_proj_bias.data<float>(),
-               proj.data<float>(), rows, C, C);
+    block_linear(l, BlockLinear::attn_proj, h.data<float>(), w.attn_c_proj_weight, w.attn_c_proj_bias,
+                 proj.data<float>(), rows);
     ops.residual_add(x.data<float>(), proj.data<float>(), x.data<float>(), rows * C);
     ops.layernorm(x.data<float>(), w.ln_2_weight.data<float>(), w.ln_2_bias.data<float>(), h.data<float>(), rows,
                   C, cfg.layernorm_eps);
     Tensor fc = f32({B, T, 4 * dim(C)});  // (B, T, 4C)
-    ops.linear(h.data<float>(), w.mlp_c_fc_weight.data<float>(), w.mlp_c_fc_bias.data<float>(), fc.data<float>(),
-               rows, C, 4 * C);
+    block_linear(l, BlockLinear::mlp_fc, h.data<float>(), w.mlp_c_fc_weight, w.mlp_c_fc_bias, fc.data<float>(),
+                 rows);
     ops.gelu_tanh(fc.data<float>(), fc.data<float>(), rows * 4 * C);
-    ops.linear(fc.data<float>(), w.mlp_c_proj_weight.data<float>(), w.mlp_c_proj_bias.data<float>(),
-               proj.data<float>(), rows, 4 * C, C);
+    block_linear(l, BlockLinear::mlp_proj, fc.data<float>(), w.mlp_c_proj_weight, w.mlp_c_proj_bias,
+                 proj.data<float>(), rows);
     ops.residual_add(x.data<float>(), proj.data<float>(), x.data<float>(), rows * C);
   }
   cache.advance(len);

@@ -5,6 +5,7 @@
 // tensor from the tracked allocator. The device is the weights' device.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "core/tensor.hpp"
@@ -14,6 +15,18 @@
 namespace aiopt::nn {
 
 enum class Logits { last, all };
+
+// The four linear layers of a block.
+enum class BlockLinear { attn_qkv, attn_proj, mlp_fc, mlp_proj };
+
+// Computes the blocks' linear layers in place of the fp32 weights (quantized weights, for one):
+// y (m, out) = x (m, in)·Wᵀ + b, pointers on the model's device. The LM head and everything else
+// stay fp32.
+class LinearLayers {
+ public:
+  virtual ~LinearLayers() = default;
+  virtual void linear(std::size_t layer, BlockLinear which, const float* x, float* y, std::size_t m) const = 0;
+};
 
 class Gpt {
  public:
@@ -26,6 +39,8 @@ class Gpt {
   // CUDA stream (cudaStream_t) the model's kernels run on; nullptr: the default stream.
   void set_stream(void* stream) { stream_ = stream; }
   void* stream() const { return stream_; }
+  // Replaces the blocks' linear layers; nullptr restores the fp32 weights.
+  void set_linear_layers(std::shared_ptr<const LinearLayers> layers) { linear_layers_ = std::move(layers); }
 
   // Runs `len` new tokens per sequence at positions [cache.length(), cache.length() + len),
   // appends their keys and values to `cache`, and returns the logits on the model's device:
@@ -44,6 +59,7 @@ class Gpt {
  private:
   GptWeights weights_;
   void* stream_ = nullptr;
+  std::shared_ptr<const LinearLayers> linear_layers_;
 };
 
 }  // namespace aiopt::nn

@@ -117,6 +117,25 @@ nlohmann::json TrainConfig::identity() const {
   };
 }
 
+TrainConfig standard_training(const std::string& preset_name) {
+  TrainConfig c;
+  c.model = preset(preset_name);
+  if (c.model.vocab != 256)
+    throw InputError("preset " + preset_name + " has a vocabulary of " + std::to_string(c.model.vocab) +
+                     "; training reads bytes, so it needs 256");
+  const bool tiny = c.model.parameter_count() < 1'000'000;
+  c.batch = tiny ? 8 : 16;
+  c.seq_len = std::min<std::size_t>(tiny ? 64 : 128, c.model.context);
+  c.steps = tiny ? 300 : 400;
+  c.schedule.kind = ScheduleKind::warmup_cosine;
+  c.schedule.peak_lr = tiny ? 3e-3f : 2e-3f;
+  c.schedule.min_lr = c.schedule.peak_lr / 10.0f;
+  c.schedule.total_steps = c.steps;
+  c.schedule.warmup_steps = c.steps / 10;
+  c.eval_every = tiny ? 100 : 50;
+  return c;
+}
+
 Trainer::Trainer(TrainConfig config, const Device& device, void* stream)
     : Trainer(config, device, (config.validate(), load_tokens(config.data, config.seq_len)), stream) {}
 

@@ -60,6 +60,12 @@ struct TrainConfig {
   nlohmann::json identity() const;
 };
 
+// The training recipe techniques use when they need a trained model of a preset (and the defaults
+// of `aiopt train`): the built-in corpus, AdamW with warmup and cosine decay, sized so that tiny
+// trains in seconds and small in a few minutes on a 2-core CPU. Throws InputError for an unknown
+// preset or one whose vocabulary is not 256 (bytes).
+TrainConfig standard_training(const std::string& preset);
+
 struct StepRecord {
   std::size_t step = 0;  // 1-based: the number of optimizer steps taken after this one
   double loss = 0.0;     // mean training loss over the effective batch

@@ -40,12 +40,27 @@ std::vector<ParamSpec> Quantization::params() const {
   group.choices = {"32", "64", "128"};
   group.unit = "inputs";
   group.help = "int4_weight_only: consecutive inputs sharing one fp16 scale (k must be a multiple)";
+  ParamSpec level;
+  level.name = "level";
+  level.type = ParamType::choice;
+  level.default_value = std::string("gemm");
+  level.choices = {"gemm", "model"};
+  level.help = "gemm: one product of shape m, n, k; model: the trained GPT's block linear layers in the format "
+               "(decode speed, perplexity, top-1 agreement against fp32)";
+  ParamSpec preset;
+  preset.name = "preset";
+  preset.type = ParamType::choice;
+  preset.default_value = std::string("small");
+  preset.quick_value = std::string("tiny");
+  preset.choices = {"tiny", "small", "medium"};
+  preset.help = "level=model: the model, trained once on the built-in corpus and cached (nn::standard_training)";
   ParamSpec zero_point;
   zero_point.name = "zero_point";
   zero_point.type = ParamType::boolean;
   zero_point.default_value = false;
   zero_point.help = "int4_weight_only: asymmetric groups, q in [0, 15] with a zero point (else symmetric, q in [-8, 7])";
   return {
+      level,
       integer_param("m", 1, std::nullopt, 1, 1 << 20, "rows",
                     "tokens per product: 1 is a decode step's GEMV, more a prefill's GEMM"),
       integer_param("n", 14336, 1024, 1, 1 << 20, "outputs", "output features (rows of W)"),
@@ -53,7 +68,13 @@ std::vector<ParamSpec> Quantization::params() const {
       group,
       zero_point,
       integer_param("calibration_rows", 256, 64, 1, unbounded, "rows",
-                    "int8_static: tokens of a calibration batch the activation scale is taken from"),
+                    "int8_static: tokens of a calibration batch the activation scale is taken from "
+                    "(level=model: tokens of training text)"),
+      preset,
+      integer_param("prompt_len", 64, 16, 1, unbounded, "tokens", "level=model: the prompt of the timed generation"),
+      integer_param("gen_tokens", 64, 16, 1, unbounded, "tokens", "level=model: tokens generated (greedy, f32 KV cache)"),
+      integer_param("eval_windows", 16, 4, 1, unbounded, "windows",
+                    "level=model: validation windows of up to 128 tokens for perplexity and top-1 agreement"),
   };
 }
 
@@ -213,6 +234,7 @@ std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes
 // tracked allocator aligns device buffers to 256 bytes), so a grid valid on the CPU still runs
 // and the cases CUDA cannot take are NotApplicable, naming the rule.
 void Quantization::validate(const Case& c, DeviceKind device) const {
+  if (qz::is_model_level(c)) return qz::validate_model(c, device);
   const qz::Shape s = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
   if (device == DeviceKind::cpu) {
@@ -388,6 +410,7 @@ std::vector<Metric> CpuRun::finish() {
 
 std::unique_ptr<Run> Quantization::prepare(const Case& c, const Device& device) const {
   validate(c, device.kind);
+  if (qz::is_model_level(c)) return qz::prepare_model(c, device);
   const qz::Shape shape = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, format);

@@ -84,6 +84,11 @@ ProductErrors check_product(const Shape& s, const Rounding& r, const float* y, c
 std::vector<Metric> product_metrics(const Shape& s, std::size_t weight_bytes, const ProductErrors& errors,
                                     std::optional<double> clipped_fraction);
 
+// The model level (model_level.cpp): the trained GPT with its block linear layers in the format.
+bool is_model_level(const Case& c);
+void validate_model(const Case& c, DeviceKind device);
+std::unique_ptr<Run> prepare_model(const Case& c, const Device& device);
+
 #ifdef AIOPT_HAVE_CUDA
 // The CUDA runs (quantization_cuda.cu), for a shape validate() accepted on cuda.
 std::unique_ptr<Run> prepare_cuda(const Shape& s, Format format, const Device& device);

@@ -1,0 +1,202 @@
+// The model level of quantization: the GPT trained on the built-in corpus (from the model
+// cache), its block linear layers stored in the variant's format, greedy decoding timed, and
+// quality against the fp32 model on validation windows: perplexity, top-1 agreement of the next
+// token, logits error.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "nn/batches.hpp"
+#include "nn/gpt.hpp"
+#include "nn/model_cache.hpp"
+#include "nn/sampling.hpp"
+#include "nn/trainer.hpp"
+#include "techniques/quantization/quantization.hpp"
+#include "techniques/quantization/quantized_linears.hpp"
+
+namespace aiopt::quantization {
+
+namespace cpu = kernels::cpu;
+
+namespace {
+
+struct ModelCase {
+  std::string preset, variant;
+  Format format = Format::fp32;
+  std::size_t group = 64;
+  cpu::Int4Mode mode = cpu::Int4Mode::symmetric;
+  std::size_t prompt_len = 0, gen_tokens = 0, eval_windows = 0, calibration_tokens = 0;
+
+  static ModelCase from(const Case& c) {
+    ModelCase m;
+    m.preset = c.params.string("preset");
+    m.variant = c.variant;
+    m.format = parse_format(c.variant);
+    m.group = std::stoul(c.params.string("group_size"));
+    m.mode = c.params.boolean("zero_point") ? cpu::Int4Mode::asymmetric : cpu::Int4Mode::symmetric;
+    m.prompt_len = static_cast<std::size_t>(c.params.integer("prompt_len"));
+    m.gen_tokens = static_cast<std::size_t>(c.params.integer("gen_tokens"));
+    m.eval_windows = static_cast<std::size_t>(c.params.integer("eval_windows"));
+    m.calibration_tokens = static_cast<std::size_t>(c.params.integer("calibration_rows"));
+    return m;
+  }
+};
+
+// Cross-entropy (nats) of every position of logits (rows, V) against targets, and the argmax.
+void score(const Tensor& logits, std::span<const std::int32_t> targets, std::size_t vocab, std::vector<double>& nll,
+           std::vector<std::int32_t>& argmax) {
+  const float* l = logits.data<float>();
+  for (std::size_t r = 0; r < targets.size(); ++r) {
+    const float* row = l + r * vocab;
+    const float* top = std::max_element(row, row + vocab);
+    double sum = 0.0;
+    for (std::size_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - *top);
+    nll.push_back(std::log(sum) + *top - row[targets[r]]);
+    argmax.push_back(static_cast<std::int32_t>(top - row));
+  }
+}
+
+class ModelRun : public Run {
+ public:
+  ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc) {
+    const nn::TrainConfig training = nn::standard_training(mc.preset);
+    nn::CachedModel trained = nn::trained_model(training, Device::cpu());
+    trained_loss_ = trained.validation_loss;
+    model_ = std::make_unique<nn::Gpt>(std::move(trained.weights));
+    const nn::GptConfig& cfg = model_->config();
+    if (mc.prompt_len + mc.gen_tokens > cfg.context)
+      throw InputError("quantization: prompt_len + gen_tokens = " + std::to_string(mc.prompt_len + mc.gen_tokens) +
+                       " exceeds the " + mc.preset + " model's context of " + std::to_string(cfg.context));
+    if (mc.format == Format::int4_weight_only && cfg.channels % mc.group != 0)
+      throw NotApplicable("quantization: group_size " + std::to_string(mc.group) + " does not divide the " +
+                          mc.preset + " model's width " + std::to_string(cfg.channels));
+
+    const nn::TokenSplit tokens = nn::load_tokens(training.data, training.seq_len);
+    seq_len_ = std::min<std::size_t>(128, cfg.context);
+    windows_ = nn::validation_batches(tokens.validation, mc.eval_windows, seq_len_, 1).at(0);
+    // The prompt: validation text, at an offset the evaluation windows' order does not fix.
+    const std::size_t offset = static_cast<std::size_t>(seed % 1000);
+    prompt_.assign(tokens.validation.begin() + static_cast<long>(offset),
+                   tokens.validation.begin() + static_cast<long>(offset + mc.prompt_len));
+
+    if (mc.format != Format::fp32) {
+      StaticScales scales;
+      if (mc.format == Format::int8_static) {
+        // Calibration on training text (never the evaluation windows).
+        const std::size_t rows = std::max<std::size_t>(1, mc.calibration_tokens / seq_len_);
+        const std::span<const std::int32_t> calibration(tokens.train.data(), rows * seq_len_);
+        scales = calibrate(*model_, calibration, rows, seq_len_);
+      }
+      linears_ = std::make_shared<QuantizedLinears>(model_->weights(), mc.format, mc.group, mc.mode,
+                                                    mc.format == Format::int8_static ? &scales : nullptr);
+    }
+  }
+
+  // One greedy generation of gen_tokens after the prompt with an f32 KV cache.
+  void step() override {
+    model_->set_linear_layers(linears_);
+    last_ = nn::generate(*model_, prompt_, mc_.gen_tokens, nn::SamplingParams{}, DType::f32);
+  }
+
+  std::vector<Metric> finish() override {
+    const nn::GptConfig& cfg = model_->config();
+    // Decode speed from one more generation, timed per call by generate().
+    model_->set_linear_layers(linears_);
+    const nn::Generation timed = nn::generate(*model_, prompt_, mc_.gen_tokens, nn::SamplingParams{}, DType::f32);
+    double decode_ms = 0.0;
+    for (double ms : timed.step_ms) decode_ms += ms;
+    const double per_token = decode_ms / static_cast<double>(std::max<std::size_t>(1, timed.step_ms.size()));
+
+    // Quality on the validation windows, this format against fp32.
+    std::vector<double> nll, nll_ref;
+    std::vector<std::int32_t> top, top_ref;
+    double max_abs = 0.0, ref_max = 0.0, sum_abs = 0.0;
+    const Tensor logits = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
+    const auto clip = linears_ && mc_.format == Format::int8_static ? linears_->clipped() : cpu::ClipCount{};
+    model_->set_linear_layers(nullptr);
+    const Tensor reference = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
+    score(logits, windows_.targets, cfg.vocab, nll, top);
+    score(reference, windows_.targets, cfg.vocab, nll_ref, top_ref);
+    const float* a = logits.data<float>();
+    const float* b = reference.data<float>();
+    const auto n = static_cast<std::size_t>(logits.numel());
+    for (std::size_t i = 0; i < n; ++i) {
+      const double d = std::abs(static_cast<double>(a[i]) - b[i]);
+      if (!(d <= max_abs)) max_abs = d;  // a NaN propagates
+      sum_abs += d;
+      ref_max = std::max(ref_max, std::abs(static_cast<double>(b[i])));
+    }
+    double mean_nll = 0.0, mean_ref = 0.0;
+    std::size_t agree = 0;
+    for (std::size_t i = 0; i < nll.size(); ++i) {
+      mean_nll += nll[i];
+      mean_ref += nll_ref[i];
+      agree += top[i] == top_ref[i];
+    }
+    mean_nll /= static_cast<double>(nll.size());
+    mean_ref /= static_cast<double>(nll.size());
+    const double perplexity = std::exp(mean_nll), reference_perplexity = std::exp(mean_ref);
+    const double agreement = static_cast<double>(agree) / static_cast<double>(nll.size());
+    // A kernel that is wrong, not merely imprecise, scrambles the logits: the model then predicts
+    // worse than its byte frequencies would (perplexity of the trained fp32 model × 1.5), and its
+    // top choice rarely matches fp32's. The formats' own error is far inside both bounds (README).
+    if (!std::isfinite(perplexity) || perplexity > 1.5 * reference_perplexity || agreement < 0.5)
+      throw CheckFailed("quantization: the " + mc_.variant + " model's perplexity is " +
+                        std::to_string(perplexity) + " against fp32's " + std::to_string(reference_perplexity) +
+                        " and its top-1 agreement " + std::to_string(agreement) +
+                        "; a quantized product is wrong, not just imprecise");
+
+    const std::size_t fp32_bytes = fp32_linear_bytes(model_->weights());
+    const std::size_t bytes = linears_ ? linears_->weight_bytes() : fp32_bytes;
+    std::vector<Metric> out = {
+        {"decode_tokens_per_s", 1000.0 / per_token, "tok/s", Better::higher},
+        {"decode_ms_per_token", per_token, "ms", Better::lower},
+        {"linear_weight_bytes", static_cast<double>(bytes), "B", Better::lower},
+        {"perplexity", perplexity, "", Better::lower},
+        {"perplexity_increase", perplexity / reference_perplexity - 1.0, "", Better::lower},
+        {"top1_agreement", agreement, "", Better::higher},
+        {"logits_max_rel_error", max_abs / ref_max, "", Better::lower},
+        {"logits_mean_abs_error", sum_abs / static_cast<double>(n), "", Better::lower},
+        {"trained_validation_loss", trained_loss_, "nats", Better::lower, false},
+    };
+    if (mc_.format == Format::int8_static) out.push_back({"clipped_fraction", clip.fraction(), "", Better::lower});
+    return out;
+  }
+
+ private:
+  ModelCase mc_;
+  std::unique_ptr<nn::Gpt> model_;
+  std::shared_ptr<QuantizedLinears> linears_;
+  std::vector<std::int32_t> prompt_;
+  nn::Batch windows_;
+  std::size_t seq_len_ = 0;
+  double trained_loss_ = 0.0;
+  nn::Generation last_;
+};
+
+}  // namespace
+
+bool is_model_level(const Case& c) { return c.params.has("level") && c.params.string("level") == "model"; }
+
+void validate_model(const Case& c, DeviceKind device) {
+  const ModelCase mc = ModelCase::from(c);
+  if (device != DeviceKind::cpu)
+    throw NotApplicable("quantization: level=model runs on the cpu; on cuda only level=gemm is built");
+  if (mc.format == Format::fp8)
+    throw NotApplicable("quantization: fp8 runs on cuda only, and level=model on the cpu only");
+  const nn::GptConfig cfg = nn::preset(mc.preset);
+  if (mc.prompt_len == 0 || mc.prompt_len + mc.gen_tokens > cfg.context)
+    throw InputError("quantization: prompt_len + gen_tokens = " + std::to_string(mc.prompt_len + mc.gen_tokens) +
+                     " must be in [1, " + std::to_string(cfg.context) + "], the " + mc.preset + " model's context");
+}
+
+std::unique_ptr<Run> prepare_model(const Case& c, const Device& device) {
+  validate_model(c, device.kind);
+  return std::make_unique<ModelRun>(ModelCase::from(c), c.seed);
+}
+
+}  // namespace aiopt::quantization
