@@ -98,6 +98,13 @@ step quantization_gemm "$bin/aiopt" bench --technique quantization --device cuda
 step quantization_gemv "$bin/aiopt" bench --technique quantization --device cuda --progress never \
   -o "$out/quantization_gemv.json" -o "$out/quantization_gemv.md"
 step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4
+# Training on the GPU: the CUDA backward, optimizer and trainer end to end (loss must fall as on
+# the CPU), then the training techniques' quick runs on CUDA.
+step train "$bin/aiopt" train --device cuda --preset small --steps 300 --log-every 50
+for technique in gradient_checkpointing mixed_precision gradient_accumulation lr_scheduling; do
+  step "$technique" "$bin/aiopt" bench --technique "$technique" --device cuda --quick --progress never \
+    -o "$out/$technique.json" -o "$out/$technique.md"
+done
 
 echo "gpu_check.sh: done, status $status; results in $out"
 exit $status
