@@ -51,7 +51,7 @@ void gelu_tanh_reference(const float* x, float* y, std::size_t n);
 template <class T>
 void gelu_tanh(const T* x, T* y, std::size_t n);
 
-// dx = gelu'(x)·dy, written; x, dy, dx: (n). The reference uses std::tanh in double.
+// dx = gelu'(x)·dy, written (dx may alias dy); x, dy, dx: (n). The reference uses std::tanh in double.
 void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::size_t n);
 void gelu_tanh_backward_reference(const float* x, const float* dy, float* dx, std::size_t n);
 
