@@ -1,0 +1,345 @@
+#include "techniques/mixed_precision/mixed_precision.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "core/memory.hpp"
+#include "core/spelling.hpp"
+#include "techniques/model_params.hpp"
+
+namespace aiopt {
+
+namespace mp = mixed_precision;
+
+// ---- parameters and variants
+
+std::string MixedPrecision::summary() const {
+  return "training a fixed budget with fp32, fp16 (no, static or dynamic loss scaling) or bf16 storage of "
+         "activations, weights and gradients; fp32 master weights and optimizer state";
+}
+
+namespace {
+
+ParamSpec real_param(const std::string& name, double value, double min, double max, const std::string& unit,
+                     const std::string& help) {
+  ParamSpec p;
+  p.name = name;
+  p.type = ParamType::real;
+  p.default_value = value;
+  p.min = min;
+  p.max = max;
+  p.unit = unit;
+  p.help = help;
+  return p;
+}
+
+constexpr double unbounded = std::numeric_limits<double>::infinity();
+
+}  // namespace
+
+std::vector<ParamSpec> MixedPrecision::params() const {
+  std::vector<ParamSpec> out = model_params::specs("tiny");
+  out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per training step"));
+  out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens",
+                              "tokens per sequence; at most the model's context"));
+  out.push_back(integer_param("steps", 300, 60, 1, unbounded, "steps",
+                              "the training budget finish() trains from a fresh initialization, for the variant "
+                              "and for fp32"));
+  out.push_back(real_param("lr", 3e-3, 0.0, unbounded, "",
+                           "AdamW's peak learning rate (warmup over a tenth of the budget, cosine down to lr/10)"));
+  out.push_back(real_param("loss_scale", 1024.0, 0.0, unbounded, "",
+                           "fp16_static_scaling's fixed loss scale S"));
+  out.push_back(real_param("initial_scale", 65536.0, 0.0, unbounded, "",
+                           "fp16_dynamic_scaling's first loss scale, halved on every overflow"));
+  out.push_back(integer_param("growth_interval", 100, 20, 1, unbounded, "steps",
+                              "fp16_dynamic_scaling doubles its scale after this many clean steps in a row"));
+  return out;
+}
+
+std::vector<Variant> MixedPrecision::variants() const {
+  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
+  return {
+      {"fp32", "every tensor in fp32", true, both},
+      {"fp16_no_scaling", "fp16 storage, no loss scale: gradients below 2^-24 flush to zero", false, both},
+      {"fp16_static_scaling", "fp16 storage with the fixed loss scale loss_scale", false, both},
+      {"fp16_dynamic_scaling",
+       "fp16 storage with a loss scale from initial_scale, halved on overflow and doubled after growth_interval "
+       "clean steps",
+       false, both},
+      {"bf16", "bf16 storage (fp32's exponent range, 8 bits of mantissa), no loss scale", false, both},
+  };
+}
+
+// ---- the case
+
+mp::Precision mp::parse_precision(const std::string& variant) {
+  for (Precision p : {Precision::fp32, Precision::fp16_no_scaling, Precision::fp16_static_scaling,
+                      Precision::fp16_dynamic_scaling, Precision::bf16})
+    if (to_string(p) == variant) return p;
+  const std::vector<std::string> names = {"fp32", "fp16_no_scaling", "fp16_static_scaling", "fp16_dynamic_scaling",
+                                          "bf16"};
+  throw InputError("mixed_precision: unknown variant '" + variant + "'; allowed: " + join_names(names) +
+                   did_you_mean(variant, names));
+}
+
+std::string mp::to_string(Precision precision) {
+  switch (precision) {
+    case Precision::fp32: return "fp32";
+    case Precision::fp16_no_scaling: return "fp16_no_scaling";
+    case Precision::fp16_static_scaling: return "fp16_static_scaling";
+    case Precision::fp16_dynamic_scaling: return "fp16_dynamic_scaling";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+DType mp::storage(Precision precision) {
+  switch (precision) {
+    case Precision::fp32: return DType::f32;
+    case Precision::bf16: return DType::bf16;
+    default: return DType::f16;
+  }
+}
+
+nn::LossScaling mp::scaling(Precision precision) {
+  switch (precision) {
+    case Precision::fp16_static_scaling: return nn::LossScaling::fixed;
+    case Precision::fp16_dynamic_scaling: return nn::LossScaling::dynamic;
+    default: return nn::LossScaling::none;
+  }
+}
+
+nn::DataSource mp::data_source() {
+  nn::DataSource d;
+  d.train_bytes = std::size_t{1} << 20;
+  d.validation_bytes = std::size_t{1} << 15;
+  return d;
+}
+
+nn::TrainConfig mp::train_config(const Case& c, Precision precision) {
+  nn::TrainConfig t;
+  t.model = model_params::config(c.params);
+  if (t.model.vocab < 256)
+    throw InputError("mixed_precision: parameter 'vocab' = " + std::to_string(t.model.vocab) +
+                     "; the training text is bytes: allowed 0 (the preset's) or at least 256");
+  t.seed = c.seed;
+  t.data = data_source();
+  const std::int64_t batch = c.params.integer("batch"), seq_len = c.params.integer("seq_len");
+  const std::int64_t steps = c.params.integer("steps"), growth = c.params.integer("growth_interval");
+  const double lr = c.params.real("lr"), loss_scale = c.params.real("loss_scale");
+  const double initial_scale = c.params.real("initial_scale");
+  auto positive = [](const char* name, double v) {
+    if (!(v > 0) || !std::isfinite(v)) {
+      std::ostringstream m;
+      m << "mixed_precision: parameter '" << name << "' = " << v << "; allowed: a positive finite number";
+      throw InputError(m.str());
+    }
+  };
+  positive("batch", static_cast<double>(batch));
+  positive("steps", static_cast<double>(steps));
+  positive("growth_interval", static_cast<double>(growth));
+  positive("lr", lr);
+  positive("loss_scale", loss_scale);
+  positive("initial_scale", initial_scale);
+  // The scale multiplies fp32 gradients: past float's range it is no scale at all.
+  for (auto [name, v] : {std::pair{"loss_scale", loss_scale}, std::pair{"initial_scale", initial_scale}})
+    if (v > 1e30)
+      throw InputError("mixed_precision: parameter '" + std::string(name) + "' = " + std::to_string(v) +
+                       "; allowed: up to 1e30");
+  if (seq_len < 1 || static_cast<std::size_t>(seq_len) > t.model.context)
+    throw InputError("mixed_precision: parameter 'seq_len' = " + std::to_string(seq_len) + "; allowed: 1 to the " +
+                     "model's context of " + std::to_string(t.model.context) + " (" + t.model.describe() + ")");
+  t.batch = static_cast<std::size_t>(batch);
+  t.seq_len = static_cast<std::size_t>(seq_len);
+  t.steps = static_cast<std::size_t>(steps);
+  t.schedule.kind = nn::ScheduleKind::warmup_cosine;
+  t.schedule.peak_lr = static_cast<float>(lr);
+  t.schedule.min_lr = static_cast<float>(lr / 10);
+  t.schedule.total_steps = t.steps;
+  t.schedule.warmup_steps = t.steps / 10;
+  t.training.storage = storage(precision);
+  t.scaling.kind = scaling(precision);
+  if (t.scaling.kind == nn::LossScaling::fixed) t.scaling.scale = static_cast<float>(loss_scale);
+  if (t.scaling.kind == nn::LossScaling::dynamic) {
+    t.scaling.scale = static_cast<float>(initial_scale);
+    t.scaling.growth_interval = static_cast<std::size_t>(growth);
+  }
+  t.eval_every = std::max<std::size_t>(1, t.steps / 10);
+  t.eval_batches = 8;
+  t.validate();
+  return t;
+}
+
+// ---- the budget and the checks
+
+double mp::gap_tolerance(double fp32_val_loss) {
+  return std::max(gap_tolerance_nats, gap_tolerance_relative * fp32_val_loss);
+}
+
+bool mp::must_track_fp32(Precision precision) {
+  return precision == Precision::fp16_static_scaling || precision == Precision::fp16_dynamic_scaling ||
+         precision == Precision::bf16;
+}
+
+double mp::final_train_loss(const std::vector<nn::StepRecord>& history) {
+  if (history.empty()) return std::numeric_limits<double>::quiet_NaN();
+  const std::size_t k = std::max<std::size_t>(1, history.size() / 10);
+  double sum = 0.0;
+  for (std::size_t i = history.size() - k; i < history.size(); ++i) sum += history[i].loss;
+  return sum / static_cast<double>(k);  // NaN propagates
+}
+
+mp::Outcome mp::train_budget(const nn::TrainConfig& config, const nn::TokenSplit& tokens, const Device& device,
+                             void* stream) {
+  nn::Trainer trainer(config, device, tokens, stream);
+  trainer.run();
+  Outcome o;
+  o.history = trainer.history();
+  o.evals = trainer.evals();
+  o.final_val_loss = o.evals.empty() ? trainer.evaluate() : o.evals.back().loss;
+  o.final_loss_scale = trainer.scaler().scale;
+  return o;
+}
+
+void mp::check(Precision precision, double val_loss, double fp32_val_loss) {
+  std::ostringstream m;
+  m << "mixed_precision: variant " << to_string(precision) << ": ";
+  if (!std::isfinite(fp32_val_loss)) {
+    m << "fp32's final validation loss is " << fp32_val_loss << "; the baseline itself did not train";
+    throw CheckFailed(m.str());
+  }
+  if (!must_track_fp32(precision)) return;
+  const double gap = std::fabs(val_loss - fp32_val_loss);
+  if (!(gap <= gap_tolerance(fp32_val_loss))) {
+    m << "final validation loss " << val_loss << " is " << gap << " nats from fp32's " << fp32_val_loss
+      << "; it must be within max(" << gap_tolerance_nats << ", " << gap_tolerance_relative
+      << " × fp32's) = " << gap_tolerance(fp32_val_loss);
+    throw CheckFailed(m.str());
+  }
+}
+
+// ---- the run
+
+namespace {
+
+std::size_t parameter_count(const nn::GptWeights& w) {
+  std::size_t n = 0;
+  for (const auto& [name, t] : w.named()) n += static_cast<std::size_t>(t->numel());
+  return n;
+}
+
+class MixedPrecisionRun : public Run {
+ public:
+  MixedPrecisionRun(mp::Precision precision, nn::TrainConfig config, nn::TrainConfig fp32, const Device& device)
+      : precision_(precision), config_(std::move(config)), fp32_config_(std::move(fp32)), device_(device),
+        tokens_(nn::load_tokens(config_.data, config_.seq_len)), trainer_(config_, device_, tokens_) {}
+
+  // One optimizer step of the variant, loss scaling and the overflow check included.
+  void step() override { trainer_.step(); }
+
+  std::vector<Metric> finish() override {
+    const mp::Outcome run = mp::train_budget(config_, tokens_, device_);
+    const mp::Outcome base = precision_ == mp::Precision::fp32 ? run : mp::train_budget(fp32_config_, tokens_, device_);
+    mp::check(precision_, run.final_val_loss, base.final_val_loss);
+
+    double zero_sum = 0.0;
+    std::size_t overflows = 0, skipped = 0;
+    for (const auto& r : run.history) {
+      zero_sum += r.zero_grad_fraction;
+      overflows += r.nonfinite_grads > 0;
+      skipped += r.skipped;
+    }
+    const double steps = static_cast<double>(run.history.size());
+    record_series(run, base);
+
+    // One pass's activations on a fixed batch, gradients and weights allocated outside the scope.
+    nn::BatchSampler sampler(tokens_.train, config_.batch, config_.seq_len, config_.seed);
+    const nn::Batch batch = sampler.next();
+    const nn::GptWeights weights = nn::GptWeights::initialize(config_.model, config_.seed, device_);
+    nn::GptWeights grads = nn::GptWeights::zeros(config_.model, device_);
+    auto activation_peak = [&](const nn::TrainingOptions& options) {
+      memory::Scope scope(device_);
+      nn::forward_backward(weights, batch, grads, options);
+      return static_cast<double>(scope.peak_bytes());
+    };
+    const double peak = activation_peak(config_.training);
+    const double fp32_peak = precision_ == mp::Precision::fp32 ? peak : activation_peak(fp32_config_.training);
+    const bool half = mp::storage(precision_) != DType::f32;
+    const double params = static_cast<double>(parameter_count(weights));
+    // What a real 16-bit implementation would hold: every fp32 activation of the pass at 2 bytes,
+    // plus the 16-bit copy of the weights the products read (README.md "Memory").
+    const double analytic = half ? fp32_peak / 2 + 2 * params : fp32_peak;
+
+    return {
+        {"final_train_loss", mp::final_train_loss(run.history), "nats", Better::lower},
+        {"final_val_loss", run.final_val_loss, "nats", Better::lower},
+        {"fp32_final_val_loss", base.final_val_loss, "nats", Better::lower, false},
+        {"val_loss_gap_vs_fp32", std::fabs(run.final_val_loss - base.final_val_loss), "nats", Better::lower},
+        {"zero_grad_fraction", zero_sum / steps, "", Better::lower},
+        {"zero_grad_fraction_first_step", run.history.front().zero_grad_fraction, "", Better::lower},
+        {"overflow_steps", static_cast<double>(overflows), "steps", Better::lower},
+        {"skipped_steps", static_cast<double>(skipped), "steps", Better::lower},
+        {"final_loss_scale", run.final_loss_scale, "", Better::higher, false},
+        {"activation_peak_bytes", peak, "B", Better::lower},
+        {"activation_bytes_if_16bit", analytic, "B", Better::lower, false},
+        {"master_weight_bytes", static_cast<double>(weights.bytes()), "B", Better::lower},
+        {"weight_copy_bytes_if_16bit", half ? 2 * params : 0.0, "B", Better::lower, false},
+    };
+  }
+
+  std::vector<Series> series() const override { return series_; }
+
+ private:
+  void record_series(const mp::Outcome& run, const mp::Outcome& base) {
+    auto per_step = [](const std::string& name, const std::string& unit, const std::vector<nn::StepRecord>& h,
+                       auto value) {
+      Series s{name, "step", unit, {}, {}};
+      for (const auto& r : h) {
+        s.x.push_back(static_cast<double>(r.step));
+        s.y.push_back(value(r));
+      }
+      return s;
+    };
+    series_.clear();
+    series_.push_back(per_step("train_loss", "nats", run.history, [](const auto& r) { return r.loss; }));
+    series_.push_back(per_step("fp32_train_loss", "nats", base.history, [](const auto& r) { return r.loss; }));
+    Series val{"val_loss", "step", "nats", {}, {}};
+    for (const auto& e : run.evals) {
+      val.x.push_back(static_cast<double>(e.step));
+      val.y.push_back(e.loss);
+    }
+    series_.push_back(val);
+    series_.push_back(per_step("loss_scale", "", run.history, [](const auto& r) { return double{r.loss_scale}; }));
+    series_.push_back(
+        per_step("zero_grad_fraction", "", run.history, [](const auto& r) { return r.zero_grad_fraction; }));
+  }
+
+  mp::Precision precision_;
+  nn::TrainConfig config_, fp32_config_;
+  Device device_;
+  nn::TokenSplit tokens_;
+  nn::Trainer trainer_;  // the timed steps' trainer; finish() trains fresh ones
+  std::vector<Series> series_;
+};
+
+}  // namespace
+
+// ---- prepare
+
+void MixedPrecision::validate(const Case& c, DeviceKind) const {
+  (void)mp::train_config(c, mp::parse_precision(c.variant));
+}
+
+std::unique_ptr<Run> MixedPrecision::prepare(const Case& c, const Device& device) const {
+  const mp::Precision precision = mp::parse_precision(c.variant);
+  nn::TrainConfig config = mp::train_config(c, precision);
+  nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
+  if (device.is_cuda()) cuda::require_device(device.index);
+  return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32), device);
+}
+
+}  // namespace aiopt

@@ -1,0 +1,267 @@
+// mixed_precision: the case's parameters and their errors, the training configs each variant
+// builds, the gap check, every variant's quick run (directly and through the CLI), fp16's lost
+// gradients, overflow and the dynamic scale's response to it.
+//
+// Tolerances, and why:
+//   bf16 and fp16 with a loss scale vs fp32: the run's own check, |final val loss − fp32's| <=
+//   max(0.05 nats, 3 % of fp32's), set from measured gaps (README.md "Tolerance"): at tiny,
+//   60 steps they are below 0.01 nats (dynamic scaling's 4 skipped steps the largest), the spread
+//   of a different rounding of every step's gradient through 60 AdamW steps.
+//   CUDA vs CPU ([gpu]): the same training in another fp32 summation order, amplified through 60
+//   AdamW steps; held to the same tolerance as a variant against fp32.
+//   Zero-gradient fractions are compared by order only: fp16 without a scale flushes gradients
+//   below 2^-24 to zero that fp32 and a scaled fp16 keep, so its fraction is strictly higher.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/cuda_runtime.hpp"
+#include "core/error.hpp"
+#include "support/metrics.hpp"
+#include "support/process.hpp"
+#include "support/schema.hpp"
+#include "techniques/mixed_precision/mixed_precision.hpp"
+
+using namespace aiopt;
+namespace mp = aiopt::mixed_precision;
+using aiopt::test::metric;
+using aiopt::test::run_aiopt;
+using nlohmann::json;
+
+namespace {
+
+// The quick parameters: tiny, batch 4 × 64 tokens, 60 steps.
+Case make_case(const std::string& variant, const std::map<std::string, Value>& changes = {}) {
+  Case c;
+  c.technique = "mixed_precision";
+  c.variant = variant;
+  for (const auto& spec : MixedPrecision{}.params()) c.params.set(spec.name, spec.quick_value.value_or(spec.default_value));
+  for (const auto& [k, v] : changes) c.params.set(k, v);
+  c.seed = 3;
+  return c;
+}
+
+std::vector<Metric> quick_run(const std::string& variant, std::vector<Series>* series = nullptr) {
+  auto run = MixedPrecision{}.prepare(make_case(variant), Device::cpu());
+  run->step();
+  std::vector<Metric> m;
+  REQUIRE_NOTHROW(m = run->finish());
+  if (series) *series = run->series();
+  return m;
+}
+
+const Series& find_series(const std::vector<Series>& all, const std::string& name) {
+  for (const auto& s : all)
+    if (s.name == name) return s;
+  FAIL("no series " << name);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+// ---- the case
+
+TEST_CASE("the technique declares its contract", "[mixed_precision]") {
+  const MixedPrecision t;
+  CHECK(t.name() == "mixed_precision");
+  CHECK(t.trade_off() == "numerical stability vs speed and memory");
+  CHECK(t.baseline() == "fp32");
+  for (const char* v : {"fp32", "fp16_no_scaling", "fp16_static_scaling", "fp16_dynamic_scaling", "bf16"}) {
+    REQUIRE(t.find_variant(v));
+    CHECK(t.find_variant(v)->runs_on(DeviceKind::cpu));
+    CHECK(mp::to_string(mp::parse_precision(v)) == v);
+  }
+  CHECK_THROWS_WITH(mp::parse_precision("bf61"), Catch::Contains("did you mean 'bf16'"));
+}
+
+TEST_CASE("each variant trains with its storage and loss scaler", "[mixed_precision]") {
+  const Case c = make_case("fp32", {{"loss_scale", 512.0}, {"initial_scale", 4096.0}, {"growth_interval", std::int64_t{7}}});
+  const nn::TrainConfig f32 = mp::train_config(c, mp::Precision::fp32);
+  CHECK(f32.training.storage == DType::f32);
+  CHECK(f32.scaling.kind == nn::LossScaling::none);
+  CHECK(f32.scaling.scale == 1.0f);
+  CHECK(f32.steps == 60);
+  CHECK(f32.schedule.total_steps == 60);
+  CHECK(f32.schedule.warmup_steps == 6);
+  const nn::TrainConfig none = mp::train_config(c, mp::Precision::fp16_no_scaling);
+  CHECK(none.training.storage == DType::f16);
+  CHECK(none.scaling.kind == nn::LossScaling::none);
+  const nn::TrainConfig fixed = mp::train_config(c, mp::Precision::fp16_static_scaling);
+  CHECK(fixed.scaling.kind == nn::LossScaling::fixed);
+  CHECK(fixed.scaling.scale == 512.0f);
+  const nn::TrainConfig dynamic = mp::train_config(c, mp::Precision::fp16_dynamic_scaling);
+  CHECK(dynamic.scaling.kind == nn::LossScaling::dynamic);
+  CHECK(dynamic.scaling.scale == 4096.0f);
+  CHECK(dynamic.scaling.growth_interval == 7);
+  const nn::TrainConfig bf16 = mp::train_config(c, mp::Precision::bf16);
+  CHECK(bf16.training.storage == DType::bf16);
+  CHECK(bf16.scaling.kind == nn::LossScaling::none);
+}
+
+TEST_CASE("bad parameters are input errors naming the parameter", "[mixed_precision]") {
+  const MixedPrecision t;
+  CHECK_THROWS_WITH(t.validate(make_case("fp32", {{"seq_len", std::int64_t{129}}}), DeviceKind::cpu),
+                    Catch::Contains("'seq_len' = 129") && Catch::Contains("context of 128"));
+  CHECK_THROWS_WITH(t.validate(make_case("fp16_static_scaling", {{"loss_scale", 0.0}}), DeviceKind::cpu),
+                    Catch::Contains("'loss_scale' = 0"));
+  CHECK_THROWS_WITH(t.validate(make_case("fp16_dynamic_scaling", {{"initial_scale", 1e31}}), DeviceKind::cpu),
+                    Catch::Contains("'initial_scale'"));
+  CHECK_THROWS_WITH(t.validate(make_case("fp32", {{"lr", 0.0}}), DeviceKind::cpu), Catch::Contains("'lr' = 0"));
+  CHECK_THROWS_AS(t.validate(make_case("fp8"), DeviceKind::cpu), InputError);
+  CHECK_THROWS_WITH(t.validate(make_case("fp32", {{"vocab", std::int64_t{100}}}), DeviceKind::cpu),
+                    Catch::Contains("'vocab' = 100"));
+  CHECK_THROWS_AS(t.prepare(make_case("fp32", {{"heads", std::int64_t{5}}}), Device::cpu()), InputError);
+}
+
+TEST_CASE("the gap check holds the tracking variants to the tolerance and fails a NaN", "[mixed_precision]") {
+  CHECK(mp::gap_tolerance(1.0) == 0.05);
+  CHECK(mp::gap_tolerance(3.0) == Approx(0.09));
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (auto p : {mp::Precision::fp16_static_scaling, mp::Precision::fp16_dynamic_scaling, mp::Precision::bf16}) {
+    CHECK_NOTHROW(mp::check(p, 2.04, 2.0));
+    CHECK_THROWS_AS(mp::check(p, 2.06, 2.0), CheckFailed);
+    CHECK_THROWS_AS(mp::check(p, nan, 2.0), CheckFailed);
+  }
+  // fp16 without a scale may fail to train: that is the failure the technique shows.
+  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, nan, 2.0));
+  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, 4.0, 2.0));
+  CHECK_THROWS_AS(mp::check(mp::Precision::fp32, nan, nan), CheckFailed);
+}
+
+TEST_CASE("the final training loss is the mean of the last tenth of the steps", "[mixed_precision]") {
+  std::vector<nn::StepRecord> h(20);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i].loss = static_cast<double>(i);
+  CHECK(mp::final_train_loss(h) == Approx(18.5));
+  h[19].loss = std::numeric_limits<double>::quiet_NaN();
+  CHECK(std::isnan(mp::final_train_loss(h)));
+}
+
+// ---- runs
+
+TEST_CASE("every variant's quick run passes its checks and reports its metrics and curves", "[mixed_precision][cpu]") {
+  std::map<std::string, std::vector<Metric>> m;
+  for (const char* v : {"fp32", "fp16_no_scaling", "fp16_static_scaling", "fp16_dynamic_scaling", "bf16"}) {
+    INFO(v);
+    std::vector<Series> series;
+    m[v] = quick_run(v, &series);
+    for (const char* name : {"final_train_loss", "final_val_loss", "fp32_final_val_loss", "val_loss_gap_vs_fp32",
+                             "zero_grad_fraction", "zero_grad_fraction_first_step", "overflow_steps", "skipped_steps",
+                             "final_loss_scale", "activation_peak_bytes", "activation_bytes_if_16bit",
+                             "master_weight_bytes", "weight_copy_bytes_if_16bit"})
+      CHECK(aiopt::test::find_metric(m[v], name));
+    CHECK(find_series(series, "train_loss").y.size() == 60);
+    CHECK(find_series(series, "loss_scale").y.size() == 60);
+    CHECK(find_series(series, "zero_grad_fraction").y.size() == 60);
+    CHECK(find_series(series, "val_loss").y.size() == 10);
+    CHECK(metric(m[v], "activation_peak_bytes").value > 0);
+    CHECK(!metric(m[v], "activation_bytes_if_16bit").compared);
+  }
+  // Every run trained: its loss fell below ln(256) ≈ 5.55, the untrained model's.
+  CHECK(metric(m["fp32"], "final_val_loss").value < 5.0);
+  CHECK(metric(m["fp32"], "val_loss_gap_vs_fp32").value == 0.0);
+  const double fp32_val = metric(m["fp32"], "final_val_loss").value;
+  for (const char* v : {"fp16_static_scaling", "fp16_dynamic_scaling", "bf16"}) {
+    INFO(v);
+    CHECK(metric(m[v], "fp32_final_val_loss").value == fp32_val);
+    CHECK(metric(m[v], "val_loss_gap_vs_fp32").value <= mp::gap_tolerance(fp32_val));
+  }
+  // fp16 without a scale loses small gradients that fp32 and a dynamic scale keep.
+  const double none = metric(m["fp16_no_scaling"], "zero_grad_fraction").value;
+  INFO("zero_grad_fraction: fp32 " << metric(m["fp32"], "zero_grad_fraction").value << ", fp16 unscaled " << none
+                                   << ", fp16 dynamic " << metric(m["fp16_dynamic_scaling"], "zero_grad_fraction").value
+                                   << ", bf16 " << metric(m["bf16"], "zero_grad_fraction").value);
+  CHECK(none > metric(m["fp32"], "zero_grad_fraction").value);
+  CHECK(none > metric(m["fp16_dynamic_scaling"], "zero_grad_fraction").value);
+  CHECK(metric(m["fp16_no_scaling"], "zero_grad_fraction_first_step").value >
+        metric(m["fp32"], "zero_grad_fraction_first_step").value);
+  // The fp32 variants hold no 16-bit copy; the 16-bit ones' analytic figure is below fp32's measured peak.
+  CHECK(metric(m["fp32"], "weight_copy_bytes_if_16bit").value == 0.0);
+  CHECK(metric(m["bf16"], "activation_bytes_if_16bit").value < metric(m["fp32"], "activation_peak_bytes").value);
+  CHECK(metric(m["fp32"], "skipped_steps").value == 0.0);
+}
+
+TEST_CASE("a huge static scale overflows fp16 and its steps are skipped", "[mixed_precision][cpu]") {
+  // 2^40 times gradients of order 1e-3 is far past fp16's largest finite 65504.
+  const Case c = make_case("fp16_static_scaling", {{"loss_scale", 1099511627776.0}, {"steps", std::int64_t{10}}});
+  const nn::TrainConfig config = mp::train_config(c, mp::Precision::fp16_static_scaling);
+  const nn::TokenSplit tokens = nn::load_tokens(config.data, config.seq_len);
+  const mp::Outcome o = mp::train_budget(config, tokens, Device::cpu());
+  std::size_t skipped = 0, overflowed = 0;
+  for (const auto& r : o.history) {
+    skipped += r.skipped;
+    overflowed += r.nonfinite_grads > 0;
+  }
+  CHECK(skipped > 0);
+  CHECK(overflowed == skipped);
+  CHECK(o.final_loss_scale == 1099511627776.0f);  // a static scale never moves
+  // The run as a case fails its check: nothing was learned.
+  auto run = MixedPrecision{}.prepare(c, Device::cpu());
+  CHECK_THROWS_AS(run->finish(), CheckFailed);
+}
+
+TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then trains", "[mixed_precision][cpu]") {
+  const Case c = make_case("fp16_dynamic_scaling", {{"initial_scale", 1099511627776.0}});
+  auto run = MixedPrecision{}.prepare(c, Device::cpu());
+  std::vector<Metric> m;
+  REQUIRE_NOTHROW(m = run->finish());
+  const std::vector<Series> series = run->series();
+  const Series& scale = find_series(series, "loss_scale");
+  REQUIRE(scale.y.size() == 60);
+  CHECK(scale.y.front() == 1099511627776.0);
+  CHECK(metric(m, "skipped_steps").value > 0);
+  CHECK(metric(m, "overflow_steps").value == metric(m, "skipped_steps").value);
+  CHECK(metric(m, "final_loss_scale").value < scale.y.front());
+  // Every overflowed step halved the scale.
+  for (std::size_t i = 1; i < scale.y.size(); ++i)
+    CHECK((scale.y[i] == scale.y[i - 1] || scale.y[i] == scale.y[i - 1] / 2 || scale.y[i] == scale.y[i - 1] * 2));
+  CHECK(metric(m, "val_loss_gap_vs_fp32").value <= mp::gap_tolerance(metric(m, "fp32_final_val_loss").value));
+}
+
+// ---- through the CLI
+
+TEST_CASE("the five variants' quick runs give a valid report with checks passing", "[mixed_precision][cli]") {
+  auto r = run_aiopt({"bench", "--technique", "mixed_precision", "--quick", "--device", "cpu", "--format", "json",
+                      "--progress", "never", "--min-time", "0"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(r.out);
+  const auto errors = aiopt::test::schema_errors(report);
+  for (const auto& e : errors) UNSCOPED_INFO(e);
+  REQUIRE(errors.empty());
+  const auto& results = report.at("results");
+  REQUIRE(results.size() == 5);
+  for (const auto& res : results) {
+    CHECK(res.at("status") == "ok");
+    CHECK(res.at("params").at("steps") == 60);
+    CHECK(res.at("metrics").contains("val_loss_gap_vs_fp32"));
+  }
+}
+
+// ---- CUDA
+
+TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[mixed_precision]") {
+  const MixedPrecision t;
+  if (!cuda::unavailable_reason().empty())
+    CHECK_THROWS_AS(t.prepare(make_case("bf16"), Device::cuda()), DeviceUnavailable);
+  CHECK_THROWS_AS(t.prepare(make_case("bf16"), Device::cuda(cuda::device_count())), DeviceUnavailable);
+}
+
+TEST_CASE("CUDA runs pass their checks and end where the CPU's do", "[mixed_precision][gpu]") {
+  const MixedPrecision t;
+  for (const char* v : {"fp32", "fp16_dynamic_scaling", "bf16"}) {
+    INFO(v);
+    const std::vector<Metric> cpu = quick_run(v);
+    auto run = t.prepare(make_case(v), Device::cuda());
+    run->step();
+    std::vector<Metric> gpu;
+    REQUIRE_NOTHROW(gpu = run->finish());
+    const double want = metric(cpu, "final_val_loss").value;
+    CHECK(std::fabs(metric(gpu, "final_val_loss").value - want) <= mp::gap_tolerance(want));
+  }
+}
