@@ -182,7 +182,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--dialect", o->dialect, "Synthetic corpus dialect: 0 (default) or 1")
       ->check(CLI::IsMember({0, 1}));
   cmd->add_option("--corpus-seed", o->corpus_seed, "Seed of the synthetic corpus (default 1)");
-  cmd->add_option("--steps", o->steps, "Optimizer steps (default: tiny 300, small 400)")->check(positive_number());
+  cmd->add_option("--steps", o->steps, "Optimizer steps (default: tiny 300, small 800)")->check(positive_number());
   cmd->add_option("--batch", o->batch, "Sequences per micro-batch (default: tiny 8, small 16)")
       ->check(positive_number());
   cmd->add_option("--seq-len", o->seq_len, "Tokens per sequence (default: tiny 64, small 128)")
@@ -200,7 +200,7 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--clip", o->clip, "Clip the gradient's global norm to this; 0: off (default 1)")
       ->check(non_negative_number());
   cmd->add_option("--seed", o->seed, "Seed of the initial weights and the batches (default 1)");
-  cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default: tiny 100, small 50)");
+  cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default 100)");
   cmd->add_option("--eval-batches", o->eval_batches, "Validation batches (default 8)")->check(positive_number());
   cmd->add_option("--log-every", o->log_every, "Progress line every N steps (default 10)");
   cmd->add_option("--attention", o->attention, "flash (default) or naive")->check(CLI::IsMember({"flash", "naive"}));

@@ -126,13 +126,13 @@ TrainConfig standard_training(const std::string& preset_name) {
   const bool tiny = c.model.parameter_count() < 1'000'000;
   c.batch = tiny ? 8 : 16;
   c.seq_len = std::min<std::size_t>(tiny ? 64 : 128, c.model.context);
-  c.steps = tiny ? 300 : 400;
+  c.steps = tiny ? 300 : 800;
   c.schedule.kind = ScheduleKind::warmup_cosine;
   c.schedule.peak_lr = tiny ? 3e-3f : 2e-3f;
   c.schedule.min_lr = c.schedule.peak_lr / 10.0f;
   c.schedule.total_steps = c.steps;
   c.schedule.warmup_steps = c.steps / 10;
-  c.eval_every = tiny ? 100 : 50;
+  c.eval_every = 100;
   return c;
 }
 
