@@ -372,7 +372,7 @@ TEST_CASE("merge_qkv undoes split_qkv and split_heads undoes merge_heads", "[bac
 
 // ---- linear
 
-TEST_CASE("linear_backward matches a float64 reference; db is the same for any thread count",
+TEST_CASE("linear_backward matches a float64 reference, and db is the same for any thread count",
           "[backward_kernels]") {
   const std::size_t m = 67, k = 45, n = 83;
   const auto x = random_vector(m * k, 71), w = random_vector(n * k, 72), dy = random_vector(m * n, 73);

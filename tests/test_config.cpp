@@ -644,22 +644,28 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   std::map<std::string, std::vector<PlannedCase>> by_technique;
   int not_applicable = 0;
   for (const auto& p : ci_cases) {
-    // Every case passes its technique's own validation; only the causal linformer and, on CUDA,
-    // int4 with 24 rows (its GEMV takes up to 8) do not apply.
+    // Every case passes its technique's own validation; only the causal linformer, on CUDA int4
+    // with 24 rows (its GEMV takes up to 8), and quantization's model level on CUDA do not apply.
     try {
       find_technique(p.c.technique, real, "ci.yaml").validate(p.c, p.device);
     } catch (const NotApplicable&) {
       ++not_applicable;
-      CHECK((p.c.variant == "linformer" || (p.c.variant == "int4_weight_only" && p.device == DeviceKind::cuda)));
+      const bool model_level = p.c.technique == "quantization" && p.c.params.string("level") == "model";
+      CHECK((p.c.variant == "linformer" || (p.c.variant == "int4_weight_only" && p.device == DeviceKind::cuda) ||
+             (model_level && p.device == DeviceKind::cuda)));
     }
     by_technique[p.c.technique].push_back(p);
   }
-  CHECK(not_applicable == 3);  // causal linformer on cpu and cuda, int4 m=24 on cuda
+  CHECK(not_applicable == 3 + 7);  // causal linformer on cpu and cuda, int4 m=24 on cuda; model level on cuda
   // Variants × values × devices (cpu, cuda).
   CHECK(by_technique["kv_caching"].size() == 3 * 2 * 2);
   CHECK(by_technique["flash_attention"].size() == 3 * 2 * 2);
   CHECK(by_technique["linear_attention"].size() == 4 * 2 * 2);
-  CHECK(by_technique["quantization"].size() == (6 + 7) * 2);  // fp8 on cuda only
+  CHECK(by_technique["quantization"].size() == (6 + 7) * 2 + (6 + 7));  // fp8 on cuda only; gemm m=1,24, model
+  CHECK(by_technique["gradient_checkpointing"].size() == 4 * 2);
+  CHECK(by_technique["mixed_precision"].size() == 5 * 2);
+  CHECK(by_technique["gradient_accumulation"].size() == 2 * 2);
+  CHECK(by_technique["lr_scheduling"].size() == 8 * 2);
   CHECK(summary(by_technique["tensor_fusion"], {"chain", "rows", "hidden"}) ==
         std::vector<std::string>{
             "cpu unfused* chain=bias_gelu rows=256 hidden=256", "cpu fused chain=bias_gelu rows=256 hidden=256",

@@ -102,7 +102,7 @@ TEST_CASE("adamw_update gives the hand-computed value after two steps", "[optimi
   CHECK(std::abs(p - 0.486343506f) <= 1e-7f);
 }
 
-TEST_CASE("sgd_update follows buf = momentum·buf + g; p -= lr·(buf + wd·p)", "[optimizer]") {
+TEST_CASE("sgd_update follows buf = momentum·buf + g and p -= lr·(buf + wd·p)", "[optimizer]") {
   const std::size_t n = 1003;
   auto p = random_vector(n, 11), g = random_vector(n, 12), buf = random_vector(n, 13, -0.5f, 0.5f);
   const auto p0 = p, buf0 = buf;
