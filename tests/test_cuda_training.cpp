@@ -393,6 +393,46 @@ TEST_CASE("cuda bias_backward and linear_backward match the CPU", "[cuda_trainin
   CHECK(differing(download(d_dw2), download(d_dw)) == 0);
 }
 
+TEST_CASE("cuda linear_half and linear_backward_half give the fp32 products of 16-bit operands", "[cuda_training][gpu]") {
+  const std::size_t m = 130, k = 96, n = 72;
+  for (const DType dtype : {DType::f16, DType::bf16}) {
+    INFO(to_string(dtype));
+    // Operands already holding values of the format, as mixed-precision training leaves them.
+    auto x = random_vector(m * k, 80), w = random_vector(n * k, 81), dy = random_vector(m * n, 82);
+    const auto b = random_vector(n, 83), dw0 = random_vector(n * k, 84);
+    for (auto* v : {&x, &w, &dy}) cpu::round_through(dtype, v->data(), v->size());
+    std::vector<float> y(m * n), dx(m * k), dw = dw0;
+    cpu::linear(x.data(), w.data(), b.data(), y.data(), m, k, n);
+    cpu::linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), nullptr, m, k, n);
+    // The product of two f16 (11-bit) or bf16 (8-bit) significands is exact in fp32, so the
+    // tensor cores' fp32 sums differ from the CPU's only in order: the fp32 sum bound of
+    // sum_tolerance, with the same Σ|terms|.
+    std::vector<double> y_abs(m * n, 0.0), dx_abs(m * k, 0.0), dw_abs(n * k, 0.0);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t o = 0; o < n; ++o)
+        for (std::size_t c = 0; c < k; ++c) {
+          y_abs[i * n + o] += std::abs(x[i * k + c] * w[o * k + c]);
+          dx_abs[i * k + c] += std::abs(dy[i * n + o] * w[o * k + c]);
+          dw_abs[o * k + c] += std::abs(dy[i * n + o] * x[i * k + c]);
+        }
+    for (std::size_t o = 0; o < n; ++o) {
+      for (std::size_t i = 0; i < m; ++i) y_abs[i * n + o] += std::abs(b[o]);
+      for (std::size_t c = 0; c < k; ++c) dw_abs[o * k + c] += std::abs(dw0[o * k + c]);
+    }
+    auto d_x = upload(x), d_w = upload(w), d_b = upload(b), d_dy = upload(dy);
+    auto d_y = upload(std::vector<float>(m * n, NAN)), d_dx = upload(std::vector<float>(m * k, NAN));
+    auto d_dw = upload(dw0);
+    gpu::linear_half(d_x.data(), d_w.data(), d_b.data(), d_y.data(), m, k, n, dtype, nullptr);
+    gpu::linear_backward_half(d_x.data(), d_w.data(), d_dy.data(), d_dx.data(), d_dw.data(), nullptr, m, k, n, dtype,
+                              nullptr);
+    CHECK(outside(download(d_y), y, sum_tolerance(y_abs, k + 1)) == 0);
+    CHECK(outside(download(d_dx), dx, sum_tolerance(dx_abs, n)) == 0);
+    CHECK(outside(download(d_dw), dw, sum_tolerance(dw_abs, m + 1)) == 0);
+  }
+  CHECK_THROWS_AS(gpu::linear_half(nullptr, nullptr, nullptr, nullptr, 1, 1, 1, DType::f32, nullptr),
+                  std::invalid_argument);
+}
+
 // ---- optimizers
 
 TEST_CASE("cuda adamw_update, sgd_update and sum_of_squares match the CPU", "[cuda_training][gpu]") {

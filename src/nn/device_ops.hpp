@@ -36,6 +36,10 @@ using kernels::AttentionShape;
 struct DeviceOps {
   const Device& device;
   void* stream;
+  // The storage format of a mixed-precision training pass: on CUDA, f16 or bf16 runs the linear
+  // layers' products on tensor cores (their operands already hold values of that format). The
+  // CPU has no 16-bit GEMM here (this OpenBLAS build exports no sbgemm), so it stays fp32.
+  DType products = DType::f32;
 
   // Keeps a CUDA call inside its `#if`: without CUDA a CUDA tensor cannot exist (Tensor::empty
   // throws DeviceUnavailable), so this is never reached.
@@ -67,6 +71,7 @@ struct DeviceOps {
               std::size_t n) const {
     if (device.is_cpu()) return kernels::cpu::linear(x, w, b, y, m, k, n);
 #if AIOPT_HAVE_CUDA
+    if (products != DType::f32) return kernels::cuda::linear_half(x, w, b, y, m, k, n, products, stream);
     kernels::cuda::linear(x, w, b, y, m, k, n, stream);
 #else
     no_cuda();
@@ -183,6 +188,8 @@ struct DeviceOps {
                        std::size_t m, std::size_t k, std::size_t n) const {
     if (device.is_cpu()) return kernels::cpu::linear_backward(x, w, dy, dx, dw, db, m, k, n);
 #if AIOPT_HAVE_CUDA
+    if (products != DType::f32)
+      return kernels::cuda::linear_backward_half(x, w, dy, dx, dw, db, m, k, n, products, stream);
     kernels::cuda::linear_backward(x, w, dy, dx, dw, db, m, k, n, stream);
 #else
     no_cuda();

@@ -42,7 +42,8 @@ struct BlockActivations {
 class Pass {
  public:
   Pass(const GptWeights& weights, std::size_t batch, std::size_t len, const TrainingOptions& options, void* stream)
-      : w_(weights), cfg_(weights.config), opt_(options), ops_{weights.wte.device(), stream}, B_(batch), T_(len),
+      : w_(weights), cfg_(weights.config), opt_(options), ops_{weights.wte.device(), stream, options.storage},
+        B_(batch), T_(len),
         C_(cfg_.channels), H_(cfg_.heads), d_(cfg_.head_dim()), V_(cfg_.vocab), rows_(batch * len),
         shape_(AttentionShape::self(batch, cfg_.heads, len, cfg_.head_dim(), true)) {}
 

@@ -8,11 +8,16 @@
 #include <cuda_runtime.h>
 
 #include <climits>
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "core/cuda_check.hpp"
+#include "core/memory.hpp"
 #include "kernels/cuda/fusion_math.cuh"
 #include "kernels/cuda/training_ops.hpp"
 
@@ -107,6 +112,31 @@ __global__ void broadcast_rows_kernel(const float* b, float* y, std::size_t m, s
     y[i] = b[i % n];
 }
 
+// ---- 16-bit operands for the tensor-core products
+
+__global__ void to_16bit_kernel(const float* x, std::uint16_t* y, std::size_t n, bool bf16) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    y[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(x[i])) : __half_as_ushort(__float2half_rn(x[i]));
+}
+
+// x (n) as `dtype` bits in a device buffer from the tracked allocator.
+memory::Buffer<std::uint16_t> to_16bit(const float* x, std::size_t n, DType dtype, void* stream) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  memory::Buffer<std::uint16_t> out(Device::cuda(device), n);
+  if (n > 0) {
+    to_16bit_kernel<<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, out.data(), n, dtype == DType::bf16);
+    CUDA_CHECK_LAUNCH();
+  }
+  return out;
+}
+
+void check_half(DType dtype) {
+  if (dtype != DType::f16 && dtype != DType::bf16)
+    throw std::invalid_argument("cuda linear_half: dtype " + to_string(dtype) + " is not f16 or bf16");
+}
+
 }  // namespace
 
 // ---- launchers
@@ -127,6 +157,50 @@ void linear(const float* x, const float* w, const float* b, float* y, std::size_
   set_math_mode(h, DType::f32);
   CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, cm.m, cm.n, cm.k, &alpha, w, cm.first_ld, x, cm.second_ld,
                            &beta, y, cm.ldc));
+}
+
+void linear_half(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
+                 std::size_t n, DType dtype, void* stream) {
+  check_half(dtype);
+  if (m == 0 || n == 0 || k == 0) return linear(x, w, b, y, m, k, n, stream);
+  const auto x16 = to_16bit(x, m * k, dtype, stream), w16 = to_16bit(w, n * k, dtype, stream);
+  const ColumnMajor cm(m, n, k, k, k, n);
+  if (b != nullptr) {
+    broadcast_rows_kernel<<<elementwise_blocks(m * n), 256, 0, as_stream(stream)>>>(b, y, m, n);
+    CUDA_CHECK_LAUNCH();
+  }
+  const float alpha = 1.0f, beta = b != nullptr ? 1.0f : 0.0f;
+  const cudaDataType_t type = data_type(dtype);
+  cublasHandle_t h = handle_for(stream);
+  set_math_mode(h, dtype);
+  // As linear: column-major yᵀ (n, m) = W·xᵀ, W read transposed; fp32 y.
+  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, cm.m, cm.n, cm.k, &alpha, w16.data(), type, cm.first_ld,
+                            x16.data(), type, cm.second_ld, &beta, y, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+}
+
+void linear_backward_half(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                          std::size_t m, std::size_t k, std::size_t n, DType dtype, void* stream) {
+  check_half(dtype);
+  if (m == 0 || k == 0 || n == 0) return linear_backward(x, w, dy, dx, dw, db, m, k, n, stream);
+  const auto dy16 = to_16bit(dy, m * n, dtype, stream);
+  const cudaDataType_t type = data_type(dtype);
+  cublasHandle_t h = handle_for(stream);
+  set_math_mode(h, dtype);
+  const float one = 1.0f, zero = 0.0f;
+  if (dx != nullptr) {
+    const auto w16 = to_16bit(w, n * k, dtype, stream);
+    const ColumnMajor cm(m, k, n, n, k, k);  // as linear_backward's dx
+    CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, cm.m, cm.n, cm.k, &one, w16.data(), type, cm.first_ld,
+                              dy16.data(), type, cm.second_ld, &zero, dx, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+  }
+  const auto x16 = to_16bit(x, m * k, dtype, stream);
+  const ColumnMajor cm(n, k, m, n, k, k);  // as linear_backward's dW, accumulated in fp32
+  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x16.data(), type, cm.first_ld,
+                            dy16.data(), type, cm.second_ld, &one, dw, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+  if (db != nullptr) bias_backward(dy, db, m, n, stream);
 }
 
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,

@@ -17,6 +17,15 @@ void linear(const float* x, const float* w, const float* b, float* y, std::size_
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                      std::size_t m, std::size_t k, std::size_t n, void* stream);
 
+// linear and linear_backward with their products on tensor cores, for mixed-precision training:
+// the fp32 operands (x, w, dy; values the training pass has already rounded to `dtype`) are
+// converted to `dtype` (f16 or bf16, else std::invalid_argument) in scratch buffers from the
+// tracked allocator and multiplied by cublasGemmEx with fp32 accumulation and fp32 results.
+void linear_half(const float* x, const float* w, const float* b, float* y, std::size_t m, std::size_t k,
+                 std::size_t n, DType dtype, void* stream);
+void linear_backward_half(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                          std::size_t m, std::size_t k, std::size_t n, DType dtype, void* stream);
+
 // C = alpha·op(A)·op(B) + beta·C, row-major with leading dimensions in elements, A, B, C stored
 // as `dtype` (f32, f16 or bf16), fp32 accumulation and alpha/beta (cublasGemmEx; f16/bf16 on
 // tensor cores). Other dtypes throw std::invalid_argument.
