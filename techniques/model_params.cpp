@@ -24,11 +24,12 @@ constexpr Override overrides[] = {
 
 }  // namespace
 
-std::vector<ParamSpec> specs(const std::string& default_preset) {
+std::vector<ParamSpec> specs(const std::string& default_preset, const std::optional<std::string>& quick_preset) {
   ParamSpec preset;
   preset.name = "preset";
   preset.type = ParamType::choice;
   preset.default_value = default_preset;
+  if (quick_preset) preset.quick_value = *quick_preset;
   preset.choices = nn::preset_names();
   preset.help = "model size: tiny (L2 d64 h4 ctx128), small (L4 d256 h8 ctx512), medium (L8 d512 h8 ctx1024), "
                 "gpt2 (L12 d768 h12 ctx1024 vocab50257); the overrides below change single dimensions";

@@ -3,6 +3,7 @@
 // (nn::preset_names()) and per-dimension overrides, where 0 keeps the preset's value.
 //   preset   tiny | small | medium | gpt2
 //   layers, channels, heads, context, vocab   0: the preset's
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,8 +12,10 @@
 
 namespace aiopt::model_params {
 
-// The six ParamSpecs, with `default_preset` as the preset's default.
-std::vector<ParamSpec> specs(const std::string& default_preset);
+// The six ParamSpecs, with `default_preset` as the preset's default and `quick_preset`, when given,
+// as its --quick value.
+std::vector<ParamSpec> specs(const std::string& default_preset,
+                             const std::optional<std::string>& quick_preset = std::nullopt);
 
 // The preset with the non-zero overrides applied, validated. Throws InputError naming the
 // parameters and their values when the combination is not a model (heads not dividing channels,

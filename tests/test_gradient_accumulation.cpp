@@ -21,15 +21,13 @@
 #include "core/error.hpp"
 #include "nn/training.hpp"
 #include "support/metrics.hpp"
-#include "support/process.hpp"
-#include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/gradient_accumulation/gradient_accumulation.hpp"
 
 using namespace aiopt;
 namespace ga = aiopt::gradient_accumulation;
 using aiopt::test::find_metric;
 using aiopt::test::metric;
-using aiopt::test::run_aiopt;
 using nlohmann::json;
 
 namespace {
@@ -55,14 +53,7 @@ Case make_case(const std::string& variant, const std::map<std::string, std::int6
 // Prepares, steps twice and finishes one case.
 std::vector<Metric> run_case(const Case& c, const Device& device = Device::cpu(),
                              std::vector<Series>* series = nullptr) {
-  const GradientAccumulation t;
-  t.validate(c, device.kind);
-  auto run = t.prepare(c, device);
-  run->step();
-  run->step();
-  std::vector<Metric> m = run->finish();
-  if (series) *series = run->series();
-  return m;
+  return aiopt::test::run_case(GradientAccumulation{}, c, device, 2, series);
 }
 
 }  // namespace
@@ -101,22 +92,22 @@ TEST_CASE("k accumulated micro-batches give the large batch's gradient", "[gradi
       micro.targets.assign(large.targets.begin() + first, large.targets.begin() + first + span);
       nn::forward_backward(w, micro, got, nn::TrainingOptions{}, 1.0f / static_cast<float>(s.k));
     }
-    CHECK(ga::gradient_difference(got, want) <= ga::gradient_tolerance);
-    CHECK(ga::gradient_difference(got, want) > 0.0);  // really two different summations
+    CHECK(nn::max_relative_difference(got, want) <= ga::gradient_tolerance);
+    CHECK(nn::max_relative_difference(got, want) > 0.0);  // really two different summations
 
     // The technique's own step gives the same two gradients.
     nn::GptWeights step = nn::GptWeights::zeros(s.model, Device::cpu());
     ga::step_gradient(ga::Method::accumulate, w, large, s.k, step);
-    CHECK(ga::gradient_difference(step, got) == 0.0);
+    CHECK(nn::max_relative_difference(step, got) == 0.0);
     ga::step_gradient(ga::Method::large_batch, w, large, s.k, step);
-    CHECK(ga::gradient_difference(step, want) == 0.0);
+    CHECK(nn::max_relative_difference(step, want) == 0.0);
 
     // A micro-batch left out is a 1/k-sized error, far beyond the tolerance.
     nn::GptWeights partial = nn::GptWeights::zeros(s.model, Device::cpu());
     for (std::size_t i = 1; i < s.k; ++i)
       nn::forward_backward(w, ga::rows_of(large, i * s.micro_batch, s.micro_batch), partial, nn::TrainingOptions{},
                            1.0f / static_cast<float>(s.k));
-    CHECK(ga::gradient_difference(partial, want) > 1e-3);
+    CHECK(nn::max_relative_difference(partial, want) > 1e-3);
   }
 }
 
@@ -182,18 +173,8 @@ TEST_CASE("with k = 1 the two ways are one and no noise scale is reported", "[gr
 // ---- through the CLI
 
 TEST_CASE("the two variants' quick runs give a valid report with the loss curve", "[gradient_accumulation][cli]") {
-  auto r = run_aiopt({"bench", "--technique", "gradient_accumulation", "--quick", "--device", "cpu", "--format",
-                      "json", "--progress", "never", "--min-time", "0"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json report = json::parse(r.out);
-  const auto errors = aiopt::test::schema_errors(report);
-  for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.empty());
-  const auto& results = report.at("results");
-  REQUIRE(results.size() == 2);
-  for (const auto& res : results) {
-    CHECK(res.at("status") == "ok");
+  const json report = aiopt::test::quick_report("gradient_accumulation", 2);
+  for (const auto& res : report.at("results")) {
     CHECK(res.at("params").at("preset") == "tiny");
     CHECK(res.at("params").at("steps") == 10);
     CHECK(res.at("metrics").contains("noise_scale_simple"));

@@ -24,7 +24,7 @@
 #include "nn/training.hpp"
 #include "support/metrics.hpp"
 #include "support/process.hpp"
-#include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/gradient_checkpointing/gradient_checkpointing.hpp"
 
 using namespace aiopt;
@@ -52,14 +52,9 @@ Case make_case(const std::string& variant, const std::map<std::string, std::int6
   return c;
 }
 
-// Prepares, steps twice and finishes one case on the CPU.
+// Prepares, steps twice and finishes one case.
 std::vector<Metric> run_case(const Case& c, const Device& device = Device::cpu()) {
-  const GradientCheckpointing t;
-  t.validate(c, device.kind);
-  auto run = t.prepare(c, device);
-  run->step();
-  run->step();
-  return run->finish();
+  return aiopt::test::run_case(GradientCheckpointing{}, c, device, 2);
 }
 
 double activation_peak(const Case& c) { return metric(run_case(c), "activation_peak_bytes").value; }
@@ -126,7 +121,7 @@ TEST_CASE("every policy's gradient is store_all's", "[gradient_checkpointing][cp
         INFO(attention << " " << gc::to_string(policy) << " k " << k);
         nn::GptWeights got = nn::GptWeights::zeros(s.model, Device::cpu());
         nn::forward_backward(w, batch, got, gc::options(policy, sk));
-        CHECK(gc::gradient_difference(got, want) <= gc::gradient_tolerance);
+        CHECK(nn::max_relative_difference(got, want) <= gc::gradient_tolerance);
       }
     }
   }
@@ -136,12 +131,12 @@ TEST_CASE("the gradient difference is relative to the largest entry and fails a 
   const gc::Shape s = gc::Shape::from(make_case("store_all"), gc::Policy::store_all);
   nn::GptWeights a = nn::GptWeights::initialize(s.model, 3, Device::cpu());
   nn::GptWeights b = nn::GptWeights::initialize(s.model, 3, Device::cpu());
-  CHECK(gc::gradient_difference(a, b) == 0.0);
+  CHECK(nn::max_relative_difference(a, b) == 0.0);
   // LayerNorm weights are 1, the largest entries; one entry off by 0.5 is 0.5 relative.
   b.ln_f_weight.data<float>()[3] = 1.5f;
-  CHECK(gc::gradient_difference(a, b) == Approx(0.5 / 1.5));
+  CHECK(nn::max_relative_difference(a, b) == Approx(0.5 / 1.5));
   a.blocks[0].attn_c_attn_weight.data<float>()[5] = NAN;
-  CHECK(std::isinf(gc::gradient_difference(a, b)));
+  CHECK(std::isnan(nn::max_relative_difference(a, b)));
 }
 
 TEST_CASE("every variant's run passes its checks and reports its memory and recomputation",
@@ -185,18 +180,8 @@ TEST_CASE("the activation peak falls from store_all through k = 4 to k = 1 on 8 
 // ---- through the CLI
 
 TEST_CASE("the four variants' quick runs give a valid report with checks passing", "[gradient_checkpointing][cli]") {
-  auto r = run_aiopt({"bench", "--technique", "gradient_checkpointing", "--quick", "--device", "cpu", "--format",
-                      "json", "--progress", "never", "--min-time", "0"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json report = json::parse(r.out);
-  const auto errors = aiopt::test::schema_errors(report);
-  for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.empty());
-  const auto& results = report.at("results");
-  REQUIRE(results.size() == 4);
-  for (const auto& res : results) {
-    CHECK(res.at("status") == "ok");
+  const json report = aiopt::test::quick_report("gradient_checkpointing", 4);
+  for (const auto& res : report.at("results")) {
     CHECK(res.at("params").at("preset") == "tiny");
     CHECK(res.at("metrics").contains("activation_peak_bytes"));
   }

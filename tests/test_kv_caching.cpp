@@ -24,7 +24,7 @@
 #include "nn/kv_cache.hpp"
 #include "support/metrics.hpp"
 #include "support/process.hpp"
-#include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
 #include "techniques/model_params.hpp"
 
@@ -282,18 +282,8 @@ TEST_CASE("an int8 cache is a quarter of the f32 one plus its scales", "[kv_cach
 // ---- through the CLI
 
 TEST_CASE("the three variants' quick runs give a valid report with checks passing", "[kv_caching][cli]") {
-  auto r = run_aiopt({"bench", "--technique", "kv_caching", "--quick", "--device", "cpu", "--format", "json",
-                      "--progress", "never", "--min-time", "0"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json report = json::parse(r.out);
-  const auto errors = aiopt::test::schema_errors(report);
-  for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.empty());
-  const auto& results = report.at("results");
-  REQUIRE(results.size() == 3);
-  for (const auto& res : results) {
-    CHECK(res.at("status") == "ok");
+  const json report = aiopt::test::quick_report("kv_caching", 3);
+  for (const auto& res : report.at("results")) {
     CHECK(res.at("params").at("prompt_len") == 32);
     CHECK(res.at("params").at("gen_tokens") == 16);
     CHECK(res.at("params").at("context") == 1024);

@@ -25,34 +25,20 @@
 #include "core/error.hpp"
 #include "nn/lr_schedule.hpp"
 #include "support/metrics.hpp"
-#include "support/process.hpp"
-#include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/lr_scheduling/lr_scheduling.hpp"
 
 using namespace aiopt;
 namespace ls = aiopt::lr_scheduling;
+using aiopt::test::find_series;
 using aiopt::test::metric;
-using aiopt::test::run_aiopt;
 using nlohmann::json;
 
 namespace {
 
 // The quick parameters: tiny, batch 4 × 64 tokens, 150 steps.
 Case make_case(const std::string& variant, const std::map<std::string, Value>& changes = {}) {
-  Case c;
-  c.technique = "lr_scheduling";
-  c.variant = variant;
-  for (const auto& spec : LrScheduling{}.params()) c.params.set(spec.name, spec.quick_value.value_or(spec.default_value));
-  for (const auto& [k, v] : changes) c.params.set(k, v);
-  c.seed = 5;
-  return c;
-}
-
-const Series& find_series(const std::vector<Series>& all, const std::string& name) {
-  for (const auto& s : all)
-    if (s.name == name) return s;
-  FAIL("no series " << name);
-  throw std::logic_error("unreachable");
+  return aiopt::test::quick_case(LrScheduling{}, variant, changes, 5);
 }
 
 std::vector<nn::StepRecord> history(const std::vector<double>& losses) {
@@ -155,11 +141,8 @@ TEST_CASE("every schedule's quick run reports its metrics and its LR series is L
     INFO(name);
     const Case c = make_case(name);
     const nn::TrainConfig config = ls::train_config(c);
-    auto run = t.prepare(c, Device::cpu());
-    run->step();
-    std::vector<Metric> m;
-    REQUIRE_NOTHROW(m = run->finish());
-    const std::vector<Series> series = run->series();
+    std::vector<Series> series;
+    const std::vector<Metric> m = aiopt::test::run_case(t, c, Device::cpu(), 1, &series);
     const Series& lr = find_series(series, "lr");
     REQUIRE(lr.y.size() == 150);
     for (std::size_t i = 0; i < lr.y.size(); ++i) {
@@ -198,18 +181,8 @@ TEST_CASE("a high peak LR ends much worse than a moderate one, with or without w
 // ---- through the CLI
 
 TEST_CASE("the eight schedules' quick runs give a valid report with their curves", "[lr_scheduling][cli]") {
-  auto r = run_aiopt({"bench", "--technique", "lr_scheduling", "--quick", "--device", "cpu", "--format", "json",
-                      "--progress", "never", "--min-time", "0"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json report = json::parse(r.out);
-  const auto errors = aiopt::test::schema_errors(report);
-  for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.empty());
-  const auto& results = report.at("results");
-  REQUIRE(results.size() == 8);
-  for (const auto& res : results) {
-    CHECK(res.at("status") == "ok");
+  const json report = aiopt::test::quick_report("lr_scheduling", 8);
+  for (const auto& res : report.at("results")) {
     CHECK(res.at("params").at("steps") == 150);
     CHECK(res.at("metrics").contains("steps_to_target"));
     CHECK(res.at("series").at("lr").at("y").size() == 150);

@@ -24,43 +24,24 @@
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "support/metrics.hpp"
-#include "support/process.hpp"
-#include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/mixed_precision/mixed_precision.hpp"
 
 using namespace aiopt;
 namespace mp = aiopt::mixed_precision;
+using aiopt::test::find_series;
 using aiopt::test::metric;
-using aiopt::test::run_aiopt;
 using nlohmann::json;
 
 namespace {
 
 // The quick parameters: tiny, batch 4 × 64 tokens, 60 steps.
 Case make_case(const std::string& variant, const std::map<std::string, Value>& changes = {}) {
-  Case c;
-  c.technique = "mixed_precision";
-  c.variant = variant;
-  for (const auto& spec : MixedPrecision{}.params()) c.params.set(spec.name, spec.quick_value.value_or(spec.default_value));
-  for (const auto& [k, v] : changes) c.params.set(k, v);
-  c.seed = 3;
-  return c;
+  return aiopt::test::quick_case(MixedPrecision{}, variant, changes, 3);
 }
 
 std::vector<Metric> quick_run(const std::string& variant, std::vector<Series>* series = nullptr) {
-  auto run = MixedPrecision{}.prepare(make_case(variant), Device::cpu());
-  run->step();
-  std::vector<Metric> m;
-  REQUIRE_NOTHROW(m = run->finish());
-  if (series) *series = run->series();
-  return m;
-}
-
-const Series& find_series(const std::vector<Series>& all, const std::string& name) {
-  for (const auto& s : all)
-    if (s.name == name) return s;
-  FAIL("no series " << name);
-  throw std::logic_error("unreachable");
+  return aiopt::test::run_case(MixedPrecision{}, make_case(variant), Device::cpu(), 1, series);
 }
 
 }  // namespace
@@ -226,18 +207,8 @@ TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then tr
 // ---- through the CLI
 
 TEST_CASE("the five variants' quick runs give a valid report with checks passing", "[mixed_precision][cli]") {
-  auto r = run_aiopt({"bench", "--technique", "mixed_precision", "--quick", "--device", "cpu", "--format", "json",
-                      "--progress", "never", "--min-time", "0"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  const json report = json::parse(r.out);
-  const auto errors = aiopt::test::schema_errors(report);
-  for (const auto& e : errors) UNSCOPED_INFO(e);
-  REQUIRE(errors.empty());
-  const auto& results = report.at("results");
-  REQUIRE(results.size() == 5);
-  for (const auto& res : results) {
-    CHECK(res.at("status") == "ok");
+  const json report = aiopt::test::quick_report("mixed_precision", 5);
+  for (const auto& res : report.at("results")) {
     CHECK(res.at("params").at("steps") == 60);
     CHECK(res.at("metrics").contains("val_loss_gap_vs_fp32"));
   }

@@ -104,18 +104,35 @@ Params Params::from_json(const nlohmann::json& j) {
   return p;
 }
 
-ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
-                        double min, double max, const std::string& unit, const std::string& help) {
+namespace {
+
+// A number parameter in [min, max]; an infinite max is no upper bound.
+ParamSpec number_param(const std::string& name, ParamType type, Value value, std::optional<Value> quick, double min,
+                       double max, const std::string& unit, const std::string& help) {
   ParamSpec p;
   p.name = name;
-  p.type = ParamType::integer;
-  p.default_value = value;
-  if (quick) p.quick_value = *quick;
+  p.type = type;
+  p.default_value = std::move(value);
+  p.quick_value = std::move(quick);
   p.min = min;
   if (std::isfinite(max)) p.max = max;
   p.unit = unit;
   p.help = help;
   return p;
+}
+
+}  // namespace
+
+ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
+                        double min, double max, const std::string& unit, const std::string& help) {
+  return number_param(name, ParamType::integer, value, quick ? std::optional<Value>(*quick) : std::nullopt, min, max,
+                      unit, help);
+}
+
+ParamSpec real_param(const std::string& name, double value, std::optional<double> quick, double min, double max,
+                     const std::string& unit, const std::string& help) {
+  return number_param(name, ParamType::real, value, quick ? std::optional<Value>(*quick) : std::nullopt, min, max,
+                      unit, help);
 }
 
 }  // namespace aiopt

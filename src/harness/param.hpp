@@ -39,6 +39,10 @@ struct ParamSpec {
 ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
                         double min, double max, const std::string& unit, const std::string& help);
 
+// A real parameter in [min, max] (max +inf: no upper bound) with `quick` as its --quick value when given.
+ParamSpec real_param(const std::string& name, double value, std::optional<double> quick, double min, double max,
+                     const std::string& unit, const std::string& help);
+
 // The values of one case: every parameter of the technique's spec, by name.
 class Params {
  public:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -165,6 +166,30 @@ std::size_t GptWeights::bytes() const {
   std::size_t total = 0;
   for (const auto& [name, t] : named()) total += t->bytes();
   return total;
+}
+
+double max_relative_difference(const GptWeights& a, const GptWeights& b) {
+  const GptWeights ah = a.to(Device::cpu()), bh = b.to(Device::cpu());
+  const auto an = ah.named(), bn = bh.named();
+  if (an.size() != bn.size())
+    throw std::invalid_argument("max_relative_difference: " + std::to_string(an.size()) + " tensors against " +
+                                std::to_string(bn.size()));
+  double diff = 0.0, scale = 0.0;
+  for (std::size_t t = 0; t < an.size(); ++t) {
+    const Tensor& x = *an[t].second;
+    const Tensor& y = *bn[t].second;
+    if (x.shape() != y.shape())
+      throw std::invalid_argument("max_relative_difference: tensor " + an[t].first + " " + x.shape_string() +
+                                  " against " + y.shape_string());
+    const float* xp = x.data<float>();
+    const float* yp = y.data<float>();
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+      if (!std::isfinite(xp[i]) || !std::isfinite(yp[i])) return std::numeric_limits<double>::quiet_NaN();
+      diff = std::max(diff, std::fabs(static_cast<double>(xp[i]) - yp[i]));
+      scale = std::max(scale, std::fabs(static_cast<double>(yp[i])));
+    }
+  }
+  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace aiopt::nn

@@ -54,4 +54,9 @@ struct GptWeights {
   std::size_t bytes() const;
 };
 
+// max |a − b| / max |b| over every entry of the two weight sets (gradients, typically), each on any
+// device; the plain max |a − b| when b is all zeros, NaN when an entry of either is not finite.
+// Throws std::invalid_argument when their tensors' shapes differ.
+double max_relative_difference(const GptWeights& a, const GptWeights& b);
+
 }  // namespace aiopt::nn

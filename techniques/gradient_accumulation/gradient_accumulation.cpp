@@ -26,9 +26,7 @@ std::string GradientAccumulation::summary() const {
 }
 
 std::vector<ParamSpec> GradientAccumulation::params() const {
-  std::vector<ParamSpec> out = model_params::specs("small");
-  for (ParamSpec& p : out)
-    if (p.name == "preset") p.quick_value = std::string("tiny");
+  std::vector<ParamSpec> out = model_params::specs("small", "tiny");
   constexpr double inf = std::numeric_limits<double>::infinity();
   out.push_back(integer_param("micro_batch", 4, 2, 1, inf, "sequences", "b: sequences per micro-batch"));
   out.push_back(integer_param("k", 4, std::nullopt, 1, inf, "micro-batches",
@@ -131,22 +129,6 @@ void ga::step_gradient(Method method, const nn::GptWeights& weights, const nn::B
   const std::size_t b = batch.batch / k;
   for (std::size_t i = 0; i < k; ++i)
     nn::forward_backward(weights, rows_of(batch, i * b, b), grads, options, 1.0f / static_cast<float>(k), stream);
-}
-
-double ga::gradient_difference(const nn::GptWeights& got, const nn::GptWeights& want) {
-  const nn::GptWeights a = got.to(Device::cpu()), b = want.to(Device::cpu());
-  const auto an = a.named(), bn = b.named();
-  double diff = 0.0, scale = 0.0;
-  for (std::size_t t = 0; t < an.size(); ++t) {
-    const float* x = an[t].second->data<float>();
-    const float* y = bn[t].second->data<float>();
-    for (std::int64_t i = 0; i < an[t].second->numel(); ++i) {
-      if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return std::numeric_limits<double>::infinity();
-      diff = std::max(diff, std::fabs(static_cast<double>(x[i]) - y[i]));
-      scale = std::max(scale, std::fabs(static_cast<double>(y[i])));
-    }
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 // ---- the gradient noise scale
@@ -252,7 +234,7 @@ class AccumulationRun : public Run {
     // (a) The gradient against the large batch's on the same windows.
     nn::GptWeights reference = nn::GptWeights::zeros(shape_.model, device);
     ga::step_gradient(ga::Method::large_batch, weights_, batch_, shape_.k, reference, stream());
-    const double difference = ga::gradient_difference(grads_, reference);
+    const double difference = nn::max_relative_difference(grads_, reference);
     if (!(difference <= ga::gradient_tolerance)) {
       std::ostringstream m;
       m << where.str() << "max relative gradient difference " << difference << " vs large_batch exceeds "

@@ -74,10 +74,6 @@ nn::Batch rows_of(const nn::Batch& batch, std::size_t first, std::size_t rows);
 void step_gradient(Method method, const nn::GptWeights& weights, const nn::Batch& batch, std::size_t k,
                    nn::GptWeights& grads, void* stream = nullptr);
 
-// max |got − want| / max |want| over every gradient entry, both on any device; +inf when either
-// holds a NaN or an infinity.
-double gradient_difference(const nn::GptWeights& got, const nn::GptWeights& want);
-
 // The simple noise scale's pieces (McCandlish et al. 2018, appendix A): with E|G_b|² = |G|² + trΣ/b
 // for the mean gradient of b independent sequences, the squared norms at two batch sizes b < B
 // give unbiased estimates

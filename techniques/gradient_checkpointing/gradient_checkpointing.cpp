@@ -25,9 +25,7 @@ std::string GradientCheckpointing::summary() const {
 }
 
 std::vector<ParamSpec> GradientCheckpointing::params() const {
-  std::vector<ParamSpec> out = model_params::specs("small");
-  for (ParamSpec& p : out)
-    if (p.name == "preset") p.quick_value = std::string("tiny");
+  std::vector<ParamSpec> out = model_params::specs("small", "tiny");
 
   out.push_back(integer_param("k", 2, std::nullopt, 1, std::numeric_limits<double>::infinity(), "blocks",
                               "checkpoint_every_k: the residual stream is kept entering every k-th block and each "
@@ -161,22 +159,6 @@ nn::Batch gc::make_batch(const Shape& s) {
   return sampler.next();
 }
 
-double gc::gradient_difference(const nn::GptWeights& got, const nn::GptWeights& want) {
-  const nn::GptWeights a = got.to(Device::cpu()), b = want.to(Device::cpu());
-  const auto an = a.named(), bn = b.named();
-  double diff = 0.0, scale = 0.0;
-  for (std::size_t t = 0; t < an.size(); ++t) {
-    const float* x = an[t].second->data<float>();
-    const float* y = bn[t].second->data<float>();
-    for (std::int64_t i = 0; i < an[t].second->numel(); ++i) {
-      if (!std::isfinite(x[i]) || !std::isfinite(y[i])) return std::numeric_limits<double>::infinity();
-      diff = std::max(diff, std::fabs(static_cast<double>(x[i]) - y[i]));
-      scale = std::max(scale, std::fabs(static_cast<double>(y[i])));
-    }
-  }
-  return scale > 0 ? diff / scale : diff;
-}
-
 // ---- the run
 
 namespace {
@@ -211,7 +193,7 @@ class CheckpointRun : public Run {
     }
     nn::GptWeights reference = nn::GptWeights::zeros(shape_.model, device);
     nn::forward_backward(weights_, batch_, reference, gc::options(gc::Policy::store_all, shape_), 1.0f, stream());
-    const double difference = gc::gradient_difference(grads_, reference);
+    const double difference = nn::max_relative_difference(grads_, reference);
     if (!(difference <= gc::gradient_tolerance)) {
       std::ostringstream m;
       m << "gradient_checkpointing: variant " << gc::to_string(policy_) << " (" << shape_.model.describe() << ", batch "

@@ -83,10 +83,6 @@ double recompute_flops_fraction(const nn::TrainingOptions& options, const Shape&
 // The fixed (batch, seq_len) training windows of a case, from the synthetic corpus.
 nn::Batch make_batch(const Shape& shape);
 
-// max |got − want| / max |want| over every gradient entry, both on any device; +inf when either
-// holds a NaN or an infinity.
-double gradient_difference(const nn::GptWeights& got, const nn::GptWeights& want);
-
 // A policy recomputes with the same kernels on the same inputs, so its gradient should be
 // store_all's bit for bit; the check allows fp32 reassociation (the naive attention's summation
 // order differs from the flash one's, but both sides use the same attention here).

@@ -21,19 +21,6 @@ std::string LrScheduling::summary() const {
 
 namespace {
 
-ParamSpec real_param(const std::string& name, double value, double min, double max, const std::string& unit,
-                     const std::string& help) {
-  ParamSpec p;
-  p.name = name;
-  p.type = ParamType::real;
-  p.default_value = value;
-  p.min = min;
-  p.max = max;
-  p.unit = unit;
-  p.help = help;
-  return p;
-}
-
 constexpr double unbounded = std::numeric_limits<double>::infinity();
 
 }  // namespace
@@ -45,13 +32,14 @@ std::vector<ParamSpec> LrScheduling::params() const {
                               "tokens per sequence; at most the model's context"));
   out.push_back(integer_param("steps", 300, 150, 1, unbounded, "steps",
                               "the training budget every schedule is shaped for and finish() trains"));
-  out.push_back(real_param("peak_lr", 3e-3, 0.0, unbounded, "", "the schedules' peak learning rate (AdamW)"));
-  out.push_back(real_param("min_lr", 0.0, 0.0, unbounded, "",
+  out.push_back(real_param("peak_lr", 3e-3, std::nullopt, 0.0, unbounded, "",
+                           "the schedules' peak learning rate (AdamW)"));
+  out.push_back(real_param("min_lr", 0.0, std::nullopt, 0.0, unbounded, "",
                            "the floor the decaying schedules end at; at most peak_lr"));
-  out.push_back(real_param("warmup", 0.1, 0.0, unbounded, "",
+  out.push_back(real_param("warmup", 0.1, std::nullopt, 0.0, unbounded, "",
                            "linear warmup of warmup_cosine, linear_warmup_decay, one_cycle, inverse_sqrt and wsd: "
                            "below 1 a fraction of the budget, from 1 on a number of steps"));
-  out.push_back(real_param("target_loss", 2.3, 0.0, unbounded, "nats",
+  out.push_back(real_param("target_loss", 2.3, std::nullopt, 0.0, unbounded, "nats",
                            "the smoothed training loss steps_to_target waits for; 2.3 is reached by every schedule "
                            "at the default and quick sizes (README.md)"));
   return out;

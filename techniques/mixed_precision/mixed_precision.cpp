@@ -24,19 +24,6 @@ std::string MixedPrecision::summary() const {
 
 namespace {
 
-ParamSpec real_param(const std::string& name, double value, double min, double max, const std::string& unit,
-                     const std::string& help) {
-  ParamSpec p;
-  p.name = name;
-  p.type = ParamType::real;
-  p.default_value = value;
-  p.min = min;
-  p.max = max;
-  p.unit = unit;
-  p.help = help;
-  return p;
-}
-
 constexpr double unbounded = std::numeric_limits<double>::infinity();
 
 }  // namespace
@@ -49,11 +36,11 @@ std::vector<ParamSpec> MixedPrecision::params() const {
   out.push_back(integer_param("steps", 300, 60, 1, unbounded, "steps",
                               "the training budget finish() trains from a fresh initialization, for the variant "
                               "and for fp32"));
-  out.push_back(real_param("lr", 3e-3, 0.0, unbounded, "",
+  out.push_back(real_param("lr", 3e-3, std::nullopt, 0.0, unbounded, "",
                            "AdamW's peak learning rate (warmup over a tenth of the budget, cosine down to lr/10)"));
-  out.push_back(real_param("loss_scale", 1024.0, 0.0, unbounded, "",
+  out.push_back(real_param("loss_scale", 1024.0, std::nullopt, 0.0, unbounded, "",
                            "fp16_static_scaling's fixed loss scale S"));
-  out.push_back(real_param("initial_scale", 65536.0, 0.0, unbounded, "",
+  out.push_back(real_param("initial_scale", 65536.0, std::nullopt, 0.0, unbounded, "",
                            "fp16_dynamic_scaling's first loss scale, halved on every overflow"));
   out.push_back(integer_param("growth_interval", 100, 20, 1, unbounded, "steps",
                               "fp16_dynamic_scaling doubles its scale after this many clean steps in a row"));

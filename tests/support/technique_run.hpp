@@ -1,0 +1,34 @@
+#pragma once
+// Running a technique in its tests: one case directly (prepare, step, finish), and the whole
+// --quick sweep through the CLI.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/device.hpp"
+#include "harness/technique.hpp"
+
+namespace aiopt::test {
+
+// A case of `technique`'s `variant` with every parameter at its --quick value (its default where
+// it has none), then `changes`.
+Case quick_case(const Technique& technique, const std::string& variant, const std::map<std::string, Value>& changes,
+                std::uint64_t seed);
+
+// Validates and prepares `c` on `device`, steps it `steps` times and finishes it; the test fails
+// when finish() throws. The run's series go to *series when given.
+std::vector<Metric> run_case(const Technique& technique, const Case& c, const Device& device, int steps,
+                             std::vector<Series>* series = nullptr);
+
+// The series called `name`; the test fails when the run did not record it.
+const Series& find_series(const std::vector<Series>& all, const std::string& name);
+
+// `aiopt bench --technique <technique> --quick` on the CPU with a JSON report: requires exit 0, a
+// report the schema accepts and `variants` results, checks that each result's status is ok, and
+// returns the report.
+nlohmann::json quick_report(const std::string& technique, std::size_t variants);
+
+}  // namespace aiopt::test
