@@ -73,7 +73,7 @@ GptWeights gradient(const GptWeights& w, const Batch& b, const TrainingOptions& 
 }  // namespace
 
 TEST_CASE("the whole model's gradient matches central finite differences", "[training]") {
-  const GptConfig config = micro_config();
+  const GptConfig config = preset("tiny");
   GptWeights w = GptWeights::initialize(config, 11, Device::cpu());
   const Batch b = corpus_batch(2, 12, 3);
   GptWeights g = GptWeights::zeros(config, Device::cpu());
