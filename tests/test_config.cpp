@@ -652,16 +652,17 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
       ++not_applicable;
       const bool model_level = p.c.technique == "quantization" && p.c.params.string("level") == "model";
       CHECK((p.c.variant == "linformer" || (p.c.variant == "int4_weight_only" && p.device == DeviceKind::cuda) ||
-             (model_level && p.device == DeviceKind::cuda)));
+             (model_level && p.device == DeviceKind::cuda) || (p.c.variant == "qat" && !model_level)));
     }
     by_technique[p.c.technique].push_back(p);
   }
-  CHECK(not_applicable == 3 + 7);  // causal linformer on cpu and cuda, int4 m=24 on cuda; model level on cuda
+  // causal linformer on cpu and cuda, int4 m=24 on cuda, the model level on cuda, qat at the gemm level
+  CHECK(not_applicable == 3 + 7 + 2);
   // Variants × values × devices (cpu, cuda).
   CHECK(by_technique["kv_caching"].size() == 3 * 2 * 2);
   CHECK(by_technique["flash_attention"].size() == 3 * 2 * 2);
   CHECK(by_technique["linear_attention"].size() == 4 * 2 * 2);
-  CHECK(by_technique["quantization"].size() == (6 + 7) * 2 + (6 + 7));  // fp8 on cuda only; gemm m=1,24, model
+  CHECK(by_technique["quantization"].size() == (7 + 7) * 2 + (7 + 7));  // fp8 cuda, qat cpu; gemm m=1,24, model
   CHECK(by_technique["gradient_checkpointing"].size() == 4 * 2);
   CHECK(by_technique["mixed_precision"].size() == 5 * 2);
   CHECK(by_technique["gradient_accumulation"].size() == 2 * 2);

@@ -37,6 +37,8 @@ Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::
   c.params.set("group_size", group);
   c.params.set("zero_point", zero_point);
   c.params.set("calibration_rows", std::int64_t{32});
+  c.params.set("qat_steps", std::int64_t{20});
+  c.params.set("qat_lr", 2e-4);
   c.seed = 11;
   return c;
 }
@@ -185,7 +187,7 @@ TEST_CASE("the quantized trained model keeps its perplexity and next-token choic
   REQUIRE(setenv("AIOPT_CACHE", (std::filesystem::path(AIOPT_BINARY).parent_path() / "test-model-cache").c_str(),
                  1) == 0);
   std::map<std::string, std::map<std::string, double>> m;
-  for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only"}) {
+  for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only", "qat"}) {
     Case c = make_case(f, 1, 64, 64);
     c.params.set("level", std::string("model"));
     c.params.set("preset", std::string("tiny"));
@@ -214,6 +216,14 @@ TEST_CASE("the quantized trained model keeps its perplexity and next-token choic
   CHECK(std::abs(m["int4_weight_only"]["perplexity_increase"]) < 0.05);
   CHECK(m["int4_weight_only"]["top1_agreement"] > 0.9);
   CHECK(m["int8_static"]["clipped_fraction"] < 0.01);
+  // qat: its int4 model after 20 fine-tuning steps with fake quantization, against int4 after the
+  // same 20 steps without it. Measured on tiny: 6.660 against 6.716 (0.85 % better); both are
+  // above int4 of the model as trained (6.644), since fine-tuning with fresh AdamW state first
+  // disturbs the converged weights (README). The check asks for what fake quantization must give:
+  // no worse than quantizing after the same steps, and a model that still predicts.
+  CHECK(m["qat"]["qat_perplexity_gain"] > 0.0);
+  CHECK(m["qat"]["perplexity_increase"] < 0.05);
+  CHECK(m["qat"]["linear_weight_bytes"] == m["int4_weight_only"]["linear_weight_bytes"]);
   unsetenv("AIOPT_CACHE");
 }
 
@@ -238,7 +248,9 @@ TEST_CASE("bench --quick writes a valid report with every variant ok", "[quantiz
   REQUIRE(r.exit_code == 0);
   const json report = json::parse(r.out);
   CHECK(aiopt::test::schema_errors(report).empty());
-  REQUIRE(report.at("results").size() == 6);
-  for (const auto& res : report.at("results")) CHECK(res.at("status") == "ok");
+  // Six formats, and qat, which fine-tunes the model and so is skipped at level=gemm.
+  REQUIRE(report.at("results").size() == 7);
+  for (const auto& res : report.at("results"))
+    CHECK(res.at("status") == (res.at("variant") == "qat" ? "skipped" : "ok"));
   CHECK(report.at("comparisons").size() == 5);
 }

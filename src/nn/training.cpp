@@ -17,6 +17,8 @@ std::string_view to_string(TrainAttention attention) {
 void TrainingOptions::validate() const {
   if (storage != DType::f32 && storage != DType::f16 && storage != DType::bf16)
     throw InputError("training storage precision '" + to_string(storage) + "' is not supported; use f32, f16 or bf16");
+  if (static_cast<bool>(fake_quant.apply) == fake_quant.name.empty())
+    throw InputError("training: a fake quantization needs both a name and a rounding");
 }
 
 namespace {
@@ -335,14 +337,15 @@ void check_grads(const GptWeights& weights, const GptWeights& grads) {
 }
 
 // The weights the products read: the fp32 master weights, or a copy rounded to the storage
-// precision (what a mixed-precision step casts them to).
+// precision (what a mixed-precision step casts them to) and fake-quantized (QAT).
 const GptWeights& working_weights(const GptWeights& master, const TrainingOptions& options,
                                   std::optional<GptWeights>& rounded, void* stream) {
-  if (options.storage == DType::f32) return master;
+  if (options.storage == DType::f32 && !options.fake_quant.apply) return master;
   rounded.emplace(GptWeights::allocate(master.config, master.wte.device()));
   rounded->copy_from(master);
   const DeviceOps ops{master.wte.device(), stream};
   for (auto& [name, t] : rounded->named()) ops.round_through(options.storage, t->data<float>(), t->numel());
+  if (options.fake_quant.apply) options.fake_quant.apply(*rounded);
   return *rounded;
 }
 

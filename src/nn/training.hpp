@@ -7,7 +7,9 @@
 // allocator, so a memory scope around a pass sees its real peak.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "core/dtype.hpp"
@@ -36,6 +38,16 @@ struct TrainingOptions {
   // parameter gradients are rounded to this format wherever a mixed-precision implementation
   // stores them (kernels/cpu/precision.hpp); arithmetic and accumulation stay fp32. f32: none.
   DType storage = DType::f32;
+
+  // Quantization-aware training (fake quantization with the straight-through estimator): when
+  // set, `apply` replaces the weights the products read, a copy of the fp32 master weights, with
+  // their quantize-dequantize round trip before every pass. The backward treats the rounding as
+  // the identity, so the gradient at the rounded weights updates the fp32 master weights (Jacob
+  // et al. 2018). `name` identifies the rounding in a training configuration.
+  struct FakeQuant {
+    std::string name;
+    std::function<void(GptWeights&)> apply;
+  } fake_quant;
 
   // Throws InputError for a storage other than f32, f16 or bf16.
   void validate() const;

@@ -27,6 +27,9 @@ namespace {
 struct ModelCase {
   std::string preset, variant;
   Format format = Format::fp32;
+  bool qat = false;  // int4 weights learned by fine-tuning with fake quantization
+  std::size_t qat_steps = 0;
+  double qat_lr = 0.0;
   std::size_t group = 64;
   cpu::Int4Mode mode = cpu::Int4Mode::symmetric;
   std::size_t prompt_len = 0, gen_tokens = 0, eval_windows = 0, calibration_tokens = 0;
@@ -35,7 +38,10 @@ struct ModelCase {
     ModelCase m;
     m.preset = c.params.string("preset");
     m.variant = c.variant;
-    m.format = parse_format(c.variant);
+    m.qat = c.variant == "qat";
+    m.format = m.qat ? Format::int4_weight_only : parse_format(c.variant);
+    m.qat_steps = static_cast<std::size_t>(c.params.integer("qat_steps"));
+    m.qat_lr = c.params.real("qat_lr");
     m.group = std::stoul(c.params.string("group_size"));
     m.mode = c.params.boolean("zero_point") ? cpu::Int4Mode::asymmetric : cpu::Int4Mode::symmetric;
     m.prompt_len = static_cast<std::size_t>(c.params.integer("prompt_len"));
@@ -60,6 +66,37 @@ void score(const Tensor& logits, std::span<const std::int32_t> targets, std::siz
   }
 }
 
+// The block linear weights replaced by their int4 quantize-dequantize round trip (host weights).
+void fake_quantize_int4(nn::GptWeights& w, std::size_t group, cpu::Int4Mode mode) {
+  for (auto& b : w.blocks)
+    for (Tensor* t : {&b.attn_c_attn_weight, &b.attn_c_proj_weight, &b.mlp_c_fc_weight, &b.mlp_c_proj_weight}) {
+      const auto n = static_cast<std::size_t>(t->shape()[0]), k = static_cast<std::size_t>(t->shape()[1]);
+      const cpu::Int4Matrix q = cpu::quantize_int4(t->data<float>(), n, k, group, mode);
+      cpu::dequantize_int4(q, t->data<float>());
+    }
+}
+
+// `trained` fine-tuned for `steps` steps of the standard recipe's data at peak LR `lr` (warmup
+// over a tenth, cosine to lr/10), with `fake_quant` or without; fresh AdamW state.
+nn::GptWeights fine_tune(const nn::GptWeights& trained, const nn::TrainConfig& recipe, const nn::TokenSplit& tokens,
+                         std::size_t steps, double lr, nn::TrainingOptions::FakeQuant fake_quant) {
+  nn::TrainConfig t = recipe;
+  t.seed = recipe.seed + 1;  // windows the pretraining did not draw in this order
+  t.steps = steps;
+  t.schedule.peak_lr = static_cast<float>(lr);
+  t.schedule.min_lr = static_cast<float>(lr / 10);
+  t.schedule.total_steps = steps;
+  t.schedule.warmup_steps = steps / 10;
+  t.eval_every = 0;
+  t.training.fake_quant = std::move(fake_quant);
+  nn::Trainer trainer(t, Device::cpu(), tokens);
+  trainer.weights().copy_from(trained);
+  for (std::size_t i = 0; i < steps; ++i) trainer.step();
+  nn::GptWeights out = nn::GptWeights::allocate(trained.config, Device::cpu());
+  out.copy_from(trainer.weights());
+  return out;
+}
+
 class ModelRun : public Run {
  public:
   ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc) {
@@ -76,6 +113,21 @@ class ModelRun : public Run {
                           mc.preset + " model's width " + std::to_string(cfg.channels));
 
     const nn::TokenSplit tokens = nn::load_tokens(training.data, training.seq_len);
+    if (mc.qat) {
+      // The int4 model learned with fake quantization, and beside it post-training int4 of the
+      // same fine-tuning without it, so the comparison is not flattered by the extra steps.
+      const nn::GptWeights& trained_weights = model_->weights();
+      const nn::TrainingOptions::FakeQuant int4{
+          "int4 g" + std::to_string(mc.group) + (mc.mode == cpu::Int4Mode::asymmetric ? " zero point" : ""),
+          [group = mc.group, mode = mc.mode](nn::GptWeights& w) { fake_quantize_int4(w, group, mode); }};
+      nn::GptWeights plain = fine_tune(trained_weights, training, tokens, mc.qat_steps, mc.qat_lr, {});
+      ptq_model_ = std::make_unique<nn::Gpt>(std::move(plain));
+      ptq_model_->set_linear_layers(
+          std::make_shared<QuantizedLinears>(ptq_model_->weights(), Format::int4_weight_only, mc.group, mc.mode));
+      nn::GptWeights learned = fine_tune(trained_weights, training, tokens, mc.qat_steps, mc.qat_lr, int4);
+      reference_ = std::move(model_);
+      model_ = std::make_unique<nn::Gpt>(std::move(learned));
+    }
     seq_len_ = std::min<std::size_t>(128, cfg.context);
     windows_ = nn::validation_batches(tokens.validation, mc.eval_windows, seq_len_, 1).at(0);
     // The prompt: validation text, at an offset the evaluation windows' order does not fix.
@@ -117,8 +169,10 @@ class ModelRun : public Run {
     double max_abs = 0.0, ref_max = 0.0, sum_abs = 0.0;
     const Tensor logits = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     const auto clip = linears_ && mc_.format == Format::int8_static ? linears_->clipped() : cpu::ClipCount{};
-    model_->set_linear_layers(nullptr);
-    const Tensor reference = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
+    // The fp32 model as trained (QAT fine-tunes a copy of it).
+    nn::Gpt& fp32 = reference_ ? *reference_ : *model_;
+    fp32.set_linear_layers(nullptr);
+    const Tensor reference = fp32.forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     score(logits, windows_.targets, cfg.vocab, nll, top);
     score(reference, windows_.targets, cfg.vocab, nll_ref, top_ref);
     const float* a = logits.data<float>();
@@ -164,12 +218,25 @@ class ModelRun : public Run {
         {"trained_validation_loss", trained_loss_, "nats", Better::lower, false},
     };
     if (mc_.format == Format::int8_static) out.push_back({"clipped_fraction", clip.fraction(), "", Better::lower});
+    if (ptq_model_) {
+      std::vector<double> ptq_nll;
+      std::vector<std::int32_t> ptq_top;
+      score(ptq_model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all), windows_.targets,
+            cfg.vocab, ptq_nll, ptq_top);
+      double mean_ptq = 0.0;
+      for (double v : ptq_nll) mean_ptq += v;
+      mean_ptq /= static_cast<double>(ptq_nll.size());
+      out.push_back({"ptq_perplexity_same_steps", std::exp(mean_ptq), "", Better::lower, false});
+      out.push_back({"qat_perplexity_gain", std::exp(mean_ptq) / perplexity - 1.0, "", Better::higher, false});
+    }
     return out;
   }
 
  private:
   ModelCase mc_;
   std::unique_ptr<nn::Gpt> model_;
+  std::unique_ptr<nn::Gpt> reference_;  // qat: the trained fp32 model model_ was fine-tuned from
+  std::unique_ptr<nn::Gpt> ptq_model_;  // qat: int4 after the same fine-tuning without fake quantization
   std::shared_ptr<QuantizedLinears> linears_;
   std::vector<std::int32_t> prompt_;
   nn::Batch windows_;

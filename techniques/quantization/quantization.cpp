@@ -75,6 +75,8 @@ std::vector<ParamSpec> Quantization::params() const {
       integer_param("gen_tokens", 64, 16, 1, unbounded, "tokens", "level=model: tokens generated (greedy, f32 KV cache)"),
       integer_param("eval_windows", 16, 4, 1, unbounded, "windows",
                     "level=model: validation windows of up to 128 tokens for perplexity and top-1 agreement"),
+      integer_param("qat_steps", 100, 20, 1, unbounded, "steps", "qat: fine-tuning steps with fake quantization"),
+      real_param("qat_lr", 2e-4, std::nullopt, 0.0, unbounded, "", "qat: the fine-tuning's peak learning rate"),
   };
 }
 
@@ -94,6 +96,8 @@ std::vector<Variant> Quantization::variants() const {
                            "(CUDA: symmetric groups, up to 8 rows)", false, both},
       {"fp8", "fp8 e4m3 weights and activations, one scale per tensor (the activations' each step); cuBLASLt, "
               "compute capability 8.9+", false, {DeviceKind::cuda}},
+      {"qat", "level=model: int4 weights (group_size) learned by fine-tuning the trained model qat_steps steps with "
+              "fake quantization (straight-through estimator)", false, {DeviceKind::cpu}},
   };
 }
 
@@ -235,6 +239,8 @@ std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes
 // and the cases CUDA cannot take are NotApplicable, naming the rule.
 void Quantization::validate(const Case& c, DeviceKind device) const {
   if (qz::is_model_level(c)) return qz::validate_model(c, device);
+  if (c.variant == "qat")
+    throw NotApplicable("quantization: qat fine-tunes the trained model, so it runs at level=model only");
   const qz::Shape s = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
   if (device == DeviceKind::cpu) {
