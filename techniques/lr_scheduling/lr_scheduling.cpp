@@ -8,6 +8,7 @@
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "techniques/model_params.hpp"
+#include "techniques/training_case.hpp"
 
 namespace aiopt {
 
@@ -61,13 +62,6 @@ std::vector<Variant> LrScheduling::variants() const {
 
 // ---- the case
 
-nn::DataSource ls::data_source() {
-  nn::DataSource d;
-  d.train_bytes = std::size_t{1} << 20;
-  d.validation_bytes = std::size_t{1} << 15;
-  return d;
-}
-
 std::size_t ls::warmup_steps(double warmup, std::size_t steps) {
   std::ostringstream m;
   m << "lr_scheduling: parameter 'warmup' = " << warmup;
@@ -84,22 +78,9 @@ std::size_t ls::warmup_steps(double warmup, std::size_t steps) {
 }
 
 nn::TrainConfig ls::train_config(const Case& c) {
-  nn::TrainConfig t;
-  t.model = model_params::config(c.params);
-  if (t.model.vocab < 256)
-    throw InputError("lr_scheduling: parameter 'vocab' = " + std::to_string(t.model.vocab) +
-                     "; the training text is bytes: allowed 0 (the preset's) or at least 256");
-  t.seed = c.seed;
-  t.data = data_source();
-  const std::int64_t batch = c.params.integer("batch"), seq_len = c.params.integer("seq_len");
-  const std::int64_t steps = c.params.integer("steps");
+  nn::TrainConfig t = training_case::base_config("lr_scheduling", c);
   const double peak = c.params.real("peak_lr"), min_lr = c.params.real("min_lr");
   const double target = c.params.real("target_loss");
-  if (batch < 1) throw InputError("lr_scheduling: parameter 'batch' = " + std::to_string(batch) + "; allowed: 1 or more");
-  if (steps < 1) throw InputError("lr_scheduling: parameter 'steps' = " + std::to_string(steps) + "; allowed: 1 or more");
-  if (seq_len < 1 || static_cast<std::size_t>(seq_len) > t.model.context)
-    throw InputError("lr_scheduling: parameter 'seq_len' = " + std::to_string(seq_len) + "; allowed: 1 to the " +
-                     "model's context of " + std::to_string(t.model.context) + " (" + t.model.describe() + ")");
   if (!(peak > 0) || !std::isfinite(peak)) {
     std::ostringstream m;
     m << "lr_scheduling: parameter 'peak_lr' = " << peak << "; allowed: a positive finite number";
@@ -115,9 +96,6 @@ nn::TrainConfig ls::train_config(const Case& c) {
     m << "lr_scheduling: parameter 'target_loss' = " << target << "; allowed: a positive finite loss in nats";
     throw InputError(m.str());
   }
-  t.batch = static_cast<std::size_t>(batch);
-  t.seq_len = static_cast<std::size_t>(seq_len);
-  t.steps = static_cast<std::size_t>(steps);
   t.schedule.kind = nn::parse_schedule(c.variant);
   t.schedule.peak_lr = static_cast<float>(peak);
   t.schedule.min_lr = static_cast<float>(min_lr);

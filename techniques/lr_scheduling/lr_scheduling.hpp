@@ -29,9 +29,6 @@ class LrScheduling : public Technique {
 // The pieces the run and the tests share.
 namespace lr_scheduling {
 
-// The corpus every case trains on: the synthetic language, 1 MiB of training text and 32 KiB of
-// validation text.
-nn::DataSource data_source();
 
 // Warmup steps from the `warmup` parameter: below 1 a fraction of the budget (rounded), from 1 on
 // a number of steps. Throws InputError when it is negative or more than the budget.

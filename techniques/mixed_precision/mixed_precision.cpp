@@ -10,6 +10,7 @@
 #include "core/memory.hpp"
 #include "core/spelling.hpp"
 #include "techniques/model_params.hpp"
+#include "techniques/training_case.hpp"
 
 namespace aiopt {
 
@@ -100,23 +101,9 @@ nn::LossScaling mp::scaling(Precision precision) {
   }
 }
 
-nn::DataSource mp::data_source() {
-  nn::DataSource d;
-  d.train_bytes = std::size_t{1} << 20;
-  d.validation_bytes = std::size_t{1} << 15;
-  return d;
-}
-
 nn::TrainConfig mp::train_config(const Case& c, Precision precision) {
-  nn::TrainConfig t;
-  t.model = model_params::config(c.params);
-  if (t.model.vocab < 256)
-    throw InputError("mixed_precision: parameter 'vocab' = " + std::to_string(t.model.vocab) +
-                     "; the training text is bytes: allowed 0 (the preset's) or at least 256");
-  t.seed = c.seed;
-  t.data = data_source();
-  const std::int64_t batch = c.params.integer("batch"), seq_len = c.params.integer("seq_len");
-  const std::int64_t steps = c.params.integer("steps"), growth = c.params.integer("growth_interval");
+  nn::TrainConfig t = training_case::base_config("mixed_precision", c);
+  const std::int64_t growth = c.params.integer("growth_interval");
   const double lr = c.params.real("lr"), loss_scale = c.params.real("loss_scale");
   const double initial_scale = c.params.real("initial_scale");
   auto positive = [](const char* name, double v) {
@@ -126,8 +113,6 @@ nn::TrainConfig mp::train_config(const Case& c, Precision precision) {
       throw InputError(m.str());
     }
   };
-  positive("batch", static_cast<double>(batch));
-  positive("steps", static_cast<double>(steps));
   positive("growth_interval", static_cast<double>(growth));
   positive("lr", lr);
   positive("loss_scale", loss_scale);
@@ -137,12 +122,6 @@ nn::TrainConfig mp::train_config(const Case& c, Precision precision) {
     if (v > 1e30)
       throw InputError("mixed_precision: parameter '" + std::string(name) + "' = " + std::to_string(v) +
                        "; allowed: up to 1e30");
-  if (seq_len < 1 || static_cast<std::size_t>(seq_len) > t.model.context)
-    throw InputError("mixed_precision: parameter 'seq_len' = " + std::to_string(seq_len) + "; allowed: 1 to the " +
-                     "model's context of " + std::to_string(t.model.context) + " (" + t.model.describe() + ")");
-  t.batch = static_cast<std::size_t>(batch);
-  t.seq_len = static_cast<std::size_t>(seq_len);
-  t.steps = static_cast<std::size_t>(steps);
   t.schedule.kind = nn::ScheduleKind::warmup_cosine;
   t.schedule.peak_lr = static_cast<float>(lr);
   t.schedule.min_lr = static_cast<float>(lr / 10);

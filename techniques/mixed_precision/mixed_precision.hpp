@@ -39,9 +39,6 @@ std::string to_string(Precision precision);
 DType storage(Precision precision);            // f32, f16 or bf16
 nn::LossScaling scaling(Precision precision);  // none, fixed or dynamic
 
-// The corpus every case trains on: the synthetic language, 1 MiB of training text and 32 KiB of
-// validation text (enough windows that `steps` of quick and default runs rarely repeat one).
-nn::DataSource data_source();
 
 // The training run of one case for `precision`, parsed and checked: the model, batch, seq_len,
 // steps, AdamW under warmup_cosine (warmup a tenth of the budget, down to lr/10), the storage

@@ -1,0 +1,21 @@
+#pragma once
+// What the training techniques share about a case: the corpus they train on and the part of the
+// training configuration every one of them reads from its parameters.
+#include <string>
+
+#include "harness/technique.hpp"
+#include "nn/trainer.hpp"
+
+namespace aiopt::training_case {
+
+// 1 MiB of the synthetic language to train on and 32 KiB to validate on: enough windows that a
+// quick budget never repeats one, small enough to generate in milliseconds.
+nn::DataSource data_source();
+
+// The case's model (techniques/model_params.hpp; its vocabulary at least 256, since the text is
+// bytes), seed, data_source(), and its `batch`, `seq_len` (at most the model's context) and
+// `steps` parameters. A value out of range is an InputError naming `technique`, the parameter and
+// what is allowed.
+nn::TrainConfig base_config(const std::string& technique, const Case& c);
+
+}  // namespace aiopt::training_case
