@@ -5,10 +5,9 @@
 #include <string>
 
 #include "core/half.hpp"
-#include "core/memory.hpp"
-#include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/over_rows.hpp"
 #include "kernels/cpu/simd_targets.hpp"
+#include "kernels/cpu/widened_tiles.hpp"
 
 namespace aiopt::kernels::cpu {
 
@@ -169,9 +168,6 @@ void widen_rows(const std::uint16_t* w, float* out, std::size_t count, SimdPath 
   }
 }
 
-// Rows of W widened per tile in gemm_half: 64 rows of k = 4096 are 1 MiB of fp32.
-constexpr std::size_t gemm_tile_rows = 64;
-
 }  // namespace
 
 void gemv_half(const std::uint16_t* w, DType dtype, const float* x, const float* b, float* y,
@@ -193,27 +189,13 @@ void gemm_half(const std::uint16_t* w, DType dtype, const float* x, const float*
     gemv_half(w, dtype, x, b, y, n, k, kernel);
     return;
   }
-  const std::size_t tiles = (n + gemm_tile_rows - 1) / gemm_tile_rows;
-#pragma omp parallel
-  {
-    memory::Buffer<float> tile(Device::cpu(), gemm_tile_rows * k);  // (tile rows, k), per thread
-#pragma omp for schedule(static)
-    for (std::size_t t = 0; t < tiles; ++t) {
-      const std::size_t row0 = t * gemm_tile_rows;
-      const std::size_t rows = std::min(gemm_tile_rows, n - row0);
-      if (f16) {
-        widen_rows<true>(w + row0 * k, tile.data(), rows * k, kernel);
-      } else {
-        widen_rows<false>(w + row0 * k, tile.data(), rows * k, kernel);
-      }
-      // y[:, row0:row0+rows] (m, rows) = x (m, k) · tileᵀ; inside the parallel region sgemm runs
-      // on this thread alone.
-      sgemm(false, true, m, rows, k, 1.0f, x, k, tile.data(), k, 0.0f, y + row0, n);
-      if (b)
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t j = row0; j < row0 + rows; ++j) y[i * n + j] += b[j];
+  gemm_widened_tiles(x, b, y, m, n, k, [&](std::size_t row0, std::size_t rows, float* tile) {
+    if (f16) {
+      widen_rows<true>(w + row0 * k, tile, rows * k, kernel);
+    } else {
+      widen_rows<false>(w + row0 * k, tile, rows * k, kernel);
     }
-  }
+  });
 }
 
 }  // namespace aiopt::kernels::cpu

@@ -8,9 +8,9 @@
 #include <string>
 
 #include "core/half.hpp"
-#include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/over_rows.hpp"
 #include "kernels/cpu/simd_targets.hpp"
+#include "kernels/cpu/widened_tiles.hpp"
 
 // How the GEMV kernels work. A decode step's GEMV is bound by reading the packed weights, so the
 // kernels spend as few instructions per weight as they can:
@@ -296,9 +296,6 @@ void gemv_simd(const Int4Matrix& w, const float* x, const float* b, float* y, Si
   }
 }
 
-// Rows of W dequantized per tile in gemm_int4: 64 rows of k = 4096 are 1 MiB of fp32.
-constexpr std::size_t gemm_tile_rows = 64;
-
 }  // namespace
 
 double int4_bytes_per_weight(std::size_t group, Int4Mode mode) {
@@ -380,24 +377,9 @@ void gemm_int4(const Int4Matrix& w, const float* x, const float* b, float* y, st
     gemv_int4(w, x, b, y, kernel);
     return;
   }
-  const std::size_t n = w.n, k = w.k;
-  const std::size_t tiles = (n + gemm_tile_rows - 1) / gemm_tile_rows;
-#pragma omp parallel
-  {
-    memory::Buffer<float> tile(Device::cpu(), gemm_tile_rows * k);  // (tile rows, k), per thread
-#pragma omp for schedule(static)
-    for (std::size_t t = 0; t < tiles; ++t) {
-      const std::size_t row0 = t * gemm_tile_rows;
-      const std::size_t rows = std::min(gemm_tile_rows, n - row0);
-      dequantize_int4_rows(w, row0, rows, tile.data());
-      // y[:, row0:row0+rows] (m, rows) = x (m, k) · tileᵀ; inside the parallel region sgemm runs
-      // on this thread alone.
-      sgemm(false, true, m, rows, k, 1.0f, x, k, tile.data(), k, 0.0f, y + row0, n);
-      if (b)
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t j = row0; j < row0 + rows; ++j) y[i * n + j] += b[j];
-    }
-  }
+  gemm_widened_tiles(x, b, y, m, w.n, w.k, [&](std::size_t row0, std::size_t rows, float* tile) {
+    dequantize_int4_rows(w, row0, rows, tile);
+  });
 }
 
 }  // namespace aiopt::kernels::cpu
