@@ -80,9 +80,8 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
   CachedModel out;
   if (load_cached(path, identity, device, out)) return out;
 
-  TrainConfig quiet = config;
   const auto start = std::chrono::steady_clock::now();
-  Trainer trainer(quiet, device);
+  Trainer trainer(config, device);
   trainer.run(on_step, on_eval);
   out.training_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.validation_loss = trainer.evals().back().loss;

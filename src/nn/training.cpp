@@ -66,8 +66,10 @@ class Pass {
     return x;
   }
 
-  // The block's forward from a.x; fills `a` by the policy and returns the block's output.
-  Tensor block_forward(const BlockWeights& w, BlockActivations& a) const {
+  // The block's forward from a.x; fills `a` by the policy and returns the block's output, or
+  // nothing with `output` false: re-running a segment's last block for its activations needs
+  // everything but its final projection, whose output the forward already passed on.
+  Tensor block_forward(const BlockWeights& w, BlockActivations& a, bool output = true) const {
     const std::size_t bt = rows_;
     a.ln1_mean = f32({dim(bt)});
     a.ln1_rstd = f32({dim(bt)});
@@ -113,6 +115,10 @@ class Pass {
     if (!opt_.selective) a.ln2 = std::move(ln2);
     ln2 = Tensor();
     Tensor gelu = activate(a);
+    if (!output) {
+      if (!opt_.selective) a.gelu = std::move(gelu);
+      return Tensor();
+    }
     Tensor out = btc();
     ops_.linear(gelu.data<float>(), w.mlp_c_proj_weight.data<float>(), w.mlp_c_proj_bias.data<float>(),
                 out.data<float>(), bt, 4 * C_, C_);
@@ -392,7 +398,7 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
         Tensor out = pass.block_forward(w.blocks[l], kept[l]);
         kept[l + 1].x = std::move(out);
       }
-      Tensor discarded = pass.block_forward(w.blocks[end - 1], kept[end - 1]);
+      pass.block_forward(w.blocks[end - 1], kept[end - 1], false);
     }
     for (std::size_t l = end; l-- > begin;)
       dx = pass.block_backward(w.blocks[l], grads.blocks[l], kept[l], std::move(dx));

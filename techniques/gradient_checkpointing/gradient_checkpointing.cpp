@@ -145,8 +145,15 @@ double gc::pass_flops(const Shape& s) {
   return 3.0 * (static_cast<double>(s.model.layers) * block_forward_flops(s) + head);
 }
 
+double gc::recompute_flops(const nn::TrainingOptions& options, const Shape& s) {
+  const double C = static_cast<double>(s.model.channels);
+  const double last_projection = 2.0 * static_cast<double>(s.batch * s.seq_len) * 4.0 * C * C;
+  return static_cast<double>(blocks_recomputed(options, s.model.layers)) * block_forward_flops(s) -
+         static_cast<double>(checkpoints_kept(options, s.model.layers)) * last_projection;
+}
+
 double gc::recompute_flops_fraction(const nn::TrainingOptions& options, const Shape& s) {
-  return static_cast<double>(blocks_recomputed(options, s.model.layers)) * block_forward_flops(s) / pass_flops(s);
+  return recompute_flops(options, s) / pass_flops(s);
 }
 
 // ---- inputs and checks
@@ -177,8 +184,7 @@ class CheckpointRun : public Run {
   }
 
   Work work() const override {
-    const double recomputed = static_cast<double>(gc::blocks_recomputed(options_, shape_.model.layers));
-    return {.bytes = std::nullopt, .flops = gc::pass_flops(shape_) + recomputed * gc::block_forward_flops(shape_)};
+    return {.bytes = std::nullopt, .flops = gc::pass_flops(shape_) + gc::recompute_flops(options_, shape_)};
   }
 
   std::vector<Metric> finish() override {

@@ -76,8 +76,11 @@ double block_forward_flops(const Shape& shape);
 // FLOPs of one pass without recomputation: 3× the forward (the backward of a product is two
 // products of the same size), the forward being L blocks plus the LM head 2·B·T·V·C.
 double pass_flops(const Shape& shape);
-// The recomputed forward's share of the work added to a store_all pass: blocks_recomputed ·
-// block_forward_flops / pass_flops (≈ 1/3 when every block is recomputed and the head is small).
+// FLOPs the backward re-runs: blocks_recomputed · block_forward_flops, less each segment's last
+// mlp projection (2·B·T·4C², per checkpoint kept), whose output the forward had passed on.
+double recompute_flops(const nn::TrainingOptions& options, const Shape& shape);
+// The recomputed forward's share of the work added to a store_all pass: recompute_flops /
+// pass_flops (a little under 1/3 when every block is recomputed and the head is small).
 double recompute_flops_fraction(const nn::TrainingOptions& options, const Shape& shape);
 
 // The fixed (batch, seq_len) training windows of a case, from the synthetic corpus.

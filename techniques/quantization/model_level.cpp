@@ -151,7 +151,7 @@ class ModelRun : public Run {
   // One greedy generation of gen_tokens after the prompt with an f32 KV cache.
   void step() override {
     model_->set_linear_layers(linears_);
-    last_ = nn::generate(*model_, prompt_, mc_.gen_tokens, nn::SamplingParams{}, DType::f32);
+    nn::generate(*model_, prompt_, mc_.gen_tokens, nn::SamplingParams{}, DType::f32);
   }
 
   std::vector<Metric> finish() override {
@@ -242,7 +242,6 @@ class ModelRun : public Run {
   nn::Batch windows_;
   std::size_t seq_len_ = 0;
   double trained_loss_ = 0.0;
-  nn::Generation last_;
 };
 
 }  // namespace
