@@ -107,8 +107,9 @@ TEST_CASE("the whole model's gradient matches central finite differences", "[tra
       const double fd = (up - down) / (2.0 * h);
       const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
       INFO(wn[t].first << "[" << i << "]: analytic " << d[i] << ", finite difference " << fd);
-      // 3 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries.
-      CHECK(err < 3e-2);
+      // 1 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries
+      // (the worst entry on tiny measures 1.2e-3).
+      CHECK(err < 1e-2);
       worst = std::max(worst, err);
       ++checked;
     }
