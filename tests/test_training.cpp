@@ -188,6 +188,21 @@ TEST_CASE("k accumulated micro-batches give the large batch's gradient", "[train
   CHECK(max_relative_difference(g_acc, g_large) < 1e-6);
 }
 
+// Zero entries of a gradient, leaving out the key bias: softmax ignores a shift shared by every
+// key, so that gradient is exactly zero and what fp32 computes for it is rounding noise, which
+// lands on 0.0 for some thread counts.
+std::size_t zeros_outside_key_bias(const GptWeights& g) {
+  const std::size_t c = g.config.channels;
+  std::size_t zeros = 0;
+  for (const auto& [name, t] : g.named()) {
+    const float* p = t->data<float>();
+    const bool qkv_bias = name.ends_with("attn.c_attn.bias");
+    for (std::size_t i = 0; i < static_cast<std::size_t>(t->numel()); ++i)
+      if (p[i] == 0.0f && !(qkv_bias && i >= c && i < 2 * c)) ++zeros;
+  }
+  return zeros;
+}
+
 TEST_CASE("fp16 storage without loss scaling loses small gradients that scaling keeps", "[training]") {
   const GptConfig config = micro_config();
   const GptWeights w = GptWeights::initialize(config, 3, Device::cpu());
@@ -199,21 +214,21 @@ TEST_CASE("fp16 storage without loss scaling loses small gradients that scaling 
     o.storage = storage;
     GptWeights g = GptWeights::zeros(config, Device::cpu());
     forward_backward(w, b, g, o, scale);
-    return gradient_census(g);
+    CHECK(gradient_census(g).nonfinite == 0);
+    return zeros_outside_key_bias(g);
   };
-  const GradientCensus f32 = zeros(DType::f32, 1.0f);
-  const GradientCensus f16 = zeros(DType::f16, 1.0f);
-  const GradientCensus scaled = zeros(DType::f16, 1024.0f);
-  const GradientCensus bf16 = zeros(DType::bf16, 1.0f);
-  INFO("zero fractions: f32 " << f32.zero_fraction() << ", f16 " << f16.zero_fraction() << ", f16 ×1024 "
-                              << scaled.zero_fraction() << ", bf16 " << bf16.zero_fraction());
+  const std::size_t f32 = zeros(DType::f32, 1.0f);
+  const std::size_t f16 = zeros(DType::f16, 1.0f);
+  const std::size_t scaled = zeros(DType::f16, 1024.0f);
+  const std::size_t bf16 = zeros(DType::bf16, 1.0f);
+  INFO("zero entries outside the key bias: f32 " << f32 << ", f16 " << f16 << ", f16 ×1024 " << scaled << ", bf16 "
+                                                 << bf16);
   // fp32 keeps every entry here; fp16 flushes some to zero, a loss scale of 2^10 brings most of
   // them back, and bf16 (fp32's exponent range) loses none.
-  CHECK(f32.zeros == 0);
-  CHECK(f16.zeros > 10);
-  CHECK(scaled.zeros * 4 < f16.zeros);
-  CHECK(bf16.zeros == 0);
-  CHECK(f16.nonfinite == 0);
+  CHECK(f32 == 0);
+  CHECK(f16 > 10);
+  CHECK(scaled * 4 < f16);
+  CHECK(bf16 == 0);
 }
 
 TEST_CASE("the same seed and threads give bit-identical training losses", "[training]") {
