@@ -106,6 +106,31 @@ TEST_CASE("set_threads sets OpenMP's thread count and keeps OpenBLAS on one thre
   CHECK(threads() == 3);  // a refused count changes nothing
 }
 
+TEST_CASE("the load average is three non-negative numbers where the OS keeps one", "[hardware]") {
+  const auto load = hardware::load_average();
+#ifdef __linux__
+  REQUIRE(load.has_value());
+#endif
+  if (load)
+    for (double l : *load) CHECK((std::isfinite(l) && l >= 0.0));
+}
+
+TEST_CASE("a run is warned of when its threads do not fit beside the machine's load", "[hardware]") {
+  using hardware::busy_machine_warning;
+  // Fits: under one busy core, or enough free cores for every thread.
+  CHECK_FALSE(busy_machine_warning(0.9, 2, 2).has_value());
+  CHECK_FALSE(busy_machine_warning(1.0, 2, 1).has_value());
+  CHECK_FALSE(busy_machine_warning(3.0, 16, 2).has_value());
+  CHECK_FALSE(busy_machine_warning(std::nan(""), 2, 2).has_value());
+  // Does not fit.
+  const auto two = busy_machine_warning(1.0, 2, 2);
+  REQUIRE(two.has_value());
+  CHECK_THAT(*two, Contains("1.0 of its 2 cores") && Contains("uses 2 threads") && Contains("--threads"));
+  const auto one = busy_machine_warning(1.6, 2, 1);
+  REQUIRE(one.has_value());
+  CHECK_THAT(*one, Contains("1.6 of its 2 cores") && Contains("uses 1 thread."));
+}
+
 TEST_CASE("host probes return positive finite peaks, cached per thread count", "[hardware]") {
   const peaks::Bandwidth first = peaks::host_bandwidth();
   CHECK(finite_positive(first.copy_gbs));
@@ -198,6 +223,13 @@ TEST_CASE("the context block has every field with its JSON type", "[hardware]") 
   check_type(c, "sanitizers", t::boolean);
   check_integer(c, "threads");
   CHECK(c.at("threads") == threads());
+#ifdef __linux__
+  check_type(c, "load_average", t::array);
+  REQUIRE(c.at("load_average").size() == 3);
+  for (const auto& load : c.at("load_average")) CHECK((load.is_number() && load.get<double>() >= 0.0));
+#else
+  CHECK((c.at("load_average").is_array() || c.at("load_average").is_null()));
+#endif
 
   const auto& cpu = c.at("cpu");
   check_type(cpu, "model", t::string);

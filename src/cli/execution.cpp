@@ -12,6 +12,7 @@
 #include "cli/lookup.hpp"
 #include "cli/output.hpp"
 #include "core/context.hpp"
+#include "core/hardware.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
@@ -169,6 +170,7 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
   }
 
   const ojson context = run_context(ex, threads, argv);
+  if (const auto busy = hardware::busy_machine_warning(threads)) spdlog::warn("{}", *busy);
 
   // Stream every .jsonl output (and the resume file) as cases finish.
   std::vector<std::unique_ptr<JsonlWriter>> streams;

@@ -10,10 +10,13 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
 #include "cli/number_checks.hpp"
 #include "core/error.hpp"
+#include "core/hardware.hpp"
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/gemm_ceiling.hpp"
@@ -116,6 +119,7 @@ void report_throughput(const nn::Trainer& trainer, const Device& device) {
 int run_train(const TrainOptions& o) {
   if (o.threads) set_threads(*o.threads);
   if (o.log_every == 0) throw InputError("--log-every must be at least 1");
+  if (const auto busy = hardware::busy_machine_warning(threads())) spdlog::warn("{}", *busy);
   const nn::TrainConfig config = make_config(o);
   const Device device = parse_device(o.device);
   nn::Trainer trainer(config, device);

@@ -123,6 +123,8 @@ std::string operating_system() {
 }  // namespace
 
 nlohmann::ordered_json machine_context(bool with_probes) {
+  // Read first, before the probes add load of our own.
+  const auto load = hardware::load_average();
   json context = {{"aiopt_version", build::version},
                   {"git_commit", build::git_commit},
                   {"build_type", build::build_type},
@@ -132,7 +134,8 @@ nlohmann::ordered_json machine_context(bool with_probes) {
                   {"sanitizers", build::sanitizers},
                   {"cpu", cpu_block()},
                   {"blas", blas_block()},
-                  {"threads", threads()}};
+                  {"threads", threads()},
+                  {"load_average", load ? json(*load) : json(nullptr)}};
   if (with_probes) context["peaks"] = peaks_block();
   context["cuda"] = cuda_block();
   context["devices"] = devices_block(with_probes);

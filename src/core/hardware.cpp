@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <utility>
@@ -219,6 +221,30 @@ bool has(std::string_view isa_flag) {
   }
   const auto& isa = cpu().isa;
   return std::find(isa.begin(), isa.end(), isa_flag) != isa.end();
+}
+
+std::optional<std::array<double, 3>> load_average() {
+  std::array<double, 3> load{};
+  if (getloadavg(load.data(), 3) != 3) return std::nullopt;
+  return load;
+}
+
+std::optional<std::string> busy_machine_warning(double load, int cores, int threads) {
+  if (!(load >= 1.0) || load + threads <= cores) return std::nullopt;
+  char text[400];
+  std::snprintf(text, sizeof text,
+                "this machine is busy: other processes keep %.1f of its %d cores busy (1-minute load average) "
+                "and this run uses %d thread%s. Times will be noisy, and a thread waiting behind another "
+                "process stalls its peers at every barrier; use fewer --threads or a quieter machine. "
+                "The load is in the report's context.",
+                load, cores, threads, threads == 1 ? "" : "s");
+  return std::string(text);
+}
+
+std::optional<std::string> busy_machine_warning(int threads) {
+  const auto load = load_average();
+  if (!load) return std::nullopt;
+  return busy_machine_warning((*load)[0], cpu().logical_cores, threads);
 }
 
 std::string blas_core() {

@@ -2,7 +2,9 @@
 // What this host is: CPU model, cores, the vector ISA extensions the CPU *and* the OS enable,
 // caches, memory, and which OpenBLAS kernel set runs our GEMMs. A number in a report means
 // little without these (an AVX-512 GEMM and an AVX2 GEMM differ by 2x on the same CPU).
+#include <array>
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +33,18 @@ std::span<const std::string_view> known_isa_flags();
 // Whether the CPU has the extension and the OS saves its registers. An unknown name is an
 // InputError that suggests the closest known one (so a typo never reads as "absent").
 bool has(std::string_view isa_flag);
+
+// The system's run-queue load averaged over 1, 5 and 15 minutes (getloadavg): how many cores
+// other processes keep busy, read before a run. Empty where the OS does not say.
+std::optional<std::array<double, 3>> load_average();
+
+// A warning when `threads` of ours would not fit beside a 1-minute load of `load` on `cores`
+// cores (load >= 1 and load + threads > cores), empty otherwise. On a busy machine times are
+// noisy, and an OpenMP thread waiting behind another process stalls every barrier its peers
+// reach: a 2-thread training step of tiny ran 55x slower beside one other such process.
+std::optional<std::string> busy_machine_warning(double load, int cores, int threads);
+// The same for this machine now: its 1-minute load and logical cores.
+std::optional<std::string> busy_machine_warning(int threads);
 
 std::string blas_core();    // openblas_get_corename(), e.g. "Haswell", "SkylakeX", "Zen"
 std::string blas_config();  // openblas_get_config(), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ..."
