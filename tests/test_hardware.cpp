@@ -3,11 +3,17 @@
 #include <catch2/catch.hpp>
 
 #include <cblas.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -115,20 +121,58 @@ TEST_CASE("the load average is three non-negative numbers where the OS keeps one
     for (double l : *load) CHECK((std::isfinite(l) && l >= 0.0));
 }
 
-TEST_CASE("a run is warned of when its threads do not fit beside the machine's load", "[hardware]") {
+TEST_CASE("busy_cores sees another process spin through its window, not our own threads", "[hardware]") {
+  const int cores = hardware::cpu().logical_cores;
+  const auto idle = hardware::busy_cores();
+#ifdef __linux__
+  REQUIRE(idle.has_value());
+#endif
+  if (!idle) return;
+  CHECK((*idle >= 0.0 && *idle <= cores + 1e-9));
+
+  // Another process spinning keeps about one core busy (more when others run too); the same
+  // spinning in a thread of ours is not "other processes".
+  std::atomic<bool> stop{false};
+  std::thread spinner([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+  });
+  const auto own = hardware::busy_cores(std::chrono::milliseconds(200));
+  stop = true;
+  spinner.join();
+
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0)
+    for (;;) {
+    }
+  const auto other = hardware::busy_cores(std::chrono::milliseconds(200));
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+
+  REQUIRE(own.has_value());
+  REQUIRE(other.has_value());
+  INFO("busy cores: before " << *idle << ", beside a spinning thread of ours " << *own
+                             << ", beside a spinning process " << *other << ", of " << cores);
+  CHECK(*other >= 0.5);
+  CHECK(*other <= cores + 1e-9);
+  CHECK(*own < *other);
+}
+
+TEST_CASE("a run is warned of when its threads do not fit beside the busy cores", "[hardware]") {
   using hardware::busy_machine_warning;
-  // Fits: under one busy core, or enough free cores for every thread.
-  CHECK_FALSE(busy_machine_warning(0.9, 2, 2).has_value());
+  // Fits: under half a busy core, or enough free cores for every thread.
+  CHECK_FALSE(busy_machine_warning(0.4, 2, 2).has_value());
   CHECK_FALSE(busy_machine_warning(1.0, 2, 1).has_value());
   CHECK_FALSE(busy_machine_warning(3.0, 16, 2).has_value());
   CHECK_FALSE(busy_machine_warning(std::nan(""), 2, 2).has_value());
   // Does not fit.
-  const auto two = busy_machine_warning(1.0, 2, 2);
+  const auto two = busy_machine_warning(0.5, 2, 2);
   REQUIRE(two.has_value());
-  CHECK_THAT(*two, Contains("1.0 of its 2 cores") && Contains("uses 2 threads") && Contains("--threads"));
+  CHECK_THAT(*two, Contains("keep 0.5 of its 2 cores busy") && Contains("uses 2 threads") && Contains("--threads"));
   const auto one = busy_machine_warning(1.6, 2, 1);
   REQUIRE(one.has_value());
-  CHECK_THAT(*one, Contains("1.6 of its 2 cores") && Contains("uses 1 thread."));
+  CHECK_THAT(*one, Contains("keep 1.6 of its 2 cores busy") && Contains("uses 1 thread."));
 }
 
 TEST_CASE("host probes return positive finite peaks, cached per thread count", "[hardware]") {
@@ -227,8 +271,11 @@ TEST_CASE("the context block has every field with its JSON type", "[hardware]") 
   check_type(c, "load_average", t::array);
   REQUIRE(c.at("load_average").size() == 3);
   for (const auto& load : c.at("load_average")) CHECK((load.is_number() && load.get<double>() >= 0.0));
+  check_number(c, "busy_cores");
+  CHECK(c.at("busy_cores").get<double>() >= 0.0);
 #else
   CHECK((c.at("load_average").is_array() || c.at("load_average").is_null()));
+  CHECK((c.at("busy_cores").is_number() || c.at("busy_cores").is_null()));
 #endif
 
   const auto& cpu = c.at("cpu");

@@ -170,7 +170,10 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
   }
 
   const ojson context = run_context(ex, threads, argv);
-  if (const auto busy = hardware::busy_machine_warning(threads)) spdlog::warn("{}", *busy);
+  if (context.at("busy_cores").is_number())
+    if (const auto busy = hardware::busy_machine_warning(context.at("busy_cores").get<double>(),
+                                                          hardware::cpu().logical_cores, threads))
+      spdlog::warn("{}", *busy);
 
   // Stream every .jsonl output (and the resume file) as cases finish.
   std::vector<std::unique_ptr<JsonlWriter>> streams;

@@ -119,7 +119,9 @@ void report_throughput(const nn::Trainer& trainer, const Device& device) {
 int run_train(const TrainOptions& o) {
   if (o.threads) set_threads(*o.threads);
   if (o.log_every == 0) throw InputError("--log-every must be at least 1");
-  if (const auto busy = hardware::busy_machine_warning(threads())) spdlog::warn("{}", *busy);
+  if (const auto busy = hardware::busy_cores())
+    if (const auto warning = hardware::busy_machine_warning(*busy, hardware::cpu().logical_cores, threads()))
+      spdlog::warn("{}", *warning);
   const nn::TrainConfig config = make_config(o);
   const Device device = parse_device(o.device);
   nn::Trainer trainer(config, device);

@@ -125,6 +125,7 @@ std::string operating_system() {
 nlohmann::ordered_json machine_context(bool with_probes) {
   // Read first, before the probes add load of our own.
   const auto load = hardware::load_average();
+  const auto busy = hardware::busy_cores();
   json context = {{"aiopt_version", build::version},
                   {"git_commit", build::git_commit},
                   {"build_type", build::build_type},
@@ -135,7 +136,8 @@ nlohmann::ordered_json machine_context(bool with_probes) {
                   {"cpu", cpu_block()},
                   {"blas", blas_block()},
                   {"threads", threads()},
-                  {"load_average", load ? json(*load) : json(nullptr)}};
+                  {"load_average", load ? json(*load) : json(nullptr)},
+                  {"busy_cores", busy ? json(*busy) : json(nullptr)}};
   if (with_probes) context["peaks"] = peaks_block();
   context["cuda"] = cuda_block();
   context["devices"] = devices_block(with_probes);

@@ -1,6 +1,7 @@
 #include "core/hardware.hpp"
 
 #include <cblas.h>
+#include <sys/times.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <string>
+#include <thread>
 #include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -229,22 +232,52 @@ std::optional<std::array<double, 3>> load_average() {
   return load;
 }
 
-std::optional<std::string> busy_machine_warning(double load, int cores, int threads) {
-  if (!(load >= 1.0) || load + threads <= cores) return std::nullopt;
-  char text[400];
-  std::snprintf(text, sizeof text,
-                "this machine is busy: other processes keep %.1f of its %d cores busy (1-minute load average) "
-                "and this run uses %d thread%s. Times will be noisy, and a thread waiting behind another "
-                "process stalls its peers at every barrier; use fewer --threads or a quieter machine. "
-                "The load is in the report's context.",
-                load, cores, threads, threads == 1 ? "" : "s");
-  return std::string(text);
+namespace {
+
+struct CpuTimes {
+  unsigned long long busy = 0, total = 0;  // every core's, in clock ticks
+  unsigned long long own = 0;              // this process's threads', in clock ticks
+};
+
+// The aggregate "cpu" line of /proc/stat (user nice system idle iowait irq softirq steal; guest
+// time is already inside user and nice) and this process's own user and system time.
+std::optional<CpuTimes> cpu_times() {
+  std::ifstream in("/proc/stat");
+  std::string label;
+  unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+  if (!(in >> label >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || label != "cpu")
+    return std::nullopt;
+  tms own{};
+  if (times(&own) == static_cast<clock_t>(-1)) return std::nullopt;
+  const unsigned long long busy = user + nice + system + irq + softirq + steal;
+  return CpuTimes{busy, busy + idle + iowait, static_cast<unsigned long long>(own.tms_utime + own.tms_stime)};
 }
 
-std::optional<std::string> busy_machine_warning(int threads) {
-  const auto load = load_average();
-  if (!load) return std::nullopt;
-  return busy_machine_warning((*load)[0], cpu().logical_cores, threads);
+}  // namespace
+
+std::optional<double> busy_cores(std::chrono::milliseconds window) {
+  const auto before = cpu_times();
+  if (!before) return std::nullopt;
+  std::this_thread::sleep_for(window);
+  const auto after = cpu_times();
+  if (!after || after->total <= before->total) return std::nullopt;
+  // Our own threads (OpenBLAS's spin for a while after it starts) are not "other processes".
+  const auto busy = static_cast<double>(after->busy - before->busy);
+  const auto own = static_cast<double>(after->own - before->own);
+  const double share = std::max(0.0, busy - own) / static_cast<double>(after->total - before->total);
+  return share * cpu().logical_cores;
+}
+
+std::optional<std::string> busy_machine_warning(double busy, int cores, int threads) {
+  if (!(busy >= 0.5) || busy + threads <= cores) return std::nullopt;
+  char text[400];
+  std::snprintf(text, sizeof text,
+                "this machine is busy: other processes keep %.1f of its %d cores busy and this run uses %d "
+                "thread%s. Times will be noisy, and a thread waiting behind another process stalls its peers "
+                "at every barrier; use fewer --threads or a quieter machine. The figure is the report "
+                "context's busy_cores.",
+                busy, cores, threads, threads == 1 ? "" : "s");
+  return std::string(text);
 }
 
 std::string blas_core() {

@@ -3,6 +3,7 @@
 // caches, memory, and which OpenBLAS kernel set runs our GEMMs. A number in a report means
 // little without these (an AVX-512 GEMM and an AVX2 GEMM differ by 2x on the same CPU).
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -34,17 +35,22 @@ std::span<const std::string_view> known_isa_flags();
 // InputError that suggests the closest known one (so a typo never reads as "absent").
 bool has(std::string_view isa_flag);
 
-// The system's run-queue load averaged over 1, 5 and 15 minutes (getloadavg): how many cores
-// other processes keep busy, read before a run. Empty where the OS does not say.
+// The system's run-queue load averaged over 1, 5 and 15 minutes (getloadavg). It lags by about
+// a minute (a build that just finished still shows), so busy_cores() is what a warning uses.
+// Empty where the OS does not say.
 std::optional<std::array<double, 3>> load_average();
 
-// A warning when `threads` of ours would not fit beside a 1-minute load of `load` on `cores`
-// cores (load >= 1 and load + threads > cores), empty otherwise. On a busy machine times are
-// noisy, and an OpenMP thread waiting behind another process stalls every barrier its peers
-// reach: a 2-thread training step of tiny ran 55x slower beside one other such process.
-std::optional<std::string> busy_machine_warning(double load, int cores, int threads);
-// The same for this machine now: its 1-minute load and logical cores.
-std::optional<std::string> busy_machine_warning(int threads);
+// How many cores other processes keep busy now: the non-idle share of all CPU time in /proc/stat
+// over `window`, which this thread sleeps through, less this process's own time, times the
+// logical cores. Steal time (another virtual machine on the same host) counts as busy. Empty
+// where there is no /proc/stat.
+std::optional<double> busy_cores(std::chrono::milliseconds window = std::chrono::milliseconds(100));
+
+// A warning when `threads` of ours would not fit beside `busy` busy cores of `cores` (busy >= 0.5
+// and busy + threads > cores), empty otherwise. On a busy machine times are noisy, and an OpenMP
+// thread waiting behind another process stalls every barrier its peers reach: a 2-thread
+// training step of tiny ran 55x slower beside one other such process.
+std::optional<std::string> busy_machine_warning(double busy, int cores, int threads);
 
 std::string blas_core();    // openblas_get_corename(), e.g. "Haswell", "SkylakeX", "Zen"
 std::string blas_config();  // openblas_get_config(), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ..."
