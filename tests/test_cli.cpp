@@ -5,9 +5,11 @@
 #include <set>
 #include <sstream>
 
+#include "core/hardware.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
+#include "support/spinning_process.hpp"
 
 using aiopt::test::run_aiopt;
 using aiopt::test::schema_errors;
@@ -95,6 +97,22 @@ TEST_CASE("bench --format json pipes a valid report with checks and comparisons"
   }
   CHECK(report.at("comparisons").size() == 3);
   for (const auto& c : report.at("comparisons")) CHECK(c.at("speedup").get<double>() > 0);
+}
+
+TEST_CASE("bench warns beside a process that keeps a core busy, and records busy_cores", "[cli]") {
+  // As many threads as cores cannot all fit beside one spinning process.
+  const std::string threads = std::to_string(aiopt::hardware::cpu().logical_cores);
+  aiopt::test::ProcessResult r;
+  {
+    const aiopt::test::SpinningProcess spinning;
+    r = run_aiopt(with(small_fusion, {"--device", "cpu", "--threads", threads, "--format", "json"}));
+  }
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.find("this machine is busy") != std::string::npos);
+  const json report = json::parse(r.out);
+  require_valid(report);
+  CHECK(report.at("context").at("busy_cores").get<double>() >= 0.5);
 }
 
 TEST_CASE("every -o format is written and parses, and JSONL lines validate", "[cli]") {

@@ -3,14 +3,12 @@
 #include <catch2/catch.hpp>
 
 #include <cblas.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -23,6 +21,7 @@
 #include "core/hardware.hpp"
 #include "core/peaks.hpp"
 #include "core/threads.hpp"
+#include "support/spinning_process.hpp"
 
 using namespace aiopt;
 using Catch::Matchers::Contains;
@@ -141,14 +140,11 @@ TEST_CASE("busy_cores sees another process spin through its window, not our own 
   stop = true;
   spinner.join();
 
-  const pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0)
-    for (;;) {
-    }
-  const auto other = hardware::busy_cores(std::chrono::milliseconds(200));
-  kill(child, SIGKILL);
-  waitpid(child, nullptr, 0);
+  std::optional<double> other;
+  {
+    const aiopt::test::SpinningProcess spinning;
+    other = hardware::busy_cores(std::chrono::milliseconds(200));
+  }
 
   REQUIRE(own.has_value());
   REQUIRE(other.has_value());
