@@ -11,7 +11,8 @@ namespace aiopt {
 // [string], caches {l1d_bytes, l2_bytes, l3_bytes}, memory_bytes}, blas {name, core, config,
 // threads, env {OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, OMP_NUM_THREADS: string or null}},
 // threads, load_average [1, 5, 15 minutes] and busy_cores (cores other processes kept busy over
-// 100 ms; each null where the OS does not say; both read before the probes), peaks {host_copy_gbs, host_triad_gbs, host_sgemm_gflops, host_bandwidth_array_bytes,
+// 100 ms; each null where the OS does not say; both read before the probes), peaks
+// {host_copy_gbs, host_triad_gbs, host_sgemm_gflops, host_bandwidth_array_bytes,
 // host_sgemm_size} (only with_probes), cuda {built, runtime_version, driver_version (e.g.
 // 13000), unavailable_reason (null when a device is usable)}, devices [{index, name, sm "9.0",
 // multiprocessors, memory_bytes, l2_bytes, peak_bandwidth_gbs, and with_probes
