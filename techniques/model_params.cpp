@@ -25,24 +25,12 @@ constexpr Override overrides[] = {
 }  // namespace
 
 std::vector<ParamSpec> specs(const std::string& default_preset, const std::optional<std::string>& quick_preset) {
-  ParamSpec preset;
-  preset.name = "preset";
-  preset.type = ParamType::choice;
-  preset.default_value = default_preset;
-  if (quick_preset) preset.quick_value = *quick_preset;
-  preset.choices = nn::preset_names();
-  preset.help = "model size: tiny (L2 d64 h4 ctx128), small (L4 d256 h8 ctx512), medium (L8 d512 h8 ctx1024), "
-                "gpt2 (L12 d768 h12 ctx1024 vocab50257); the overrides below change single dimensions";
-  std::vector<ParamSpec> out = {preset};
-  for (const Override& o : overrides) {
-    ParamSpec p;
-    p.name = o.name;
-    p.type = ParamType::integer;
-    p.default_value = std::int64_t{0};
-    p.min = 0;
-    p.help = std::string(o.help) + "; 0: the preset's";
-    out.push_back(p);
-  }
+  std::vector<ParamSpec> out = {choice_param(
+      "preset", default_preset, quick_preset, nn::preset_names(), "",
+      "model size: tiny (L2 d64 h4 ctx128), small (L4 d256 h8 ctx512), medium (L8 d512 h8 ctx1024), "
+      "gpt2 (L12 d768 h12 ctx1024 vocab50257); the overrides below change single dimensions")};
+  for (const Override& o : overrides)
+    out.push_back(integer_param(o.name, 0, std::nullopt, 0, unbounded, "", std::string(o.help) + "; 0: the preset's"));
   return out;
 }
 

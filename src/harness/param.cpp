@@ -135,4 +135,17 @@ ParamSpec real_param(const std::string& name, double value, std::optional<double
                       unit, help);
 }
 
+ParamSpec choice_param(const std::string& name, const std::string& value, std::optional<std::string> quick,
+                       std::vector<std::string> choices, const std::string& unit, const std::string& help) {
+  ParamSpec p;
+  p.name = name;
+  p.type = ParamType::choice;
+  p.default_value = value;
+  if (quick) p.quick_value = *quick;
+  p.choices = std::move(choices);
+  p.unit = unit;
+  p.help = help;
+  return p;
+}
+
 }  // namespace aiopt

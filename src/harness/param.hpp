@@ -1,6 +1,7 @@
 #pragma once
 // Typed technique parameters: the spec a technique declares, and the values one case carries.
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,14 +35,21 @@ struct ParamSpec {
   nlohmann::json to_json() const;
 };
 
-// An integer parameter in [min, max] (max +inf: no upper bound) with `quick` as its --quick value when
+// The `max` of a number parameter without an upper bound.
+inline constexpr double unbounded = std::numeric_limits<double>::infinity();
+
+// An integer parameter in [min, max] (max unbounded: no upper bound) with `quick` as its --quick value when
 // given: the most common spec, in one call.
 ParamSpec integer_param(const std::string& name, std::int64_t value, std::optional<std::int64_t> quick,
                         double min, double max, const std::string& unit, const std::string& help);
 
-// A real parameter in [min, max] (max +inf: no upper bound) with `quick` as its --quick value when given.
+// A real parameter in [min, max] (max unbounded: no upper bound) with `quick` as its --quick value when given.
 ParamSpec real_param(const std::string& name, double value, std::optional<double> quick, double min, double max,
                      const std::string& unit, const std::string& help);
+
+// A choice parameter: one of `choices`, `quick` as its --quick value when given.
+ParamSpec choice_param(const std::string& name, const std::string& value, std::optional<std::string> quick,
+                       std::vector<std::string> choices, const std::string& unit, const std::string& help);
 
 // The values of one case: every parameter of the technique's spec, by name.
 class Params {

@@ -23,34 +23,22 @@ std::string FlashAttention::summary() const {
 }
 
 std::vector<ParamSpec> FlashAttention::params() const {
-  ParamSpec head_dim;
-  head_dim.name = "head_dim";
-  head_dim.type = ParamType::choice;
-  head_dim.default_value = std::string("64");
-  head_dim.choices = {"64", "128"};
-  head_dim.unit = "elements";
-  head_dim.help = "d, the width of one head (the CUDA tensor-core kernel is built for 64 and 128)";
-
   ParamSpec causal;
   causal.name = "causal";
   causal.type = ParamType::boolean;
   causal.default_value = false;
   causal.help = "mask keys after the query (decoder self-attention): about half the work";
 
-  ParamSpec dtype;
-  dtype.name = "dtype";
-  dtype.type = ParamType::choice;
-  dtype.default_value = std::string("f32");
-  dtype.choices = {"f32", "f16", "bf16"};
-  dtype.help = "how q, k, v and the output are stored; f16/bf16 (CUDA only) accumulate in fp32 on tensor cores";
-
   return {
       integer_param("batch", 1, std::nullopt, 1, 4096, "", "B"),
       integer_param("heads", 8, 4, 1, 4096, "", "H, attention heads"),
       integer_param("seq_len", 2048, 256, 4, 1 << 20, "tokens", "N: queries and keys per head"),
-      head_dim,
+      choice_param("head_dim", "64", std::nullopt, {"64", "128"}, "elements",
+                   "d, the width of one head (the CUDA tensor-core kernel is built for 64 and 128)"),
       causal,
-      dtype,
+      choice_param("dtype", "f32", std::nullopt, {"f32", "f16", "bf16"}, "",
+                   "how q, k, v and the output are stored; f16/bf16 (CUDA only) accumulate in fp32 on tensor "
+                   "cores"),
       integer_param("q_tile", 128, std::nullopt, 1, 4096, "rows", "CPU flash: queries per tile"),
       integer_param("kv_tile", 256, std::nullopt, 1, 4096, "rows", "CPU flash: keys per tile"),
       integer_param("chunk", 128, std::nullopt, 1, 1 << 20, "rows", "memory_efficient: queries per chunk"),

@@ -27,16 +27,15 @@ std::string GradientAccumulation::summary() const {
 
 std::vector<ParamSpec> GradientAccumulation::params() const {
   std::vector<ParamSpec> out = model_params::specs("small", "tiny");
-  constexpr double inf = std::numeric_limits<double>::infinity();
-  out.push_back(integer_param("micro_batch", 4, 2, 1, inf, "sequences", "b: sequences per micro-batch"));
-  out.push_back(integer_param("k", 4, std::nullopt, 1, inf, "micro-batches",
+  out.push_back(integer_param("micro_batch", 4, 2, 1, unbounded, "sequences", "b: sequences per micro-batch"));
+  out.push_back(integer_param("k", 4, std::nullopt, 1, unbounded, "micro-batches",
                               "micro-batches per optimizer step; the effective batch is b·k sequences (the noise "
                               "scale needs k >= 2)"));
-  out.push_back(integer_param("seq_len", 64, 32, 1, inf, "tokens", "tokens per sequence; at most the model's context"));
-  out.push_back(integer_param("steps", 20, 10, 1, inf, "steps",
+  out.push_back(integer_param("seq_len", 64, 32, 1, unbounded, "tokens", "tokens per sequence; at most the model's context"));
+  out.push_back(integer_param("steps", 20, 10, 1, unbounded, "steps",
                               "optimizer steps of the loss-trajectory comparison, trained from one initialization "
                               "both ways"));
-  out.push_back(integer_param("noise_batches", 4, 2, 1, inf, "batches",
+  out.push_back(integer_param("noise_batches", 4, 2, 1, unbounded, "batches",
                               "large batches of b·k fresh windows the gradient noise scale is averaged over"));
   return out;
 }

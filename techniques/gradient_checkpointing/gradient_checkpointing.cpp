@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <sstream>
 
 #include "core/cuda_runtime.hpp"
@@ -27,21 +26,17 @@ std::string GradientCheckpointing::summary() const {
 std::vector<ParamSpec> GradientCheckpointing::params() const {
   std::vector<ParamSpec> out = model_params::specs("small", "tiny");
 
-  out.push_back(integer_param("k", 2, std::nullopt, 1, std::numeric_limits<double>::infinity(), "blocks",
+  out.push_back(integer_param("k", 2, std::nullopt, 1, unbounded, "blocks",
                               "checkpoint_every_k: the residual stream is kept entering every k-th block and each "
                               "segment of k blocks is re-run forward in the backward; 1 <= k <= layers"));
-  out.push_back(integer_param("batch", 4, std::nullopt, 1, std::numeric_limits<double>::infinity(), "sequences",
+  out.push_back(integer_param("batch", 4, std::nullopt, 1, unbounded, "sequences",
                               "sequences in the fixed training batch"));
-  out.push_back(integer_param("seq_len", 128, 64, 1, std::numeric_limits<double>::infinity(), "tokens",
+  out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens",
                               "tokens per sequence; at most the model's context"));
-  ParamSpec attention;
-  attention.name = "attention";
-  attention.type = ParamType::choice;
-  attention.default_value = std::string("flash");
-  attention.choices = {"flash", "naive"};
-  attention.help = "flash: tiled, saves the log-sum-exp, the backward recomputes the scores tile by tile; naive: "
-                   "the (B, H, T, T) scores materialized in the forward and recomputed in the backward";
-  out.push_back(attention);
+  out.push_back(choice_param("attention", "flash", std::nullopt, {"flash", "naive"}, "",
+                             "flash: tiled, saves the log-sum-exp, the backward recomputes the scores tile by tile; "
+                             "naive: the (B, H, T, T) scores materialized in the forward and recomputed in the "
+                             "backward"));
   return out;
 }
 

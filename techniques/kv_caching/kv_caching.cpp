@@ -38,13 +38,13 @@ std::vector<ParamSpec> KvCaching::params() const {
              "default 512 + 128 fit the small preset); 0: the preset's";
   }
 
-  out.push_back(integer_param("prompt_len", 512, 32, 1, std::numeric_limits<double>::infinity(), "tokens",
+  out.push_back(integer_param("prompt_len", 512, 32, 1, unbounded, "tokens",
                               "prompt length (random tokens from the seed); prompt_len + gen_tokens <= the "
                               "model's context"));
-  out.push_back(integer_param("gen_tokens", 128, 16, 5, std::numeric_limits<double>::infinity(), "tokens",
+  out.push_back(integer_param("gen_tokens", 128, 16, 5, unbounded, "tokens",
                               "tokens generated greedily after the prompt (at least 5: the decode steps are "
                               "reported in 4 position buckets)"));
-  out.push_back(integer_param("batch", 1, std::nullopt, 1, std::numeric_limits<double>::infinity(), "sequences",
+  out.push_back(integer_param("batch", 1, std::nullopt, 1, unbounded, "sequences",
                               "sequences generated together, each with its own random prompt"));
   return out;
 }

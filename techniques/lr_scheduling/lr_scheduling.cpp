@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <sstream>
 
 #include "core/cuda_runtime.hpp"
@@ -19,12 +18,6 @@ namespace ls = lr_scheduling;
 std::string LrScheduling::summary() const {
   return "the same training budget from the same initialization under each of eight learning-rate schedules";
 }
-
-namespace {
-
-constexpr double unbounded = std::numeric_limits<double>::infinity();
-
-}  // namespace
 
 std::vector<ParamSpec> LrScheduling::params() const {
   std::vector<ParamSpec> out = model_params::specs("tiny");

@@ -23,12 +23,6 @@ std::string MixedPrecision::summary() const {
          "activations, weights and gradients; fp32 master weights and optimizer state";
 }
 
-namespace {
-
-constexpr double unbounded = std::numeric_limits<double>::infinity();
-
-}  // namespace
-
 std::vector<ParamSpec> MixedPrecision::params() const {
   std::vector<ParamSpec> out = model_params::specs("tiny");
   out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per training step"));

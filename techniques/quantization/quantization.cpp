@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -32,45 +31,27 @@ std::string Quantization::summary() const {
 }
 
 std::vector<ParamSpec> Quantization::params() const {
-  const double unbounded = std::numeric_limits<double>::infinity();
-  ParamSpec group;
-  group.name = "group_size";
-  group.type = ParamType::choice;
-  group.default_value = std::string("64");
-  group.choices = {"32", "64", "128"};
-  group.unit = "inputs";
-  group.help = "int4_weight_only: consecutive inputs sharing one fp16 scale (k must be a multiple)";
-  ParamSpec level;
-  level.name = "level";
-  level.type = ParamType::choice;
-  level.default_value = std::string("gemm");
-  level.choices = {"gemm", "model"};
-  level.help = "gemm: one product of shape m, n, k; model: the trained GPT's block linear layers in the format "
-               "(decode speed, perplexity, top-1 agreement against fp32)";
-  ParamSpec preset;
-  preset.name = "preset";
-  preset.type = ParamType::choice;
-  preset.default_value = std::string("small");
-  preset.quick_value = std::string("tiny");
-  preset.choices = {"tiny", "small", "medium"};
-  preset.help = "level=model: the model, trained once on the built-in corpus and cached (nn::standard_training)";
   ParamSpec zero_point;
   zero_point.name = "zero_point";
   zero_point.type = ParamType::boolean;
   zero_point.default_value = false;
   zero_point.help = "int4_weight_only: asymmetric groups, q in [0, 15] with a zero point (else symmetric, q in [-8, 7])";
   return {
-      level,
+      choice_param("level", "gemm", std::nullopt, {"gemm", "model"}, "",
+                   "gemm: one product of shape m, n, k; model: the trained GPT's block linear layers in the format "
+                   "(decode speed, perplexity, top-1 agreement against fp32)"),
       integer_param("m", 1, std::nullopt, 1, 1 << 20, "rows",
                     "tokens per product: 1 is a decode step's GEMV, more a prefill's GEMM"),
       integer_param("n", 14336, 1024, 1, 1 << 20, "outputs", "output features (rows of W)"),
       integer_param("k", 4096, 512, 1, cpu::int8_max_k, "inputs", "input features (columns of W)"),
-      group,
+      choice_param("group_size", "64", std::nullopt, {"32", "64", "128"}, "inputs",
+                   "int4_weight_only: consecutive inputs sharing one fp16 scale (k must be a multiple)"),
       zero_point,
       integer_param("calibration_rows", 256, 64, 1, unbounded, "rows",
                     "int8_static: tokens of a calibration batch the activation scale is taken from "
                     "(level=model: tokens of training text)"),
-      preset,
+      choice_param("preset", "small", "tiny", {"tiny", "small", "medium"}, "",
+                   "level=model: the model, trained once on the built-in corpus and cached (nn::standard_training)"),
       integer_param("prompt_len", 64, 16, 1, unbounded, "tokens", "level=model: the prompt of the timed generation"),
       integer_param("gen_tokens", 64, 16, 1, unbounded, "tokens", "level=model: tokens generated (greedy, f32 KV cache)"),
       integer_param("eval_windows", 16, 4, 1, unbounded, "windows",

@@ -29,51 +29,19 @@ std::string TensorFusion::summary() const {
 }
 
 std::vector<ParamSpec> TensorFusion::params() const {
-  ParamSpec chain;
-  chain.name = "chain";
-  chain.type = ParamType::choice;
-  chain.default_value = std::string("layernorm");
-  chain.choices = {"bias_gelu", "layernorm", "softmax"};
-  chain.help = "bias_gelu: gelu(x + b); layernorm: LayerNorm(residual + dropout(x + b)); "
-               "softmax: softmax(causal_mask(x / sqrt(hidden)))";
-
-  ParamSpec rows;
-  rows.name = "rows";
-  rows.type = ParamType::integer;
-  rows.default_value = std::int64_t{8192};
-  rows.quick_value = std::int64_t{1024};
-  rows.min = 1;
-  rows.unit = "rows";
-  rows.help = "tokens (batch × sequence); softmax: attention rows, a multiple of hidden";
-
-  ParamSpec hidden;
-  hidden.name = "hidden";
-  hidden.type = ParamType::integer;
-  hidden.default_value = std::int64_t{1024};
-  hidden.quick_value = std::int64_t{256};
-  hidden.min = 1;
-  hidden.max = 65536;
-  hidden.unit = "elements";
-  hidden.help = "row width: the model width, or the sequence length of softmax's attention blocks";
-
-  ParamSpec dropout;
-  dropout.name = "dropout";
-  dropout.type = ParamType::real;
-  dropout.default_value = 0.1;
-  dropout.min = 0.0;
-  dropout.max = 0.95;
-  dropout.help = "dropout probability of the layernorm chain";
-
-  ParamSpec dtype;
-  dtype.name = "dtype";
-  dtype.type = ParamType::choice;
-  dtype.default_value = std::string("f32");
-  dtype.choices = {"f32", "bf16"};
-  dtype.unit = "";
-  dtype.help = "how activations (x, residual, y, intermediates) are stored: f32, or bf16 (half the bytes); "
-               "arithmetic and parameter vectors stay fp32";
-
-  return {chain, rows, hidden, dropout, dtype};
+  return {
+      choice_param("chain", "layernorm", std::nullopt, {"bias_gelu", "layernorm", "softmax"}, "",
+                   "bias_gelu: gelu(x + b); layernorm: LayerNorm(residual + dropout(x + b)); "
+                   "softmax: softmax(causal_mask(x / sqrt(hidden)))"),
+      integer_param("rows", 8192, 1024, 1, unbounded, "rows",
+                    "tokens (batch × sequence); softmax: attention rows, a multiple of hidden"),
+      integer_param("hidden", 1024, 256, 1, 65536, "elements",
+                    "row width: the model width, or the sequence length of softmax's attention blocks"),
+      real_param("dropout", 0.1, std::nullopt, 0.0, 0.95, "", "dropout probability of the layernorm chain"),
+      choice_param("dtype", "f32", std::nullopt, {"f32", "bf16"}, "",
+                   "how activations (x, residual, y, intermediates) are stored: f32, or bf16 (half the bytes); "
+                   "arithmetic and parameter vectors stay fp32"),
+  };
 }
 
 std::vector<Variant> TensorFusion::variants() const {
