@@ -14,6 +14,14 @@ nn::DataSource data_source() {
   return d;
 }
 
+std::vector<ParamSpec> params(std::int64_t steps, std::int64_t quick_steps, const std::string& steps_help) {
+  std::vector<ParamSpec> out = model_params::specs("tiny");
+  out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per training step"));
+  out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens", "tokens per sequence; at most the model's context"));
+  out.push_back(integer_param("steps", steps, quick_steps, 1, unbounded, "steps", steps_help));
+  return out;
+}
+
 nn::TrainConfig base_config(const std::string& technique, const Case& c) {
   nn::TrainConfig t;
   t.model = model_params::config(c.params);

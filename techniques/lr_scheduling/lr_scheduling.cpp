@@ -6,7 +6,6 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
-#include "techniques/model_params.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -20,12 +19,8 @@ std::string LrScheduling::summary() const {
 }
 
 std::vector<ParamSpec> LrScheduling::params() const {
-  std::vector<ParamSpec> out = model_params::specs("tiny");
-  out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per training step"));
-  out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens",
-                              "tokens per sequence; at most the model's context"));
-  out.push_back(integer_param("steps", 300, 150, 1, unbounded, "steps",
-                              "the training budget every schedule is shaped for and finish() trains"));
+  std::vector<ParamSpec> out =
+      training_case::params(300, 150, "the training budget every schedule is shaped for and finish() trains");
   out.push_back(real_param("peak_lr", 3e-3, std::nullopt, 0.0, unbounded, "",
                            "the schedules' peak learning rate (AdamW)"));
   out.push_back(real_param("min_lr", 0.0, std::nullopt, 0.0, unbounded, "",

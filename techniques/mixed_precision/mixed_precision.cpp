@@ -9,7 +9,6 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/spelling.hpp"
-#include "techniques/model_params.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -24,13 +23,8 @@ std::string MixedPrecision::summary() const {
 }
 
 std::vector<ParamSpec> MixedPrecision::params() const {
-  std::vector<ParamSpec> out = model_params::specs("tiny");
-  out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per training step"));
-  out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens",
-                              "tokens per sequence; at most the model's context"));
-  out.push_back(integer_param("steps", 300, 60, 1, unbounded, "steps",
-                              "the training budget finish() trains from a fresh initialization, for the variant "
-                              "and for fp32"));
+  std::vector<ParamSpec> out = training_case::params(
+      300, 60, "the training budget finish() trains from a fresh initialization, for the variant and for fp32");
   out.push_back(real_param("lr", 3e-3, std::nullopt, 0.0, unbounded, "",
                            "AdamW's peak learning rate (warmup over a tenth of the budget, cosine down to lr/10)"));
   out.push_back(real_param("loss_scale", 1024.0, std::nullopt, 0.0, unbounded, "",
