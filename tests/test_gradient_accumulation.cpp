@@ -32,22 +32,13 @@ using nlohmann::json;
 
 namespace {
 
-// A case on the tiny preset (L2 d64) with `overrides` of the model and run parameters.
+// A quick case (tiny, L2 d64, micro_batch 2, k 4, 32 tokens, 2 noise batches) of 6 steps, with
+// `overrides`.
 Case make_case(const std::string& variant, const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 5) {
-  Case c;
-  c.technique = "gradient_accumulation";
-  c.variant = variant;
-  c.params.set("preset", std::string("tiny"));
-  for (const char* k : {"layers", "channels", "heads", "context", "vocab"}) c.params.set(k, std::int64_t{0});
-  c.params.set("micro_batch", std::int64_t{2});
-  c.params.set("k", std::int64_t{4});
-  c.params.set("seq_len", std::int64_t{32});
-  c.params.set("steps", std::int64_t{6});
-  c.params.set("noise_batches", std::int64_t{2});
-  for (const auto& [k, v] : overrides) c.params.set(k, v);
-  c.seed = seed;
-  return c;
+  std::map<std::string, Value> changes = {{"steps", std::int64_t{6}}};
+  for (const auto& [k, v] : overrides) changes[k] = v;
+  return aiopt::test::quick_case(GradientAccumulation{}, variant, changes, seed);
 }
 
 // Prepares, steps twice and finishes one case.

@@ -35,21 +35,12 @@ using nlohmann::json;
 
 namespace {
 
-// A case on the tiny preset (L2 d64) with `overrides` of the model and run parameters.
+// A quick case (tiny, L2 d64, k 2, flash) of batch 2 × 32 tokens, with `overrides`.
 Case make_case(const std::string& variant, const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 7) {
-  Case c;
-  c.technique = "gradient_checkpointing";
-  c.variant = variant;
-  c.params.set("preset", std::string("tiny"));
-  for (const char* k : {"layers", "channels", "heads", "context", "vocab"}) c.params.set(k, std::int64_t{0});
-  c.params.set("k", std::int64_t{2});
-  c.params.set("batch", std::int64_t{2});
-  c.params.set("seq_len", std::int64_t{32});
-  c.params.set("attention", std::string("flash"));
-  for (const auto& [k, v] : overrides) c.params.set(k, v);
-  c.seed = seed;
-  return c;
+  std::map<std::string, Value> changes = {{"batch", std::int64_t{2}}, {"seq_len", std::int64_t{32}}};
+  for (const auto& [k, v] : overrides) changes[k] = v;
+  return aiopt::test::quick_case(GradientCheckpointing{}, variant, changes, seed);
 }
 
 // Prepares, steps twice and finishes one case.
