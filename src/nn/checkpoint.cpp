@@ -246,7 +246,11 @@ void save_checkpoint(const GptWeights& weights, const std::string& path,
 }
 
 GptWeights load_checkpoint(const std::string& path, const Device& device) {
-  const SafetensorsFile file(path);
+  return load_checkpoint(SafetensorsFile(path), device);
+}
+
+GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device) {
+  const std::string& path = file.path();
   GptWeights weights;
   const auto format = file.metadata().find("format");
   if (format == file.metadata().end()) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/device.hpp"
+#include "nn/safetensors.hpp"
 #include "nn/weights.hpp"
 
 namespace aiopt::nn {
@@ -20,5 +21,7 @@ void save_checkpoint(const GptWeights& weights, const std::string& path,
 // inconsistent file: a header that is not JSON, offsets outside the data, a missing or
 // misshapen tensor, an unsupported dtype.
 GptWeights load_checkpoint(const std::string& path, const Device& device);
+// The same from a file already opened (its header read and checked).
+GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device);
 
 }  // namespace aiopt::nn

@@ -36,7 +36,7 @@ bool load_cached(const std::filesystem::path& path, const std::string& identity,
     const auto id = meta.find("identity");
     const auto loss = meta.find("validation_loss");
     if (id == meta.end() || id->second != identity || loss == meta.end()) return false;
-    out.weights = load_checkpoint(path.string(), device);
+    out.weights = load_checkpoint(file, device);
     out.validation_loss = std::stod(loss->second);
     out.from_cache = true;
     out.path = path;
@@ -76,7 +76,8 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
   config.validate();
   const std::string identity = config.identity().dump();
   const std::filesystem::path dir = model_cache_directory();
-  const std::filesystem::path path = dir / ("model-" + model_cache_key(config) + ".safetensors");
+  const std::string key = model_cache_key(config);
+  const std::filesystem::path path = dir / ("model-" + key + ".safetensors");
   CachedModel out;
   if (load_cached(path, identity, device, out)) return out;
 
@@ -91,7 +92,7 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   const std::filesystem::path temporary =
-      dir / ("model-" + model_cache_key(config) + "." + std::to_string(::getpid()) + ".tmp");
+      dir / ("model-" + key + "." + std::to_string(::getpid()) + ".tmp");
   try {
     save_checkpoint(out.weights, temporary.string(), {{"identity", identity},
                                                       {"validation_loss", exact_text(out.validation_loss)}});
