@@ -14,9 +14,11 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "report/comparison.hpp"
+#include "report/number_text.hpp"
 #include "report/printers.hpp"
 #include "report/regression.hpp"
 #include "report/report_json.hpp"
+#include "report/roofline_note.hpp"
 #include "support/files.hpp"
 #include "support/schema.hpp"
 
@@ -447,7 +449,7 @@ TEST_CASE("a table row must have one cell per header column", "[report]") {
   CHECK(table.str() == "a  b\n----\nx  y\n");
 }
 
-TEST_CASE("md: a well-formed Markdown table and the context as bullets", "[report]") {
+TEST_CASE("md: a well-formed Markdown table, peak memory and working set, and the context", "[report]") {
   const auto report = sample_report();
   const auto lines = lines_of(render(report, Format::md));
   auto pipes = [](const std::string& line) {
@@ -456,12 +458,97 @@ TEST_CASE("md: a well-formed Markdown table and the context as bullets", "[repor
     return n;
   };
   REQUIRE(lines.size() > report.results.size() + 2);
-  for (std::size_t i = 0; i < report.results.size() + 2; ++i) CHECK(pipes(lines[i]) == 9);
+  for (std::size_t i = 0; i < report.results.size() + 2; ++i) CHECK(pipes(lines[i]) == 11);
   CHECK(lines[2].find("recompute (baseline)") != std::string::npos);
+  CHECK(lines[2].find("| 100 MiB |") != std::string::npos);
   CHECK(lines[3].find("4.0x faster, -38% memory (-38 MiB)") != std::string::npos);
   CHECK(lines[5].find("failed: max_abs_error 0.5 exceeds tolerance 1e-3") != std::string::npos);
-  CHECK(std::find(lines.begin(), lines.end(), "- **threads**: 2") != lines.end());
-  CHECK(std::find(lines.begin(), lines.end(), "- **aiopt_version**: 0.1.0") != lines.end());
+  CHECK(std::find(lines.begin(), lines.end(), "| threads | 2 |") != lines.end());
+  CHECK(std::find(lines.begin(), lines.end(), "| aiopt_version | 0.1.0 |") != lines.end());
+}
+
+TEST_CASE("md: the context as a key/value table, nested keys dotted, lists joined, sizes in binary units",
+          "[report]") {
+  Report report = sample_report();
+  report.context = ojson{
+      {"aiopt_version", "0.1.0"},
+      {"cpu", {{"model", "AMD EPYC 9B45"},
+               {"isa", {"avx2", "fma", "avx512f"}},
+               {"caches", {{"l1d_bytes", 48 * 1024}, {"l3_bytes", 260 * 1024 * 1024}}}}},
+      // Fields another part of aiopt may add later appear as they are.
+      {"blas", {{"core", "Cooperlake"}, {"best_core", nullptr}, {"warnings", {"slow kernels", "check failed"}},
+                {"measured_peak_gflops", 1234.5678}}},
+      {"peaks", {{"host_triad_gbs", 48.123456789}}},
+      {"load_average", {0.5, 1.25, 2.0}},
+      {"devices", {{{"name", "NVIDIA H200"}, {"memory_bytes", 150ull << 30}}, {{"name", "a|b"}}}},
+      {"argv", ojson::array()},
+      {"sampling", {{"min_samples", 5}, {"flush_cache", false}}}};
+  const std::string md = render(report, Format::md);
+  INFO(md);
+  const auto lines = lines_of(md);
+  const auto context = std::find(lines.begin(), lines.end(), "Context:");
+  REQUIRE(context != lines.end());
+  const std::vector<std::string> table(context + 2, lines.end());
+  const std::vector<std::string> expected{
+      "| key | value |",
+      "|---|---|",
+      "| aiopt_version | 0.1.0 |",
+      "| cpu.model | AMD EPYC 9B45 |",
+      "| cpu.isa | avx2 fma avx512f |",
+      "| cpu.caches.l1d_bytes | 48 KiB |",
+      "| cpu.caches.l3_bytes | 260 MiB |",
+      "| blas.core | Cooperlake |",
+      "| blas.best_core | - |",
+      "| blas.warnings | slow kernels; check failed |",
+      "| blas.measured_peak_gflops | 1235 |",
+      "| peaks.host_triad_gbs | 48.12 |",
+      "| load_average | 0.5 1.25 2 |",
+      "| devices.0.name | NVIDIA H200 |",
+      "| devices.0.memory_bytes | 150 GiB |",
+      "| devices.1.name | a\\|b |",
+      "| argv | - |",
+      "| sampling.min_samples | 5 |",
+      "| sampling.flush_cache | false |"};
+  CHECK(table == expected);
+  CHECK(md.find("{\"") == std::string::npos);  // no JSON left in it
+}
+
+TEST_CASE("byte counts print in binary units with three significant digits at most", "[report]") {
+  CHECK(byte_text(0) == "0 B");
+  CHECK(byte_text(512) == "512 B");
+  CHECK(byte_text(999) == "999 B");
+  CHECK(byte_text(1000) == "0.98 KiB");  // never four digits
+  CHECK(byte_text(1024) == "1 KiB");
+  CHECK(byte_text(1536) == "1.5 KiB");
+  CHECK(byte_text(70.7 * MiB) == "70.7 MiB");
+  CHECK(byte_text(4096.0 * 14336) == "56 MiB");
+  CHECK(byte_text(260 * MiB) == "260 MiB");
+  CHECK(byte_text(1.5 * 1024 * MiB) == "1.5 GiB");
+  CHECK(byte_text(1023.9 * MiB) == "1 GiB");
+  CHECK(byte_text(64 * MiB, true) == "+64 MiB");
+  CHECK(byte_text(-38 * MiB, true) == "-38 MiB");
+  CHECK(byte_text(80, true) == "+80 B");
+  CHECK(byte_text(std::numeric_limits<double>::quiet_NaN()) == "?");
+}
+
+TEST_CASE("a size from a zero baseline is worded in binary units, other metrics as a number", "[report]") {
+  auto base = result("t", "base", true, "cpu", ojson{{"n", 1}});
+  auto var = result("t", "var", false, "cpu", ojson{{"n", 1}});
+  base.metrics = {{"cache_bytes", 0.0, "B", Better::lower}, {"max_abs_error", 0.0, "", Better::lower}};
+  var.metrics = {{"cache_bytes", 64 * MiB, "B", Better::lower}, {"max_abs_error", 2e-6, "", Better::lower}};
+  const auto cs = compare_to_baselines({base, var});
+  REQUIRE(cs.size() == 1);
+  CHECK(cs[0].costs == std::vector<std::string>{"+64 MiB cache_bytes", "+2e-06 max_abs_error"});
+}
+
+TEST_CASE("Markdown and CSV: peak memory in binary units for people, raw bytes for scripts", "[report]") {
+  const auto report = sample_report();
+  const auto md = lines_of(render(report, Format::md));
+  CHECK(md[2].find("| 10.0 ms ±1.3% | 100 MiB |") != std::string::npos);
+  CHECK(md[8].find("| 128 MiB |") != std::string::npos);
+  const auto csv = parse_csv(render(report, Format::csv));
+  const auto peak = std::find(csv[0].begin(), csv[0].end(), "peak_bytes") - csv[0].begin();
+  CHECK(csv[1][static_cast<std::size_t>(peak)] == std::to_string(static_cast<std::size_t>(100 * MiB)));
 }
 
 TEST_CASE("csv: RFC 4180 quoting and every field as a column", "[report]") {
@@ -479,7 +566,7 @@ TEST_CASE("csv: RFC 4180 quoting and every field as a column", "[report]") {
       "technique", "variant", "baseline", "device", "status", "message", "param.gen_tokens",
       "param.prompt_len", "param.dtype", "param.hidden", "median_ms", "mean_ms", "min_ms",
       "max_ms", "stddev_ms", "iqr_ms", "count", "warmup", "peak_bytes", "host_peak_bytes",
-      "peak_rss_bytes", "metric.tokens_per_s", "metric.max_abs_error", "metric.perplexity",
+      "peak_rss_bytes", "working_set_bytes", "working_set_fits", "metric.tokens_per_s", "metric.max_abs_error", "metric.perplexity",
       "metric.bytes_per_token", "metric.log_likelihood", "metric.nmse", "repro"};
   CHECK(rows[0] == header);
   for (const auto& row : rows) CHECK(row.size() == header.size());
@@ -757,4 +844,116 @@ TEST_CASE("compare: worse metrics, new failures and unmatched results", "[report
                        Catch::Contains("only in NEW: quantization int8_dequant cuda:0") &&
                        Catch::Contains("REGRESSION"));
   CHECK(any_regression(reg));
+}
+
+// ---- working sets and roofline notes
+
+namespace {
+
+// Decode GEMVs of a 4096 × 14336 weight matrix on a host with a 260 MiB L3: fp32 (224 MiB)
+// streams from DRAM, int8 (56 MiB) stays in L3 and beats the triad peak 3.2 times.
+Report gemv_report() {
+  const ojson p{{"k", 4096}, {"n", 14336}};
+  auto fp32 = result("quantization", "fp32", true, "cpu", p);
+  fp32.timing = timing_around(6, 20.0, 0.02);
+  fp32.memory = memory(224 * MiB);
+  fp32.working_set = WorkingSet{static_cast<std::size_t>(224 * MiB), "DRAM", 32ull << 30, false};
+  fp32.metrics = {{"bandwidth_fraction", 0.9, "", Better::higher, false}};
+  auto int8 = result("quantization", "int8_dynamic", false, "cpu", p);
+  int8.timing = timing_around(7, 1.5, 0.02);
+  int8.memory = memory(56 * MiB);
+  int8.working_set = WorkingSet{static_cast<std::size_t>(56 * MiB), "L3", 260u << 20, false};
+  int8.metrics = {{"bandwidth_fraction", 3.2, "", Better::higher, false},
+                  {"compute_fraction", 1.6, "", Better::higher, false}};
+  auto flushed = int8;
+  flushed.variant = "int4_weight_only";
+  flushed.working_set = WorkingSet{static_cast<std::size_t>(28 * MiB), "L3", 260u << 20, true};
+  flushed.metrics = {{"bandwidth_fraction", 1.4, "", Better::higher, false}};
+  auto undeclared = int8;
+  undeclared.variant = "bf16";
+  undeclared.working_set.reset();
+  undeclared.metrics = {{"bandwidth_fraction", 2.0, "", Better::higher, false}};
+  auto failed = int8;
+  failed.variant = "int8_static";
+  failed.status = Status::failed;
+  failed.message = "check failed";
+  Report report;
+  report.context = sample_report().context;
+  report.results = {fp32, int8, flushed, undeclared, failed};
+  report.comparisons = compare_to_baselines(report.results);
+  return report;
+}
+
+}  // namespace
+
+TEST_CASE("a roofline fraction above 1 gets a note: the level the working set fits, and the remedy",
+          "[report]") {
+  const auto notes = roofline_notes(gemv_report());
+  // fp32 (0.9) and the failed case get none.
+  REQUIRE(notes.size() == 3);
+  CHECK(notes[0] ==
+        "quantization/int8_dynamic (cpu): bandwidth_fraction 3.2 > 1: the working set (56 MiB) fits L3 "
+        "(260 MiB), while the peak is DRAM's (the triad probe); rerun with --flush-cache to measure from "
+        "memory; compute_fraction 1.6 > 1: the peak is the host's fp32 SGEMM; products in narrower types "
+        "(int8, fp16, bf16) do more operations per cycle");
+  // Flushed already: no advice to flush, but why it still fits.
+  CHECK(notes[1].find("int4_weight_only (cpu): bandwidth_fraction 1.4 > 1: the caches were flushed") !=
+        std::string::npos);
+  CHECK(notes[1].find("fits L3 (260 MiB)") != std::string::npos);
+  CHECK(notes[1].find("rerun") == std::string::npos);
+  // Without a declared working set the note still names the peak and the remedy.
+  CHECK(notes[2].find("bf16 (cpu): bandwidth_fraction 2 > 1: the peak is DRAM's") != std::string::npos);
+  CHECK(notes[2].find("--flush-cache") != std::string::npos);
+
+  // Results that differ in a parameter are told apart by it, and only by it.
+  Report two = gemv_report();
+  two.results[3].params["n"] = 4096;
+  const auto named = roofline_notes(two);
+  REQUIRE(named.size() == 3);
+  CHECK(named[0].find("quantization/int8_dynamic (cpu; n=14336): ") == 0);
+  CHECK(named[2].find("quantization/bf16 (cpu; n=4096): ") == 0);
+}
+
+TEST_CASE("the table and Markdown print the roofline notes and the working set's level", "[report]") {
+  const auto report = gemv_report();
+  const std::string table = render(report, Format::table);
+  INFO(table);
+  for (const auto& line : lines_of(table)) CHECK(line.size() <= 120);
+  CHECK(table.find("note: quantization/int8_dynamic (cpu): bandwidth_fraction 3.2 > 1: the working set (56 MiB)") !=
+        std::string::npos);
+  CHECK(table.find("note: quantization/fp32") == std::string::npos);
+  const std::string md = render(report, Format::md);
+  INFO(md);
+  CHECK(md.find("| 56 MiB in L3 |") != std::string::npos);
+  CHECK(md.find("| 28 MiB in L3, flushed |") != std::string::npos);
+  CHECK(md.find("| 224 MiB in DRAM |") != std::string::npos);
+  CHECK(md.find("\nNotes:\n\n- quantization/int8_dynamic (cpu): bandwidth_fraction 3.2 > 1") != std::string::npos);
+  const auto rows = parse_csv(render(report, Format::csv));
+  const auto fits = std::find(rows[0].begin(), rows[0].end(), "working_set_fits") - rows[0].begin();
+  CHECK(rows[2][static_cast<std::size_t>(fits)] == "L3");
+  CHECK(rows[2][static_cast<std::size_t>(fits) - 1] == std::to_string(static_cast<std::size_t>(56 * MiB)));
+}
+
+TEST_CASE("a working set is written after memory, valid against the schema, and read back", "[report]") {
+  const auto report = gemv_report();
+  const ojson j = to_json(report.results[2]);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : j.items()) keys.push_back(k);
+  CHECK(keys == std::vector<std::string>{"technique", "variant", "baseline", "device", "params", "seed", "status",
+                                         "message", "timing", "memory", "working_set", "metrics", "repro"});
+  CHECK(j["working_set"] == ojson{{"bytes", 28 * 1024 * 1024}, {"fits", "L3"}, {"level_bytes", 260 * 1024 * 1024},
+                                  {"cache_flushed", true}});
+  CHECK(valid(nlohmann::json::parse(render(report, Format::json))));
+  const Result back = result_from_json(j, "memory");
+  REQUIRE(back.working_set);
+  CHECK(back.working_set->bytes == report.results[2].working_set->bytes);
+  CHECK(back.working_set->fits == "L3");
+  CHECK(back.working_set->level_bytes == 260u << 20);
+  CHECK(back.working_set->cache_flushed);
+
+  ojson bad = j;
+  bad["working_set"]["fits"] = "L4";
+  CHECK_FALSE(valid(nlohmann::json::parse(bad.dump()), "result"));
+  CHECK_THROWS_WITH(result_from_json(bad, "r.json"),
+                    Catch::Contains("working_set.fits") && Catch::Contains("L1d, L2, L3, DRAM"));
 }

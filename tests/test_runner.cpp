@@ -1,11 +1,13 @@
 // The runner: what it records of a case — samples under the stopping rule, the memory of the
-// work (not of the checks), roofline rates from declared work — and how failures are recorded.
+// work (not of the checks), roofline rates and the memory level from declared work, the repro
+// command — and how failures are recorded.
 #include <catch2/catch.hpp>
 
 #include <stdexcept>
 
 #include "core/error.hpp"
 #include "core/memory.hpp"
+#include "harness/memory_level.hpp"
 #include "harness/runner.hpp"
 
 using namespace aiopt;
@@ -38,7 +40,9 @@ class Probe : public Technique {
       for (std::size_t i = 0; i < input.size(); ++i) scratch[i] = static_cast<float>(i);
       ++steps;
     }
-    Work work() const override { return {input.bytes() * 2.0, static_cast<double>(input.size())}; }
+    Work work() const override {
+      return {input.bytes() * 2.0, static_cast<double>(input.size()), static_cast<double>(input.bytes())};
+    }
     std::vector<Metric> finish() override {
       memory::Buffer<float> reference(Device::cpu(), input.size() * 10);  // a check's reference
       if (variant == "wrong") throw CheckFailed("off by one");
@@ -148,4 +152,71 @@ TEST_CASE("the case record identifies a case the way reports key it", "[runner]"
   CHECK(a.case_key() == case_record(planned("wrong", 16)).case_key());
   CHECK(a.device == "cpu");
   CHECK(a.params.at("n") == 16);
+}
+
+TEST_CASE("a working set fits the smallest level that holds it, else DRAM", "[runner]") {
+  constexpr double KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
+  // This machine's host: 48 KiB L1d, 1 MiB L2, 260 MiB L3.
+  const std::vector<MemoryLevel> host{{"L1d", 48 << 10}, {"L2", 1 << 20}, {"L3", 260u << 20}, {"DRAM", 8ull << 30}};
+  CHECK(fitting_level(4 * KiB, host).name == "L1d");
+  CHECK(fitting_level(48 * KiB, host).name == "L1d");  // exactly full still fits
+  CHECK(fitting_level(48 * KiB + 1, host).name == "L2");
+  // The default decode GEMV's int8 weights, 4096 × 14336: 56 MiB, in L3 rather than DRAM.
+  const MemoryLevel gemv = fitting_level(4096.0 * 14336, host);
+  CHECK(gemv.name == "L3");
+  CHECK(gemv.bytes == 260u << 20);
+  CHECK(fitting_level(261 * MiB, host).name == "DRAM");
+  CHECK(fitting_level(64 * GiB, host).name == "DRAM");  // beyond the memory: still the last level
+  // A GPU: its L2, then device memory.
+  const std::vector<MemoryLevel> gpu{{"L2", 60u << 20}, {"DRAM", 141ull << 30}};
+  CHECK(fitting_level(56 * MiB, gpu).name == "L2");
+  CHECK(fitting_level(112 * MiB, gpu).name == "DRAM");
+  // The host's levels as this machine reports them end with DRAM, smallest first.
+  const auto levels = memory_levels(Device::cpu());
+  REQUIRE_FALSE(levels.empty());
+  CHECK(levels.back().name == "DRAM");
+  for (std::size_t i = 1; i < levels.size(); ++i) CHECK(levels[i - 1].bytes <= levels[i].bytes);
+}
+
+TEST_CASE("a declared working set is recorded with its level, and whether caches were flushed", "[runner]") {
+  const Probe probe;
+  const Result warm = run_case(probe, planned("ok", 4096), fast_settings());
+  REQUIRE(warm.working_set);
+  CHECK(warm.working_set->bytes == 4096 * sizeof(float));
+  CHECK(warm.working_set->fits == fitting_level(4096 * sizeof(float), memory_levels(Device::cpu())).name);
+  CHECK(warm.working_set->level_bytes >= warm.working_set->bytes);
+  CHECK_FALSE(warm.working_set->cache_flushed);
+
+  RunSettings flushed = fast_settings();
+  flushed.sampling.flush_cache = true;
+  flushed.sampling.min_samples = 2;
+  const Result cold = run_case(probe, planned("ok", 4096), flushed);
+  REQUIRE(cold.working_set);
+  CHECK(cold.working_set->cache_flushed);
+  CHECK_FALSE(run_case(probe, planned("wrong"), fast_settings()).working_set);
+}
+
+TEST_CASE("repro keeps every setting that changes a result, and only what differs from the defaults", "[runner]") {
+  RunSettings s;
+  s.threads = 3;
+  const std::string plain = repro_command(planned("ok", 64), s);
+  CHECK(plain == "aiopt bench --technique probe --variant ok --device cpu --set n=64 --seed 7 --threads 3");
+
+  s.sampling.warmup = 4;
+  s.sampling.min_samples = 9;
+  s.sampling.min_time_s = 0.25;
+  s.sampling.max_noise = 0.015;
+  s.sampling.timeout_s = 60;
+  s.sampling.flush_cache = true;
+  CHECK(repro_command(planned("ok", 64), s) ==
+        plain + " --warmup 4 --min-samples 9 --min-time 0.25 --max-noise 0.015 --timeout 60 --flush-cache");
+
+  // --quick chooses its own sampling bounds: they need no flag, a change to them does.
+  RunSettings q;
+  q.quick = true;
+  q.sampling = Sampling::quick();
+  CHECK(repro_command(planned("ok", 64), q) ==
+        "aiopt bench --technique probe --variant ok --device cpu --set n=64 --seed 7 --threads 1 --quick");
+  q.sampling.min_samples = Sampling{}.min_samples;
+  CHECK(repro_command(planned("ok", 64), q).find("--quick --min-samples 5") != std::string::npos);
 }

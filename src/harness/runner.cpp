@@ -11,6 +11,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/peaks.hpp"
+#include "harness/memory_level.hpp"
 #include "harness/statistics.hpp"
 #include "harness/step_timer.hpp"
 #include "kernels/cache_flush.hpp"
@@ -50,6 +51,32 @@ void add_roofline(const Work& work, double median_s, const Device& device,
   }
 }
 
+// The level a declared working set fits on `device`, and whether the caches were flushed.
+WorkingSet working_set_of(double bytes, const Device& device, bool cache_flushed) {
+  const MemoryLevel level = fitting_level(bytes, memory_levels(device));
+  return {static_cast<std::size_t>(bytes), level.name, level.bytes, cache_flushed};
+}
+
+// A number as the shortest text that reads back to the same double: "0.05", "2".
+std::string flag_number(double v) {
+  std::string text = ojson(v).dump();
+  if (text.size() > 2 && text.compare(text.size() - 2, 2, ".0") == 0) text.resize(text.size() - 2);
+  return text;
+}
+
+// The sampling flags whose values differ from those the mode (--quick or not) picks by itself.
+std::string sampling_flags(const Sampling& s, bool quick) {
+  const Sampling d = quick ? Sampling::quick() : Sampling{};
+  std::string flags;
+  if (s.warmup != d.warmup) flags += " --warmup " + std::to_string(s.warmup);
+  if (s.min_samples != d.min_samples) flags += " --min-samples " + std::to_string(s.min_samples);
+  if (s.min_time_s != d.min_time_s) flags += " --min-time " + flag_number(s.min_time_s);
+  if (s.max_noise != d.max_noise) flags += " --max-noise " + flag_number(s.max_noise);
+  if (s.timeout_s != d.timeout_s) flags += " --timeout " + flag_number(s.timeout_s);
+  if (s.flush_cache) flags += " --flush-cache";
+  return flags;
+}
+
 Timing make_timing(const std::vector<double>& seconds, int warmup) {
   Timing t;
   t.unit = "ms";
@@ -77,6 +104,7 @@ std::string repro_command(const PlannedCase& planned, const RunSettings& setting
     os << " --set " << shell_quote(name + "=" + to_string(value));
   os << " --seed " << planned.c.seed << " --threads " << settings.threads;
   if (settings.quick) os << " --quick";
+  os << sampling_flags(settings.sampling, settings.quick);
   return os.str();
 }
 
@@ -140,7 +168,10 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     r.metrics = run->finish();
     r.series = run->series();
     r.timing = make_timing(samples, settings.sampling.warmup);
-    add_roofline(run->work(), r.timing->median * 1e-3, device, r.metrics);
+    const Work work = run->work();
+    add_roofline(work, r.timing->median * 1e-3, device, r.metrics);
+    if (work.working_set_bytes)
+      r.working_set = working_set_of(*work.working_set_bytes, device, settings.sampling.flush_cache);
     r.memory = mem;
     r.status = Status::ok;
   } catch (const DeviceUnavailable& e) {
@@ -162,6 +193,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
   if (r.status != Status::ok) {
     r.timing.reset();
     r.memory.reset();
+    r.working_set.reset();
     r.metrics.clear();
     r.series.clear();
   }

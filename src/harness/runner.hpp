@@ -9,10 +9,11 @@
 
 namespace aiopt {
 
+// Everything besides the case that changes a measurement; repro_command writes all of it.
 struct RunSettings {
-  Sampling sampling;
-  int threads = 1;     // OpenMP/OpenBLAS threads in force (recorded in repro)
-  bool quick = false;  // recorded in repro: --quick also selects the sampling bounds
+  Sampling sampling;   // in repro where it differs from the mode's defaults
+  int threads = 1;     // OpenMP/OpenBLAS threads in force
+  bool quick = false;  // --quick also selects the sampling bounds
 };
 
 // Never throws for a failure of the case itself: a case that throws or fails its check is
@@ -23,7 +24,8 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
 // seed), before it runs: what resuming matches on.
 Result case_record(const PlannedCase& planned);
 
-// The command line that reruns exactly this case.
+// The command line that reruns exactly this case: technique, variant, device, every parameter,
+// seed, threads, --quick, and each sampling flag whose value is not the mode's default.
 std::string repro_command(const PlannedCase& planned, const RunSettings& settings);
 
 }  // namespace aiopt

@@ -45,10 +45,15 @@ struct Variant {
 };
 
 // Work done by one step of a run, when the technique can count it. The harness divides by the
-// median step time to report achieved GB/s and FLOP/s and their fraction of measured peaks.
+// median step time to report achieved GB/s and FLOP/s and their fraction of measured peaks, and
+// records which memory level the working set fits (harness/memory_level.hpp).
 struct Work {
   std::optional<double> bytes;  // bytes read and written by one step
   std::optional<double> flops;  // floating-point operations in one step
+  // Bytes of the distinct data one step touches (weights, inputs, outputs, intermediates), each
+  // counted once however often it is read: what has to stay in a cache for the next step to run
+  // from it.
+  std::optional<double> working_set_bytes;
 };
 
 // One case of a technique: its variant and parameter values. The device is given separately.

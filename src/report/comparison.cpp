@@ -24,19 +24,6 @@ std::string percent(double change) {
   return printed(std::fabs(pct) < 10 ? "%+.1f%%" : "%+.0f%%", pct);
 }
 
-std::string signed_bytes(double b) {
-  const double a = std::fabs(b);
-  const char* unit = "B";
-  double v = b;
-  for (const char* larger : {"KiB", "MiB", "GiB", "TiB"}) {
-    if (std::fabs(v) < 1024) break;
-    v /= 1024;
-    unit = larger;
-  }
-  // Three significant digits at most: "+64 MiB", "-1.5 GiB", "+80 B".
-  return printed(std::fabs(v) < 10 && a >= 1024 ? "%+.1f" : "%+.0f", v) + " " + unit;
-}
-
 // How a quantity moved: a multiple once it at least doubled, a percentage otherwise.
 std::string moved(double ratio, double change) {
   return ratio >= 2 ? times(ratio) : percent(change);
@@ -60,14 +47,14 @@ void add_memory(const Result& base, const Result& var, Comparison& c) {
   const double b = static_cast<double>(base.memory->peak_bytes);
   const double v = static_cast<double>(var.memory->peak_bytes);
   if (b == 0) {
-    if (v > 0) c.costs.push_back(signed_bytes(v) + " memory");
+    if (v > 0) c.costs.push_back(byte_text(v, true) + " memory");
     return;
   }
   const double ratio = v / b;
   c.memory_ratio = ratio;
   if (std::fabs(ratio - 1) <= same_within) return;
   (v < b ? c.gains : c.costs)
-      .push_back(moved(ratio, ratio - 1) + " memory (" + signed_bytes(v - b) + ")");
+      .push_back(moved(ratio, ratio - 1) + " memory (" + byte_text(v - b, true) + ")");
 }
 
 void add_metric(const Metric& b, const Metric& v, Comparison& c) {
@@ -75,8 +62,9 @@ void add_metric(const Metric& b, const Metric& v, Comparison& c) {
   const bool better = v.better == Better::higher ? v.value > b.value : v.value < b.value;
   auto& side = better ? c.gains : c.costs;
   if (b.value == 0) {
-    // No ratio to 0; the absolute difference still says what changed.
-    if (v.value != 0) side.push_back(printed("%+.2g", v.value) + " " + v.name);
+    // No ratio to 0; the absolute difference still says what changed, a size in binary units.
+    if (v.value != 0)
+      side.push_back((v.unit == "B" ? byte_text(v.value, true) : printed("%+.2g", v.value)) + " " + v.name);
     return;
   }
   // Relative to |baseline| so that the sign of the change stays right for negative values.

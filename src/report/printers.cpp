@@ -10,8 +10,10 @@
 #include "core/error.hpp"
 #include "core/spelling.hpp"
 #include "report/comparison.hpp"
+#include "report/context_rows.hpp"
 #include "report/number_text.hpp"
 #include "report/report_json.hpp"
+#include "report/roofline_note.hpp"
 
 namespace aiopt {
 
@@ -48,6 +50,18 @@ std::vector<std::string> median_cell(const Result& r) {
   if (r.timing->count > 1 && r.timing->median > 0)
     cell.push_back("±" + printed("%.1f%%", 50 * r.timing->iqr / r.timing->median));
   return cell;
+}
+
+// The tracked peak in binary units: "62 MiB".
+std::string memory_cell(const Result& r) {
+  return r.memory ? byte_text(static_cast<double>(r.memory->peak_bytes)) : "-";
+}
+
+// "56 MiB in L3", "56 MiB in L3, flushed": the declared working set and the level it fits.
+std::string working_set_cell(const Result& r) {
+  if (!r.working_set) return "-";
+  const WorkingSet& w = *r.working_set;
+  return byte_text(static_cast<double>(w.bytes)) + " in " + w.fits + (w.cache_flushed ? ", flushed" : "");
 }
 
 std::string comparison_key(const std::string& technique, const std::string& variant,
@@ -147,7 +161,7 @@ std::vector<std::string> wrapped(const std::string& text, std::size_t width) {
 std::string render_table(const Report& report) {
   // Params wrap and each gain and cost phrase takes its own line, so no column needs truncating
   // and the table stays about 120 characters wide.
-  constexpr std::size_t params_width = 20, message_width = 48;
+  constexpr std::size_t params_width = 20, message_width = 48, note_width = 116;
   TextTable table({"technique", "variant", "device", "params", "median", "status", "gains", "costs"});
   const auto by = comparisons_by_result(report);
   bool any_baseline = false;
@@ -167,24 +181,15 @@ std::string render_table(const Report& report) {
   }
   std::string out = table.str();
   if (any_baseline) out += "* baseline; gains and costs are relative to it\n";
+  for (const auto& note : roofline_notes(report)) {
+    const auto lines = wrapped("note: " + note, note_width);
+    for (std::size_t i = 0; i < lines.size(); ++i) out += (i ? "  " : "") + lines[i] + "\n";
+  }
   out += context_line(report.context) + "\n";
   return out;
 }
 
 // ---- Markdown
-
-std::string md_cell(const std::string& text) {
-  std::string out;
-  for (char ch : text) {
-    if (ch == '|')
-      out += "\\|";
-    else if (ch == '\n' || ch == '\r')
-      out += ' ';
-    else
-      out += ch;
-  }
-  return out;
-}
 
 std::string joined(const std::vector<std::string>& parts, const std::string& separator) {
   std::string out;
@@ -194,8 +199,8 @@ std::string joined(const std::vector<std::string>& parts, const std::string& sep
 
 std::string render_md(const Report& report) {
   std::string out =
-      "| technique | variant | device | params | median | status | gains | costs |\n"
-      "|---|---|---|---|---:|---|---|---|\n";
+      "| technique | variant | device | params | median | memory | working set | status | gains | costs |\n"
+      "|---|---|---|---|---:|---:|---|---|---|---|\n";
   const auto by = comparisons_by_result(report);
   for (const auto& r : report.results) {
     std::string status = to_string(r.status);
@@ -207,7 +212,8 @@ std::string render_md(const Report& report) {
     }
     const std::vector<std::string> cells{
         r.technique,  r.variant + (r.baseline ? " (baseline)" : ""), r.device,
-        joined(param_words(r.params), " "), joined(median_cell(r), " "), status, gains, costs};
+        joined(param_words(r.params), " "), joined(median_cell(r), " "), memory_cell(r),
+        working_set_cell(r), status, gains, costs};
     out += "|";
     for (const auto& cell : cells) {
       out += ' ';
@@ -216,13 +222,13 @@ std::string render_md(const Report& report) {
     }
     out += "\n";
   }
-  out += "\nContext:\n\n";
-  for (const auto& [key, v] : report.context.items()) {
-    const std::string text = v.is_string() ? v.get<std::string>()
-                             : v.is_primitive() ? v.dump()
-                                                : "`" + v.dump() + "`";
-    out += "- **" + key + "**: " + md_cell(text) + "\n";
+  if (const auto notes = roofline_notes(report); !notes.empty()) {
+    out += "\nNotes:\n\n";
+    for (const auto& note : notes) out += "- " + md_cell(note) + "\n";
   }
+  out += "\nContext:\n\n| key | value |\n|---|---|\n";
+  for (const auto& [key, text] : context_rows(report.context))
+    out += "| " + md_cell(key) + " | " + md_cell(text) + " |\n";
   return out;
 }
 
@@ -244,7 +250,8 @@ std::string render_csv(const Report& report) {
   std::vector<std::string> header{"technique", "variant", "baseline", "device", "status", "message"};
   for (const auto& p : params) header.push_back("param." + p);
   for (const char* t : {"median_ms", "mean_ms", "min_ms", "max_ms", "stddev_ms", "iqr_ms", "count",
-                        "warmup", "peak_bytes", "host_peak_bytes", "peak_rss_bytes"})
+                        "warmup", "peak_bytes", "host_peak_bytes", "peak_rss_bytes", "working_set_bytes",
+                        "working_set_fits"})
     header.push_back(t);
   for (const auto& m : metrics) header.push_back("metric." + m);
   header.push_back("repro");
@@ -281,6 +288,12 @@ std::string render_csv(const Report& report) {
         row.push_back(std::to_string(v));
     } else {
       row.insert(row.end(), 3, "");
+    }
+    if (r.working_set) {
+      row.push_back(std::to_string(r.working_set->bytes));
+      row.push_back(r.working_set->fits);
+    } else {
+      row.insert(row.end(), 2, "");
     }
     for (const auto& name : metrics) {
       const Metric* m = r.metric(name);
@@ -417,6 +430,19 @@ std::string csv_field(std::string_view text) {
     out += ch;
   }
   return out + "\"";
+}
+
+std::string md_cell(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    if (ch == '|')
+      out += "\\|";
+    else if (ch == '\n' || ch == '\r')
+      out += ' ';
+    else
+      out += ch;
+  }
+  return out;
 }
 
 }  // namespace aiopt

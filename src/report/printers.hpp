@@ -18,15 +18,21 @@ Format format_from_name(std::string_view name);
 // listing the extensions.
 Format format_from_path(const std::string& path);
 
-// table: the gains-vs-costs summary, fixed-width columns, then a line about the machine.
-// md: the same columns as a Markdown table, then the context as a bullet list.
-// csv: one row per result, every parameter, timing (in ms), memory and metric as a column.
+// table: the gains-vs-costs summary, fixed-width columns (sizes in binary units), a note for each
+// roofline fraction above 1 (report/roofline_note.hpp), then a line about the machine.
+// md: the same columns plus peak memory and working set as a Markdown table, the notes, then the
+// context as a two-column table (report/context_rows.hpp).
+// csv: one row per result, every parameter, timing (in ms), memory (raw bytes), working set and
+// metric as a column.
 // json: the whole report, indented by 2. jsonl: the header line, then one result per line.
 std::string render(const Report& report, Format format);
 
 // One CSV field quoted by RFC 4180: fields holding a comma, a double quote, CR or LF are
 // enclosed in double quotes and their double quotes doubled; other fields are left as they are.
 std::string csv_field(std::string_view text);
+
+// Text as one Markdown table cell: '|' escaped, line breaks as spaces.
+std::string md_cell(const std::string& text);
 
 // Parameters as "name=value" words ("gen_tokens=64", "chain=layernorm"), strings unquoted.
 std::vector<std::string> param_words(const ojson& params);

@@ -166,6 +166,18 @@ MemoryRecord memory_from(const ojson& j, const std::string& where) {
   return m;
 }
 
+WorkingSet working_set_from(const ojson& j, const std::string& where) {
+  const std::string path = "working_set";
+  WorkingSet w;
+  w.bytes = count_field(j, "bytes", where, path);
+  w.fits = text_field(j, "fits", where, path);
+  if (w.fits != "L1d" && w.fits != "L2" && w.fits != "L3" && w.fits != "DRAM")
+    fail(where, "key 'working_set.fits' has value \"" + w.fits + "\"; allowed: L1d, L2, L3, DRAM");
+  w.level_bytes = count_field(j, "level_bytes", where, path);
+  w.cache_flushed = flag_field(j, "cache_flushed", where, path);
+  return w;
+}
+
 Better better_from(const ojson& metric, const std::string& where, const std::string& path) {
   const auto name = text_field(metric, "better", where, path);
   if (name == "higher") return Better::higher;
@@ -295,6 +307,13 @@ ojson to_json(const MemoryRecord& m) {
                {"peak_rss_bytes", m.peak_rss_bytes}};
 }
 
+ojson to_json(const WorkingSet& w) {
+  return ojson{{"bytes", w.bytes},
+               {"fits", w.fits},
+               {"level_bytes", w.level_bytes},
+               {"cache_flushed", w.cache_flushed}};
+}
+
 ojson to_json(const Result& r) {
   ojson j;
   j["technique"] = r.technique;
@@ -307,6 +326,7 @@ ojson to_json(const Result& r) {
   j["message"] = r.message;
   if (r.timing) j["timing"] = to_json(*r.timing);
   if (r.memory) j["memory"] = to_json(*r.memory);
+  if (r.working_set) j["working_set"] = to_json(*r.working_set);
   ojson metrics = ojson::object();
   for (const auto& m : r.metrics) {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
@@ -378,6 +398,8 @@ Result result_from_json(const ojson& j, const std::string& where) {
   r.message = text_field(j, "message", where, "");
   if (j.contains("timing")) r.timing = timing_from(object_field(j, "timing", where, ""), where);
   if (j.contains("memory")) r.memory = memory_from(object_field(j, "memory", where, ""), where);
+  if (j.contains("working_set"))
+    r.working_set = working_set_from(object_field(j, "working_set", where, ""), where);
   for (const auto& [name, m] : object_field(j, "metrics", where, "").items()) {
     const std::string path = "metrics." + name;
     expect(m.is_object(), m, where, path, "an object {value, unit, better}");

@@ -11,6 +11,7 @@ namespace aiopt {
 
 ojson to_json(const Timing& timing);
 ojson to_json(const MemoryRecord& memory);
+ojson to_json(const WorkingSet& working_set);
 ojson to_json(const Result& result);
 ojson to_json(const Comparison& comparison);
 ojson to_json(const Report& report);

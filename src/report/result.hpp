@@ -33,6 +33,15 @@ struct MemoryRecord {
   std::size_t peak_rss_bytes = 0;  // process peak RSS so far (getrusage)
 };
 
+// The working set a run declared (Work::working_set_bytes) and the smallest memory level that
+// holds it: a fraction of the DRAM bandwidth peak above 1 means the step ran from that cache.
+struct WorkingSet {
+  std::size_t bytes = 0;
+  std::string fits;             // "L1d", "L2", "L3" or "DRAM"
+  std::size_t level_bytes = 0;  // the size of that level (one cache of it, or the memory)
+  bool cache_flushed = false;   // --flush-cache evicted the caches before every sample
+};
+
 struct Result {
   std::string technique;
   std::string variant;
@@ -44,6 +53,7 @@ struct Result {
   std::string message;
   std::optional<Timing> timing;
   std::optional<MemoryRecord> memory;
+  std::optional<WorkingSet> working_set;
   std::vector<Metric> metrics;  // in the order the technique returned them
   std::vector<Series> series;   // curves, in the order the technique returned them
   std::string repro;            // the command line that reruns this one case

@@ -324,7 +324,9 @@ class CpuRun : public Run {
   // The weights once, the activations and the output: a GEMV's traffic, a GEMM's lower bound.
   Work work() const override {
     const double bytes = static_cast<double>(weight_bytes_) + 4.0 * static_cast<double>(s_.m * (s_.k + s_.n));
-    return {.bytes = bytes, .flops = s_.flops()};
+    // Every buffer a step touches: the weights, x and y, and the int8 activations.
+    const double working_set = static_cast<double>(weight_bytes_ + x_.bytes() + y_.bytes() + xq_.bytes());
+    return {.bytes = bytes, .flops = s_.flops(), .working_set_bytes = working_set};
   }
 
   std::vector<Metric> finish() override;

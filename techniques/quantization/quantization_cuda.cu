@@ -165,7 +165,11 @@ class CudaRun : public Run {
   // As the CPU run declares it: the weights once, the activations and the output in fp32.
   Work work() const override {
     const double bytes = static_cast<double>(weight_bytes_) + 4.0 * static_cast<double>(s_.m * (s_.k + s_.n));
-    return {.bytes = bytes, .flops = s_.flops()};
+    // Every buffer a step touches: the weights, x and y, and the quantized activations' scratch.
+    const double working_set =
+        static_cast<double>(weight_bytes_ + x_.bytes() + y_.bytes() + x16_.bytes() + y16_.bytes() + xq8_.bytes() +
+                            xq_fp8_.bytes() + x_scale_.bytes() + acc_.bytes());
+    return {.bytes = bytes, .flops = s_.flops(), .working_set_bytes = working_set};
   }
 
   std::vector<Metric> finish() override;

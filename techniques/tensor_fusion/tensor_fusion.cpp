@@ -233,6 +233,18 @@ double tf::bytes_moved(const Shape& s, bool fused) {
   return 0;
 }
 
+double tf::working_set_bytes(const Shape& s, bool fused) {
+  const double N = static_cast<double>(s.elements()) * static_cast<double>(s.element_bytes());
+  const double P = static_cast<double>(s.hidden) * sizeof(float);
+  const double intermediates = fused ? 0 : static_cast<double>(unfused_ops(s.chain) - 1) * N;
+  switch (s.chain) {
+    case Chain::bias_gelu: return 2 * N + P + intermediates;      // x, b, y
+    case Chain::layernorm: return 3 * N + 3 * P + intermediates;  // x, residual, b, gamma, beta, y
+    case Chain::softmax: return 2 * N + intermediates;            // x, y
+  }
+  return 0;
+}
+
 double tf::max_abs_error(const float* got, const float* want, std::size_t n) {
   double worst = 0.0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -312,7 +324,11 @@ class CpuRun : public Run {
 
   void step() override { fused_ ? run_fused() : run_unfused(); }
 
-  Work work() const override { return {.bytes = tf::bytes_moved(shape_, fused_), .flops = std::nullopt}; }
+  Work work() const override {
+    return {.bytes = tf::bytes_moved(shape_, fused_),
+            .flops = std::nullopt,
+            .working_set_bytes = tf::working_set_bytes(shape_, fused_)};
+  }
 
   std::vector<Metric> finish() override {
     const char* variant = fused_ ? "fused" : "unfused";

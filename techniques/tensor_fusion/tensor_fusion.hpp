@@ -82,6 +82,10 @@ std::size_t unfused_ops(Chain chain);
 // activations' element size.
 double bytes_moved(const Shape& shape, bool fused);
 
+// Bytes of the distinct tensors one step touches: the chain's inputs, its output and, unfused,
+// its intermediates, each once (Work::working_set_bytes).
+double working_set_bytes(const Shape& shape, bool fused);
+
 // Largest |got − want|; +inf when either holds a NaN, so a NaN always fails.
 double max_abs_error(const float* got, const float* want, std::size_t n);
 

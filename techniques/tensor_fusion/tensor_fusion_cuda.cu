@@ -87,7 +87,10 @@ class CudaRun : public Run {
 
   void* stream() override { return stream_.get(); }
 
-  Work work() const override { return {.bytes = bytes_moved(shape_, form_ == Form::fused), .flops = std::nullopt}; }
+  Work work() const override {
+    const bool fused = form_ == Form::fused;
+    return {.bytes = bytes_moved(shape_, fused), .flops = std::nullopt, .working_set_bytes = working_set_bytes(shape_, fused)};
+  }
 
   std::vector<Metric> finish() override {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
