@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/blas_core.hpp"
 #include "core/context.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
@@ -93,8 +94,8 @@ TEST_CASE("cpu info is read and plausible", "[hardware]") {
   CHECK(cpu.physical_cores >= 1);
   CHECK(cpu.physical_cores <= cpu.logical_cores);
   CHECK(cpu.memory_bytes > (std::size_t{64} << 20));
-  CHECK_FALSE(hardware::blas_core().empty());
-  CHECK_THAT(hardware::blas_config(), Contains("OpenBLAS"));
+  CHECK_FALSE(blas::loaded_core().empty());
+  CHECK_THAT(blas::config(), Contains("OpenBLAS"));
 }
 
 TEST_CASE("set_threads sets OpenMP's thread count and keeps OpenBLAS on one thread per call", "[hardware]") {
@@ -297,7 +298,10 @@ TEST_CASE("the context block has every field with its JSON type", "[hardware]") 
   const auto& blas = c.at("blas");
   CHECK(blas.at("name") == "OpenBLAS");
   check_type(blas, "core", t::string);
-  CHECK(blas.at("core") == hardware::blas_core());
+  CHECK(blas.at("core") == blas::loaded_core());
+  CHECK(blas.at("core_source") == blas::to_string(blas::core_choice().source));
+  CHECK(blas.at("check") == "passed");
+  check_type(blas, "warnings", t::array);
   check_type(blas, "config", t::string);
   check_integer(blas, "threads");
   check_type(blas, "env", t::object);

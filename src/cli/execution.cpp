@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 
+#include "cli/blas_warnings.hpp"
 #include "cli/lookup.hpp"
 #include "cli/output.hpp"
 #include "core/context.hpp"
@@ -170,6 +171,7 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
   }
 
   const ojson context = run_context(ex, threads, argv);
+  warn_about_blas_kernels();
   if (context.at("busy_cores").is_number())
     if (const auto busy = hardware::busy_machine_warning(context.at("busy_cores").get<double>(),
                                                           hardware::cpu().logical_cores, threads))

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
 #include "cli/number_checks.hpp"
@@ -130,6 +131,7 @@ std::string escaped(const std::vector<std::int32_t>& tokens) {
 
 int run_generate(const GenerateOptions& o) {
   if (o.threads) set_threads(*o.threads);
+  warn_about_blas_kernels();
   if (o.kv_cache != "f32" && o.kv_cache != "i8" && o.kv_cache != "none")
     throw InputError("--kv-cache '" + o.kv_cache + "' is unknown (allowed: f32, i8, none)");
   if (o.tokens == 0) throw InputError("--tokens must be at least 1");

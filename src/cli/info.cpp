@@ -1,6 +1,7 @@
 // aiopt info: the report's context block — this build, this machine, its measured peaks.
 #include <iostream>
 
+#include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
 #include "core/context.hpp"
 
@@ -34,6 +35,7 @@ void add_info(CLI::App& app, int& exit_code) {
   auto format = std::make_shared<std::string>("table");
   cmd->add_option("-f,--format", *format, "Output format")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([format, &exit_code] {
+    warn_about_blas_kernels();
     const auto context = machine_context(true);
     if (*format == "json")
       std::cout << context.dump(2) << "\n";

@@ -12,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
 #include "cli/number_checks.hpp"
@@ -119,6 +120,7 @@ void report_throughput(const nn::Trainer& trainer, const Device& device) {
 int run_train(const TrainOptions& o) {
   if (o.threads) set_threads(*o.threads);
   if (o.log_every == 0) throw InputError("--log-every must be at least 1");
+  warn_about_blas_kernels();
   if (const auto busy = hardware::busy_cores())
     if (const auto warning = hardware::busy_machine_warning(*busy, hardware::cpu().logical_cores, threads()))
       spdlog::warn("{}", *warning);

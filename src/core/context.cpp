@@ -9,6 +9,7 @@
 #include <string_view>
 #include <utility>
 
+#include "core/blas_core.hpp"
 #include "core/build_info.hpp"
 #include "core/git_commit.hpp"
 #include "core/cuda_runtime.hpp"
@@ -57,9 +58,14 @@ json cpu_block() {
 }
 
 json blas_block() {
+  const blas::CoreChoice& choice = blas::core_choice();
   return {{"name", "OpenBLAS"},
-          {"core", hardware::blas_core()},
-          {"config", hardware::blas_config()},
+          {"core", choice.core},
+          {"core_source", blas::to_string(choice.source)},
+          {"best_core", string_or_null(choice.best)},
+          {"check", choice.check},
+          {"warnings", choice.warnings},
+          {"config", blas::config()},
           {"threads", blas_threads()},
           {"env",
            {{"OPENBLAS_CORETYPE", environment("OPENBLAS_CORETYPE")},

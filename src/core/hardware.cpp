@@ -1,6 +1,5 @@
 #include "core/hardware.hpp"
 
-#include <cblas.h>
 #include <sys/times.h>
 #include <unistd.h>
 
@@ -278,16 +277,6 @@ std::optional<std::string> busy_machine_warning(double busy, int cores, int thre
                 "context's busy_cores.",
                 busy, cores, threads, threads == 1 ? "" : "s");
   return std::string(text);
-}
-
-std::string blas_core() {
-  const char* name = openblas_get_corename();
-  return name ? trim(name) : std::string();
-}
-
-std::string blas_config() {
-  const char* config = openblas_get_config();
-  return config ? trim(config) : std::string();
 }
 
 }  // namespace aiopt::hardware

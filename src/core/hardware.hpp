@@ -1,7 +1,7 @@
 #pragma once
 // What this host is: CPU model, cores, the vector ISA extensions the CPU *and* the OS enable,
-// caches, memory, and which OpenBLAS kernel set runs our GEMMs. A number in a report means
-// little without these (an AVX-512 GEMM and an AVX2 GEMM differ by 2x on the same CPU).
+// caches, memory. A number in a report means little without these (an AVX-512 GEMM and an AVX2
+// GEMM differ by 2x on the same CPU); core/blas_core.hpp says which kernels OpenBLAS runs.
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -51,8 +51,5 @@ std::optional<double> busy_cores(std::chrono::milliseconds window = std::chrono:
 // thread waiting behind another process stalls every barrier its peers reach: a 2-thread
 // training step of tiny ran 55x slower beside one other such process.
 std::optional<std::string> busy_machine_warning(double busy, int cores, int threads);
-
-std::string blas_core();    // openblas_get_corename(), e.g. "Haswell", "SkylakeX", "Zen"
-std::string blas_config();  // openblas_get_config(), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ..."
 
 }  // namespace aiopt::hardware

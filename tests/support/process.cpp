@@ -18,9 +18,17 @@ std::string shell_quote(const std::string& s) {
 
 }  // namespace
 
-ProcessResult run_aiopt(const std::vector<std::string>& args) {
+ProcessResult run_aiopt(const std::vector<std::string>& args) { return run_aiopt(args, {}); }
+
+ProcessResult run_aiopt(const std::vector<std::string>& args, const std::vector<std::string>& environment) {
   TempDir tmp;
-  std::string cmd = shell_quote(AIOPT_BINARY);
+  // env takes its options (-u NAME) before the assignments.
+  std::string cmd = "env";
+  for (const auto& e : environment)
+    if (e.starts_with('-')) cmd += " -u " + shell_quote(e.substr(1));
+  for (const auto& e : environment)
+    if (!e.starts_with('-')) cmd += " " + shell_quote(e);
+  cmd += " " + shell_quote(AIOPT_BINARY);
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " >" + shell_quote(tmp.file("out")) + " 2>" + shell_quote(tmp.file("err")) + " </dev/null";
   const int status = std::system(cmd.c_str());

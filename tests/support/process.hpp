@@ -13,5 +13,7 @@ struct ProcessResult {
 
 // Runs AIOPT_BINARY with `args` (each passed as one argument, no shell expansion), stdin empty.
 ProcessResult run_aiopt(const std::vector<std::string>& args);
+// The same with that process's environment changed: "NAME=value" sets NAME, "-NAME" unsets it.
+ProcessResult run_aiopt(const std::vector<std::string>& args, const std::vector<std::string>& environment);
 
 }  // namespace aiopt::test
