@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/device.hpp"
@@ -25,7 +26,17 @@ struct Metric {
   // than an outcome: variants moving different bytes are not better or worse for it, so
   // comparisons with the baseline leave it out. Reports keep it.
   bool compared = true;
+  // true for a figure computed from a measured time (ms per token, tokens per second, a length
+  // found by timing): it moves with the machine's noise as a timing does, but from a single
+  // measurement, so `aiopt compare` shows it without judging it and leaves speed to the case's
+  // timing median, which has samples to measure its noise by (docs/report-format.md).
+  bool from_time = false;
 };
+
+// A metric computed from a measured time (Metric::from_time).
+inline Metric time_metric(std::string name, double value, std::string unit, Better better) {
+  return {std::move(name), value, std::move(unit), better, true, true};
+}
 
 // A curve a run records beside its metrics (a loss curve, the LR of a schedule): y at each x.
 // Reports keep it for plotting; comparisons and the summary leave it out.

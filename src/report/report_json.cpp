@@ -332,6 +332,7 @@ ojson to_json(const Result& r) {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
                             {"better", better_name(m.better)}};
     if (!m.compared) metrics[m.name]["compared"] = false;
+    if (m.from_time) metrics[m.name]["from_time"] = true;
   }
   j["metrics"] = metrics;
   if (!r.series.empty()) {
@@ -405,7 +406,8 @@ Result result_from_json(const ojson& j, const std::string& where) {
     expect(m.is_object(), m, where, path, "an object {value, unit, better}");
     r.metrics.push_back(Metric{name, value_field(m, "value", where, path),
                                text_field(m, "unit", where, path), better_from(m, where, path),
-                               m.contains("compared") ? flag_field(m, "compared", where, path) : true});
+                               m.contains("compared") ? flag_field(m, "compared", where, path) : true,
+                               m.contains("from_time") && flag_field(m, "from_time", where, path)});
   }
   if (j.contains("series")) {
     for (const auto& [name, s] : object_field(j, "series", where, "").items()) {

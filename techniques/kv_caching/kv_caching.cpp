@@ -323,10 +323,11 @@ class KvRun : public Run {
     const double total_ms = trace.prefill_ms + decode_sum;
     const double steps = static_cast<double>(trace.decode_ms.size());
     std::vector<Metric> out = {
-        {"ms_per_token", total_ms / static_cast<double>(s.gen_tokens), "ms", Better::lower},
-        {"tokens_per_s", static_cast<double>(s.batch * s.gen_tokens) / (total_ms * 1e-3), "tok/s", Better::higher},
-        {"prefill_ms", trace.prefill_ms, "ms", Better::lower},
-        {"decode_ms_per_token", decode_sum / steps, "ms", Better::lower},
+        time_metric("ms_per_token", total_ms / static_cast<double>(s.gen_tokens), "ms", Better::lower),
+        time_metric("tokens_per_s", static_cast<double>(s.batch * s.gen_tokens) / (total_ms * 1e-3), "tok/s",
+                    Better::higher),
+        time_metric("prefill_ms", trace.prefill_ms, "ms", Better::lower),
+        time_metric("decode_ms_per_token", decode_sum / steps, "ms", Better::lower),
     };
     // Decode steps 1 .. G−1 in four quarters of the generated positions: recompute's cost grows
     // with the prefix, a cached step's stays nearly flat.
@@ -338,7 +339,8 @@ class KvRun : public Run {
       counts[q] += 1;
     }
     for (int q = 0; q < 4; ++q)
-      out.push_back({std::string("decode_ms_per_token_") + quarters[q], sums[q] / counts[q], "ms", Better::lower});
+      out.push_back(
+          time_metric(std::string("decode_ms_per_token_") + quarters[q], sums[q] / counts[q], "ms", Better::lower));
 
     const auto dtype = kc::cache_dtype(method_);
     const double analytic =

@@ -435,7 +435,7 @@ class LinearAttentionRun : public Run {
     if (lens.size() < 2) return;  // too short to fit (README "Exponents")
     // Powers, not quantities: a % change between them means nothing, so they are reported but
     // not compared with the baseline's.
-    metrics.push_back({"time_exponent", la::loglog_slope(lens, seconds), "", Better::lower, false});
+    metrics.push_back({"time_exponent", la::loglog_slope(lens, seconds), "", Better::lower, false, /*from_time=*/true});
     metrics.push_back({"memory_exponent", la::loglog_slope(lens, bytes), "", Better::lower, false});
   }
 
@@ -462,8 +462,9 @@ class LinearAttentionRun : public Run {
       }
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > crossover_budget_s) break;
     }
-    metrics.push_back({"crossover_seq_len", static_cast<double>(found), "tokens", Better::lower});
-    metrics.push_back({"crossover_searched_up_to", static_cast<double>(searched), "tokens", Better::higher, false});
+    metrics.push_back(time_metric("crossover_seq_len", static_cast<double>(found), "tokens", Better::lower));
+    metrics.push_back(
+        {"crossover_searched_up_to", static_cast<double>(searched), "tokens", Better::higher, false, /*from_time=*/true});
   }
 
   la::Shape s_;

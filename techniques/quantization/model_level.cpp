@@ -167,8 +167,13 @@ class ModelRun : public Run {
     std::vector<double> nll, nll_ref;
     std::vector<std::int32_t> top, top_ref;
     double max_abs = 0.0, ref_max = 0.0, sum_abs = 0.0;
+    // Saturations counted over the validation windows alone: the counter also runs through every
+    // timed generation, and how many of those there were depends on the machine's speed.
+    const bool counts_clips = linears_ && mc_.format == Format::int8_static;
+    const cpu::ClipCount clip_before = counts_clips ? linears_->clipped() : cpu::ClipCount{};
     const Tensor logits = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
-    const auto clip = linears_ && mc_.format == Format::int8_static ? linears_->clipped() : cpu::ClipCount{};
+    const cpu::ClipCount clip_after = counts_clips ? linears_->clipped() : cpu::ClipCount{};
+    const cpu::ClipCount clip{clip_after.clipped - clip_before.clipped, clip_after.total - clip_before.total};
     // The fp32 model as trained (QAT fine-tunes a copy of it).
     nn::Gpt& fp32 = reference_ ? *reference_ : *model_;
     fp32.set_linear_layers(nullptr);
@@ -207,8 +212,8 @@ class ModelRun : public Run {
     const std::size_t fp32_bytes = fp32_linear_bytes(model_->weights());
     const std::size_t bytes = linears_ ? linears_->weight_bytes() : fp32_bytes;
     std::vector<Metric> out = {
-        {"decode_tokens_per_s", 1000.0 / per_token, "tok/s", Better::higher},
-        {"decode_ms_per_token", per_token, "ms", Better::lower},
+        time_metric("decode_tokens_per_s", 1000.0 / per_token, "tok/s", Better::higher),
+        time_metric("decode_ms_per_token", per_token, "ms", Better::lower),
         {"linear_weight_bytes", static_cast<double>(bytes), "B", Better::lower},
         {"perplexity", perplexity, "", Better::lower},
         {"perplexity_increase", perplexity / reference_perplexity - 1.0, "", Better::lower},
