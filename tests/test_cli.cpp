@@ -54,6 +54,45 @@ TEST_CASE("version and help answer and exit 0", "[cli]") {
   CHECK(h.out.find("jsonl") != std::string::npos);
 }
 
+TEST_CASE("help names aiopt, not the path the binary was started by", "[cli]") {
+  for (const std::vector<std::string> args : {std::vector<std::string>{"--help"}, {"bench", "--help"}}) {
+    auto r = run_aiopt(args);
+    INFO(r.out);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find(AIOPT_BINARY) == std::string::npos);
+  }
+  CHECK(run_aiopt({"bench", "--help"}).out.find("Usage: aiopt bench [OPTIONS]") != std::string::npos);
+  CHECK(run_aiopt({"--help"}).out.find("Usage: aiopt [OPTIONS] SUBCOMMAND") != std::string::npos);
+}
+
+TEST_CASE("command-line mistakes CLI11 finds read like aiopt's own errors, with did you mean", "[cli]") {
+  struct Bad {
+    std::vector<std::string> args;
+    std::string message;  // the whole of stderr
+  };
+  const std::vector<Bad> cases{
+      {{"bench", "--techniqe", "x"},
+       "aiopt: error: bench: unknown option '--techniqe'; did you mean '--technique'? (see 'aiopt bench --help')\n"},
+      {{"bench", "--technique", "tensor_fusion", "extra"},
+       "aiopt: error: bench: unexpected argument 'extra' (see 'aiopt bench --help')\n"},
+      {{"sweep", AIOPT_SOURCE_DIR "/configs/ci.yaml", "--dryrun"},
+       "aiopt: error: sweep: unknown option '--dryrun'; did you mean '--dry-run'? (see 'aiopt sweep --help')\n"},
+      {{"--bench"}, "aiopt: error: unknown option '--bench'; did you mean 'bench'? (see 'aiopt --help')\n"},
+      {{"sweep"}, "aiopt: error: sweep: file is required (see 'aiopt sweep --help')\n"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_aiopt(c.args);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err == c.message);
+    CHECK(r.out.empty());
+  }
+  // Nothing close: the subcommand's options are listed instead.
+  auto far = run_aiopt({"compare", "a.json", "b.json", "--zzzzzzzz"});
+  CHECK(far.exit_code == 2);
+  CHECK(far.err.find("aiopt: error: compare: unknown option '--zzzzzzzz'; options: --help, ") == 0);
+  CHECK(far.err.find("--threshold") != std::string::npos);
+}
+
 TEST_CASE("list --format json describes every technique with one baseline", "[cli]") {
   auto r = run_aiopt({"list", "--format", "json"});
   REQUIRE(r.exit_code == 0);
@@ -97,6 +136,48 @@ TEST_CASE("bench --format json pipes a valid report with checks and comparisons"
   }
   CHECK(report.at("comparisons").size() == 3);
   for (const auto& c : report.at("comparisons")) CHECK(c.at("speedup").get<double>() > 0);
+}
+
+TEST_CASE("repro reruns a case with every setting that changed its result", "[cli]") {
+  const std::vector<std::string> sampling{"--warmup",  "2",   "--min-samples", "4",        "--max-noise",
+                                          "0.2",       "--timeout", "3",      "--flush-cache"};
+  auto r = run_aiopt(with(small_fusion, with(sampling, {"--set", "chain=softmax", "--device", "cpu", "--threads",
+                                                        "1", "--seed", "5", "--format", "json"})));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(r.out);
+  require_valid(report);
+  const auto& results = report.at("results");
+  REQUIRE(results.size() == 2);
+  const std::string repro = results[1].at("repro");
+  INFO(repro);
+  for (const char* flag : {" --set chain=softmax", " --set rows=256", " --seed 5", " --threads 1", " --quick",
+                           " --warmup 2", " --min-samples 4", " --min-time 0", " --max-noise 0.2", " --timeout 3",
+                           " --flush-cache"})
+    CHECK(repro.find(flag) != std::string::npos);
+  // The working set of a memory-bound chain, and that its caches were flushed.
+  const json& working_set = results[1].at("working_set");
+  CHECK(working_set.at("bytes").get<double>() == 2.0 * 256 * 128 * 4);  // softmax fused: x and y
+  CHECK(working_set.at("cache_flushed") == true);
+
+  // Run the repro as it is written: the same settings land in its report.
+  REQUIRE(repro.rfind("aiopt ", 0) == 0);
+  std::vector<std::string> args;
+  std::istringstream words(repro.substr(6));
+  for (std::string w; words >> w;) args.push_back(w);
+  auto again = run_aiopt(with(args, {"--format", "json", "--progress", "never"}));
+  INFO(again.err);
+  REQUIRE(again.exit_code == 0);
+  const json rerun = json::parse(again.out);
+  CHECK(rerun.at("context").at("sampling") == report.at("context").at("sampling"));
+  CHECK(rerun.at("context").at("quick") == true);
+  // The baseline always runs beside the variant asked for.
+  REQUIRE(rerun.at("results").size() == 2);
+  const json& case_again = rerun.at("results")[1];
+  CHECK(case_again.at("variant") == results[1].at("variant"));
+  CHECK(case_again.at("params") == results[1].at("params"));
+  CHECK(case_again.at("seed") == 5);
+  CHECK(case_again.at("repro") == repro);
 }
 
 TEST_CASE("bench warns beside a process that keeps a core busy, and records busy_cores", "[cli]") {

@@ -16,6 +16,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/memory.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 #include "techniques/quantization/quantization.hpp"
@@ -93,6 +94,19 @@ TEST_CASE("a static scale from a calibration batch clips the tokens larger than 
   const auto dynamic = run_case(make_case("int8_dynamic", 64, 32, 128));
   CHECK(clipped.at("clipped_fraction") > 0.0);
   CHECK(clipped.at("max_rel_error") > dynamic.at("max_rel_error"));
+}
+
+TEST_CASE("a GEMM level run declares as its working set every buffer it holds", "[quantization][cpu]") {
+  // What a step touches is what the run keeps on the tracked allocator: the stored weights, x, y
+  // and the int8 activations (the fp32 reference weights are untracked).
+  const Quantization t;
+  for (const std::string f : {"fp32", "bf16", "int8_dynamic", "int8_static", "int4_weight_only"}) {
+    INFO(f);
+    const std::size_t before = memory::usage(Device::cpu()).current;
+    auto run = t.prepare(make_case(f, 3, 67, 256), Device::cpu());
+    const std::size_t held = memory::usage(Device::cpu()).current - before;
+    CHECK(run->work().working_set_bytes.value() == static_cast<double>(held));
+  }
 }
 
 TEST_CASE("the inputs are deterministic and the checked rows spread", "[quantization]") {

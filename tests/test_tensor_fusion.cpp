@@ -526,7 +526,7 @@ TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
   CHECK(names == std::vector<std::string>{"chain", "rows", "hidden", "dropout", "dtype"});
 }
 
-TEST_CASE("CPU runs pass their checks and report counted bytes and measured intermediates", "[tensor_fusion][cpu]") {
+TEST_CASE("CPU runs pass their checks and report counted bytes, measured intermediates and their working set", "[tensor_fusion][cpu]") {
   const TensorFusion t;
   struct Shape {
     std::string chain;
@@ -539,7 +539,9 @@ TEST_CASE("CPU runs pass their checks and report counted bytes and measured inte
     for (const std::string variant : {"unfused", "fused"}) {
       INFO(s.chain << " " << s.rows << "x" << s.hidden << " " << dtype << " " << variant);
       const Case c = make_case(variant, s.chain, s.rows, s.hidden, 0.1, 7, dtype);
+      const std::size_t before = memory::usage(Device::cpu()).current;
       auto run = t.prepare(c, Device::cpu());
+      const std::size_t held = memory::usage(Device::cpu()).current - before;
       run->step();
       run->step();
       const auto metrics = run->finish();
@@ -551,6 +553,8 @@ TEST_CASE("CPU runs pass their checks and report counted bytes and measured inte
       CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));
       CHECK(metric(metrics, "bytes_moved").value == tf::bytes_moved(shape, fused));
       CHECK(run->work().bytes.value() == tf::bytes_moved(shape, fused));
+      // The working set is every tensor the run holds: inputs, output and intermediates.
+      CHECK(run->work().working_set_bytes.value() == static_cast<double>(held));
       for (const auto& m : metrics) CHECK(m.better == Better::lower);
     }
   }

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "cli/commands.hpp"
+#include "cli/parse_error.hpp"
 #include "core/build_info.hpp"
 #include "core/git_commit.hpp"
 #include "core/error.hpp"
@@ -33,8 +34,10 @@ const std::vector<std::string>& command_line() { return arguments; }
 int run(int argc, char** argv) {
   arguments.assign(argv, argv + argc);
   setup_logging();
+  // Named, so that usage lines say "aiopt" rather than the path the binary was started by.
   CLI::App app{"aiopt: measure what AI optimization techniques buy and what they cost, "
-               "on this machine's CPU and CUDA GPUs."};
+               "on this machine's CPU and CUDA GPUs.",
+               "aiopt"};
   app.set_version_flag("--version", std::string("aiopt ") + build::version + " (" +
                                         build::git_commit + ", " + build::build_type + ")");
   app.require_subcommand(1);
@@ -62,8 +65,10 @@ int run(int argc, char** argv) {
     }
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    // --help and --version end the parse with exit code 0, and CLI11 prints them.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "aiopt: error: %s\n", parse_error_message(app, e).c_str());
+    return 2;
   } catch (const InputError& e) {
     std::fprintf(stderr, "aiopt: error: %s\n", e.what());
     return 2;

@@ -89,7 +89,9 @@ class CudaRun : public Run {
 
   Work work() const override {
     const bool fused = form_ == Form::fused;
-    return {.bytes = bytes_moved(shape_, fused), .flops = std::nullopt, .working_set_bytes = working_set_bytes(shape_, fused)};
+    return {.bytes = bytes_moved(shape_, fused),
+            .flops = std::nullopt,
+            .working_set_bytes = working_set_bytes(shape_, fused)};
   }
 
   std::vector<Metric> finish() override {
