@@ -37,8 +37,7 @@ struct Verdict {
   // "SLOWER" when both changes exceed the allowance, "FASTER" when both are below minus it,
   // else "SAME"; "" when not both ok and timed.
   std::string timing;
-  // Metrics present and finite in both whose comparisons are meant (Metric::compared), in NEW's
-  // order.
+  // Metrics present and finite in both and compared (Metric::compared), in NEW's order.
   std::vector<MetricChange> metrics;
   // SLOWER, a worse metric, or ok in BASE but failed in NEW.
   bool regressed() const;
@@ -56,10 +55,10 @@ struct Regressions {
 
 // Timing is SLOWER when the median and the fastest sample both got slower by more than the
 // allowance = max(threshold, noise, contention of either report), FASTER when both got faster by
-// more, else SAME. A metric is "same" when |new - base| / |base| <=
-// threshold (for base 0: when new is 0 too), else better or worse by its direction; a metric
-// from time is "unjudged". Within a report a later result with the same key wins. InputError
-// when no result of NEW matches one of BASE: a comparison of nothing must not pass.
+// more, else SAME. A metric is "same" when |new - base| / |base| <= threshold (for base 0: when
+// new is 0 too), else better or worse by its direction; a metric from time is "unjudged". Within
+// a report a later result with the same key wins. InputError when no result of NEW matches one
+// of BASE: a comparison of nothing must not pass.
 Regressions compare_reports(const Report& base, const Report& now,
                             double threshold = default_regression_threshold);
 
