@@ -121,7 +121,11 @@ Bandwidth measure_host_bandwidth() {
 
 double measure_host_sgemm() {
   constexpr int n = host_sgemm_size;
-  constexpr int reps = 3;
+  // The best of at least 8 products and 0.25 s: with the best of 3 (about 40 ms), reports of the
+  // same build on an idle 2-core VM read 99 and 184 GFLOP/s minutes apart, and every
+  // compute_fraction moved with it.
+  constexpr int min_reps = 8;
+  constexpr double min_seconds = 0.25;
   const std::size_t count = std::size_t{n} * n;
   std::vector<float> a(count), b(count), c(count, 0.0f);  // (n, n) row-major each
   rng::Stream random(0x5eed'9e3a'0001ULL);
@@ -143,7 +147,8 @@ double measure_host_sgemm() {
   };
   gemm();  // warm-up: OpenBLAS allocates its buffers here
   double best = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < reps; ++r) {
+  const auto begin = std::chrono::steady_clock::now();
+  for (int r = 0; r < min_reps || seconds_since(begin) < min_seconds; ++r) {
     const auto start = std::chrono::steady_clock::now();
     gemm();
     best = std::min(best, seconds_since(start));

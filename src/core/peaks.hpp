@@ -27,7 +27,7 @@ inline constexpr int host_sgemm_size = 1024;  // M = N = K
 inline constexpr std::size_t cuda_copy_bytes = std::size_t{256} << 20;
 
 Bandwidth host_bandwidth();  // with the current thread count (threads()); best of 10
-double host_sgemm_gflops();  // cblas_sgemm, with the current thread count; best of 3
+double host_sgemm_gflops();  // cblas_sgemm, with the current thread count; best of >= 8 and 0.25 s
 // Device-to-device cudaMemcpyAsync, read + write bytes counted; best of 5.
 // Throws DeviceUnavailable without CUDA, without a device, or for an index it does not have.
 double cuda_copy_gbs(int device);
