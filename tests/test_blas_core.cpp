@@ -1,9 +1,13 @@
 // Which OpenBLAS kernels run (core/blas_core.hpp): the choice from the ISA, the check every loaded
 // kernel passes, that check failing on broken products, and what the aiopt binary reports and
-// warns with OPENBLAS_CORETYPE unset, set by a user, and after a chosen core failed.
+// warns with OPENBLAS_CORETYPE unset, set by a user, and after a chosen core failed. The binary
+// is also run with tests/shim/unknown_cpu_openblas.cpp preloaded, an OpenBLAS that gives this CPU
+// its Prescott kernels, to see aiopt start again with the best core, and fall back when that
+// core computes wrong.
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -35,6 +39,19 @@ json info_blas(const std::vector<std::string>& environment, std::string* err = n
   if (err) *err = r.err;
   return json::parse(r.out).at("blas");
 }
+
+// The environment for an aiopt whose OpenBLAS reports Prescott while OPENBLAS_CORETYPE is unset.
+std::vector<std::string> unknown_cpu(std::vector<std::string> environment) {
+  environment.push_back(std::string("LD_PRELOAD=") + UNKNOWN_CPU_OPENBLAS);
+  // Under AddressSanitizer a preloaded library comes before its runtime, which it refuses unless told.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  environment.push_back("ASAN_OPTIONS=" + (asan ? std::string(asan) + ":" : std::string()) + "verify_asan_link_order=0");
+  environment.push_back("-" + std::string(blas::coretype_variable));
+  environment.push_back("-" + std::string(blas::choice_variable));
+  return environment;
+}
+
+std::string best_for_this_cpu() { return blas::best_core(hardware::cpu().isa, hardware::cpu().vendor); }
 
 }  // namespace
 
@@ -172,4 +189,40 @@ TEST_CASE("after a chosen core failed its check, OpenBLAS's own choice runs and 
   CHECK(b.at("core_source") == "detected");
   CHECK(b.at("check") == "passed");
   CHECK_THAT(err, Contains("SkylakeX failed its check") && Contains("own choice"));
+}
+
+TEST_CASE("on a CPU OpenBLAS does not know, aiopt starts again once, with the best core", "[blas][cli]") {
+  const std::string best = best_for_this_cpu();
+  if (blas::core_level(best) <= blas::core_level("Prescott")) {
+    WARN("this CPU supports nothing above Prescott (best core '" << best << "'): nothing to choose");
+    return;
+  }
+  std::string err;
+  const json b = info_blas(unknown_cpu({}), &err);
+  CHECK(b.at("core_source") == "chosen by aiopt");
+  CHECK(b.at("core") == best);
+  CHECK(b.at("env").at("OPENBLAS_CORETYPE") == best);
+  CHECK(b.at("check") == "passed");
+  CHECK(b.at("warnings").empty());
+  CHECK(err.find("kernels") == std::string::npos);
+}
+
+TEST_CASE("a chosen core that fails its check falls back to OpenBLAS's own, with a warning", "[blas][cli][fault]") {
+  const std::string best = best_for_this_cpu();
+  if (blas::core_level(best) <= blas::core_level("Prescott")) {
+    WARN("this CPU supports nothing above Prescott (best core '" << best << "'): nothing is chosen to fail");
+    return;
+  }
+  std::string err;
+  const json b = info_blas(unknown_cpu({"AIOPT_TEST_BREAK_CHOSEN_SGEMM=1"}), &err);
+  CHECK(b.at("core_source") == "detected");
+  CHECK(b.at("core") == "Prescott");
+  CHECK(b.at("env").at("OPENBLAS_CORETYPE").is_null());
+  CHECK(b.at("check") == "passed");
+  REQUIRE(b.at("warnings").size() == 2);
+  CHECK_THAT(b.at("warnings")[0].get<std::string>(),
+             Contains("the BLAS kernel aiopt chose, " + best + " failed its check (") &&
+                 Contains("OpenBLAS's own choice, Prescott, runs instead"));
+  CHECK_THAT(b.at("warnings")[1].get<std::string>(), Contains("OpenBLAS runs its Prescott kernels, below the " + best));
+  CHECK_THAT(err, Contains(best + " failed its check"));
 }
