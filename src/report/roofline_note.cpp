@@ -63,7 +63,8 @@ std::string reasons(const Result& r) {
   if (const Metric* m = r.metric("bandwidth_fraction"); m && m->value > 1) add(*m, bandwidth_reason(r));
   if (const Metric* m = r.metric("compute_fraction"); m && m->value > 1)
     add(*m, "the peak is the host's fp32 SGEMM; products in narrower types (int8, fp16, bf16) do more "
-            "operations per cycle");
+            "operations per cycle, and the probe's one 1024^3 product, measured once per process, can "
+            "read below a run's own larger fp32 products");
   return text;
 }
 
