@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "core/error.hpp"
-#include "harness/statistics.hpp"
+#include "harness/runner.hpp"
 #include "report/regression.hpp"
 #include "report/report_json.hpp"
 #include "support/files.hpp"
@@ -27,18 +27,9 @@ namespace {
 const std::vector<double> quiet_ms{9.9, 10.1, 10.0, 9.8, 10.2, 10.0, 9.95, 10.05, 10.1, 9.9, 10.0};
 
 Timing timing_of(const std::vector<double>& ms) {
-  const SampleStats s = summarize(ms);
-  Timing t;
-  t.samples = ms;
-  t.count = s.count;
-  t.warmup = 1;
-  t.median = s.median;
-  t.mean = s.mean;
-  t.min = s.min;
-  t.max = s.max;
-  t.stddev = s.stddev;
-  t.iqr = s.iqr;
-  return t;
+  std::vector<double> seconds;
+  for (double x : ms) seconds.push_back(x * 1e-3);
+  return make_timing(seconds, 1);
 }
 
 std::vector<double> scaled(std::vector<double> ms, double factor) {

@@ -77,6 +77,8 @@ std::string sampling_flags(const Sampling& s, bool quick) {
   return flags;
 }
 
+}  // namespace
+
 Timing make_timing(const std::vector<double>& seconds, int warmup) {
   Timing t;
   t.unit = "ms";
@@ -93,8 +95,6 @@ Timing make_timing(const std::vector<double>& seconds, int warmup) {
   t.warmup = static_cast<std::size_t>(warmup);
   return t;
 }
-
-}  // namespace
 
 std::string repro_command(const PlannedCase& planned, const RunSettings& settings) {
   std::ostringstream os;

@@ -24,6 +24,10 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
 // seed), before it runs: what resuming matches on.
 Result case_record(const PlannedCase& planned);
 
+// A Timing in milliseconds from samples in seconds, with their statistics; `warmup` runs were
+// made before them and not kept.
+Timing make_timing(const std::vector<double>& seconds, int warmup);
+
 // The command line that reruns exactly this case: technique, variant, device, every parameter,
 // seed, threads, --quick, and each sampling flag whose value is not the mode's default.
 std::string repro_command(const PlannedCase& planned, const RunSettings& settings);
