@@ -24,14 +24,6 @@ bool has_all(const std::vector<std::string>& isa, std::initializer_list<std::str
   });
 }
 
-std::string trim(const char* s) {
-  if (!s) return {};
-  std::string out(s);
-  out.erase(0, out.find_first_not_of(" \t\n"));
-  out.erase(out.find_last_not_of(" \t\n") + 1);
-  return out;
-}
-
 std::string environment(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
@@ -149,15 +141,22 @@ bool should_choose(std::string_view set, std::string_view mark, std::string_view
 }
 
 void select_core(char** argv) {
-  const std::string best = best_core(hardware::cpu().isa, hardware::cpu().vendor);
+  const std::string set = environment(coretype_variable);
+  const std::string mark = environment(choice_variable);
   std::string failure;
-  if (should_choose(environment(coretype_variable), environment(choice_variable), loaded_core(), best)) {
-    setenv(coretype_variable, best.c_str(), 1);
-    setenv(choice_variable, best.c_str(), 1);
-    failure = restart(argv);
-    unsetenv(coretype_variable);
-    unsetenv(choice_variable);
+  if (set.empty() && !mark.starts_with(failed_prefix)) {
+    const std::string best = best_core(hardware::cpu().isa, hardware::cpu().vendor);
+    if (should_choose(set, mark, loaded_core(), best)) {
+      setenv(coretype_variable, best.c_str(), 1);
+      setenv(choice_variable, best.c_str(), 1);
+      failure = restart(argv);
+      unsetenv(coretype_variable);
+      unsetenv(choice_variable);
+    }
   }
+  // A core OpenBLAS or the user chose is checked on first use (core_choice()); one aiopt chose is
+  // checked now, while starting again without it is still possible.
+  if (source_of(set, mark) != CoreSource::chosen && failure.empty()) return;
   CoreChoice& c = state();
   if (c.source == CoreSource::chosen && c.check != "passed") {
     const std::string why = c.core + " failed its check (" + c.check + ")";
@@ -219,8 +218,9 @@ std::string check_sgemm(const Sgemm& gemm) {
   return {};
 }
 
-std::string loaded_core() { return trim(openblas_get_corename()); }
+// OpenBLAS builds both from its table of core names and its build options, without padding.
+std::string loaded_core() { return openblas_get_corename(); }
 
-std::string config() { return trim(openblas_get_config()); }
+std::string config() { return openblas_get_config(); }
 
 }  // namespace aiopt::blas

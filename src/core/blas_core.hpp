@@ -61,11 +61,12 @@ struct CoreChoice {
 // below best_core(), it sets OPENBLAS_CORETYPE and replaces this process with a fresh start of
 // the same executable and arguments (execv of /proc/self/exe), so OpenBLAS loads that core; when
 // a core aiopt chose fails check_sgemm, it starts again without it. Otherwise it returns, and
-// core_choice() says what runs. Never throws; a failed exec is a warning.
+// core_choice() says what runs (checking any other core on its first call). Never throws; a
+// failed exec is a warning.
 void select_core(char** argv);
 
-// What select_core found in this process; before (or without) it, the loaded core as detected,
-// checked on first use.
+// What runs in this process, how it was chosen, and its check, made on the first call unless
+// select_core made it already.
 const CoreChoice& core_choice();
 
 // C (m, n) = A (m, k) · B, row-major, B (k, n) or, with b_transposed, (n, k).
