@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,14 @@ std::vector<std::string> unknown_cpu(std::vector<std::string> environment) {
 }
 
 std::string best_for_this_cpu() { return blas::best_core(hardware::cpu().isa, hardware::cpu().vendor); }
+
+// This CPU's best core when it is above Prescott, the one the shim reports; else a warning and none.
+std::optional<std::string> best_above_prescott() {
+  const std::string best = best_for_this_cpu();
+  if (blas::core_level(best) > blas::core_level("Prescott")) return best;
+  WARN("this CPU supports nothing above Prescott (best core '" << best << "'): aiopt has nothing to choose");
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -192,27 +201,21 @@ TEST_CASE("after a chosen core failed its check, OpenBLAS's own choice runs and 
 }
 
 TEST_CASE("on a CPU OpenBLAS does not know, aiopt starts again once, with the best core", "[blas][cli]") {
-  const std::string best = best_for_this_cpu();
-  if (blas::core_level(best) <= blas::core_level("Prescott")) {
-    WARN("this CPU supports nothing above Prescott (best core '" << best << "'): nothing to choose");
-    return;
-  }
+  const auto best = best_above_prescott();
+  if (!best) return;
   std::string err;
   const json b = info_blas(unknown_cpu({}), &err);
   CHECK(b.at("core_source") == "chosen by aiopt");
-  CHECK(b.at("core") == best);
-  CHECK(b.at("env").at("OPENBLAS_CORETYPE") == best);
+  CHECK(b.at("core") == *best);
+  CHECK(b.at("env").at("OPENBLAS_CORETYPE") == *best);
   CHECK(b.at("check") == "passed");
   CHECK(b.at("warnings").empty());
   CHECK(err.find("kernels") == std::string::npos);
 }
 
 TEST_CASE("a chosen core that fails its check falls back to OpenBLAS's own, with a warning", "[blas][cli][fault]") {
-  const std::string best = best_for_this_cpu();
-  if (blas::core_level(best) <= blas::core_level("Prescott")) {
-    WARN("this CPU supports nothing above Prescott (best core '" << best << "'): nothing is chosen to fail");
-    return;
-  }
+  const auto best = best_above_prescott();
+  if (!best) return;
   std::string err;
   const json b = info_blas(unknown_cpu({"AIOPT_TEST_BREAK_CHOSEN_SGEMM=1"}), &err);
   CHECK(b.at("core_source") == "detected");
@@ -221,8 +224,8 @@ TEST_CASE("a chosen core that fails its check falls back to OpenBLAS's own, with
   CHECK(b.at("check") == "passed");
   REQUIRE(b.at("warnings").size() == 2);
   CHECK_THAT(b.at("warnings")[0].get<std::string>(),
-             Contains("the BLAS kernel aiopt chose, " + best + " failed its check (") &&
+             Contains("the BLAS kernel aiopt chose, " + *best + " failed its check (") &&
                  Contains("OpenBLAS's own choice, Prescott, runs instead"));
-  CHECK_THAT(b.at("warnings")[1].get<std::string>(), Contains("OpenBLAS runs its Prescott kernels, below the " + best));
-  CHECK_THAT(err, Contains(best + " failed its check"));
+  CHECK_THAT(b.at("warnings")[1].get<std::string>(), Contains("OpenBLAS runs its Prescott kernels, below the " + *best));
+  CHECK_THAT(err, Contains(*best + " failed its check"));
 }

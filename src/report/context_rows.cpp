@@ -8,16 +8,12 @@ namespace aiopt {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Sizes in binary units, measured rates to four significant digits ("12.49", not
 // "12.488274499737559"), nothing as "-".
 std::string value_text(const std::string& key, const ojson& v) {
   if (v.is_null() || (v.is_string() && v.get_ref<const std::string&>().empty())) return "-";
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_number() && ends_with(key, "_bytes")) return byte_text(v.get<double>());
+  if (v.is_number() && key.ends_with("_bytes")) return byte_text(v.get<double>());
   if (v.is_number_float()) return printed("%.4g", v.get<double>());
   return v.dump();
 }

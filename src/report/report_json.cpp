@@ -214,10 +214,6 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Adds `r` to `results`, replacing an earlier result with the same key() in its place.
 void put_result(std::vector<Result>& results, std::map<std::string, std::size_t>& index,
                 Result r) {
@@ -477,8 +473,8 @@ Report report_from_json(const ojson& j, const std::string& where) {
 }
 
 Report load_report(const std::string& path, std::vector<std::string>& warnings) {
-  const bool jsonl = ends_with(path, ".jsonl");
-  if (!jsonl && !ends_with(path, ".json"))
+  const bool jsonl = path.ends_with(".jsonl");
+  if (!jsonl && !path.ends_with(".json"))
     throw InputError(path + ": cannot tell how to read this report from its name; allowed "
                             "extensions: .json (a full report), .jsonl (a streamed report)");
   const auto text = read_file(path);
