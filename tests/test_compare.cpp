@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "harness/runner.hpp"
+#include "report/drift.hpp"
 #include "report/regression.hpp"
 #include "report/report_json.hpp"
 #include "support/files.hpp"
@@ -94,6 +95,66 @@ TEST_CASE("a median 30% slower with small noise is SLOWER and a regression", "[c
   CHECK_FALSE(any_regression(compare_reports(base, report_of({timed_result("kv_cache", scaled(quiet_ms, 0.7))}))));
   CHECK(only_verdict(compare_reports(base, report_of({timed_result("kv_cache", scaled(quiet_ms, 1.03))}))).timing ==
         "SAME");
+}
+
+namespace {
+
+// Ten cases, each with the canary speed given, every one's samples scaled by `factor`.
+Report canaried(const std::vector<double>& canary_gflops, double factor) {
+  std::vector<Result> results;
+  for (std::size_t i = 0; i < canary_gflops.size(); ++i) {
+    Result r = timed_result("kv_cache", scaled(quiet_ms, factor));
+    r.params["case"] = i;
+    r.canary_gflops = canary_gflops[i];
+    results.push_back(std::move(r));
+  }
+  return report_of(std::move(results));
+}
+
+const std::vector<double> steady_canary{100, 101, 99, 100, 102, 100, 98, 101, 100, 99};
+// The spread of a shared VM: one quick CI sweep's canaries ran from 93 to 141 GFLOP/s.
+const std::vector<double> drifting_canary{100, 140, 95, 120, 104, 141, 96, 110, 130, 100};
+
+}  // namespace
+
+TEST_CASE("drift is the central 95% of both reports' canaries pooled and 0 with too few", "[compare]") {
+  // 20 values pooled: k = 1, the smallest and the largest.
+  CHECK(drift(canaried(steady_canary, 1), canaried(steady_canary, 1)) == Approx(102.0 / 98 - 1));
+  CHECK(drift(canaried(steady_canary, 1), canaried(drifting_canary, 1)) == Approx(141.0 / 95 - 1));
+  // 80 values: k = 2, so one outlier at each end is dropped.
+  std::vector<double> forty(40, 100.0);
+  forty[0] = 10;
+  forty[1] = 1000;
+  forty[2] = 90;
+  forty[3] = 120;
+  CHECK(drift(canaried(forty, 1), canaried(std::vector<double>(40, 100.0), 1)) == Approx(120.0 / 90 - 1));
+  // Two steady runs at different speeds: the machine moved between them, and that counts.
+  CHECK(drift(canaried(std::vector<double>(10, 100.0), 1), canaried(std::vector<double>(10, 150.0), 1)) ==
+        Approx(0.5));
+  CHECK(drift(canaried({100, 200}, 1), canaried({300, 400}, 1)) == 0);  // fewer than min_canaries_for_drift
+  const Report before_canary = report_of({timed_result("kv_cache", quiet_ms)});
+  CHECK(drift(before_canary, before_canary) == 0);
+}
+
+TEST_CASE("a machine that drifted widens the allowance and says so but a steady one does not", "[compare]") {
+  // Steady on both sides: 30% slower everywhere is a regression, as on an idle machine.
+  const auto steady = compare_reports(canaried(steady_canary, 1), canaried(steady_canary, 1.3));
+  CHECK(count_verdicts(steady).slower == steady_canary.size());
+  CHECK(steady.verdicts.front().allowance == Approx(default_regression_threshold));
+  CHECK(any_regression(steady));
+
+  // The machine moved by 48% across the two: a 30% change is within that, and compare says why.
+  const auto drifted = compare_reports(canaried(steady_canary, 1), canaried(drifting_canary, 1.3));
+  CHECK(drifted.drift == Approx(141.0 / 95 - 1));
+  CHECK(drifted.verdicts.front().allowance == Approx(drifted.drift));
+  CHECK(count_verdicts(drifted).slower == 0);
+  CHECK_FALSE(any_regression(drifted));
+  const std::string text = render_regressions(drifted);
+  CHECK_THAT(text, Catch::Contains("The machine's own speed moved by 48%"));
+  CHECK(to_json(drifted)["drift"] == Approx(drifted.drift));
+
+  // Beyond the drift a slowdown is still caught: twice as slow.
+  CHECK(any_regression(compare_reports(canaried(steady_canary, 1), canaried(drifting_canary, 2.0))));
 }
 
 TEST_CASE("a check that newly fails is a regression, a skip is not", "[compare]") {
@@ -303,14 +364,14 @@ TEST_CASE("aiopt compare: --format, exit 3 on a regression, exit 2 when nothing 
 // Three runs of the real quick CI sweep (about 30 s each on 2 cores), so ctest runs it alone
 // ([serial], tests/CMakeLists.txt): beside other tests its times would measure them.
 //
-// What must hold at the default threshold: every case matches, no metric got worse and nothing
-// newly failed; those were the false regressions (metrics from one timed run, fractions of a peak
-// measured afresh, a clip count that followed the number of samples). Timing is held to 2x
-// (--threshold 100): on the shared 2-core VM these tests run on, the millisecond training steps
-// of mixed_precision and lr_scheduling moved by up to +53% in median and fastest sample alike
-// between quick runs with under 4% noise, while the machine was otherwise idle (busy_cores 0):
-// variation that neither report can show, and that no rule able to catch a 30% slowdown with
-// small noise (the tests above) could pass.
+// At the default threshold nothing may regress: every case matches, no timing is SLOWER, no
+// metric got worse, nothing newly failed. The false regressions this caught were metrics from one
+// timed run, fractions of a peak measured afresh, a clip count that followed the number of
+// samples, microsecond steps timed one at a time (now batched to 1 ms samples) and, on a shared
+// 2-core VM, the machine's own speed: with busy_cores 0, cases moved by up to 2x between runs in
+// median and fastest sample alike, and a fixed product timed before each case moved with them
+// (central 95% of two runs' canaries pooled: 57-105%). compare allows for that measured drift and
+// says so; on a steady machine its allowance is the bare threshold (the drift tests above).
 TEST_CASE("A/A: three runs of the quick CI sweep, each pair compared, report no regression",
           "[compare][serial]") {
   TempDir tmp;
@@ -326,21 +387,21 @@ TEST_CASE("A/A: three runs of the quick CI sweep, each pair compared, report no 
   }
   REQUIRE(results > 50);
   for (const auto& [a, b] : {std::pair{0, 1}, std::pair{0, 2}, std::pair{1, 2}}) {
+    // At the default threshold, with each report's measured drift (report/drift.hpp).
     const auto c = run_aiopt({"compare", runs[a], runs[b], "--format", "json"});
     INFO("compare run" << a + 1 << " run" << b + 1 << "\n" << c.err);
     REQUIRE((c.exit_code == 0 || c.exit_code == 3));
     const auto j = ojson::parse(c.out);
-    CHECK(j["summary"]["matched"] == results);
-    CHECK(j["summary"]["worse_metrics"] == 0);
-    CHECK(j["summary"]["newly_failed"] == 0);
+    INFO("drift " << j["drift"].dump());
     for (const auto& v : j["verdicts"])
       if (v.contains("timing") && v["timing"]["verdict"] == "SLOWER")
-        WARN(v["technique"].get<std::string>() << " " << v["variant"].get<std::string>() << " SLOWER A/A: median "
-                                                << v["timing"]["change"] << ", fastest " << v["timing"]["min_change"]);
-
-    const auto within_2x = run_aiopt({"compare", runs[a], runs[b], "--threshold", "100"});
-    INFO(within_2x.out);
-    CHECK(within_2x.exit_code == 0);
-    CHECK_THAT(within_2x.out, Catch::Contains("; no regression"));
+        UNSCOPED_INFO(v["technique"].get<std::string>() << " " << v["variant"].get<std::string>() << " SLOWER A/A: median "
+                                                        << v["timing"]["change"] << ", fastest " << v["timing"]["min_change"]
+                                                        << ", allowance " << v["timing"]["allowance"]);
+    CHECK(j["summary"]["matched"] == results);
+    CHECK(j["summary"]["slower"] == 0);
+    CHECK(j["summary"]["worse_metrics"] == 0);
+    CHECK(j["summary"]["newly_failed"] == 0);
+    CHECK(c.exit_code == 0);
   }
 }

@@ -958,3 +958,31 @@ TEST_CASE("a working set is written after memory, valid against the schema, and 
   CHECK_THROWS_WITH(result_from_json(bad, "r.json"),
                     Catch::Contains("working_set.fits") && Catch::Contains("L1d, L2, L3, DRAM"));
 }
+
+TEST_CASE("steps per sample and the canary speed are written and read back and older reports read as 1 and none",
+          "[report]") {
+  auto report = sample_report();
+  Result& r = report.results[1];
+  r.timing->steps_per_sample = 37;
+  r.canary_gflops = 98.5;
+  const ojson j = to_json(r);
+  CHECK(j["timing"]["steps_per_sample"] == 37);
+  CHECK(j["canary_gflops"] == 98.5);
+  CHECK(valid(nlohmann::json::parse(render(report, Format::json))));
+  const Result back = result_from_json(j, "memory");
+  CHECK(back.timing->steps_per_sample == 37);
+  REQUIRE(back.canary_gflops);
+  CHECK(*back.canary_gflops == 98.5);
+
+  ojson older = j;
+  older["timing"].erase("steps_per_sample");
+  older.erase("canary_gflops");
+  const Result old = result_from_json(older, "old.json");
+  CHECK(old.timing->steps_per_sample == 1);
+  CHECK_FALSE(old.canary_gflops);
+
+  ojson bad = j;
+  bad["timing"]["steps_per_sample"] = 0;
+  CHECK_FALSE(valid(nlohmann::json::parse(bad.dump()), "result"));
+  CHECK_THROWS_WITH(result_from_json(bad, "r.json"), Catch::Contains("steps_per_sample"));
+}

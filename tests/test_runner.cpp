@@ -1,9 +1,11 @@
-// The runner: what it records of a case — samples under the stopping rule, the memory of the
+// The runner: what it records of a case — samples under the stopping rule (batched for short
+// steps), the machine's canary speed, the memory of the
 // work (not of the checks), roofline rates and the memory level from declared work, the repro
 // command — and how failures are recorded.
 #include <catch2/catch.hpp>
 
 #include <stdexcept>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/memory.hpp"
@@ -93,6 +95,10 @@ TEST_CASE("an ok case keeps every sample, the work's memory peak and roofline ra
   CHECK(r.timing->count == 7);
   CHECK(r.timing->samples.size() == 7);
   CHECK(r.timing->warmup == 2);
+  // A step of microseconds is timed in batches of at least 1 ms.
+  const std::size_t batch = r.timing->steps_per_sample;
+  CHECK(batch > 1);
+  CHECK(r.timing->median * 1e-3 * static_cast<double>(batch) >= 0.5 * min_sample_seconds);
   CHECK(r.timing->min <= r.timing->median);
   CHECK(r.timing->median <= r.timing->max);
   // The input and one step's scratch were live at once; finish()'s reference is not counted.
@@ -100,7 +106,13 @@ TEST_CASE("an ok case keeps every sample, the work's memory peak and roofline ra
   CHECK(r.memory->peak_bytes == 2 * 4096 * sizeof(float));
   const Metric* steps = r.metric("steps");
   REQUIRE(steps);
-  CHECK(steps->value == 9);  // 2 warmup + 7 samples
+  // 2 warmup steps, the growing batches that sized the sample (at least one step, none larger
+  // than the final batch), then 7 samples of `batch` steps.
+  const double sampled = 2 + 7 * static_cast<double>(batch);
+  CHECK(steps->value >= sampled + 1);
+  CHECK(steps->value <= sampled + 10 * static_cast<double>(batch));
+  REQUIRE(r.canary_gflops);
+  CHECK(*r.canary_gflops > 0);
   const Metric* gbs = r.metric("achieved_bandwidth");
   REQUIRE(gbs);
   CHECK(gbs->value == Approx(2.0 * 4096 * sizeof(float) / (r.timing->median * 1e-3) / 1e9));
@@ -132,6 +144,46 @@ TEST_CASE("a throwing workload fails, an absent device skips, both with the reas
   const Result absent = run_case(probe, planned("absent"), fast_settings());
   CHECK(absent.status == Status::skipped);
   CHECK(absent.message == "no such accelerator here");
+}
+
+TEST_CASE("a sample lasts at least 1 ms: short steps are batched up to 10000 to a sample", "[runner]") {
+  // A step of fixed length; each call's count is recorded.
+  std::vector<std::size_t> asked;
+  const auto steady = [&asked](double step_s) {
+    asked.clear();
+    return [&asked, step_s](std::size_t n) {
+      asked.push_back(n);
+      return step_s * static_cast<double>(n);
+    };
+  };
+  CHECK(steps_per_sample(steady(2e-3)) == 1);
+  CHECK(asked == std::vector<std::size_t>{1});
+  CHECK(steps_per_sample(steady(1e-3)) == 1);
+  const std::size_t gemv = steps_per_sample(steady(2e-6));
+  CHECK(gemv * 2e-6 >= 1e-3);
+  CHECK(gemv * 2e-6 <= 1.2e-3);
+  CHECK(steps_per_sample(steady(1e-9)) == 10000);
+  CHECK(steps_per_sample(steady(0.0)) == 10000);  // a clock that reads nothing: the cap, not a loop
+
+  // A cold first step (10x the rest) does not leave the batch short: the count grows until a
+  // batch measures long enough.
+  asked.clear();
+  const std::size_t warmed = steps_per_sample([&asked](std::size_t n) {
+    asked.push_back(n);
+    return n == 1 ? 1e-4 : 1e-5 * static_cast<double>(n);
+  });
+  CHECK(asked.size() >= 3);
+  CHECK(warmed * 1e-5 >= 1e-3);
+}
+
+TEST_CASE("with --flush-cache every sample times one step, cold", "[runner]") {
+  const Probe probe;
+  RunSettings s = fast_settings();
+  s.sampling.flush_cache = true;
+  const Result r = run_case(probe, planned("ok", 4096), s);
+  REQUIRE(r.status == Status::ok);
+  CHECK(r.timing->steps_per_sample == 1);
+  CHECK(r.metric("steps")->value == 2 + 7);
 }
 
 TEST_CASE("the timeout ends sampling of a slow case", "[runner]") {

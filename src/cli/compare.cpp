@@ -20,8 +20,8 @@ void add_compare(CLI::App& app, int& exit_code) {
   cmd->add_option("base", *base, "The reference report (.json or .jsonl)")->required()->check(CLI::ExistingFile);
   cmd->add_option("new", *now, "The report to judge (.json or .jsonl)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--threshold", *threshold_pct,
-                  "Changes up to this many percent (or the measured noise or a busy machine's contention, if "
-                  "larger) are SAME (default 5)")
+                  "Changes up to this many percent (or the measured noise, a busy machine's contention or the "
+                  "machine's measured drift, if larger) are SAME (default 5)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-f,--format", *format, "Format on stdout: table, md, json (default table)")
       ->check(CLI::IsMember({"table", "md", "json"}));

@@ -117,7 +117,25 @@ Bandwidth measure_host_bandwidth() {
   return {2 * array_bytes / copy_best / 1e9, 3 * array_bytes / triad_best / 1e9};
 }
 
+}  // namespace
+
 // ---- host sgemm
+
+void square_sgemm(int n, const float* a, const float* b, float* c) {
+  // OpenBLAS runs single-threaded (core/threads.hpp); the rows of C are split among our
+  // threads, as kernels/cpu/gemm.cpp does for every product.
+  const int workers = omp_get_max_threads();
+  const int per = (n + workers - 1) / workers;
+#pragma omp parallel for schedule(static, 1)
+  for (int w = 0; w < workers; ++w) {
+    const int begin = std::min(n, w * per), rows = std::min(n, begin + per) - begin;
+    if (rows > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, a + std::size_t(begin) * n, n, b, n,
+                  0.0f, c + std::size_t(begin) * n, n);
+  }
+}
+
+namespace {
 
 double measure_host_sgemm() {
   constexpr int n = host_sgemm_size;
@@ -132,19 +150,7 @@ double measure_host_sgemm() {
   for (float& v : a) v = random.uniform(-1.0f, 1.0f);
   for (float& v : b) v = random.uniform(-1.0f, 1.0f);
 
-  // OpenBLAS runs single-threaded (core/threads.hpp); the rows of C are split among our
-  // threads, as kernels/cpu/gemm.cpp does for every product.
-  const auto gemm = [&] {
-    const int workers = omp_get_max_threads();
-    const int per = (n + workers - 1) / workers;
-#pragma omp parallel for schedule(static, 1)
-    for (int w = 0; w < workers; ++w) {
-      const int begin = std::min(n, w * per), rows = std::min(n, begin + per) - begin;
-      if (rows > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0f, a.data() + begin * n,
-                    n, b.data(), n, 0.0f, c.data() + begin * n, n);
-    }
-  };
+  const auto gemm = [&] { square_sgemm(n, a.data(), b.data(), c.data()); };
   gemm();  // warm-up: OpenBLAS allocates its buffers here
   double best = std::numeric_limits<double>::infinity();
   const auto begin = std::chrono::steady_clock::now();

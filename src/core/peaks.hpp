@@ -26,6 +26,10 @@ std::size_t host_bandwidth_array_bytes();
 inline constexpr int host_sgemm_size = 1024;  // M = N = K
 inline constexpr std::size_t cuda_copy_bytes = std::size_t{256} << 20;
 
+// C = A·B for row-major (n, n) matrices on the OpenMP threads, the rows of C split among them:
+// how the sgemm probe and the canary (canary.hpp) time the BLAS.
+void square_sgemm(int n, const float* a, const float* b, float* c);
+
 Bandwidth host_bandwidth();  // with the current thread count (threads()); best of 10
 double host_sgemm_gflops();  // cblas_sgemm, with the current thread count; best of >= 8 and 0.25 s
 // Device-to-device cudaMemcpyAsync, read + write bytes counted; best of 5.

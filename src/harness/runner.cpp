@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 
+#include "core/canary.hpp"
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
@@ -79,11 +80,12 @@ std::string sampling_flags(const Sampling& s, bool quick) {
 
 }  // namespace
 
-Timing make_timing(const std::vector<double>& seconds, int warmup) {
+Timing make_timing(const std::vector<double>& seconds, int warmup, std::size_t steps_per_sample) {
   Timing t;
   t.unit = "ms";
+  t.steps_per_sample = steps_per_sample;
   t.samples.reserve(seconds.size());
-  for (double s : seconds) t.samples.push_back(s * 1e3);
+  for (double s : seconds) t.samples.push_back(s * 1e3 / static_cast<double>(steps_per_sample));
   const SampleStats st = summarize(t.samples);
   t.median = st.median;
   t.mean = st.mean;
@@ -94,6 +96,17 @@ Timing make_timing(const std::vector<double>& seconds, int warmup) {
   t.count = st.count;
   t.warmup = static_cast<std::size_t>(warmup);
   return t;
+}
+
+std::size_t steps_per_sample(const std::function<double(std::size_t)>& time_steps, double min_sample_s) {
+  constexpr std::size_t most = 10000;
+  std::size_t n = 1;
+  for (double t = time_steps(n); t < min_sample_s && n < most; t = time_steps(n)) {
+    // Aim 10% past the minimum from the rate just measured; a clock that read 0 gets 10x.
+    const double wanted = t > 0 ? std::ceil(1.1 * min_sample_s / t * static_cast<double>(n)) : 10.0 * static_cast<double>(n);
+    n = std::min(most, std::max(n + 1, static_cast<std::size_t>(wanted)));
+  }
+  return n;
 }
 
 std::string repro_command(const PlannedCase& planned, const RunSettings& settings) {
@@ -143,8 +156,17 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     std::optional<kernels::CacheFlush> flush;
     if (settings.sampling.flush_cache) flush.emplace(device);
 
+    if (device.is_cpu()) r.canary_gflops = canary::host_gflops();
     for (int i = 0; i < settings.sampling.warmup; ++i) run->step();
     timer.synchronize();
+    // Timed batches of growing size set how many steps a sample times; a flushed sample times
+    // one, since only the first step after a flush would start cold.
+    const auto run_steps = [&](std::size_t n) {
+      for (std::size_t i = 0; i < n; ++i) run->step();
+    };
+    const std::size_t steps =
+        flush ? 1 : steps_per_sample([&](std::size_t n) { return timer.time([&] { run_steps(n); }); });
+    const auto batch = [&] { run_steps(steps); };
 
     std::vector<double> samples;
     const auto start = std::chrono::steady_clock::now();
@@ -153,7 +175,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
         flush->flush(run->stream());
         timer.synchronize();
       }
-      samples.push_back(timer.time([&] { run->step(); }));
+      samples.push_back(timer.time(batch));
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (sampling_done(settings.sampling, samples, elapsed)) break;
@@ -167,7 +189,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
 
     r.metrics = run->finish();
     r.series = run->series();
-    r.timing = make_timing(samples, settings.sampling.warmup);
+    r.timing = make_timing(samples, settings.sampling.warmup, steps);
     const Work work = run->work();
     add_roofline(work, r.timing->median * 1e-3, device, r.metrics);
     if (work.working_set_bytes)
@@ -194,6 +216,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     r.timing.reset();
     r.memory.reset();
     r.working_set.reset();
+    r.canary_gflops.reset();
     r.metrics.clear();
     r.series.clear();
   }

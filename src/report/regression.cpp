@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "report/comparison.hpp"
+#include "report/drift.hpp"
 #include "report/printers.hpp"
 
 namespace aiopt {
@@ -107,7 +108,8 @@ Regressions compare_reports(const Report& base, const Report& now, double thresh
   out.threshold = threshold;
   out.base_contention = contention(base.context);
   out.new_contention = contention(now.context);
-  const double timing_floor = std::max({threshold, out.base_contention, out.new_contention});
+  out.drift = drift(base, now);
+  const double timing_floor = std::max({threshold, out.base_contention, out.new_contention, out.drift});
   const auto base_results = by_key(base);
   const auto new_results = by_key(now);
   for (const auto& r : base.results)

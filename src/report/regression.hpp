@@ -33,7 +33,7 @@ struct Verdict {
   double change = 0;      // (new - base) / base of the medians
   double min_change = 0;  // the same of the fastest samples
   double noise = 0;       // the larger IQR / median of the two sample sets
-  double allowance = 0;   // max(threshold, noise, contention)
+  double allowance = 0;   // max(threshold, noise, contention, drift)
   // "SLOWER" when both changes exceed the allowance, "FASTER" when both are below minus it,
   // else "SAME"; "" when not both ok and timed.
   std::string timing;
@@ -48,13 +48,15 @@ struct Regressions {
   std::vector<ContextDifference> context_differences;
   // Each report's machine contention (context_difference.hpp); the larger widens every allowance.
   double base_contention = 0, new_contention = 0;
+  // How far the machine's own speed moved across both reports (drift.hpp); widens every allowance.
+  double drift = 0;
   std::vector<Verdict> verdicts;          // in NEW's order
   std::vector<std::string> only_in_base;  // "technique variant device k=v ..."
   std::vector<std::string> only_in_new;
 };
 
 // Timing is SLOWER when the median and the fastest sample both got slower by more than the
-// allowance = max(threshold, noise, contention of either report), FASTER when both got faster by
+// allowance = max(threshold, noise, contention of either report, drift), FASTER when both got faster by
 // more, else SAME. A metric is "same" when |new - base| / |base| <= threshold (for base 0: when
 // new is 0 too), else better or worse by its direction; a metric from time is "unjudged". Within
 // a report a later result with the same key wins. InputError when no result of NEW matches one

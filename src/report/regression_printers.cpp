@@ -62,6 +62,13 @@ std::string contention_warning(const char* which, double contention) {
          "an idle machine to judge speed.";
 }
 
+std::string drift_warning(double drift) {
+  return "The machine's own speed moved by " + printed("%.0f%%", 100 * drift) +
+         " across BASE and NEW: a fixed product timed before each case (canary_gflops; the central 95% "
+         "of both reports' values) changed that much with no change of code. Timing changes within that "
+         "are SAME, so only a larger slowdown is caught; rerun both on a steadier machine to judge smaller ones.";
+}
+
 std::vector<std::string> warnings(const Regressions& reg) {
   std::vector<std::string> out;
   for (const auto& d : reg.context_differences)
@@ -69,6 +76,7 @@ std::vector<std::string> warnings(const Regressions& reg) {
                   "): compared anyway, but a change may come from the machine, not the code.");
   if (reg.base_contention > 0) out.push_back(contention_warning("BASE", reg.base_contention));
   if (reg.new_contention > 0) out.push_back(contention_warning("NEW", reg.new_contention));
+  if (reg.drift > reg.threshold) out.push_back(drift_warning(reg.drift));
   return out;
 }
 
@@ -159,6 +167,7 @@ ojson to_json(const Regressions& reg) {
                {"threshold", reg.threshold},
                {"context_differences", differences},
                {"contention", {{"base", reg.base_contention}, {"new", reg.new_contention}}},
+               {"drift", reg.drift},
                {"warnings", warnings(reg)},
                {"verdicts", verdicts},
                {"only_in_base", reg.only_in_base},

@@ -145,6 +145,11 @@ Timing timing_from(const ojson& j, const std::string& where) {
   t.iqr = value_field(j, "iqr", where, path);
   t.count = count_field(j, "count", where, path);
   t.warmup = count_field(j, "warmup", where, path);
+  // Reports written before samples were batched timed one step per sample.
+  if (j.contains("steps_per_sample")) {
+    t.steps_per_sample = count_field(j, "steps_per_sample", where, path);
+    if (t.steps_per_sample == 0) fail(where, "key 'timing.steps_per_sample' is 0; it must be at least 1");
+  }
   const auto& samples = array_field(j, "samples", where, path);
   for (std::size_t i = 0; i < samples.size(); ++i) {
     const auto& s = samples[i];
@@ -294,7 +299,7 @@ ojson to_json(const Timing& t) {
   return ojson{{"unit", t.unit},          {"median", number(t.median)}, {"mean", number(t.mean)},
                {"min", number(t.min)},    {"max", number(t.max)},       {"stddev", number(t.stddev)},
                {"iqr", number(t.iqr)},    {"count", t.count},           {"warmup", t.warmup},
-               {"samples", samples}};
+               {"steps_per_sample", t.steps_per_sample}, {"samples", samples}};
 }
 
 ojson to_json(const MemoryRecord& m) {
@@ -323,6 +328,7 @@ ojson to_json(const Result& r) {
   if (r.timing) j["timing"] = to_json(*r.timing);
   if (r.memory) j["memory"] = to_json(*r.memory);
   if (r.working_set) j["working_set"] = to_json(*r.working_set);
+  if (r.canary_gflops) j["canary_gflops"] = number(*r.canary_gflops);
   ojson metrics = ojson::object();
   for (const auto& m : r.metrics) {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
@@ -397,6 +403,7 @@ Result result_from_json(const ojson& j, const std::string& where) {
   if (j.contains("memory")) r.memory = memory_from(object_field(j, "memory", where, ""), where);
   if (j.contains("working_set"))
     r.working_set = working_set_from(object_field(j, "working_set", where, ""), where);
+  if (j.contains("canary_gflops")) r.canary_gflops = value_field(j, "canary_gflops", where, "");
   for (const auto& [name, m] : object_field(j, "metrics", where, "").items()) {
     const std::string path = "metrics." + name;
     expect(m.is_object(), m, where, path, "an object {value, unit, better}");

@@ -24,6 +24,7 @@ struct Timing {
   double median = 0, mean = 0, min = 0, max = 0, stddev = 0, iqr = 0;
   std::size_t count = 0;     // samples kept (== samples.size())
   std::size_t warmup = 0;    // warmup runs before sampling, not kept
+  std::size_t steps_per_sample = 1;  // steps each sample timed back to back; samples are per step
   std::vector<double> samples;
 };
 
@@ -54,6 +55,8 @@ struct Result {
   std::optional<Timing> timing;
   std::optional<MemoryRecord> memory;
   std::optional<WorkingSet> working_set;
+  // The machine's speed just before the case (core/canary.hpp), GFLOP/s; CPU cases only.
+  std::optional<double> canary_gflops;
   std::vector<Metric> metrics;  // in the order the technique returned them
   std::vector<Series> series;   // curves, in the order the technique returned them
   std::string repro;            // the command line that reruns this one case
