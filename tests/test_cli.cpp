@@ -55,7 +55,7 @@ TEST_CASE("version and help answer and exit 0", "[cli]") {
 }
 
 TEST_CASE("help names aiopt, not the path the binary was started by", "[cli]") {
-  for (const std::vector<std::string> args : {std::vector<std::string>{"--help"}, {"bench", "--help"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"--help"}, {"bench", "--help"}}) {
     auto r = run_aiopt(args);
     INFO(r.out);
     CHECK(r.exit_code == 0);

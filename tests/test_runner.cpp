@@ -4,11 +4,13 @@
 // command — and how failures are recorded.
 #include <catch2/catch.hpp>
 
+#include <csignal>
 #include <stdexcept>
 #include <vector>
 
 #include "core/error.hpp"
 #include "core/memory.hpp"
+#include "harness/interrupt.hpp"
 #include "harness/memory_level.hpp"
 #include "harness/runner.hpp"
 
@@ -32,7 +34,7 @@ class Probe : public Technique {
   std::vector<Variant> variants() const override {
     const std::vector<DeviceKind> both{DeviceKind::cpu, DeviceKind::cuda};
     return {{"ok", "", true, both}, {"wrong", "", false, both}, {"throws", "", false, both},
-            {"absent", "", false, both}};
+            {"absent", "", false, both}, {"stops", "", false, both}};
   }
 
   struct ProbeRun : Run {
@@ -41,6 +43,7 @@ class Probe : public Technique {
       memory::Buffer<float> scratch(Device::cpu(), input.size());  // the work's own temporary
       for (std::size_t i = 0; i < input.size(); ++i) scratch[i] = static_cast<float>(i);
       ++steps;
+      if (variant == "stops" && steps == 3) request_stop(SIGTERM);  // as a signal mid-sampling would
     }
     Work work() const override {
       return {input.bytes() * 2.0, static_cast<double>(input.size()), static_cast<double>(input.bytes())};
@@ -184,6 +187,24 @@ TEST_CASE("with --flush-cache every sample times one step, cold", "[runner]") {
   REQUIRE(r.status == Status::ok);
   CHECK(r.timing->steps_per_sample == 1);
   CHECK(r.metric("steps")->value == 2 + 7);
+}
+
+TEST_CASE("a stop request ends the case in progress as interrupted without timing", "[runner]") {
+  const Probe probe;
+  {
+    const StopOnSignals handlers;  // clears the request when it goes
+    request_stop(SIGINT);
+    const Result before = run_case(probe, planned("ok"), fast_settings());
+    CHECK(before.status == Status::interrupted);
+    CHECK(before.message == "interrupted by SIGINT before the case started");
+  }
+  CHECK_FALSE(stop_requested());
+  const StopOnSignals handlers;
+  const Result during = run_case(probe, planned("stops"), fast_settings());
+  CHECK(during.status == Status::interrupted);
+  CHECK(during.message == "interrupted by SIGTERM while the case was sampled");
+  CHECK_FALSE(during.timing);
+  CHECK(during.metrics.empty());
 }
 
 TEST_CASE("the timeout ends sampling of a slow case", "[runner]") {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -17,6 +18,7 @@
 #include "core/error.hpp"
 #include "core/hardware.hpp"
 #include "core/threads.hpp"
+#include "harness/interrupt.hpp"
 #include "harness/progress.hpp"
 #include "harness/runner.hpp"
 #include "report/comparison.hpp"
@@ -164,7 +166,7 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
     Report earlier = load_report(ex.resume_path, warnings);
     for (const auto& w : warnings) spdlog::warn("{}", w);
     for (auto& r : earlier.results) {
-      done.insert(r.key());
+      if (r.status != Status::interrupted) done.insert(r.key());  // an interrupted case runs again
       results.push_back(std::move(r));
     }
     spdlog::info("resuming from {}: {} cases already done", ex.resume_path, done.size());
@@ -202,12 +204,15 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
 
   Progress progress(todo.size(), flags.progress_mode());
   bool any_failed = false;
-  for (std::size_t i = 0; i < todo.size(); ++i) {
+  const StopOnSignals stop_on_signals;
+  std::size_t started = 0, interrupted = 0;
+  for (std::size_t i = 0; i < todo.size() && !stop_requested(); ++i, ++started) {
     const auto& pc = todo[i]->planned;
     const std::string label = case_label(pc);
     progress.begin(i, label);
     Result r = run_case(*todo[i]->technique, pc, settings);
     progress.end(i, label, outcome_text(r));
+    interrupted += r.status == Status::interrupted;
     if (r.status == Status::failed) {
       any_failed = true;
       spdlog::debug("{} failed: {}", label, r.message);
@@ -219,11 +224,19 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
 
   Report report;
   report.context = context;
+  const int signal = stop_signal();
+  if (signal) {
+    const std::string name = signal == SIGTERM ? "SIGTERM" : "SIGINT";
+    report.context["interrupted"] = {{"signal", name}, {"cases_not_run", todo.size() - started}};
+    spdlog::warn("interrupted by {}: {} of {} cases finished, {} interrupted, {} not run; the reports hold what finished",
+                 name, started - interrupted, todo.size(), interrupted, todo.size() - started);
+  }
   report.results = std::move(results);
   report.comparisons = compare_to_baselines(report.results);
   emit(report, flags.format, flags.outputs, streamed);
   for (const auto& r : report.results)
     if (r.status == Status::failed) any_failed = true;
+  if (signal) return 128 + signal;  // the shell's convention: 130 for SIGINT, 143 for SIGTERM
   return any_failed ? 1 : 0;
 }
 

@@ -34,4 +34,11 @@ class DeviceUnavailable : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The user asked the run to stop (SIGINT, SIGTERM: harness/interrupt.hpp) while a case was in
+// progress. The harness records the case as interrupted with this message.
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace aiopt

@@ -1,6 +1,7 @@
 #include "harness/runner.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <memory>
 #include <new>
@@ -12,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/peaks.hpp"
+#include "harness/interrupt.hpp"
 #include "harness/memory_level.hpp"
 #include "harness/statistics.hpp"
 #include "harness/step_timer.hpp"
@@ -132,6 +134,18 @@ Result case_record(const PlannedCase& planned) {
   return r;
 }
 
+namespace {
+
+// Throws Interrupted when the user has asked the run to stop.
+void stop_point(const char* when) {
+  if (!stop_requested()) return;
+  const int signal = stop_signal();
+  throw Interrupted(std::string("interrupted by ") + (signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "a stop request") +
+                    " " + when);
+}
+
+}  // namespace
+
 Result run_case(const Technique& technique, const PlannedCase& planned, const RunSettings& settings) {
   const Device device = planned.device == DeviceKind::cpu ? Device::cpu() : Device::cuda(0);
   Result r = case_record(planned);
@@ -151,7 +165,9 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     std::optional<memory::Scope> host_scope;
     if (device.is_cuda()) host_scope.emplace(Device::cpu());
 
+    stop_point("before the case started");
     std::unique_ptr<Run> run = technique.prepare(planned.c, device);
+    stop_point("while the case was prepared");
     StepTimer timer(device, run->stream());
     std::optional<kernels::CacheFlush> flush;
     if (settings.sampling.flush_cache) flush.emplace(device);
@@ -176,6 +192,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
         timer.synchronize();
       }
       samples.push_back(timer.time(batch));
+      stop_point("while the case was sampled");
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (sampling_done(settings.sampling, samples, elapsed)) break;
@@ -202,6 +219,9 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
   } catch (const NotApplicable& e) {
     r.status = Status::skipped;
     r.message = std::string("not applicable: ") + e.what();
+  } catch (const Interrupted& e) {
+    r.status = Status::interrupted;
+    r.message = e.what();
   } catch (const CheckFailed& e) {
     r.status = Status::failed;
     r.message = std::string("check failed: ") + e.what();

@@ -127,7 +127,8 @@ Status status_from(const ojson& obj, const std::string& where) {
   if (name == "ok") return Status::ok;
   if (name == "skipped") return Status::skipped;
   if (name == "failed") return Status::failed;
-  fail(where, "key 'status' has value \"" + name + "\"; allowed: ok, skipped, failed");
+  if (name == "interrupted") return Status::interrupted;
+  fail(where, "key 'status' has value \"" + name + "\"; allowed: ok, skipped, failed, interrupted");
 }
 
 Timing timing_from(const ojson& j, const std::string& where) {

@@ -7,6 +7,7 @@ std::string to_string(Status status) {
     case Status::ok: return "ok";
     case Status::skipped: return "skipped";
     case Status::failed: return "failed";
+    case Status::interrupted: return "interrupted";
   }
   return "?";
 }

@@ -16,7 +16,8 @@ using ojson = nlohmann::ordered_json;
 
 inline constexpr const char* report_schema = "aiopt-report/1";
 
-enum class Status { ok, skipped, failed };
+// interrupted: the user stopped the run while this case was in progress (SIGINT, SIGTERM).
+enum class Status { ok, skipped, failed, interrupted };
 std::string to_string(Status status);
 
 struct Timing {
