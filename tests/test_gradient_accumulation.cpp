@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "nn/training.hpp"
 #include "support/metrics.hpp"
 #include "support/technique_run.hpp"
@@ -183,4 +184,15 @@ TEST_CASE("CUDA runs of both variants pass their checks", "[gradient_accumulatio
   CHECK(metric(acc, "max_loss_difference").value <= ga::loss_tolerance);
   CHECK(metric(acc, "activation_peak_bytes").value < metric(large, "activation_peak_bytes").value);
   CHECK(std::isfinite(metric(acc, "noise_scale_simple").value));
+}
+
+// ---- fault injection
+
+TEST_CASE("micro-batch gradients summed without the 1/k fail the gradient check", "[gradient_accumulation][fault]") {
+  const fault::Scope no_average("gradient_accumulation.no_average");
+  const Result r = aiopt::test::run_through_runner(GradientAccumulation{}, make_case("accumulate"));
+  INFO(r.message);
+  CHECK(r.status == Status::failed);
+  // k = 4 micro-batches summed: the gradient is 4× large_batch's, 3 of its largest entry off.
+  CHECK_THAT(r.message, Catch::Contains("max relative gradient difference 3"));
 }

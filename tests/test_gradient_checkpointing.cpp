@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "nn/training.hpp"
 #include "support/metrics.hpp"
@@ -202,4 +203,26 @@ TEST_CASE("CUDA runs of every variant pass their checks, and checkpointing lower
   }
   CHECK(peaks["sqrt_n"] < peaks["store_all"]);
   CHECK(peaks["selective"] < peaks["store_all"]);
+}
+
+// ---- fault injection
+
+TEST_CASE("a recomputation from a stale residual stream fails the gradient check", "[gradient_checkpointing][fault]") {
+  const fault::Scope stale("gradient_checkpointing.stale_recompute");
+  // Four layers: k 2 re-runs two segments of two blocks, sqrt_n (k 2) the same; k 1 re-runs every
+  // block from the checkpoint before its own.
+  for (const auto& [variant, k] : {std::pair{"checkpoint_every_k", 2}, std::pair{"checkpoint_every_k", 1},
+                                   std::pair{"sqrt_n", 2}}) {
+    const Result r = aiopt::test::run_through_runner(
+        GradientCheckpointing{}, make_case(variant, {{"layers", std::int64_t{4}}, {"k", std::int64_t{k}}}));
+    INFO(variant << " k " << k << ": " << r.message);
+    CHECK(r.status == Status::failed);
+    CHECK_THAT(r.message, Catch::Contains("max relative gradient difference"));
+  }
+  // store_all and selective re-run no block: the fault leaves them as they are.
+  for (const char* variant : {"store_all", "selective"}) {
+    const Result r = aiopt::test::run_through_runner(GradientCheckpointing{}, make_case(variant));
+    INFO(variant << ": " << r.message);
+    CHECK(r.status == Status::ok);
+  }
 }

@@ -23,6 +23,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "nn/lr_schedule.hpp"
 #include "support/metrics.hpp"
 #include "support/technique_run.hpp"
@@ -211,4 +212,49 @@ TEST_CASE("a CUDA run records the same LR series and trains", "[lr_scheduling][g
   for (std::size_t i = 0; i < lr.y.size(); ++i) CHECK(lr.y[i] == static_cast<double>(config.schedule.at(i)));
   CHECK(metric(m, "diverged").value == 0.0);
   CHECK(metric(m, "final_val_loss").value < metric(m, "initial_train_loss").value);
+}
+
+// ---- the LR check
+
+TEST_CASE("the reference LR check passes the schedule and fails a shifted or warmup-less one", "[lr_scheduling]") {
+  const nn::LrSchedule s = ls::schedule(make_case("warmup_cosine", {{"steps", std::int64_t{40}}}), 40);
+  REQUIRE(s.warmup_steps == 4);
+  std::vector<nn::StepRecord> h(40);
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    h[i].step = i + 1;
+    h[i].lr = s.at(i);
+    h[i].loss = 3.0;
+  }
+  CHECK_NOTHROW(ls::check_run("warmup_cosine", s, h));
+  std::vector<nn::StepRecord> shifted = h;
+  for (std::size_t i = 0; i < h.size(); ++i) shifted[i].lr = s.at(i + 1);
+  CHECK_THROWS_WITH(ls::check_run("warmup_cosine", s, shifted), Catch::Contains("step 1 was given LR"));
+  std::vector<nn::StepRecord> nan_loss = h;
+  nan_loss[7].loss = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(ls::check_run("warmup_cosine", s, nan_loss), Catch::Contains("step 8's training loss"));
+  h.pop_back();
+  CHECK_THROWS_WITH(ls::check_run("warmup_cosine", s, h), Catch::Contains("39 steps recorded"));
+}
+
+TEST_CASE("a skipped warmup or an LR read one step ahead fails the run's LR check", "[lr_scheduling][fault]") {
+  const std::map<std::string, Value> short_budget = {{"steps", std::int64_t{30}}};
+  {
+    const fault::Scope skipped("lr_scheduling.warmup_skipped");
+    const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case("warmup_cosine", short_budget));
+    INFO(r.message);
+    CHECK(r.status == Status::failed);
+    CHECK_THAT(r.message, Catch::Contains("step 1 was given LR 0.003") && Catch::Contains("W = 3"));
+  }
+  for (const char* variant : {"step", "cosine", "wsd"}) {
+    const fault::Scope ahead("lr_scheduling.off_by_one");
+    const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case(variant, short_budget));
+    INFO(variant << ": " << r.message);
+    CHECK(r.status == Status::failed);
+    CHECK_THAT(r.message, Catch::Contains("was given LR"));
+  }
+  // A constant LR has no step to be off by: the fault changes nothing and the run passes.
+  const fault::Scope ahead("lr_scheduling.off_by_one");
+  const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case("constant", short_budget));
+  INFO(r.message);
+  CHECK(r.status == Status::ok);
 }

@@ -23,6 +23,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "support/metrics.hpp"
 #include "support/technique_run.hpp"
 #include "techniques/mixed_precision/mixed_precision.hpp"
@@ -235,4 +236,50 @@ TEST_CASE("CUDA runs pass their checks and end where the CPU's do", "[mixed_prec
     const double want = metric(cpu, "final_val_loss").value;
     CHECK(std::fabs(metric(gpu, "final_val_loss").value - want) <= mp::gap_tolerance(want));
   }
+}
+
+// ---- the first step against fp32
+
+TEST_CASE("the first applied step agrees with fp32 within rounding and reports fp16's underflow", "[mixed_precision][cpu]") {
+  const Case c = make_case("fp32", {{"steps", std::int64_t{3}}});
+  const nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
+  const nn::TokenSplit tokens = nn::load_tokens(fp32.data, fp32.seq_len);
+  const std::size_t layers = fp32.model.layers, vocab = fp32.model.vocab;
+  std::map<std::string, mp::StepAgreement> a;
+  for (auto p : {mp::Precision::fp16_no_scaling, mp::Precision::fp16_static_scaling, mp::Precision::bf16}) {
+    const nn::TrainConfig config = mp::train_config(c, p);
+    const mp::Outcome o = mp::train_budget(config, tokens, Device::cpu());
+    a[mp::to_string(p)] = mp::first_step_agreement(config, fp32, tokens, o.history, Device::cpu());
+    const mp::StepAgreement& s = a[mp::to_string(p)];
+    INFO(mp::to_string(p) << ": loss " << s.loss << " vs " << s.fp32_loss << ", norm " << s.grad_norm << " vs "
+                          << s.fp32_grad_norm << ", error " << s.grad_error << ", below normal "
+                          << s.below_normal_fraction << ", flushed " << s.flushed_fraction);
+    CHECK(s.step == 1);
+    CHECK_NOTHROW(mp::check_first_step(p, s, layers, vocab));
+    CHECK(s.grad_error > 0);  // the storage rounds: not fp32 itself
+  }
+  // Without a scale fp16 keeps fewer of the gradient's entries in its normal range than with one.
+  CHECK(a["fp16_no_scaling"].below_normal_fraction > a["fp16_static_scaling"].below_normal_fraction);
+  CHECK(a["bf16"].below_normal_fraction == 0.0);
+  // A gradient left scaled is off by the scale: the check names it.
+  mp::StepAgreement unscaled = a["fp16_static_scaling"];
+  unscaled.grad_norm *= 1024;
+  CHECK_THROWS_WITH(mp::check_first_step(mp::Precision::fp16_static_scaling, unscaled, layers, vocab),
+                    Catch::Contains("loss scale divided out"));
+  mp::StepAgreement none;
+  CHECK_THROWS_WITH(mp::check_first_step(mp::Precision::bf16, none, layers, vocab), Catch::Contains("no step"));
+}
+
+TEST_CASE("a scaled variant that applies its gradients still scaled fails its run's check", "[mixed_precision][fault]") {
+  const fault::Scope unscaled("mixed_precision.unscaled_gradient");
+  for (const char* variant : {"fp16_static_scaling", "fp16_dynamic_scaling"}) {
+    const Result r = aiopt::test::run_through_runner(MixedPrecision{}, make_case(variant, {{"steps", std::int64_t{20}}}));
+    INFO(variant << ": " << r.message);
+    CHECK(r.status == Status::failed);
+    CHECK_THAT(r.message, Catch::Contains("loss scale divided out"));
+  }
+  // fp16 without a scale and bf16 divide nothing out: the fault leaves them passing.
+  const Result r = aiopt::test::run_through_runner(MixedPrecision{}, make_case("fp16_no_scaling", {{"steps", std::int64_t{20}}}));
+  INFO(r.message);
+  CHECK(r.status == Status::ok);
 }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "nn/safetensors.hpp"
 
 namespace aiopt::nn {
@@ -156,7 +157,8 @@ Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, vo
 StepRecord Trainer::step() {
   const auto start = std::chrono::steady_clock::now();
   StepRecord record;
-  record.lr = config_.schedule.at(steps_done_);
+  // The fault "lr_scheduling.off_by_one" (tests only, core/fault.hpp) reads the schedule a step ahead.
+  record.lr = config_.schedule.at(steps_done_ + (fault::active("lr_scheduling.off_by_one") ? 1 : 0));
   record.loss_scale = scaler_.scale;
   grads_.set_zero();
   // Each micro-batch's mean-loss gradient enters with 1/k, so k of them sum to the gradient of the
@@ -173,7 +175,9 @@ StepRecord Trainer::step() {
   // A step whose gradients overflowed is skipped, under any scaling: applying inf or NaN would
   // destroy the weights.
   if (scaler_.update(census.nonfinite > 0)) {
-    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, 1.0f / record.loss_scale);
+    // The fault "mixed_precision.unscaled_gradient" (tests only) applies the scaled gradients as they are.
+    const float unscale = fault::active("mixed_precision.unscaled_gradient") ? 1.0f : 1.0f / record.loss_scale;
+    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, unscale);
     record.grad_norm = applied.grad_norm;
   } else {
     record.skipped = true;

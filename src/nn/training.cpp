@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "nn/device_ops.hpp"
 
 namespace aiopt::nn {
@@ -391,12 +392,17 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
 
   // Backward, block by block from the last; with checkpoints, each segment is re-run forward
   // (keeping everything) just before its backward.
+  // The fault "gradient_checkpointing.stale_recompute" (tests only, core/fault.hpp) re-runs each
+  // block from a stale residual stream: the checkpoint k blocks earlier for a segment's first
+  // block (none for the first segment), the previous block's input inside a segment.
+  const bool stale = k != 0 && fault::active("gradient_checkpointing.stale_recompute");
   for (std::size_t end = L; end > 0;) {
     const std::size_t begin = k == 0 ? end - 1 : (end - 1) / k * k;
     if (k != 0) {
+      if (stale && begin > 0) kept[begin].x = kept[begin - k].x.to(pass.device());
       for (std::size_t l = begin; l + 1 < end; ++l) {
         Tensor out = pass.block_forward(w.blocks[l], kept[l]);
-        kept[l + 1].x = std::move(out);
+        kept[l + 1].x = stale ? kept[l].x.to(pass.device()) : std::move(out);
       }
       pass.block_forward(w.blocks[end - 1], kept[end - 1], false);
     }

@@ -8,6 +8,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "core/spelling.hpp"
@@ -124,10 +125,11 @@ void ga::step_gradient(Method method, const nn::GptWeights& weights, const nn::B
     return;
   }
   // Each micro-batch's mean-loss gradient enters with 1/k: k of them sum to the mean over all rows
-  // (every micro-batch has b·T targets).
+  // (every micro-batch has b·T targets). The fault "gradient_accumulation.no_average" (tests only,
+  // core/fault.hpp) sums them without the 1/k.
   const std::size_t b = batch.batch / k;
-  for (std::size_t i = 0; i < k; ++i)
-    nn::forward_backward(weights, rows_of(batch, i * b, b), grads, options, 1.0f / static_cast<float>(k), stream);
+  const float share = fault::active("gradient_accumulation.no_average") ? 1.0f : 1.0f / static_cast<float>(k);
+  for (std::size_t i = 0; i < k; ++i) nn::forward_backward(weights, rows_of(batch, i * b, b), grads, options, share, stream);
 }
 
 // ---- the gradient noise scale

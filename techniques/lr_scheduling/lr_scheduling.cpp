@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <sstream>
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -84,19 +86,90 @@ nn::TrainConfig ls::train_config(const Case& c) {
     m << "lr_scheduling: parameter 'target_loss' = " << target << "; allowed: a positive finite loss in nats";
     throw InputError(m.str());
   }
-  t.schedule.kind = nn::parse_schedule(c.variant);
-  t.schedule.peak_lr = static_cast<float>(peak);
-  t.schedule.min_lr = static_cast<float>(min_lr);
-  t.schedule.total_steps = t.steps;
-  t.schedule.warmup_steps = warmup_steps(c.params.real("warmup"), t.steps);
-  t.schedule.step_every = std::max<std::size_t>(1, t.steps / 4);
-  t.schedule.step_gamma = 0.5f;
-  t.schedule.one_cycle_div = 25.0f;
-  t.schedule.decay_fraction = 0.2f;
+  t.schedule = schedule(c, t.steps);
+  // The fault "lr_scheduling.warmup_skipped" (tests only, core/fault.hpp) drops the warmup.
+  if (fault::active("lr_scheduling.warmup_skipped")) t.schedule.warmup_steps = 0;
   t.eval_every = std::max<std::size_t>(1, t.steps / 10);
   t.eval_batches = 8;
   t.validate();
   return t;
+}
+
+nn::LrSchedule ls::schedule(const Case& c, std::size_t steps) {
+  nn::LrSchedule s;
+  s.kind = nn::parse_schedule(c.variant);
+  s.peak_lr = static_cast<float>(c.params.real("peak_lr"));
+  s.min_lr = static_cast<float>(c.params.real("min_lr"));
+  s.total_steps = steps;
+  s.warmup_steps = warmup_steps(c.params.real("warmup"), steps);
+  s.step_every = std::max<std::size_t>(1, steps / 4);
+  s.step_gamma = 0.5f;
+  s.one_cycle_div = 25.0f;
+  s.decay_fraction = 0.2f;
+  return s;
+}
+
+// ---- the LR the optimizer was given
+
+double ls::reference_lr(const nn::LrSchedule& s, std::size_t step) {
+  using nn::ScheduleKind;
+  const double P = s.peak_lr, M = s.min_lr, T = double(s.total_steps), W = double(s.warmup_steps);
+  const double t = double(std::min(step, s.total_steps));
+  const bool warm = step < s.warmup_steps;
+  auto cos_decay = [&](double from, double x) { return M + (from - M) * (1.0 + std::cos(std::numbers::pi * x)) / 2.0; };
+  switch (s.kind) {
+    case ScheduleKind::constant: return P;
+    case ScheduleKind::step:
+      return std::max(M, P * std::pow(double(s.step_gamma), double(std::size_t(t) / s.step_every)));
+    case ScheduleKind::cosine: return cos_decay(P, t / T);
+    case ScheduleKind::warmup_cosine:
+      if (warm) return P * (t + 1) / W;
+      return cos_decay(P, T == W ? 1.0 : (t - W) / (T - W));
+    case ScheduleKind::linear_warmup_decay:
+      if (warm) return P * (t + 1) / W;
+      return T == W ? M : P - (P - M) * (t - W) / (T - W);
+    case ScheduleKind::one_cycle:
+      if (warm) return P / s.one_cycle_div + (P - P / s.one_cycle_div) * (t / W);
+      return cos_decay(P, T == W ? 1.0 : (t - W) / (T - W));
+    case ScheduleKind::inverse_sqrt:
+      if (warm) return P * (t + 1) / W;
+      return std::max(M, P / std::sqrt((t + 1) / std::max(W, 1.0)));
+    case ScheduleKind::wsd: {
+      const double D = std::max(1.0, std::round(double(s.decay_fraction) * T));
+      const double S = std::max(W, T - D);
+      if (warm) return P * (t + 1) / W;
+      if (t < S) return P;
+      return T == S ? M : P - (P - M) * (t - S) / (T - S);
+    }
+  }
+  return std::nan("");
+}
+
+double ls::lr_tolerance(const nn::LrSchedule& s) { return std::ldexp(static_cast<double>(s.peak_lr), -23); }
+
+double ls::check_run(const std::string& variant, const nn::LrSchedule& s, const std::vector<nn::StepRecord>& history) {
+  std::ostringstream m;
+  m << "lr_scheduling: variant " << variant << ": ";
+  if (history.size() != s.total_steps) {
+    m << history.size() << " steps recorded of a budget of " << s.total_steps;
+    throw CheckFailed(m.str());
+  }
+  double largest = 0.0;
+  for (std::size_t i = 0; i < history.size(); ++i) {
+    const double want = reference_lr(s, i), got = history[i].lr;
+    largest = std::max(largest, std::fabs(got - want));
+    if (!(std::fabs(got - want) <= lr_tolerance(s))) {
+      m << "step " << i + 1 << " was given LR " << got << " where the schedule (W = " << s.warmup_steps
+        << ", T = " << s.total_steps << ") gives " << want << "; allowed ±" << lr_tolerance(s);
+      throw CheckFailed(m.str());
+    }
+    if (!std::isfinite(history[i].loss)) {
+      m << "step " << i + 1 << "'s training loss is " << history[i].loss << " at LR " << got
+        << "; a finite LR keeps a correct fp32 run finite";
+      throw CheckFailed(m.str());
+    }
+  }
+  return largest;
 }
 
 // ---- outcomes of a budget
@@ -132,8 +205,9 @@ namespace {
 
 class ScheduleRun : public Run {
  public:
-  ScheduleRun(nn::TrainConfig config, double target, const Device& device)
-      : config_(std::move(config)), target_(target), device_(device),
+  ScheduleRun(nn::TrainConfig config, nn::LrSchedule intended, std::string variant, double target,
+              const Device& device)
+      : config_(std::move(config)), intended_(intended), variant_(std::move(variant)), target_(target), device_(device),
         tokens_(nn::load_tokens(config_.data, config_.seq_len)), trainer_(config_, device_, tokens_) {}
 
   // One optimizer step; the schedule only sets its LR, so every schedule costs the same here.
@@ -144,6 +218,7 @@ class ScheduleRun : public Run {
     trainer.run();
     const auto& history = trainer.history();
     const auto& evals = trainer.evals();
+    const double lr_error = ls::check_run(variant_, intended_, history);
     const std::vector<double> smooth = ls::smoothed_losses(history);
 
     // x: the 1-based step number, as StepRecord counts; the LR of step x is at(x − 1).
@@ -170,6 +245,7 @@ class ScheduleRun : public Run {
         {"steps_to_target", ls::steps_to_target(history, target_), "steps", Better::lower},
         {"diverged", ls::diverged(history) ? 1.0 : 0.0, "", Better::lower},
         {"initial_train_loss", history.front().loss, "nats", Better::lower, false},
+        {"lr_max_error", lr_error / intended_.peak_lr, "", Better::lower, false},
     };
   }
 
@@ -177,6 +253,8 @@ class ScheduleRun : public Run {
 
  private:
   nn::TrainConfig config_;
+  nn::LrSchedule intended_;  // the case's schedule, for the check
+  std::string variant_;
   double target_;
   Device device_;
   nn::TokenSplit tokens_;
@@ -193,7 +271,8 @@ void LrScheduling::validate(const Case& c, DeviceKind) const { (void)ls::train_c
 std::unique_ptr<Run> LrScheduling::prepare(const Case& c, const Device& device) const {
   nn::TrainConfig config = ls::train_config(c);
   if (device.is_cuda()) cuda::require_device(device.index);
-  return std::make_unique<ScheduleRun>(std::move(config), c.params.real("target_loss"), device);
+  const nn::LrSchedule intended = ls::schedule(c, config.steps);
+  return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, c.params.real("target_loss"), device);
 }
 
 }  // namespace aiopt

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/spelling.hpp"
+#include "nn/optimizer.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -159,6 +160,110 @@ mp::Outcome mp::train_budget(const nn::TrainConfig& config, const nn::TokenSplit
   return o;
 }
 
+std::size_t mp::forward_roundings(std::size_t layers) { return 15 * layers + 6; }
+std::size_t mp::gradient_roundings(std::size_t layers) { return 23 * layers + 10; }
+
+double mp::unit_roundoff(Precision precision) {
+  switch (storage(precision)) {
+    case DType::f16: return std::ldexp(1.0, -11);
+    case DType::bf16: return std::ldexp(1.0, -8);
+    default: return 0.0;
+  }
+}
+
+mp::StepAgreement mp::first_step_agreement(const nn::TrainConfig& config, const nn::TrainConfig& fp32,
+                                           const nn::TokenSplit& tokens, const std::vector<nn::StepRecord>& history,
+                                           const Device& device) {
+  StepAgreement a;
+  std::size_t i = 0;
+  while (i < history.size() && history[i].skipped) ++i;
+  if (i == history.size()) return a;  // step 0: none applied
+  a.step = i + 1;
+  a.loss = history[i].loss;
+  a.grad_norm = history[i].grad_norm;
+  // The trainer's batches come from one sampler seeded with the case seed, `accumulate` (1 here)
+  // per step: step i + 1 trained on the (i + 1)-th.
+  nn::BatchSampler sampler(tokens.train, config.batch, config.seq_len, config.seed);
+  nn::Batch batch = sampler.next();
+  for (std::size_t j = 0; j < i * config.accumulate; ++j) batch = sampler.next();
+  const nn::GptWeights weights = nn::GptWeights::initialize(config.model, config.seed, device);
+  nn::GptWeights g32 = nn::GptWeights::zeros(config.model, device), g = nn::GptWeights::zeros(config.model, device);
+  a.fp32_loss = nn::forward_backward(weights, batch, g32, fp32.training, 1.0f).loss;
+  a.fp32_grad_norm = nn::global_norm(g32);
+  const float scale = history[i].loss_scale;
+  (void)nn::forward_backward(weights, batch, g, config.training, scale);
+
+  const double normal = config.training.storage == DType::f16 ? std::ldexp(1.0, -14) : 0.0;
+  const nn::GptWeights h32 = g32.to(Device::cpu()), h = g.to(Device::cpu());
+  const auto n32 = h32.named(), n = h.named();
+  double error_sq = 0.0, reference_sq = 0.0, nonzero = 0.0, below = 0.0, flushed = 0.0;
+  for (std::size_t t = 0; t < n32.size(); ++t) {
+    const float* x = n32[t].second->data<float>();
+    const float* y = n[t].second->data<float>();
+    for (std::int64_t e = 0; e < n32[t].second->numel(); ++e) {
+      if (x[e] == 0.0f) continue;
+      nonzero += 1.0;
+      if (std::fabs(static_cast<double>(x[e]) * scale) < normal) {
+        below += 1.0;
+        flushed += y[e] == 0.0f;
+        continue;
+      }
+      const double d = static_cast<double>(y[e]) / scale - x[e];
+      error_sq += d * d;
+      reference_sq += static_cast<double>(x[e]) * x[e];
+    }
+  }
+  a.grad_error = reference_sq > 0 ? std::sqrt(error_sq / reference_sq) : 0.0;
+  a.below_normal_fraction = nonzero > 0 ? below / nonzero : 0.0;
+  a.flushed_fraction = nonzero > 0 ? flushed / nonzero : 0.0;
+  a.below_normal_norm = std::sqrt(below) * normal / scale;
+  return a;
+}
+
+// The bounds, to first order in the unit roundoff u of the storage format. Each of the n roundings
+// on a path turns a stored x into x(1 + δ), |δ| <= u. In this pre-LN GPT at its initialization a
+// relative error neither grows nor cancels through the blocks (every LayerNorm renormalizes its
+// input), so what reaches the end of a path carries a relative error of at most n·u:
+//   loss: the logits z carry ε <= n_f·u. A relative error ε of z changes a position's cross-entropy
+//     by ε·(E_p[z] − z_y), and |E_p[z] − z_y| <= max(LSE(z) − z_y, H(p)) <= loss_pos + ln V, since
+//     LSE(z) = E_p[z] + H(p) and H(p) <= ln V. Averaged over positions:
+//     |loss − loss₃₂| <= n_f·u·(loss₃₂ + ln V).
+//   gradient: the entries compared (scaled, in the format's normal range) carry n_b·u, so
+//     ‖g − g₃₂‖ <= n_b·u·‖g₃₂‖ over them. The norm the optimizer applied also holds the entries
+//     below the normal range, each within 2^-14/S of fp32's (both lie in [0, 2^-14/S] in
+//     magnitude), so |‖g‖ − ‖g₃₂‖| <= n_b·u·‖g₃₂‖ + √(count below)·2^-14/S.
+// A gradient left scaled (×S >= 1) or a scale applied twice is off by S − 1 or more in the norm.
+void mp::check_first_step(Precision precision, const StepAgreement& a, std::size_t layers, std::size_t vocab) {
+  if (precision == Precision::fp32) return;
+  std::ostringstream m;
+  m << "mixed_precision: variant " << to_string(precision) << ": ";
+  if (a.step == 0) {
+    m << "no step was applied: every step's gradients overflowed, so nothing trained";
+    throw CheckFailed(m.str());
+  }
+  const double u = unit_roundoff(precision);
+  const double loss_bound =
+      static_cast<double>(forward_roundings(layers)) * u * (a.fp32_loss + std::log(static_cast<double>(vocab)));
+  const double relative = static_cast<double>(gradient_roundings(layers)) * u;
+  m << "at step " << a.step << " (the first applied, from the initialization) ";
+  if (!(std::fabs(a.loss - a.fp32_loss) <= loss_bound)) {
+    m << "the loss " << a.loss << " is " << std::fabs(a.loss - a.fp32_loss) << " from fp32's " << a.fp32_loss
+      << " on the same batch; rounding allows " << loss_bound;
+    throw CheckFailed(m.str());
+  }
+  if (!(a.grad_error <= relative)) {
+    m << "the gradient differs from fp32's by " << a.grad_error << " of its norm (entries in the format's normal "
+      << "range); rounding allows " << relative;
+    throw CheckFailed(m.str());
+  }
+  const double norm_bound = relative * a.fp32_grad_norm + a.below_normal_norm;
+  if (!(std::fabs(a.grad_norm - a.fp32_grad_norm) <= norm_bound)) {
+    m << "the optimizer applied a gradient of norm " << a.grad_norm << " where fp32's is " << a.fp32_grad_norm
+      << "; rounding allows " << norm_bound << " (was the loss scale divided out?)";
+    throw CheckFailed(m.str());
+  }
+}
+
 void mp::check(Precision precision, double val_loss, double fp32_val_loss) {
   std::ostringstream m;
   m << "mixed_precision: variant " << to_string(precision) << ": ";
@@ -198,6 +303,8 @@ class MixedPrecisionRun : public Run {
   std::vector<Metric> finish() override {
     const mp::Outcome run = mp::train_budget(config_, tokens_, device_);
     const mp::Outcome base = precision_ == mp::Precision::fp32 ? run : mp::train_budget(fp32_config_, tokens_, device_);
+    const mp::StepAgreement first = mp::first_step_agreement(config_, fp32_config_, tokens_, run.history, device_);
+    mp::check_first_step(precision_, first, config_.model.layers, config_.model.vocab);
     mp::check(precision_, run.final_val_loss, base.final_val_loss);
 
     double zero_sum = 0.0;
@@ -233,6 +340,10 @@ class MixedPrecisionRun : public Run {
         {"final_val_loss", run.final_val_loss, "nats", Better::lower},
         {"fp32_final_val_loss", base.final_val_loss, "nats", Better::lower, false},
         {"val_loss_gap_vs_fp32", std::fabs(run.final_val_loss - base.final_val_loss), "nats", Better::lower},
+        {"first_step_loss_gap", std::fabs(first.loss - first.fp32_loss), "nats", Better::lower, false},
+        {"first_step_grad_error", first.grad_error, "", Better::lower, false},
+        {"first_step_below_normal_fraction", first.below_normal_fraction, "", Better::lower, false},
+        {"first_step_flushed_fraction", first.flushed_fraction, "", Better::lower, false},
         {"zero_grad_fraction", zero_sum / steps, "", Better::lower},
         {"zero_grad_fraction_first_step", run.history.front().zero_grad_fraction, "", Better::lower},
         {"overflow_steps", static_cast<double>(overflows), "steps", Better::lower},

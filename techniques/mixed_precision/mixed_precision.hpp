@@ -68,6 +68,38 @@ struct Outcome {
 Outcome train_budget(const nn::TrainConfig& config, const nn::TokenSplit& tokens, const Device& device,
                      void* stream = nullptr);
 
+// The variant's first applied step against fp32 at the same weights (the initialization: skipped
+// steps do not move them) on the same batch. `loss` and `grad_norm` are what the trainer recorded:
+// the step's loss and the norm of the gradient the optimizer applied, unscaled. The entries are
+// compared where fp32's gradient, times the step's loss scale, is at least fp16's smallest normal
+// 2^-14 (bf16 has fp32's range: every nonzero entry); below it fp16 keeps fewer bits or none.
+struct StepAgreement {
+  std::size_t step = 0;  // 1-based
+  double loss = 0.0, fp32_loss = 0.0;
+  double grad_norm = 0.0, fp32_grad_norm = 0.0;
+  double grad_error = 0.0;            // ‖g − g₃₂‖ / ‖g₃₂‖ over the compared entries, g unscaled
+  double below_normal_fraction = 0.0;  // nonzero fp32 entries not compared
+  double flushed_fraction = 0.0;       // nonzero fp32 entries the variant holds as exactly 0
+  double below_normal_norm = 0.0;      // √(entries below)·2^-14/S: the most they move the norm by
+};
+StepAgreement first_step_agreement(const nn::TrainConfig& config, const nn::TrainConfig& fp32,
+                                   const nn::TokenSplit& tokens, const std::vector<nn::StepRecord>& history,
+                                   const Device& device);
+
+// Roundings to the storage format on the path from the weights to the loss (forward) and to a
+// parameter gradient (forward and backward) in nn/training.cpp, for `layers` blocks: per block the
+// six weights the products and LayerNorms read and nine stored activations, plus the embedding,
+// the final LayerNorm and the logits (6); the backward adds eight stored activation gradients per
+// block, the head's three and the gradient itself.
+std::size_t forward_roundings(std::size_t layers);   // 15·L + 6
+std::size_t gradient_roundings(std::size_t layers);  // 23·L + 10
+double unit_roundoff(Precision precision);           // 2^-11 fp16, 2^-8 bf16, 0 fp32
+
+// Throws CheckFailed when the first applied step disagrees with fp32 beyond what rounding to the
+// storage format explains (README.md "Checks"; the bounds are derived in mixed_precision.cpp), or
+// when no step was applied.
+void check_first_step(Precision precision, const StepAgreement& a, std::size_t layers, std::size_t vocab);
+
 // Throws CheckFailed when a variant that must track fp32 ends with a non-finite validation loss
 // or one further from fp32's than gap_tolerance; fp32's own loss must be finite.
 void check(Precision precision, double val_loss, double fp32_val_loss);

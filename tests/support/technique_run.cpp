@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "harness/runner.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 
@@ -29,6 +30,14 @@ std::vector<Metric> run_case(const Technique& technique, const Case& c, const De
   REQUIRE_NOTHROW(m = run->finish());
   if (series) *series = run->series();
   return m;
+}
+
+Result run_through_runner(const Technique& technique, const Case& c) {
+  const RunSettings settings{
+      .sampling = {.warmup = 1, .min_samples = 1, .min_time_s = 0, .max_noise = 1e9, .timeout_s = 60},
+      .threads = 1,
+      .quick = true};
+  return aiopt::run_case(technique, PlannedCase{c, DeviceKind::cpu, c.variant == technique.baseline()}, settings);
 }
 
 const Series& find_series(const std::vector<Series>& all, const std::string& name) {
