@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "harness/runner.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 
@@ -51,6 +52,20 @@ nlohmann::json quick_report(const std::string& technique, std::size_t variants) 
   REQUIRE(results.size() == variants);
   for (const auto& res : results) CHECK(res.at("status") == "ok");
   return report;
+}
+
+Result run_through_runner(const Technique& technique, const Case& c) {
+  PlannedCase p;
+  p.c = c;
+  p.device = DeviceKind::cpu;
+  p.baseline = c.variant == technique.baseline();
+  RunSettings settings;
+  settings.sampling.warmup = 1;
+  settings.sampling.min_samples = 3;
+  settings.sampling.min_time_s = 0;
+  settings.sampling.max_noise = 1e9;
+  settings.sampling.timeout_s = 30;
+  return run_case(technique, p, settings);
 }
 
 }  // namespace aiopt::test

@@ -10,6 +10,7 @@
 
 #include "core/device.hpp"
 #include "harness/technique.hpp"
+#include "report/result.hpp"
 
 namespace aiopt::test {
 
@@ -22,6 +23,10 @@ Case quick_case(const Technique& technique, const std::string& variant, const st
 // when finish() throws. The run's series go to *series when given.
 std::vector<Metric> run_case(const Technique& technique, const Case& c, const Device& device, int steps,
                              std::vector<Series>* series = nullptr);
+
+// Runs `c` on the CPU through the runner, as `aiopt bench` does (a few samples, no minimum time),
+// so that a failed check comes back as a `failed` Result with its message (the fault tests).
+Result run_through_runner(const Technique& technique, const Case& c);
 
 // The series called `name`; the test fails when the run did not record it.
 const Series& find_series(const std::vector<Series>& all, const std::string& name);
