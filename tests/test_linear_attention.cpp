@@ -372,7 +372,8 @@ TEST_CASE("the check fails a NaN output and a wrong softmax", "[linear_attention
 
 TEST_CASE("each variant is held to its own approximation: a small change to an output fails", "[linear_attention]") {
   // The bound of a correct fp32 kernel against the float64 evaluation of the same approximation is
-  // ~1e-4 of max|v| here; 1e-2 on one element of a checked row is far beyond it.
+  // ~1e-4 of max|v| here for the kernelized forms and ~1e-2 for linformer (its sums over N keys
+  // of E·K cancel: the bound carries Σ|E||k|, ~10× |E·K|); 0.1 on one element is beyond both.
   for (const bool causal : {false, true})
     for (const std::string variant : {"linear_elu", "performer", "linformer"}) {
       if (causal && variant == "linformer") continue;
@@ -382,9 +383,9 @@ TEST_CASE("each variant is held to its own approximation: a small change to an o
       memory::Buffer<float> out = la::make_cpu_forward(s)->output();
       const la::Checked c = la::check(s, out.data(), in);
       INFO("kernel error " << c.kernel_error << " within " << c.kernel_tolerance);
-      CHECK(c.kernel_tolerance < 1e-2);
+      CHECK(c.kernel_tolerance < 2e-2);
       CHECK(c.kernel_error < c.kernel_tolerance / 4);
-      out[(160 + 159) * 32 + 5] += 1e-2f;  // the last row of the second head
+      out[(160 + 159) * 32 + 5] += 0.1f;  // the last row of the second head
       CHECK_THROWS_WITH(la::check(s, out.data(), in), Catch::Contains("its own approximation"));
     }
 }

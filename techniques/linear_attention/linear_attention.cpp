@@ -331,7 +331,8 @@ double kernelized_error(const la::Shape& s, const float* out, const la::Inputs& 
 //
 // Tolerance: K' and V' are fp32 sums of N terms, off by at most sum_error(N)·A_K and
 // sum_error(N)·A_V with A = max_r,t Σ_j |E_rj||k_jt| (likewise F, v). A logit scale·q·K'_r is a
-// sum of d terms: off by scale·(sum_error(d)·|q|·|K'_r| + |q|₁·sum_error(N)·A_K), plus a
+// sum of d terms: off by scale·(sum_error(d)·|q|·|K'_r| + |q|·sum_error(N)·A_K) (K's d errors
+// enter as independent terms of q·δK', hence the 2-norm |q| rather than |q|₁), plus a
 // rounding of the logit (u·L, L its largest magnitude) and exp_poly's 2e-7 relative. The output
 // is a softmax-weighted mean of V' rows, so a relative error ε in every weight moves it by at
 // most 2ε·max|V'|; the sums over k rows add 2·sum_error(k)·max|V'|, and V's own error
@@ -342,7 +343,7 @@ double linformer_error(const la::Shape& s, const float* out, const la::Inputs& i
   const std::vector<std::size_t> rows = checked_row_indices(N);
   const memory::Buffer<float> e = la::linformer_projection(s, 0), f = la::linformer_projection(s, 1);
   double worst = 0.0, v_scale = 0.0, a_k = 0.0, a_v = 0.0, k_norm = 0.0, logit_max = 0.0;
-  double q_norm = 0.0, q_norm1 = 0.0;
+  double q_norm = 0.0;
   std::vector<std::vector<double>> refs;  // per group: (rows, d)
   std::vector<double> kp(P * d), vp(P * d), abs_k(P * d), abs_v(P * d), logits(P);
   for (std::size_t g = 0; g < s.groups(); ++g) {
@@ -375,13 +376,9 @@ double linformer_error(const la::Shape& s, const float* out, const la::Inputs& i
       k_norm = std::max(k_norm, std::sqrt(n2));
     }
     for (std::size_t i : rows) {
-      double n2 = 0.0, n1 = 0.0, max = -std::numeric_limits<double>::infinity();
-      for (std::size_t t = 0; t < d; ++t) {
-        n2 += static_cast<double>(q[i * d + t]) * q[i * d + t];
-        n1 += std::fabs(static_cast<double>(q[i * d + t]));
-      }
+      double n2 = 0.0, max = -std::numeric_limits<double>::infinity();
+      for (std::size_t t = 0; t < d; ++t) n2 += static_cast<double>(q[i * d + t]) * q[i * d + t];
       q_norm = std::max(q_norm, std::sqrt(n2));
-      q_norm1 = std::max(q_norm1, n1);
       for (std::size_t r = 0; r < P; ++r) {
         double dot = 0.0;
         for (std::size_t t = 0; t < d; ++t) dot += static_cast<double>(q[i * d + t]) * kp[r * d + t];
@@ -399,7 +396,7 @@ double linformer_error(const la::Shape& s, const float* out, const la::Inputs& i
       }
     }
   }
-  const double logit_error = scale * (sum_error(d) * q_norm * k_norm + q_norm1 * sum_error(N) * a_k) +
+  const double logit_error = scale * (sum_error(d) * q_norm * k_norm + q_norm * sum_error(N) * a_k) +
                              unit_roundoff * logit_max + exp_error;
   *tolerance = v_scale * (2.0 * logit_error + 2.0 * sum_error(P)) + sum_error(N) * a_v;
   return worst;
