@@ -31,6 +31,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/attention.hpp"
@@ -40,6 +41,7 @@
 #include "support/process.hpp"
 #include "support/random.hpp"
 #include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/linear_attention/linear_attention.hpp"
 
 using namespace aiopt;
@@ -98,7 +100,7 @@ Features features(const std::string& kind, const std::vector<float>& q, const st
 
 Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false, std::int64_t heads = 1,
                std::int64_t features = 32, std::int64_t proj_rows = 32, std::int64_t head_dim = 32,
-               std::uint64_t seed = 7) {
+               std::uint64_t seed = 7, double score_std = 1.0) {
   Case c;
   c.technique = "linear_attention";
   c.variant = variant;
@@ -110,6 +112,7 @@ Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = f
   c.params.set("features", features);
   c.params.set("proj_rows", proj_rows);
   c.params.set("projection_seed", std::int64_t{1});
+  c.params.set("score_std", score_std);
   c.seed = seed;
   return c;
 }
@@ -311,7 +314,7 @@ TEST_CASE("the technique declares its contract", "[linear_attention]") {
   std::vector<std::string> names;
   for (const auto& p : t.params()) names.push_back(p.name);
   CHECK(names == std::vector<std::string>{"batch", "heads", "seq_len", "head_dim", "causal", "features", "proj_rows",
-                                          "projection_seed"});
+                                          "projection_seed", "score_std"});
 }
 
 TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents and crossover",
@@ -324,9 +327,10 @@ TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents an
       auto run = t.prepare(make_case(variant, 256, causal), Device::cpu());
       run->step();
       const auto metrics = run->finish();
-      for (const std::string name : {"workspace_bytes", "max_abs_error", "mean_rel_error", "time_exponent",
-                                     "memory_exponent"})
+      for (const std::string name : {"workspace_bytes", "kernel_error", "kernel_tolerance", "max_abs_error",
+                                     "mean_rel_error", "time_exponent", "memory_exponent"})
         REQUIRE(find_metric(metrics, name) != nullptr);
+      CHECK(find_metric(metrics, "kernel_error")->value <= find_metric(metrics, "kernel_tolerance")->value);
       CHECK(find_metric(metrics, "workspace_bytes")->value > 0);
       const double error = find_metric(metrics, "max_abs_error")->value;
       if (variant == "softmax") {
@@ -339,6 +343,8 @@ TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents an
         CHECK(std::isfinite(error));
         CHECK(error > 0.0);
         REQUIRE(find_metric(metrics, "crossover_seq_len") != nullptr);
+        REQUIRE(find_metric(metrics, "error_vs_trivial") != nullptr);
+        CHECK(find_metric(metrics, "trivial_mean_rel_error")->value > 0.0);
         REQUIRE(find_metric(metrics, "crossover_searched_up_to") != nullptr);
         CHECK(find_metric(metrics, "memory_exponent")->value < 1.2);
       }
@@ -362,6 +368,48 @@ TEST_CASE("the check fails a NaN output and a wrong softmax", "[linear_attention
   memory::Buffer<float> out = la::make_cpu_forward(s)->output();
   out[3] += 1e-3f;  // row 0 is checked
   CHECK_THROWS_AS(la::check(s, out.data(), in), CheckFailed);
+}
+
+TEST_CASE("each variant is held to its own approximation: a small change to an output fails", "[linear_attention]") {
+  // The bound of a correct fp32 kernel against the float64 evaluation of the same approximation is
+  // ~1e-4 of max|v| here for the kernelized forms and ~1e-2 for linformer (its sums over N keys
+  // of E·K cancel: the bound carries Σ|E||k|, ~10× |E·K|); 0.1 on one element is beyond both.
+  for (const bool causal : {false, true})
+    for (const std::string variant : {"linear_elu", "performer", "linformer"}) {
+      if (causal && variant == "linformer") continue;
+      INFO(variant << (causal ? " causal" : ""));
+      const la::Shape s = la::Shape::from(make_case(variant, 160, causal, 2, 32, 32, 32, 7, 3.0));
+      const la::Inputs in = la::make_inputs(s);
+      memory::Buffer<float> out = la::make_cpu_forward(s)->output();
+      const la::Checked c = la::check(s, out.data(), in);
+      INFO("kernel error " << c.kernel_error << " within " << c.kernel_tolerance);
+      CHECK(c.kernel_tolerance < 2e-2);
+      CHECK(c.kernel_error < c.kernel_tolerance / 4);
+      out[(160 + 159) * 32 + 5] += 0.1f;  // the last row of the second head
+      CHECK_THROWS_WITH(la::check(s, out.data(), in), Catch::Contains("its own approximation"));
+    }
+}
+
+TEST_CASE("an output of zeros or of the mean of v fails its run", "[linear_attention][fault]") {
+  // On i.i.d. inputs both are closer to exact attention than performer and linformer are (see
+  // error_vs_trivial): only the check against the variant's own approximation can fail them.
+  for (const double score_std : {1.0, 3.0})
+    for (const bool causal : {false, true})
+      for (const std::string variant : {"softmax", "linear_elu", "performer", "linformer"}) {
+        if (causal && variant == "linformer") continue;
+        INFO(variant << (causal ? " causal" : "") << " score s.d. " << score_std);
+        const Case c = make_case(variant, 128, causal, 2, 32, 32, 32, 7, score_std);
+        const Result ok = aiopt::test::run_through_runner(LinearAttention{}, c);
+        INFO(ok.message);
+        REQUIRE(ok.status == Status::ok);
+        for (const std::string fault_name : {"linear_attention.zeros", "linear_attention.ignore_scores"}) {
+          INFO(fault_name);
+          const fault::Scope f(fault_name);
+          const Result r = aiopt::test::run_through_runner(LinearAttention{}, c);
+          CHECK(r.status == Status::failed);
+          CHECK_THAT(r.message, Catch::Contains("variant " + variant) && Catch::Contains("exceeds"));
+        }
+      }
 }
 
 TEST_CASE("a NaN in the inputs makes a NaN output, which the check fails", "[linear_attention][cpu]") {

@@ -40,6 +40,7 @@ struct Shape {
   DType dtype = DType::f32;           // how q, k, v, out (and naive's scores) are stored
   kernels::cpu::FlashTiles tiles;     // CPU flash tiles
   std::size_t chunk = 128;            // memory_efficient: queries per chunk
+  double score_std = 3.0;             // s.d. of the scores q·k/√d on the generated inputs
   std::uint64_t input_seed = 0;
 
   std::size_t q_elements() const;  // (B, H, N, d)
@@ -50,8 +51,12 @@ struct Shape {
   static Shape from(const Case& c);
 };
 
-// q, k, v: (B, H, N, d), uniform in [-1, 1] from the case seed, rounded to the dtype so that the
-// reference sees exactly the numbers a GPU run stores; held as fp32.
+// q, k, v: (B, H, N, d) from the case seed, rounded to the dtype so that the reference sees
+// exactly the numbers a GPU run stores; held as fp32. v is uniform in [-1, 1]; q and k uniform in
+// [-a, a] with a = √(3·score_std), so that a score q·k/√d (d products of variance a⁴/9, over √d)
+// has standard deviation score_std: at the default 3 a query's largest scores stand ~10 above
+// the rest, attention follows q·k rather than averaging v, and the online softmax's running max
+// rises across key tiles, so its rescaling is exercised.
 struct Inputs {
   memory::Buffer<float> q, k, v;
 };
@@ -62,12 +67,17 @@ memory::Buffer<double> reference_output(const Shape& shape, const Inputs& in);
 
 struct Errors {
   double max_abs = 0.0;  // max |got − want|; +inf when a NaN appears
+  double tolerance = 0.0;  // check_output: the bound max_abs was held to
   double max_rel = 0.0;  // max_abs relative to the largest |want|: the error at the output's scale
 };
 Errors errors(const float* got, const double* want, std::size_t n);
 
-// Stated tolerance on max_abs_error per dtype (flash_attention.cpp gives the derivation).
-double tolerance(DType dtype);
+// The bound on max_abs_error of a correct kernel (flash_attention.cpp gives the derivation): of
+// `method` storing scores and probabilities in `dtype`, for scores of magnitude at most
+// score_bound (scale·max|q_i|·max|k_j|, Cauchy–Schwarz) over seq_len keys of head_dim terms.
+double tolerance(DType dtype, Method method, double score_bound, std::size_t seq_len, std::size_t head_dim);
+// score_bound for the checked heads of `in`.
+double score_bound(const Shape& shape, const Inputs& in);
 
 // The (batch, head) pairs the check compares: all of them up to 4, else 4 spread evenly from the
 // first to the last. The float64 reference costs 4·N²·d scalar operations per head: checking all

@@ -9,6 +9,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/rng.hpp"
 #include "core/spelling.hpp"
 #include "kernels/cpu/attention.hpp"
@@ -42,6 +43,9 @@ std::vector<ParamSpec> LinearAttention::params() const {
                     "linformer: k, the rows K and V are projected to along the sequence (k <= seq_len)"),
       integer_param("projection_seed", 1, std::nullopt, 0, 1e15, "",
                     "seed of the random projections (performer's W, linformer's E and F); inputs follow --seed"),
+      real_param("score_std", 1.0, std::nullopt, 0.01, 16.0, "",
+                 "standard deviation of the scores q·k/sqrt(d) on the generated inputs (q and k of variance "
+                 "score_std each): 1 is nearly uniform attention, 3 or more concentrates it on few keys"),
   };
 }
 
@@ -146,6 +150,12 @@ la::Shape la::Shape::from(const Case& c) {
                                "proj_rows <= seq_len = " + std::to_string(s.seq_len) +
                                    " (linformer projects the sequence down to proj_rows rows)"));
   s.projection_seed = static_cast<std::uint64_t>(seed);
+  s.score_std = c.params.real("score_std");
+  if (!(s.score_std >= 0.01 && s.score_std <= 16.0)) {
+    std::ostringstream m;
+    m << "linear_attention: parameter 'score_std' = " << s.score_std << " is not allowed; allowed: a number from 0.01 to 16";
+    throw InputError(m.str());
+  }
   s.input_seed = rng::bits(c.seed, 3);
   return s;
 }
@@ -172,10 +182,12 @@ la::Inputs la::make_inputs(const Shape& s) {
   in.q = memory::Buffer<float>(host, s.elements());
   in.k = memory::Buffer<float>(host, s.elements());
   in.v = memory::Buffer<float>(host, s.elements());
-  // Unit-variance q and k give logits q·k/sqrt(d) of unit variance: attention neither uniform
-  // nor one-hot, the regime in which the approximations are compared.
-  fill_gaussian(in.q.data(), s.elements(), rng::bits(s.input_seed, 0), 1.0);
-  fill_gaussian(in.k.data(), s.elements(), rng::bits(s.input_seed, 1), 1.0);
+  // q and k of variance σ each give scores q·k/sqrt(d) (d products of variance σ², over √d) of
+  // standard deviation σ = score_std: 1 (the default) is nearly uniform attention, 3 or more
+  // concentrates each query on a few keys.
+  const double qk_std = std::sqrt(s.score_std);
+  fill_gaussian(in.q.data(), s.elements(), rng::bits(s.input_seed, 0), qk_std);
+  fill_gaussian(in.k.data(), s.elements(), rng::bits(s.input_seed, 1), qk_std);
   fill_gaussian(in.v.data(), s.elements(), rng::bits(s.input_seed, 2), 1.0);
   return in;
 }
@@ -214,17 +226,187 @@ memory::Buffer<float> la::softmax_output(const Shape& s, const Inputs& in) {
   return out;
 }
 
-la::Errors la::check(const Shape& s, const float* out, const Inputs& in) {
-  if (s.kind != Kind::softmax) {
-    const memory::Buffer<float> want = softmax_output(s, in);
-    const Errors e = compare(out, want.data(), s.elements());
-    if (!std::isfinite(e.max_abs))
-      throw CheckFailed("linear_attention: variant " + to_string(s.kind) + " produced a NaN or inf output");
-    return e;
+namespace {
+
+// The query rows the float64 checks evaluate: the first and last checked_rows of a group.
+std::vector<std::size_t> checked_row_indices(std::size_t n) {
+  std::vector<std::size_t> rows;
+  for (std::size_t i = 0; i < std::min(n, la::checked_rows); ++i) rows.push_back(i);
+  for (std::size_t i = n > la::checked_rows ? std::max(la::checked_rows, n - la::checked_rows) : n; i < n; ++i)
+    rows.push_back(i);
+  return rows;
+}
+
+// Rounding-error bounds. Each fp32 sum of K terms is taken with the probabilistic bound of Higham
+// and Mary (2019, Theorem 3.1): |error| <= λ·√K·u·Σ|terms| with probability at least
+// 1 − 2·exp(−λ²/2) per sum, u = 2^-24; with λ = 8 that is 1 − 3e-14, so no correct kernel in
+// any realistic number of checked elements exceeds it, while a worst-case K·u bound would be √K
+// times looser than anything a kernel produces.
+constexpr double unit_roundoff = 0x1p-24;
+constexpr double exp_error = 2e-7;  // exp_poly's relative error
+double sum_error(std::size_t terms) { return 8.0 * std::sqrt(static_cast<double>(terms)) * unit_roundoff; }
+
+double max_abs_of(const float* x, std::size_t n) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(x[i])));
+  return m;
+}
+
+// Largest Euclidean norm of the rows of x (rows, d), times `c`.
+double max_row_norm(const float* x, std::size_t rows, std::size_t d, double c = 1.0) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < rows; ++i) {
+    double n2 = 0.0;
+    for (std::size_t t = 0; t < d; ++t) n2 += static_cast<double>(x[i * d + t]) * x[i * d + t];
+    m = std::max(m, n2);
   }
-  const std::size_t N = s.seq_len, d = s.head_dim, rows = std::min<std::size_t>(N, 32);
-  std::vector<float> got, want;
+  return c * std::sqrt(m);
+}
+
+// A kernelized variant (elu, performer) in float64 on the checked rows of every group, from the
+// float64 feature maps of the same q, k and W: out_i = Σ_j w_ij v_j / Σ_j w_ij, w_ij = φ(q_i)·φ(k_j),
+// j over the keys row i sees. Returns the largest |out − ref| and sets *tolerance.
+//
+// Tolerance, V = max|v|: the output is a ratio of positive-weighted sums, so a relative error ε
+// in every weight moves it by at most 2ε·V, and the fp32 sums over N keys (numerator and
+// denominator) and over F features add 2·(sum_error(N) + sum_error(F))·V. A weight is a dot of
+// two features, each off by ε_φ relative: elu+1 one rounding and exp_poly (u + 2e-7); FAVOR+
+// exp(e − s), whose exponent e = w·(c x) − |c x|²/2 and stabilizer s are fp32 sums of d terms of
+// magnitude up to M = max|w_r|·max|c x| + max|c x|²/2, so ε_φ = (sum_error(d) + 2u)·M + u + 2e-7.
+// Altogether 2·(2ε_φ + sum_error(F))·V + 2·(sum_error(N) + sum_error(F))·V.
+double kernelized_error(const la::Shape& s, const float* out, const la::Inputs& in, double* tolerance) {
+  const std::size_t N = s.seq_len, d = s.head_dim, F = s.feature_dim();
+  const std::vector<std::size_t> rows = checked_row_indices(N);
+  memory::Buffer<float> w;
+  double feature_error = unit_roundoff + exp_error;
+  if (s.kind == la::Kind::performer) {
+    w = la::performer_projection(s);
+    const double c = std::pow(static_cast<double>(d), -0.25);
+    const double cx = std::max(max_row_norm(in.q.data(), s.groups() * N, d, c),
+                               max_row_norm(in.k.data(), s.groups() * N, d, c));
+    const double m = max_row_norm(w.data(), F, d) * cx + cx * cx / 2.0;
+    feature_error += (sum_error(d) + 2.0 * unit_roundoff) * m;
+  }
+  const double v_scale = max_abs_of(in.v.data(), s.elements());
+  *tolerance = 2.0 * v_scale * (2.0 * feature_error + sum_error(F)) + 2.0 * v_scale * (sum_error(N) + sum_error(F));
+
+  double worst = 0.0;
+  std::vector<float> q_rows(rows.size() * d);
+  std::vector<double> phi_q(rows.size() * F), phi_k(N * F), num(d);
+  for (std::size_t g = 0; g < s.groups(); ++g) {
+    const float* q = in.q.data() + g * N * d;
+    const float* k = in.k.data() + g * N * d;
+    const float* v = in.v.data() + g * N * d;
+    for (std::size_t r = 0; r < rows.size(); ++r) std::copy_n(q + rows[r] * d, d, q_rows.data() + r * d);
+    if (s.kind == la::Kind::performer) {
+      cpu::favor_feature_map_reference(q_rows.data(), w.data(), phi_q.data(), 1, rows.size(), d, F,
+                                       cpu::FavorRole::query);
+      cpu::favor_feature_map_reference(k, w.data(), phi_k.data(), 1, N, d, F, cpu::FavorRole::key);
+    } else {
+      cpu::elu_feature_map_reference(q_rows.data(), phi_q.data(), q_rows.size());
+      cpu::elu_feature_map_reference(k, phi_k.data(), N * d);
+    }
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      const std::size_t i = rows[r], seen = s.causal ? i + 1 : N;
+      std::fill(num.begin(), num.end(), 0.0);
+      double den = 0.0;
+      for (std::size_t j = 0; j < seen; ++j) {
+        double wij = 0.0;
+        for (std::size_t f = 0; f < F; ++f) wij += phi_q[r * F + f] * phi_k[j * F + f];
+        den += wij;
+        for (std::size_t t = 0; t < d; ++t) num[t] += wij * v[j * d + t];
+      }
+      for (std::size_t t = 0; t < d; ++t) {
+        const double e = std::fabs(static_cast<double>(out[g * N * d + i * d + t]) - num[t] / den);
+        if (!(e <= worst)) worst = std::isnan(e) ? std::numeric_limits<double>::infinity() : e;
+      }
+    }
+  }
+  return worst;
+}
+
+// Linformer in float64 on the checked rows of every group, from the same q, k, v, E and F:
+// K' = E·K, V' = F·V, out_i = softmax(scale·q_i·K'ᵀ)·V'. Returns the largest |out − ref| and
+// sets *tolerance.
+//
+// Tolerance: K' and V' are fp32 sums of N terms, off by at most sum_error(N)·A_K and
+// sum_error(N)·A_V with A = max_r,t Σ_j |E_rj||k_jt| (likewise F, v). A logit scale·q·K'_r is a
+// sum of d terms: off by scale·(sum_error(d)·|q|·|K'_r| + |q|·sum_error(N)·A_K) (K's d errors
+// enter as independent terms of q·δK', hence the 2-norm |q| rather than |q|₁), plus a
+// rounding of the logit (u·L, L its largest magnitude) and exp_poly's 2e-7 relative. The output
+// is a softmax-weighted mean of V' rows, so a relative error ε in every weight moves it by at
+// most 2ε·max|V'|; the sums over k rows add 2·sum_error(k)·max|V'|, and V's own error
+// sum_error(N)·A_V passes through.
+double linformer_error(const la::Shape& s, const float* out, const la::Inputs& in, double* tolerance) {
+  const std::size_t N = s.seq_len, d = s.head_dim, P = s.proj_rows;
+  const double scale = s.attention().scale;
+  const std::vector<std::size_t> rows = checked_row_indices(N);
+  const memory::Buffer<float> e = la::linformer_projection(s, 0), f = la::linformer_projection(s, 1);
+  double worst = 0.0, v_scale = 0.0, a_k = 0.0, a_v = 0.0, k_norm = 0.0, logit_max = 0.0;
+  double q_norm = 0.0;
+  std::vector<std::vector<double>> refs;  // per group: (rows, d)
+  std::vector<double> kp(P * d), vp(P * d), abs_k(P * d), abs_v(P * d), logits(P);
+  for (std::size_t g = 0; g < s.groups(); ++g) {
+    const float* q = in.q.data() + g * N * d;
+    const float* k = in.k.data() + g * N * d;
+    const float* v = in.v.data() + g * N * d;
+    std::fill(kp.begin(), kp.end(), 0.0);
+    std::fill(vp.begin(), vp.end(), 0.0);
+    std::fill(abs_k.begin(), abs_k.end(), 0.0);
+    std::fill(abs_v.begin(), abs_v.end(), 0.0);
+#pragma omp parallel for schedule(static)
+    for (std::size_t r = 0; r < P; ++r)
+      for (std::size_t j = 0; j < N; ++j) {
+        const double er = e[r * N + j], fr = f[r * N + j];
+        for (std::size_t t = 0; t < d; ++t) {
+          kp[r * d + t] += er * k[j * d + t];
+          vp[r * d + t] += fr * v[j * d + t];
+          abs_k[r * d + t] += std::fabs(er * k[j * d + t]);
+          abs_v[r * d + t] += std::fabs(fr * v[j * d + t]);
+        }
+      }
+    for (std::size_t r = 0; r < P; ++r) {
+      double n2 = 0.0;
+      for (std::size_t t = 0; t < d; ++t) {
+        v_scale = std::max(v_scale, std::fabs(vp[r * d + t]));
+        a_k = std::max(a_k, abs_k[r * d + t]);
+        a_v = std::max(a_v, abs_v[r * d + t]);
+        n2 += kp[r * d + t] * kp[r * d + t];
+      }
+      k_norm = std::max(k_norm, std::sqrt(n2));
+    }
+    for (std::size_t i : rows) {
+      double n2 = 0.0, max = -std::numeric_limits<double>::infinity();
+      for (std::size_t t = 0; t < d; ++t) n2 += static_cast<double>(q[i * d + t]) * q[i * d + t];
+      q_norm = std::max(q_norm, std::sqrt(n2));
+      for (std::size_t r = 0; r < P; ++r) {
+        double dot = 0.0;
+        for (std::size_t t = 0; t < d; ++t) dot += static_cast<double>(q[i * d + t]) * kp[r * d + t];
+        logits[r] = scale * dot;
+        max = std::max(max, logits[r]);
+        logit_max = std::max(logit_max, std::fabs(logits[r]));
+      }
+      double den = 0.0;
+      for (std::size_t r = 0; r < P; ++r) den += logits[r] = std::exp(logits[r] - max);
+      for (std::size_t t = 0; t < d; ++t) {
+        double num = 0.0;
+        for (std::size_t r = 0; r < P; ++r) num += logits[r] * vp[r * d + t];
+        const double err = std::fabs(static_cast<double>(out[g * N * d + i * d + t]) - num / den);
+        if (!(err <= worst)) worst = std::isnan(err) ? std::numeric_limits<double>::infinity() : err;
+      }
+    }
+  }
+  const double logit_error = scale * (sum_error(d) * q_norm * k_norm + q_norm * sum_error(N) * a_k) +
+                             unit_roundoff * logit_max + exp_error;
+  *tolerance = v_scale * (2.0 * logit_error + 2.0 * sum_error(P)) + sum_error(N) * a_v;
+  return worst;
+}
+
+// The softmax baseline against the float64 reference on the checked rows.
+double softmax_error(const la::Shape& s, const float* out, const la::Inputs& in) {
+  const std::size_t N = s.seq_len, d = s.head_dim, rows = std::min(N, la::checked_rows);
   std::vector<double> ref(rows * d);
+  double worst = 0.0;
   for (std::size_t g = 0; g < s.groups(); ++g)
     for (std::size_t i0 : {std::size_t{0}, N - rows}) {
       kernels::AttentionShape a = kernels::AttentionShape::self(1, 1, N, d, s.causal);
@@ -233,18 +415,44 @@ la::Errors la::check(const Shape& s, const float* out, const Inputs& in) {
       const std::size_t base = g * N * d;
       cpu::attention_reference(in.q.data() + base + i0 * d, in.k.data() + base, in.v.data() + base, ref.data(), a);
       for (std::size_t t = 0; t < rows * d; ++t) {
-        got.push_back(out[base + i0 * d + t]);
-        want.push_back(static_cast<float>(ref[t]));
+        const double e = std::fabs(static_cast<double>(out[base + i0 * d + t]) - ref[t]);
+        if (!(e <= worst)) worst = std::isnan(e) ? std::numeric_limits<double>::infinity() : e;
       }
     }
-  const Errors e = compare(got.data(), want.data(), got.size());
-  if (!(e.max_abs <= softmax_tolerance)) {
+  return worst;
+}
+
+}  // namespace
+
+la::Checked la::check(const Shape& s, const float* out, const Inputs& in) {
+  Checked c;
+  switch (s.kind) {
+    case Kind::softmax:
+      c.kernel_error = softmax_error(s, out, in);
+      c.kernel_tolerance = softmax_tolerance;
+      break;
+    case Kind::linear_elu:
+    case Kind::performer: c.kernel_error = kernelized_error(s, out, in, &c.kernel_tolerance); break;
+    case Kind::linformer: c.kernel_error = linformer_error(s, out, in, &c.kernel_tolerance); break;
+  }
+  if (!(c.kernel_error <= c.kernel_tolerance)) {
     std::ostringstream m;
-    m << "linear_attention: softmax max abs error " << e.max_abs << " against the float64 reference exceeds "
-      << softmax_tolerance;
+    m << "linear_attention: variant " << to_string(s.kind) << " max abs error " << c.kernel_error
+      << " against the float64 evaluation of "
+      << (s.kind == Kind::softmax ? "exact attention" : "its own approximation (same features and projections)")
+      << " exceeds " << c.kernel_tolerance << ", the bound of a correct fp32 kernel";
     throw CheckFailed(m.str());
   }
-  return e;
+  const memory::Buffer<float> exact = softmax_output(s, in);
+  memory::Buffer<float> trivial(Device::cpu(), s.elements());
+  cpu::attention_uniform(in.v.data(), trivial.data(), s.attention());
+  c.vs_softmax = compare(out, exact.data(), s.elements());
+  c.trivial = compare(trivial.data(), exact.data(), s.elements());
+  if (!std::isfinite(c.vs_softmax.max_abs))
+    throw CheckFailed("linear_attention: variant " + to_string(s.kind) + " produced a NaN or inf output");
+  // The baseline's max abs error is the one against float64 (the fp32 exact output is its peer).
+  if (s.kind == Kind::softmax) c.vs_softmax.max_abs = c.kernel_error;
+  return c;
 }
 
 double la::loglog_slope(const std::vector<double>& x, const std::vector<double>& y) {
@@ -270,7 +478,12 @@ namespace {
 
 class CpuForward : public la::Forward {
  public:
-  explicit CpuForward(const la::Shape& s) : s_(s), in_(la::make_inputs(s)), out_(Device::cpu(), s.elements()) {
+  explicit CpuForward(const la::Shape& s)
+      : s_(s),
+        in_(la::make_inputs(s)),
+        out_(Device::cpu(), s.elements()),
+        zeros_(fault::active("linear_attention.zeros")),
+        uniform_(fault::active("linear_attention.ignore_scores")) {
     if (s.kind == la::Kind::performer) w_ = la::performer_projection(s);
     if (s.kind == la::Kind::linformer) {
       e_ = la::linformer_projection(s, 0);
@@ -317,6 +530,10 @@ class CpuForward : public la::Forward {
         cpu::linformer_attention(q, k, v, e_.data(), f_.data(), out, workspace_.data(), s_.attention(), s_.proj_rows);
         break;
     }
+    // Broken variants for the fault-injection tests (core/fault.hpp): an output of zeros, or the
+    // trivial predictor (the mean of the visible values) in place of the approximation.
+    if (zeros_) std::fill(out_.begin(), out_.end(), 0.0f);
+    if (uniform_) cpu::attention_uniform(v, out, s_.attention());
   }
 
   memory::Buffer<float> output() override {
@@ -333,6 +550,7 @@ class CpuForward : public la::Forward {
   memory::Buffer<float> e_, f_;              // linformer: (k, N) each
   memory::Buffer<float> phi_q_, phi_k_;      // (B, H, N, F)
   memory::Buffer<float> workspace_;
+  bool zeros_ = false, uniform_ = false;  // faults
 };
 
 }  // namespace
@@ -409,12 +627,22 @@ class LinearAttentionRun : public Run {
     forward_->synchronize();
     const memory::Buffer<float> out = forward_->output();
     const la::Inputs in = la::make_inputs(s_);
-    const la::Errors errors = la::check(s_, out.data(), in);
+    const la::Checked c = la::check(s_, out.data(), in);
     std::vector<Metric> metrics = {
         {"workspace_bytes", static_cast<double>(forward_->workspace_bytes()), "B", Better::lower},
-        {"max_abs_error", errors.max_abs, "", Better::lower},
-        {"mean_rel_error", errors.mean_rel, "", Better::lower},
+        {"kernel_error", c.kernel_error, "", Better::lower},
+        {"kernel_tolerance", c.kernel_tolerance, "", Better::lower, false},
+        {"max_abs_error", c.vs_softmax.max_abs, "", Better::lower},
+        {"mean_rel_error", c.vs_softmax.mean_rel, "", Better::lower},
     };
+    if (s_.kind != la::Kind::softmax) {
+      // The trivial predictor, and the variant's error in its units: above 1 the approximation is
+      // further from exact attention than the mean of v is (README "Quality against exact
+      // attention").
+      metrics.push_back({"trivial_max_abs_error", c.trivial.max_abs, "", Better::lower, false});
+      metrics.push_back({"trivial_mean_rel_error", c.trivial.mean_rel, "", Better::lower, false});
+      metrics.push_back({"error_vs_trivial", c.vs_softmax.mean_rel / c.trivial.mean_rel, "", Better::lower});
+    }
     fit_exponents(metrics);
     if (s_.kind != la::Kind::softmax) find_crossover(metrics);
     return metrics;

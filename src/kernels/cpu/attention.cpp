@@ -240,4 +240,20 @@ void attention_memory_efficient(const float* q, const float* k, const float* v, 
   }
 }
 
+void attention_uniform(const float* v, float* out, const AttentionShape& shape) {
+  shape.validate();
+  const std::size_t d = shape.head_dim;
+#pragma omp parallel for schedule(static)
+  for (std::size_t bh = 0; bh < shape.batch * shape.heads; ++bh) {
+    const auto [qo, kvo] = head_offsets(shape, bh);
+    std::vector<double> sum(d, 0.0);
+    std::size_t summed = 0;  // keys in sum; queries come in order, each seeing at least as many
+    for (std::size_t i = 0; i < shape.q_len; ++i) {
+      for (const std::size_t n = visible_keys(shape, i); summed < n; ++summed)
+        for (std::size_t t = 0; t < d; ++t) sum[t] += v[kvo + summed * d + t];
+      for (std::size_t t = 0; t < d; ++t) out[qo + i * d + t] = static_cast<float>(sum[t] / static_cast<double>(summed));
+    }
+  }
+}
+
 }  // namespace aiopt::kernels::cpu

@@ -39,4 +39,10 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
 void attention_memory_efficient(const float* q, const float* k, const float* v, float* out,
                                 const AttentionShape& shape, std::size_t chunk = 128);
 
+// Attention with every score equal: out_i is the mean of the values query i sees (keys j <=
+// q_offset + i when causal, a running mean). Not attention but the trivial predictor that an
+// approximation of it must beat to be worth anything, and what a kernel that ignored q·k would
+// produce. Float64 sums, O(B·H·(Tk + Tq)·d). out: (B, H, Tq, d).
+void attention_uniform(const float* v, float* out, const AttentionShape& shape);
+
 }  // namespace aiopt::kernels::cpu
