@@ -53,4 +53,14 @@ nlohmann::json quick_report(const std::string& technique, std::size_t variants) 
   return report;
 }
 
+RunSettings few_samples() {
+  RunSettings s;
+  s.sampling.warmup = 1;
+  s.sampling.min_samples = 2;
+  s.sampling.min_time_s = 0;
+  s.sampling.max_noise = 1e9;
+  s.sampling.timeout_s = 30;
+  return s;
+}
+
 }  // namespace aiopt::test

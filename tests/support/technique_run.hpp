@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/device.hpp"
+#include "harness/runner.hpp"
 #include "harness/technique.hpp"
 
 namespace aiopt::test {
@@ -22,6 +23,10 @@ Case quick_case(const Technique& technique, const std::string& variant, const st
 // when finish() throws. The run's series go to *series when given.
 std::vector<Metric> run_case(const Technique& technique, const Case& c, const Device& device, int steps,
                              std::vector<Series>* series = nullptr);
+
+// Settings for one case through the harness's runner (aiopt::run_case) when the test asks only
+// for its status: one warm-up step, two samples, no time or noise bound, 30 s at most.
+RunSettings few_samples();
 
 // The series called `name`; the test fails when the run did not record it.
 const Series& find_series(const std::vector<Series>& all, const std::string& name);
