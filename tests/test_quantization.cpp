@@ -16,9 +16,11 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/quantization/quantization.hpp"
 
 using namespace aiopt;
@@ -42,6 +44,26 @@ Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::
   c.params.set("qat_lr", 2e-4);
   c.seed = 11;
   return c;
+}
+
+// `c` through the harness's runner on the CPU: what `aiopt bench` records for it.
+Result run_through_runner(const Case& c) { return aiopt::test::run_through_runner(Quantization{}, c); }
+
+Case model_case(const std::string& variant) {
+  Case c = make_case(variant, 1, 64, 64);
+  c.params.set("level", std::string("model"));
+  c.params.set("preset", std::string("tiny"));
+  c.params.set("prompt_len", std::int64_t{16});
+  c.params.set("gen_tokens", std::int64_t{8});
+  c.params.set("eval_windows", std::int64_t{4});
+  c.params.set("calibration_rows", std::int64_t{256});
+  return c;
+}
+
+// One trained tiny model for every test executable of this build, trained on first use.
+void use_test_model_cache() {
+  REQUIRE(setenv("AIOPT_CACHE", (std::filesystem::path(AIOPT_BINARY).parent_path() / "test-model-cache").c_str(),
+                 1) == 0);
 }
 
 std::map<std::string, double> run_case(const Case& c, const Device& device = Device::cpu()) {
@@ -197,20 +219,11 @@ TEST_CASE("every CUDA format passes its kernel check and reports its metrics", "
 }
 
 TEST_CASE("the quantized trained model keeps its perplexity and next-token choices", "[quantization][model]") {
-  // One trained tiny model for every test executable of this build, trained on first use.
-  REQUIRE(setenv("AIOPT_CACHE", (std::filesystem::path(AIOPT_BINARY).parent_path() / "test-model-cache").c_str(),
-                 1) == 0);
+  use_test_model_cache();
   std::map<std::string, std::map<std::string, double>> m;
   for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only", "qat"}) {
-    Case c = make_case(f, 1, 64, 64);
-    c.params.set("level", std::string("model"));
-    c.params.set("preset", std::string("tiny"));
-    c.params.set("prompt_len", std::int64_t{16});
-    c.params.set("gen_tokens", std::int64_t{8});
-    c.params.set("eval_windows", std::int64_t{4});
-    c.params.set("calibration_rows", std::int64_t{256});
     INFO(f);
-    REQUIRE_NOTHROW(m[f] = run_case(c));
+    REQUIRE_NOTHROW(m[f] = run_case(model_case(f)));
   }
   const double fp32_bytes = m["fp32"]["linear_weight_bytes"];
   CHECK(m["fp32"]["perplexity_increase"] == 0.0);
@@ -267,4 +280,76 @@ TEST_CASE("bench --quick writes a valid report with every variant ok", "[quantiz
   for (const auto& res : report.at("results"))
     CHECK(res.at("status") == (res.at("variant") == "qat" ? "skipped" : "ok"));
   CHECK(report.at("comparisons").size() == 5);
+}
+
+TEST_CASE("stored scales of zero fail every scaled format's own check through the runner", "[quantization][cpu][fault]") {
+  // Zero scales make every product 0. The kernel check alone would pass it (y is the exact
+  // product of the stored operands); the bound against the fp32 product fails it. Without the
+  // fault the same cases pass, so the bound does not fail honest quantization.
+  for (const std::string f : {"int8_dynamic", "int8_static", "int4_weight_only"}) {
+    for (std::int64_t m : {1, 19}) {
+      INFO(f << " m=" << m);
+      const Case c = make_case(f, m, 67, 256);
+      const Result ok = run_through_runner(c);
+      INFO(ok.message);
+      CHECK(ok.status == Status::ok);
+      const fault::Scope zero("quantization.zero_scales");
+      const Result broken = run_through_runner(c);
+      CHECK(broken.status == Status::failed);
+      CHECK_THAT(broken.message, Catch::Contains("the fp32 product") && Catch::Contains("scales are wrong"));
+    }
+  }
+}
+
+TEST_CASE("the bound against fp32 holds for every format on fresh random inputs", "[quantization][cpu]") {
+  // Seeds the other tests do not use, a GEMV and a GEMM, both int4 modes and group sizes; each
+  // run's finish() checks y against the fp32 product within the format's storage bound.
+  for (std::uint64_t seed : {101, 202, 303}) {
+    for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only"}) {
+      for (const std::string group : {"32", "128"}) {
+        for (bool zero_point : {false, true}) {
+          if (f != "int4_weight_only" && (group != "32" || zero_point)) continue;
+          Case c = make_case(f, seed == 202 ? 1 : 9, 40, 384, group, zero_point);
+          c.seed = seed;
+          INFO(f << " seed " << seed << " group " << group << " zero point " << zero_point);
+          CHECK_NOTHROW(run_case(c));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("stored scales of zero fail the quantized trained model's check through the runner", "[quantization][model][fault]") {
+  use_test_model_cache();
+  for (const std::string f : {"int8_dynamic", "int4_weight_only"}) {
+    INFO(f);
+    const fault::Scope zero("quantization.zero_scales");
+    const Result broken = run_through_runner(model_case(f));
+    CHECK(broken.status == Status::failed);
+    CHECK_THAT(broken.message, Catch::Contains("a quantized product is wrong"));
+  }
+  unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("a quantized model holds its format's weights in tracked memory and frees the fp32 ones", "[quantization][model]") {
+  // peak_bytes of each format at level=model (tiny); the run's current bytes after prepare hold
+  // the format's linear weights in place of the fp32 ones.
+  use_test_model_cache();
+  const Quantization t;
+  std::map<std::string, double> held;
+  std::map<std::string, double> weights;
+  for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {
+    INFO(f);
+    const std::size_t before = memory::usage(Device::cpu()).current;
+    auto run = t.prepare(model_case(f), Device::cpu());
+    held[f] = static_cast<double>(memory::usage(Device::cpu()).current - before);
+    for (const auto& m : run->finish())
+      if (m.name == "linear_weight_bytes") weights[f] = m.value;
+  }
+  // What the run holds differs from fp32's by exactly the linear weights' bytes saved.
+  for (const std::string f : {"fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {
+    INFO(f);
+    CHECK(held["fp32"] - held[f] == weights["fp32"] - weights[f]);
+  }
+  unsetenv("AIOPT_CACHE");
 }

@@ -35,6 +35,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/activation.hpp"
@@ -45,6 +46,7 @@
 #include "kernels/cpu/softmax.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
+#include "support/technique_run.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 using namespace aiopt;
@@ -687,6 +689,51 @@ TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]"
       CHECK(metric(metrics, "host_launch_calls").value == (variant == "unfused" ? s.ops : 1.0));
       CHECK(metric(metrics, "intermediate_bytes").value == (fused ? 0.0 : (s.ops - 1) * N));
       CHECK(metric(metrics, "bytes_moved").value == tf::bytes_moved(shape, fused));
+    }
+  }
+}
+
+TEST_CASE("a dropout without its rescale fails the layernorm chain's own check through the runner", "[tensor_fusion][fault]") {
+  // Kept values not scaled by 1/(1 − p): at p = 0.1 a kept input of the norm moves by 0.11·|t|,
+  // which the bf16 bound (derived per element, layernorm_bf16_bounds) and the f32 tolerance
+  // both exclude. Without the fault the same cases pass, on seeds the other tests do not use.
+  const TensorFusion t;
+  for (const std::string dtype : {"bf16", "f32"}) {
+    for (const std::string variant : {"unfused", "fused"}) {
+      for (std::uint64_t seed : {31, 32}) {
+        INFO(dtype << " " << variant << " seed " << seed);
+        const Case c = make_case(variant, "layernorm", 64, 256, 0.1, seed, dtype);
+        const Result ok = aiopt::test::run_through_runner(t, c);
+        INFO(ok.message);
+        CHECK(ok.status == Status::ok);
+        const fault::Scope broken("tensor_fusion.no_dropout_rescale");
+        const Result failed = aiopt::test::run_through_runner(t, c);
+        CHECK(failed.status == Status::failed);
+        CHECK_THAT(failed.message, Catch::Contains("chain layernorm"));
+      }
+    }
+  }
+}
+
+TEST_CASE("the bf16 layernorm bound is tighter than a missing rescale and holds on fresh inputs", "[tensor_fusion]") {
+  // The bound, derived per element, against the scalar reference of the same inputs: the real
+  // bf16 chains stay inside it, while the largest
+  // bound is under the 0.17 a missing rescale moves an output (|t| = 1.5 at p = 0.1, γ = 1).
+  for (std::uint64_t seed : {41, 42, 43}) {
+    for (double p : {0.0, 0.1, 0.5}) {
+      INFO("seed " << seed << " p " << p);
+      const tf::Shape shape = tf::Shape::from(make_case("unfused", "layernorm", 32, 512, p, seed, "bf16"));
+      const double tolerance = tf::tolerance(shape);
+      if (p == 0.1) CHECK(tolerance < 0.17);
+      const TensorFusion t;
+      for (const std::string variant : {"unfused", "fused"}) {
+        auto run = t.prepare(make_case(variant, "layernorm", 32, 512, p, seed, "bf16"), Device::cpu());
+        run->step();
+        double error = 0.0;
+        REQUIRE_NOTHROW(error = metric(run->finish(), "max_abs_error").value);
+        CHECK(error > 0.0);
+        CHECK(error <= tolerance);
+      }
     }
   }
 }

@@ -91,6 +91,14 @@ class Generator {
   // sequence; the trace's tokens stay the model's choices.
   Trace generate(Method method, bool record, bool timed, const std::vector<std::int32_t>* forced = nullptr);
 
+  // The first layer's cached keys and values after `trace`, a generation with this generator's
+  // cached method, against a fresh f32 prefill of the same sequence: the first layer's keys and
+  // values depend on the tokens alone, so each cached row must hold them, within fp32 rounding
+  // (f32_rel_tolerance of the row's largest magnitude) plus, for int8, half its row's step
+  // (max|row| / 254). Throws CheckFailed naming the position otherwise (a stale or misplaced
+  // entry); returns the largest error relative to its row's largest magnitude.
+  double check_first_layer_cache(const Trace& trace);
+
   std::size_t cache_bytes() const { return cache_bytes_; }  // measured at allocation; 0 without a cache
   const nn::KvCache* cache() const { return cache_ ? &*cache_ : nullptr; }
   const Shape& shape() const { return shape_; }
@@ -117,11 +125,9 @@ Agreement compare(const std::vector<float>& got, const std::vector<float>& want,
 // kv_cache: the fp32 cache changes only the order of fp32 sums, so tokens must be identical and
 // logits within this relative error.
 inline constexpr double f32_rel_tolerance = 1e-4;
-// kv_cache_int8: a first-order bound on the relative logit error, 2·layers/254 (each layer's
-// cached keys and values off by at most 1/254 of their row's largest magnitude, the errors
-// adding along the residual stream); the check fails beyond int8_bound_factor times it.
+// kv_cache_int8: a first-order bound on the relative logit error, 2·layers/254 (kv_caching.cpp
+// derives it); the check fails beyond it.
 double int8_rel_bound(const nn::GptConfig& model);
-inline constexpr double int8_bound_factor = 10.0;
 
 // Throws CheckFailed when `agreement` breaks the method's rule above (recompute: none).
 void check(Method method, const Shape& shape, const Agreement& agreement);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -99,8 +100,8 @@ nn::GptWeights fine_tune(const nn::GptWeights& trained, const nn::TrainConfig& r
 
 class ModelRun : public Run {
  public:
-  ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc) {
-    const nn::TrainConfig training = nn::standard_training(mc.preset);
+  ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc), training_(nn::standard_training(mc.preset)) {
+    const nn::TrainConfig& training = training_;
     nn::CachedModel trained = nn::trained_model(training, Device::cpu());
     trained_loss_ = trained.validation_loss;
     model_ = std::make_unique<nn::Gpt>(std::move(trained.weights));
@@ -125,7 +126,6 @@ class ModelRun : public Run {
       ptq_model_->set_linear_layers(
           std::make_shared<QuantizedLinears>(ptq_model_->weights(), Format::int4_weight_only, mc.group, mc.mode));
       nn::GptWeights learned = fine_tune(trained_weights, training, tokens, mc.qat_steps, mc.qat_lr, int4);
-      reference_ = std::move(model_);
       model_ = std::make_unique<nn::Gpt>(std::move(learned));
     }
     seq_len_ = std::min<std::size_t>(128, cfg.context);
@@ -135,6 +135,10 @@ class ModelRun : public Run {
     prompt_.assign(tokens.validation.begin() + static_cast<long>(offset),
                    tokens.validation.begin() + static_cast<long>(offset + mc.prompt_len));
 
+    fp32_bytes_ = fp32_linear_bytes(model_->weights());
+    // Every format but fp32 frees the model's fp32 linear weights as it stores them
+    // (QuantizedLinears), so the run holds its format's bytes; finish() loads the fp32 model again
+    // for the reference.
     if (mc.format != Format::fp32) {
       StaticScales scales;
       if (mc.format == Format::int8_static) {
@@ -174,9 +178,11 @@ class ModelRun : public Run {
     const Tensor logits = model_->forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     const cpu::ClipCount clip_after = counts_clips ? linears_->clipped() : cpu::ClipCount{};
     const cpu::ClipCount clip{clip_after.clipped - clip_before.clipped, clip_after.total - clip_before.total};
-    // The fp32 model as trained (QAT fine-tunes a copy of it).
-    nn::Gpt& fp32 = reference_ ? *reference_ : *model_;
-    fp32.set_linear_layers(nullptr);
+    // The fp32 model as trained (QAT fine-tunes a copy of it), loaded again from the model cache
+    // where the run freed its fp32 linear weights.
+    std::optional<nn::Gpt> loaded;
+    if (linears_ || mc_.qat) loaded.emplace(nn::trained_model(training_, Device::cpu()).weights);
+    nn::Gpt& fp32 = loaded ? *loaded : *model_;
     const Tensor reference = fp32.forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     score(logits, windows_.targets, cfg.vocab, nll, top);
     score(reference, windows_.targets, cfg.vocab, nll_ref, top_ref);
@@ -209,8 +215,7 @@ class ModelRun : public Run {
                         " and its top-1 agreement " + std::to_string(agreement) +
                         "; a quantized product is wrong, not just imprecise");
 
-    const std::size_t fp32_bytes = fp32_linear_bytes(model_->weights());
-    const std::size_t bytes = linears_ ? linears_->weight_bytes() : fp32_bytes;
+    const std::size_t bytes = linears_ ? linears_->weight_bytes() : fp32_bytes_;
     std::vector<Metric> out = {
         time_metric("decode_tokens_per_s", 1000.0 / per_token, "tok/s", Better::higher),
         time_metric("decode_ms_per_token", per_token, "ms", Better::lower),
@@ -239,14 +244,15 @@ class ModelRun : public Run {
 
  private:
   ModelCase mc_;
+  nn::TrainConfig training_;  // the trained model's recipe, its key in the model cache
   std::unique_ptr<nn::Gpt> model_;
-  std::unique_ptr<nn::Gpt> reference_;  // qat: the trained fp32 model model_ was fine-tuned from
   std::unique_ptr<nn::Gpt> ptq_model_;  // qat: int4 after the same fine-tuning without fake quantization
   std::shared_ptr<QuantizedLinears> linears_;
   std::vector<std::int32_t> prompt_;
   nn::Batch windows_;
   std::size_t seq_len_ = 0;
   double trained_loss_ = 0.0;
+  std::size_t fp32_bytes_ = 0;  // the fp32 block linear weights' bytes
 };
 
 }  // namespace

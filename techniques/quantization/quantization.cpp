@@ -8,6 +8,7 @@
 #include "core/cuda_runtime.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/half.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
@@ -160,29 +161,151 @@ qz::Rounding qz::rounding(Format format, DeviceKind device) {
   constexpr double u = 1.0 / (1 << 24);
   if (device == DeviceKind::cuda) {
     switch (format) {
-      case Format::fp16: return {2.0 * u, std::ldexp(1.0, -11), std::ldexp(1.0, -25)};
-      case Format::bf16: return {2.0 * u, std::ldexp(1.0, -8), 0.0};
-      case Format::fp8: return {std::ldexp(1.0, -13), u, 0.0};
+      case Format::fp16: return {2.0 * u, std::ldexp(1.0, -11), std::ldexp(1.0, -25), format, device};
+      case Format::bf16: return {2.0 * u, std::ldexp(1.0, -8), 0.0, format, device};
+      case Format::fp8: return {std::ldexp(1.0, -13), u, 0.0, format, device};
       default: break;
     }
   }
-  return {u, u, 0.0};
+  return {u, u, 0.0, format, device};
+}
+
+float qz::static_activation_scale(const Shape& s) {
+  const std::vector<float> calibration = make_activations(s, s.calibration_rows, 3);
+  float max_abs = 0.0f;
+  for (float v : calibration) max_abs = std::max(max_abs, std::fabs(v));
+  return cpu::int8_scale(max_abs);
+}
+
+// What storing moves one fp32 value v, per format (the stored value v̂, u the fp32 unit
+// roundoff 2^-24); each scale is the one the quantizer must compute from the fp32 values:
+//  - fp16, bf16 (round to nearest even): |v̂ − v| <= 2^-11·|v| (f16; plus half the subnormal
+//    step, 2^-25, below 2^-14) and 2^-8·|v| (bf16; plus 2^-126, an f32 subnormal the AVX-512
+//    BF16 conversion flushes to 0). The CPU stores only the weights so; CUDA also x.
+//  - int8, a scale s = max|row| / 127 per weight row (output channel) and, dynamic, per token:
+//    |v̂ − v| <= s/2 plus the rounding of v / s, < 128·u·s (quantize.hpp), and the stored fp32
+//    scale is s·(1 ± u): within s·(1/2 + 2^-16).
+//  - int8_static, the calibration scale s for every token: s·(1/2 + 2^-16) as above, except a
+//    value beyond ±127.5·s, which saturates to ±127·s: |v| − 127·s.
+//  - int4 groups (weights_int4.hpp): s = max|w| / 7 (symmetric) or (hi − lo) / 15 with [lo, hi]
+//    the group's range widened to hold 0 (asymmetric), computed in fp32 (1 + u) and stored in
+//    f16 rounded up, by at most one step: 2^-10 relative, or 2^-24 for a subnormal f16. Every w
+//    lies within s_stored/2·(1 + 2^-19) of the grid, so within
+//      (s·(1 + 2^-9) + 2^-24)/2·(1 + 2^-19).
+//  - fp8 e4m3 (CUDA), one scale s = max|tensor| / 448: v / s rounds to a 3-bit mantissa, 2^-4
+//    relative for a normal and half the subnormal step 2^-9, so |v̂ − v| <= 2^-4·|v| + 2^-10·s,
+//    widened by 2^-20 for the fp32 rounding of v / s and of s.
+qz::StorageError::StorageError(const Rounding& r, Operand operand, const Shape& s, const float* values,
+                               std::size_t rows)
+    : s_(s) {
+  const bool weights = operand == Operand::weights;
+  const bool cuda = r.device == DeviceKind::cuda;
+  switch (r.format) {
+    case Format::fp32: kind_ = Kind::exact; break;
+    case Format::fp16:
+    case Format::bf16:
+      if (weights || cuda) {
+        kind_ = Kind::relative;
+        const bool f16 = r.format == Format::fp16;
+        relative_ = std::ldexp(1.0, f16 ? -11 : -8);
+        floor_ = std::ldexp(1.0, f16 ? -25 : -126);
+      }
+      break;
+    case Format::int8_dynamic: kind_ = Kind::row_scale; break;
+    case Format::int8_static:
+      kind_ = weights ? Kind::row_scale : Kind::static_scale;
+      if (!weights) scale_ = static_activation_scale(s);
+      break;
+    case Format::int4_weight_only: kind_ = weights ? Kind::int4_groups : Kind::exact; break;
+    case Format::fp8: {
+      kind_ = Kind::tensor_fp8;
+      double max_abs = 0.0;
+      for (std::size_t i = 0; i < rows * s.k; ++i) max_abs = std::max(max_abs, std::fabs(static_cast<double>(values[i])));
+      scale_ = max_abs / 448.0;
+      break;
+    }
+  }
+}
+
+void qz::StorageError::row(const float* v, std::vector<double>& bound) const {
+  const std::size_t k = s_.k;
+  const auto abs_max = [v](std::size_t begin, std::size_t end) {
+    double m = 0.0;
+    for (std::size_t p = begin; p < end; ++p) m = std::max(m, std::fabs(static_cast<double>(v[p])));
+    return m;
+  };
+  const double int8_step = 0.5 + std::ldexp(1.0, -16);
+  switch (kind_) {
+    case Kind::exact: std::fill(bound.begin(), bound.begin() + static_cast<std::ptrdiff_t>(k), 0.0); break;
+    case Kind::relative:
+      for (std::size_t p = 0; p < k; ++p) bound[p] = relative_ * std::fabs(static_cast<double>(v[p])) + floor_;
+      break;
+    case Kind::row_scale: {
+      const double e = abs_max(0, k) / cpu::int8_max * int8_step;
+      std::fill(bound.begin(), bound.begin() + static_cast<std::ptrdiff_t>(k), e);
+      break;
+    }
+    case Kind::static_scale:
+      for (std::size_t p = 0; p < k; ++p)
+        bound[p] = std::max(scale_ * int8_step, std::fabs(static_cast<double>(v[p])) - cpu::int8_max * scale_ +
+                                                    std::ldexp(scale_, -16));
+      break;
+    case Kind::int4_groups:
+      for (std::size_t g = 0; g < k; g += s_.group) {
+        double range = 0.0;
+        if (s_.int4_mode == cpu::Int4Mode::symmetric) {
+          range = abs_max(g, g + s_.group) / 7.0;
+        } else {
+          double lo = 0.0, hi = 0.0;
+          for (std::size_t p = g; p < g + s_.group; ++p) {
+            lo = std::min(lo, static_cast<double>(v[p]));
+            hi = std::max(hi, static_cast<double>(v[p]));
+          }
+          range = (hi - lo) / 15.0;
+        }
+        const double e = (range * (1.0 + std::ldexp(1.0, -9)) + std::ldexp(1.0, -24)) / 2.0 * (1.0 + std::ldexp(1.0, -19));
+        std::fill(bound.begin() + static_cast<std::ptrdiff_t>(g), bound.begin() + static_cast<std::ptrdiff_t>(g + s_.group), e);
+      }
+      break;
+    case Kind::tensor_fp8:
+      for (std::size_t p = 0; p < k; ++p)
+        bound[p] = (std::ldexp(std::fabs(static_cast<double>(v[p])), -4) + std::ldexp(scale_, -10)) *
+                   (1.0 + std::ldexp(1.0, -20));
+      break;
+  }
 }
 
 qz::ProductErrors qz::check_product(const Shape& s, const Rounding& r, const float* y, const float* x,
                                     const float* w, const RowReader& consumed_activations,
                                     const RowReader& stored_weights) {
-  std::vector<double> w_row(s.k), x_row(s.k);
+  using Operand = StorageError::Operand;
+  const StorageError x_error(r, Operand::activations, s, x, s.m), w_error(r, Operand::weights, s, w, s.n);
+  // The checked rows of x as consumed (x̂) and their storage bounds, once.
+  const std::vector<std::size_t> rows = checked_rows(s.m);
+  std::vector<std::vector<double>> x_hat(rows.size(), std::vector<double>(s.k)), e_x = x_hat;
+  for (std::size_t c = 0; c < rows.size(); ++c) {
+    consumed_activations(rows[c], x_hat[c]);
+    x_error.row(x + rows[c] * s.k, e_x[c]);
+  }
+  // The double sums themselves err by at most (k + 2)·2^-53·Σ|x·w| (Higham §3.1): 2^-50 covers it.
+  const double double_rounding = (static_cast<double>(s.k) + 2.0) * std::ldexp(1.0, -50);
+  std::vector<double> w_hat(s.k), e_w(s.k);
   double max_error = 0.0, sum_error = 0.0, max_ref = 0.0, sum_ref = 0.0;
-  for (std::size_t i : checked_rows(s.m)) {
-    consumed_activations(i, x_row);
-    for (std::size_t j = 0; j < s.n; ++j) {
-      stored_weights(j, w_row);
-      double consumed = 0.0, magnitude = 0.0, exact = 0.0;
+  for (std::size_t j = 0; j < s.n; ++j) {
+    stored_weights(j, w_hat);
+    const float* w_row = w + j * s.k;
+    w_error.row(w_row, e_w);
+    for (std::size_t c = 0; c < rows.size(); ++c) {
+      const std::size_t i = rows[c];
+      const float* x_row = x + i * s.k;
+      double consumed = 0.0, magnitude = 0.0, exact = 0.0, exact_magnitude = 0.0, storage = 0.0;
       for (std::size_t p = 0; p < s.k; ++p) {
-        consumed += x_row[p] * w_row[p];
-        magnitude += std::fabs(x_row[p] * w_row[p]);
-        exact += static_cast<double>(x[i * s.k + p]) * w[j * s.k + p];
+        const double xv = x_row[p], wv = w_row[p];
+        consumed += x_hat[c][p] * w_hat[p];
+        magnitude += std::fabs(x_hat[c][p] * w_hat[p]);
+        exact += xv * wv;
+        exact_magnitude += std::fabs(xv * wv);
+        storage += std::fabs(xv) * e_w[p] + e_x[c][p] * std::fabs(wv) + e_x[c][p] * e_w[p];
       }
       const double got = y[i * s.n + j];
       const double bound = (static_cast<double>(s.k) + 8.0) * r.per_addition * magnitude +
@@ -194,6 +317,14 @@ qz::ProductErrors qz::check_product(const Shape& s, const Rounding& r, const flo
         throw CheckFailed(m.str());
       }
       const double e = std::fabs(got - exact);
+      const double fp32_bound = bound + storage + double_rounding * (magnitude + exact_magnitude);
+      if (!(e <= fp32_bound)) {
+        std::ostringstream m;
+        m << "quantization: y[" << i << ", " << j << "] = " << got << " but the fp32 product is " << exact
+          << ", off by more than storing the operands in " << s.k << "-term rows can move it (bound " << fp32_bound
+          << "); the stored operands or their scales are wrong";
+        throw CheckFailed(m.str());
+      }
       max_error = std::max(max_error, e);
       sum_error += e;
       max_ref = std::max(max_ref, std::fabs(exact));
@@ -287,13 +418,9 @@ class CpuRun : public Run {
         throw std::logic_error("quantization: fp8 has no cpu run (validate rejects it)");
     }
     weight_bytes_ = memory::usage(Device::cpu()).current - before - xq_.bytes();
-    if (format_ == qz::Format::int8_static) {
-      // The scale that maps the calibration batch's largest |x| to 127.
-      const std::vector<float> calibration = qz::make_activations(s, s.calibration_rows, 3);
-      float max_abs = 0.0f;
-      for (float v : calibration) max_abs = std::max(max_abs, std::fabs(v));
-      static_scale_ = cpu::int8_scale(max_abs);
-    }
+    if (format_ == qz::Format::int8_static) static_scale_ = qz::static_activation_scale(s);
+    // A broken quantizer, for the tests: every stored scale 0 (the products become 0).
+    if (fault::active("quantization.zero_scales")) zero_scales();
   }
 
   void step() override {
@@ -333,6 +460,13 @@ class CpuRun : public Run {
 
  private:
   DType half_dtype() const { return format_ == qz::Format::fp16 ? DType::f16 : DType::bf16; }
+
+  // The int8 weights' per-channel scales and the int4 groups' scales set to 0 (fp16 and bf16
+  // store no scale).
+  void zero_scales() {
+    std::fill(w8_.scale.begin(), w8_.scale.end(), 0.0f);
+    std::fill(w4_.scales.begin(), w4_.scales.end(), std::uint16_t{0});
+  }
 
   // Row j of the weights as this format stores them, widened to double: ŵ.
   void stored_weight_row(std::size_t j, std::vector<double>& row) const {

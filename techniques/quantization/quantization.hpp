@@ -58,12 +58,39 @@ std::vector<std::size_t> checked_rows(std::size_t m);
 // How far a kernel's y may stray from the exact product of the operands it consumed:
 //   |y − Σ x̂·ŵ| <= (k + 8)·per_addition·Σ|x̂·ŵ| + 2·output·|Σ x̂·ŵ| + output_floor.
 // The one statement of the bound for every format and device; quantization.cpp says why.
+// `format` on `device` also says how far storing moves each fp32 operand (StorageError), which
+// bounds y against the fp32 product.
 struct Rounding {
   double per_addition = 0.0;  // unit roundoff of one addition of the sums
   double output = 0.0;        // relative rounding of the stored y (and of a final scale multiply)
   double output_floor = 0.0;  // absolute rounding of a subnormal stored y
+  Format format = Format::fp32;
+  DeviceKind device = DeviceKind::cpu;
 };
 Rounding rounding(Format format, DeviceKind device);
+
+// int8_static's activation scale: the calibration batch's (make_activations stream 3) largest
+// |x| mapped to 127.
+float static_activation_scale(const Shape& s);
+
+// How far the format on a device may move each value of one fp32 operand when it stores it,
+// |v̂ − v| <= bound, from the fp32 values alone (never from what was stored), so a quantizer
+// that stores wrong scales cannot widen its own bound. quantization.cpp derives each format's.
+class StorageError {
+ public:
+  enum class Operand { activations, weights };
+  // `values` (rows, s.k): the whole operand, for a scale taken from the tensor (fp8).
+  StorageError(const Rounding& r, Operand operand, const Shape& s, const float* values, std::size_t rows);
+  // Bounds for one row v (s.k) of the operand, into bound (s.k).
+  void row(const float* v, std::vector<double>& bound) const;
+
+ private:
+  enum class Kind { exact, relative, row_scale, static_scale, int4_groups, tensor_fp8 };
+  Kind kind_ = Kind::exact;
+  Shape s_;
+  double relative_ = 0.0, floor_ = 0.0;  // relative: u·|v| + floor
+  double scale_ = 0.0;                   // static_scale: the given scale; tensor_fp8: max|v| / 448
+};
 
 // Row i of an operand as the product consumed it (x̂) or stored it (ŵ), widened to double, into
 // row (k).
@@ -71,8 +98,10 @@ using RowReader = std::function<void(std::size_t i, std::vector<double>& row)>;
 
 // The product's two comparisons, on the checked rows, in double: y (m, n) against Σ x̂·ŵ within
 // the bound of `r` (else CheckFailed: the kernel is wrong), and against Σ x·w with the fp32
-// operands x (m, k) and w (n, k), the format's cost, returned relative to the largest and the
-// mean |x·w|.
+// operands x (m, k) and w (n, k) within that bound plus what storing may move the product,
+//   Σ_p |x_p|·e_w,p + e_x,p·|w_p| + e_x,p·e_w,p   (e: StorageError's bounds of the two operands),
+// (else CheckFailed: the stored operands are wrong, e.g. their scales). That error, the format's
+// cost, is returned relative to the largest and the mean |x·w|.
 struct ProductErrors {
   double max_rel = 0.0, mean_rel = 0.0;
 };

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 
+#include "core/fault.hpp"
 #include "core/half.hpp"
 #include "core/memory.hpp"
 #include "kernels/cpu/gemm.hpp"
@@ -22,11 +24,13 @@ std::size_t index(std::size_t layer, nn::BlockLinear which) {
 }
 
 // The block's four (weight, bias) pairs in BlockLinear order.
-std::array<std::pair<const Tensor*, const Tensor*>, linears_per_block> block_linears(const nn::BlockWeights& b) {
-  return {{{&b.attn_c_attn_weight, &b.attn_c_attn_bias},
-           {&b.attn_c_proj_weight, &b.attn_c_proj_bias},
-           {&b.mlp_c_fc_weight, &b.mlp_c_fc_bias},
-           {&b.mlp_c_proj_weight, &b.mlp_c_proj_bias}}};
+template <class Block>
+auto block_linears(Block& b) {
+  using T = std::conditional_t<std::is_const_v<Block>, const Tensor, Tensor>;
+  return std::array<std::pair<T*, T*>, linears_per_block>{{{&b.attn_c_attn_weight, &b.attn_c_attn_bias},
+                                                           {&b.attn_c_proj_weight, &b.attn_c_proj_bias},
+                                                           {&b.mlp_c_fc_weight, &b.mlp_c_fc_bias},
+                                                           {&b.mlp_c_proj_weight, &b.mlp_c_proj_bias}}};
 }
 
 // Watches the inputs of the fp32 layers: max |x| per layer.
@@ -49,9 +53,11 @@ class Recorder : public nn::LinearLayers {
 
 }  // namespace
 
-QuantizedLinears::QuantizedLinears(const nn::GptWeights& weights, Format format, std::size_t group,
+QuantizedLinears::QuantizedLinears(nn::GptWeights& weights, Format format, std::size_t group,
                                    cpu::Int4Mode mode, const StaticScales* scales)
     : format_(format) {
+  // A broken quantizer, for the tests: every stored scale 0 (the products become the biases).
+  const bool zero_scales = fault::active("quantization.zero_scales");
   if (format == Format::fp32 || format == Format::fp8)
     throw std::invalid_argument("QuantizedLinears: fp32 and fp8 have no CPU model path");
   if (format == Format::int8_static && (!scales || scales->size() != weights.blocks.size() * linears_per_block))
@@ -65,16 +71,20 @@ QuantizedLinears::QuantizedLinears(const nn::GptWeights& weights, Format format,
       const float* w = weight->data<float>();
       switch (format) {
         case Format::fp16:
-        case Format::bf16: {
-          layer.half.resize(layer.n * layer.k);
+        case Format::bf16:
+          layer.half = memory::Buffer<std::uint16_t>(Device::cpu(), layer.n * layer.k);
           for (std::size_t i = 0; i < layer.half.size(); ++i)
             layer.half[i] = format == Format::fp16 ? float_to_f16(w[i]) : float_to_bf16(w[i]);
           break;
-        }
         case Format::int8_dynamic:
         case Format::int8_static: layer.int8 = cpu::quantize_pack_int8_weights(w, layer.n, layer.k); break;
         case Format::int4_weight_only: layer.int4 = cpu::quantize_int4(w, layer.n, layer.k, group, mode); break;
         default: break;
+      }
+      *weight = Tensor();
+      if (zero_scales) {
+        std::fill(layer.int8.scale.begin(), layer.int8.scale.end(), 0.0f);
+        std::fill(layer.int4.scales.begin(), layer.int4.scales.end(), std::uint16_t{0});
       }
       if (format == Format::int8_static) layer.static_scale = (*scales)[layers_.size()];
       layers_.push_back(std::move(layer));
@@ -112,7 +122,7 @@ void QuantizedLinears::linear(std::size_t layer, nn::BlockLinear which, const fl
 std::size_t QuantizedLinears::weight_bytes() const {
   std::size_t total = 0;
   for (const Layer& L : layers_)
-    total += L.half.size() * sizeof(std::uint16_t) + (L.int8.n ? L.int8.bytes() : 0) + (L.int4.n ? L.int4.bytes() : 0);
+    total += L.half.bytes() + (L.int8.n ? L.int8.bytes() : 0) + (L.int4.n ? L.int4.bytes() : 0);
   return total;
 }
 

@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "core/memory.hpp"
 #include "kernels/cpu/gemm_int8.hpp"
 #include "kernels/cpu/quantize.hpp"
 #include "kernels/cpu/weights_int4.hpp"
@@ -24,8 +25,10 @@ using StaticScales = std::vector<float>;
 class QuantizedLinears : public nn::LinearLayers {
  public:
   // `format` fp16, bf16, int8_dynamic, int8_static (with `scales`), int4_weight_only (group,
-  // mode); std::invalid_argument for fp32 and fp8 or missing scales. Host weights.
-  QuantizedLinears(const nn::GptWeights& weights, Format format, std::size_t group, kernels::cpu::Int4Mode mode,
+  // mode); std::invalid_argument for fp32 and fp8 or missing scales. Host weights. Each layer's
+  // fp32 weight tensor is freed once stored in the format (so the model holds its format's bytes
+  // alone); the biases stay, and `weights` must outlive this object.
+  QuantizedLinears(nn::GptWeights& weights, Format format, std::size_t group, kernels::cpu::Int4Mode mode,
                    const StaticScales* scales = nullptr);
 
   void linear(std::size_t layer, nn::BlockLinear which, const float* x, float* y, std::size_t m) const override;
@@ -39,7 +42,7 @@ class QuantizedLinears : public nn::LinearLayers {
   struct Layer {
     std::size_t n = 0, k = 0;
     const float* bias = nullptr;  // into the fp32 weights, which must outlive this object
-    std::vector<std::uint16_t> half;  // fp16 / bf16 bits (n, k)
+    memory::Buffer<std::uint16_t> half;  // fp16 / bf16 bits (n, k)
     kernels::cpu::PackedInt8Weights int8;
     kernels::cpu::Int4Matrix int4;
     float static_scale = 0.0f;

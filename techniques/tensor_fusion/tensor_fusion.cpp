@@ -8,6 +8,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "core/rng.hpp"
 #include "core/spelling.hpp"
 #include "kernels/cpu/activation.hpp"
@@ -272,13 +273,10 @@ double tf::tolerance(const Shape& s) {
     case Chain::bias_gelu:
       // t = x + b rounded (|t| <= 4.5, |gelu'| <= 1.13): 1.13·4.5·u; then y (|y| <= 4.5): 4.5·u.
       return 10.0 * u;
-    case Chain::layernorm:
-      // Three rounded intermediates before the norm, each an error of u·|v| with |v| up to a
-      // few σ of the row; the norm divides by σ and multiplies by gamma <= 1.5, so an output is
-      // off by about 1.5·3·(|ŷ| <= 4)·u from its own element, as much again from the row
-      // statistics, and u·|y| <= 6.5u from its own rounding: 2·18u + 6.5u < 48u (dropout up to
-      // 0.95 raises |ŷ|, so a margin: 64u).
-      return 64.0 * u;
+    case Chain::layernorm: {
+      const std::vector<double> bounds = layernorm_bf16_bounds(s, make_inputs<float>(s));
+      return *std::max_element(bounds.begin(), bounds.end());
+    }
     case Chain::softmax:
       // z = s·x rounded (|z| <= 3): each logit off by 3u; a probability moves by at most
       // e^{2·3u} − 1 ≈ 6u relative, then its own rounding u; probabilities <= 1: 7u, margin 8u.
@@ -287,10 +285,82 @@ double tf::tolerance(const Shape& s) {
   return 0;
 }
 
+// The bf16 layernorm chain, u = 2^-8 (bf16's unit roundoff, round to nearest), q the dropout
+// scale 1/(1 − p), per row of H elements. The unfused chain rounds three intermediates:
+//   t̂ = bf16(x + b)          |t̂ − t| <= u·|t|
+//   d̂ = bf16(q·t̂) if kept    |d̂ − q·t| <= q·u·|t| + u·q·|t|·(1 + u) <= 2u·q·|t|·(1 + u)   (0 if dropped)
+//   ẑ = bf16(r + d̂)          |ẑ − z| <= |d̂ − d| + u·|ẑ|
+// (x, r are bf16 already), so each input of the norm is off by e_j <= u·(2q·|t_j|·kept + |z_j|)·(1 + 3u)
+// (the (1 + 3u) covers u² terms and |ẑ| <= |z| + e). The fused chain rounds none of them, so
+// e_j = 0 there and the bound below still holds. Then, with c = z − μ, σ = sqrt(|c|²/H + eps),
+// n = c/σ, y = γ·n + β:
+//   |Δμ| <= mean_j e_j = M;  |Δc_j| <= e_j + M;
+//   |Δσ| <= |Δc|/√H <= R = sqrt(mean_j e_j²)   (centering is a projection; sqrt(a² + eps) is
+//                                                1-Lipschitz in a);
+//   n̂_j − n_j = Δc_j/σ̂ + c_j·(1/σ̂ − 1/σ), so |Δn_j| <= (e_j + M + |n_j|·R) / (σ − R);
+// the fp32 sums of the mean and variance (in the kernel and in the reference) add at most
+// 2·(H + 4)·2^-24·(2 + |n_j|) to n_j; the output is rounded once more, u·|ŷ_j|. So
+//   |ŷ_j − y_j| <= γ_j·(|Δn_j| + fp32) + u·(|y_j| + γ_j·(|Δn_j| + fp32))·(1 + 2u).
+// A missing dropout rescale moves each kept input by (q − 1)·|t_j| (0.11·|t_j| at p = 0.1),
+// about 4·|t_j| / (2 + |n_j|) times e_j's share of this bound, so it fails.
+std::vector<double> tf::layernorm_bf16_bounds(const Shape& s, const Inputs<float>& in) {
+  constexpr double u = 1.0 / 256;
+  const double fp32_sums = 2.0 * (static_cast<double>(s.hidden) + 4.0) * std::ldexp(1.0, -24);
+  const cpu::Dropout mask(s.dropout, s.dropout_seed);
+  const double q = mask.scale;
+  const std::size_t H = s.hidden;
+  std::vector<double> bounds(s.elements());
+  std::vector<double> z(H), e(H);
+  for (std::size_t r = 0; r < s.rows; ++r) {
+    double mean = 0.0;
+    for (std::size_t j = 0; j < H; ++j) {
+      const std::size_t i = r * H + j;
+      const double t = static_cast<double>(in.x[i]) + in.bias[j];
+      const bool kept = mask.keeps(i);
+      z[j] = static_cast<double>(in.residual[i]) + (kept ? q * t : 0.0);
+      e[j] = u * ((kept ? 2.0 * q * std::fabs(t) : 0.0) + std::fabs(z[j])) * (1.0 + 3.0 * u);
+      mean += z[j];
+    }
+    mean /= static_cast<double>(H);
+    double variance = 0.0, m = 0.0, r2 = 0.0;
+    for (std::size_t j = 0; j < H; ++j) {
+      variance += (z[j] - mean) * (z[j] - mean);
+      m += e[j];
+      r2 += e[j] * e[j];
+    }
+    const double sigma = std::sqrt(variance / static_cast<double>(H) + layernorm_eps);
+    m /= static_cast<double>(H);
+    const double R = std::sqrt(r2 / static_cast<double>(H));
+    for (std::size_t j = 0; j < H; ++j) {
+      const double n = (z[j] - mean) / sigma;
+      const double gamma = in.gamma[j];
+      const double y = gamma * n + in.beta[j];
+      const double before_rounding =
+          gamma * ((e[j] + m + std::fabs(n) * R) / (sigma - R) + fp32_sums * (2.0 + std::fabs(n)));
+      bounds[r * H + j] = before_rounding + u * (std::fabs(y) + before_rounding) * (1.0 + 2.0 * u);
+    }
+  }
+  return bounds;
+}
+
 double tf::check_output(const Shape& s, const float* output, const std::string& variant) {
   const Inputs<float> in = make_inputs<float>(s);
   const memory::Buffer<float> want = reference_output(s, in);
   const double error = max_abs_error(output, want.data(), s.elements());
+  if (s.dtype == Dtype::bf16 && s.chain == Chain::layernorm) {
+    const std::vector<double> bounds = layernorm_bf16_bounds(s, in);
+    for (std::size_t i = 0; i < bounds.size(); ++i) {
+      const double e = std::fabs(static_cast<double>(output[i]) - want[i]);
+      if (!(e <= bounds[i])) {
+        std::ostringstream m;
+        m << "tensor_fusion: variant " << variant << ", chain layernorm (" << s.rows << " × " << s.hidden
+          << ", bf16): output " << i << " = " << output[i] << " is " << e << " from the unfused scalar reference "
+          << want[i] << ", beyond its bf16 bound " << bounds[i];
+        throw CheckFailed(m.str());
+      }
+    }
+    return error;
+  }
   if (!(error <= tolerance(s))) {
     std::ostringstream m;
     m << "tensor_fusion: variant " << variant << ", chain " << to_string(s.chain) << " (" << s.rows << " × "
@@ -312,6 +382,8 @@ class CpuRun : public Run {
   CpuRun(const tf::Shape& shape, bool fused)
       : shape_(shape), fused_(fused), in_(tf::make_inputs<T>(shape)),
         y_(Device::cpu(), shape.elements()), mask_(shape.dropout, shape.dropout_seed) {
+    // A broken dropout, for the tests: kept values not scaled by 1/(1 − p).
+    if (fault::active("tensor_fusion.no_dropout_rescale")) mask_.scale = 1.0f;
     // The unfused chain's intermediates, one tensor per op output but the last; their measured
     // peak is the memory the fusion saves.
     memory::Scope scope(Device::cpu());

@@ -90,11 +90,17 @@ double working_set_bytes(const Shape& shape, bool fused);
 double max_abs_error(const float* got, const float* want, std::size_t n);
 
 // Stated tolerances on max_abs_error against the scalar reference, per chain and dtype (see
-// tensor_fusion.cpp and the tests).
+// tensor_fusion.cpp and the tests). bf16 layernorm: the largest of layernorm_bf16_bounds.
 double tolerance(const Shape& shape);
 
+// bf16 layernorm chain: how far each output may be from the reference, (rows, hidden), derived
+// from bf16's unit roundoff through the dropout scale and the row's mean, variance and
+// normalization on this case's inputs (tensor_fusion.cpp).
+std::vector<double> layernorm_bf16_bounds(const Shape& shape, const Inputs<float>& in);
+
 // Compares `output` (host, (rows, hidden), widened to fp32) with the reference; throws
-// CheckFailed beyond the tolerance and returns the max abs error otherwise.
+// CheckFailed beyond the tolerance (bf16 layernorm: beyond any element's bound) and returns the
+// max abs error otherwise.
 double check_output(const Shape& shape, const float* output, const std::string& variant);
 
 #ifdef AIOPT_HAVE_CUDA

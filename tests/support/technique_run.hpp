@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/device.hpp"
+#include "harness/runner.hpp"
 #include "harness/technique.hpp"
 #include "report/result.hpp"
 
