@@ -207,6 +207,25 @@ TEST_CASE("a stop request ends the case in progress as interrupted without timin
   CHECK(during.metrics.empty());
 }
 
+TEST_CASE("peak RSS is measured from each case's start and not from the process's", "[runner]") {
+  const Probe probe;
+  // 2^24 floats: every step fills a 64 MiB scratch (the input is allocated but never touched, so
+  // it takes no resident pages).
+  const Result big = run_case(probe, planned("ok", std::int64_t{1} << 24), fast_settings());
+  const Result small = run_case(probe, planned("ok", 1024), fast_settings());
+  REQUIRE(big.memory);
+  REQUIRE(small.memory);
+  if (!big.memory->peak_rss_bytes) {
+    WARN("skipped: this OS does not let a process reset its peak RSS (/proc/self/clear_refs)");
+    return;
+  }
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  CHECK(*big.memory->peak_rss_bytes >= 64 * mib);
+  REQUIRE(small.memory->peak_rss_bytes);
+  // The big case's buffers went back to the OS; a peak since the process began would keep them.
+  CHECK(*small.memory->peak_rss_bytes + 48 * mib < *big.memory->peak_rss_bytes);
+}
+
 TEST_CASE("the timeout ends sampling of a slow case", "[runner]") {
   const Probe probe;
   RunSettings s = fast_settings();

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <fstream>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -116,7 +117,17 @@ Scope::Scope(const Device& device) : device_(device) { Ledger::instance().open(t
 Scope::~Scope() { Ledger::instance().close(this); }
 std::size_t Scope::peak_bytes() const { return Ledger::instance().peak_above_start(this); }
 
+bool reset_peak_rss() {
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
+  clear_refs.flush();
+  return static_cast<bool>(clear_refs);
+}
+
 std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // "VmHWM:  2028 kB"
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<std::size_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB

@@ -90,7 +90,12 @@ class Buffer {
   T* data_ = nullptr;
 };
 
-// Peak resident set size of this process so far, in bytes (getrusage).
+// Resets the process's peak resident set size to its current size (Linux: "5" written to
+// /proc/self/clear_refs), so that peak_rss_bytes() then measures from here; false where the OS
+// does not allow it.
+bool reset_peak_rss();
+// Peak resident set size in bytes since the last reset_peak_rss(), or since the process began:
+// VmHWM of /proc/self/status, else getrusage's ru_maxrss (which no reset moves).
 std::size_t peak_rss_bytes();
 
 }  // namespace aiopt::memory

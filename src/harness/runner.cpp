@@ -166,6 +166,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     if (device.is_cuda()) host_scope.emplace(Device::cpu());
 
     stop_point("before the case started");
+    const bool rss_from_here = memory::reset_peak_rss();
     std::unique_ptr<Run> run = technique.prepare(planned.c, device);
     stop_point("while the case was prepared");
     StepTimer timer(device, run->stream());
@@ -202,7 +203,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     MemoryRecord mem;
     mem.peak_bytes = device_scope.peak_bytes();
     mem.host_peak_bytes = host_scope ? host_scope->peak_bytes() : mem.peak_bytes;
-    mem.peak_rss_bytes = memory::peak_rss_bytes();
+    if (rss_from_here) mem.peak_rss_bytes = memory::peak_rss_bytes();
 
     r.metrics = run->finish();
     r.series = run->series();

@@ -284,8 +284,9 @@ std::string render_csv(const Report& report) {
       row.insert(row.end(), 8, "");
     }
     if (r.memory) {
-      for (std::size_t v : {r.memory->peak_bytes, r.memory->host_peak_bytes, r.memory->peak_rss_bytes})
-        row.push_back(std::to_string(v));
+      row.push_back(std::to_string(r.memory->peak_bytes));
+      row.push_back(std::to_string(r.memory->host_peak_bytes));
+      row.push_back(r.memory->peak_rss_bytes ? std::to_string(*r.memory->peak_rss_bytes) : "");
     } else {
       row.insert(row.end(), 3, "");
     }

@@ -168,7 +168,7 @@ MemoryRecord memory_from(const ojson& j, const std::string& where) {
   m.host_peak_bytes = j.contains("host_peak_bytes")
                           ? count_field(j, "host_peak_bytes", where, path)
                           : m.peak_bytes;
-  m.peak_rss_bytes = count_field(j, "peak_rss_bytes", where, path);
+  if (j.contains("peak_rss_bytes")) m.peak_rss_bytes = count_field(j, "peak_rss_bytes", where, path);
   return m;
 }
 
@@ -304,9 +304,9 @@ ojson to_json(const Timing& t) {
 }
 
 ojson to_json(const MemoryRecord& m) {
-  return ojson{{"peak_bytes", m.peak_bytes},
-               {"host_peak_bytes", m.host_peak_bytes},
-               {"peak_rss_bytes", m.peak_rss_bytes}};
+  ojson j{{"peak_bytes", m.peak_bytes}, {"host_peak_bytes", m.host_peak_bytes}};
+  if (m.peak_rss_bytes) j["peak_rss_bytes"] = *m.peak_rss_bytes;
+  return j;
 }
 
 ojson to_json(const WorkingSet& w) {

@@ -32,7 +32,9 @@ struct Timing {
 struct MemoryRecord {
   std::size_t peak_bytes = 0;      // tracked allocator peak on the run's device during the run
   std::size_t host_peak_bytes = 0; // tracked peak on the host (equals peak_bytes on the CPU)
-  std::size_t peak_rss_bytes = 0;  // process peak RSS so far (getrusage)
+  // The process's peak RSS from the case's start (its peak reset then); absent where the OS could
+  // not reset it, since a peak since the process began says nothing of this case.
+  std::optional<std::size_t> peak_rss_bytes;
 };
 
 // The working set a run declared (Work::working_set_bytes) and the smallest memory level that
