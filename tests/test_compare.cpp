@@ -157,6 +157,22 @@ TEST_CASE("a machine that drifted widens the allowance and says so but a steady 
   CHECK(any_regression(compare_reports(canaried(steady_canary, 1), canaried(drifting_canary, 2.0))));
 }
 
+TEST_CASE("a timing whose noise is unknown is unjudged and not a regression", "[compare]") {
+  auto base = report_of({timed_result("kv_cache", quiet_ms)});
+  const auto slow = report_of({timed_result("kv_cache", scaled(quiet_ms, 2.0))});
+  base.results[0].timing->noise_known = false;  // the timeout cut it below its minimum samples
+  const auto reg = compare_reports(base, slow);
+  CHECK(only_verdict(reg).timing == "UNJUDGED");
+  CHECK_FALSE(any_regression(reg));
+  CHECK(count_verdicts(reg).unjudged == 1);
+  CHECK_THAT(render_regressions(reg), Catch::Contains("UNJUDGED (too few samples: noise unknown)") &&
+                                          Catch::Contains("1 unjudged"));
+  CHECK(to_json(reg)["summary"]["unjudged"] == 1);
+  // Known on both sides, the same change is SLOWER.
+  base.results[0].timing->noise_known = true;
+  CHECK(only_verdict(compare_reports(base, slow)).timing == "SLOWER");
+}
+
 TEST_CASE("a check that newly fails is a regression, a skip is not", "[compare]") {
   const auto base = report_of({timed_result("kv_cache", quiet_ms), timed_result("kv_cache_int8", quiet_ms)});
   auto now = base;

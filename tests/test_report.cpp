@@ -964,6 +964,7 @@ TEST_CASE("steps per sample and the canary speed are written and read back and o
   auto report = sample_report();
   Result& r = report.results[1];
   r.timing->steps_per_sample = 37;
+  r.timing->noise_known = false;
   r.canary_gflops = 98.5;
   const ojson j = to_json(r);
   CHECK(j["timing"]["steps_per_sample"] == 37);
@@ -971,14 +972,18 @@ TEST_CASE("steps per sample and the canary speed are written and read back and o
   CHECK(valid(nlohmann::json::parse(render(report, Format::json))));
   const Result back = result_from_json(j, "memory");
   CHECK(back.timing->steps_per_sample == 37);
+  CHECK(j["timing"]["noise_known"] == false);
+  CHECK_FALSE(back.timing->noise_known);
   REQUIRE(back.canary_gflops);
   CHECK(*back.canary_gflops == 98.5);
 
   ojson older = j;
   older["timing"].erase("steps_per_sample");
+  older["timing"].erase("noise_known");
   older.erase("canary_gflops");
   const Result old = result_from_json(older, "old.json");
   CHECK(old.timing->steps_per_sample == 1);
+  CHECK(old.timing->noise_known);
   CHECK_FALSE(old.canary_gflops);
 
   ojson bad = j;

@@ -96,6 +96,7 @@ TEST_CASE("an ok case keeps every sample, the work's memory peak and roofline ra
   REQUIRE(r.status == Status::ok);
   REQUIRE(r.timing);
   CHECK(r.timing->count == 7);
+  CHECK(r.timing->noise_known);
   CHECK(r.timing->samples.size() == 7);
   CHECK(r.timing->warmup == 2);
   // A step of microseconds is timed in batches of at least 1 ms.
@@ -226,6 +227,26 @@ TEST_CASE("peak RSS is measured from each case's start and not from the process'
   CHECK(*small.memory->peak_rss_bytes + 48 * mib < *big.memory->peak_rss_bytes);
 }
 
+TEST_CASE("a case estimated past the case-time limit is skipped with the estimate unless forced", "[runner]") {
+  const Probe probe;
+  RunSettings s = fast_settings();
+  // The probe declares 8 bytes and 1 FLOP per element: 2^20 elements take microseconds at any
+  // peak, more than a limit of a nanosecond.
+  s.sampling.max_case_s = 1e-9;
+  const Result skipped = run_case(probe, planned("ok", std::int64_t{1} << 20), s);
+  CHECK(skipped.status == Status::skipped);
+  CHECK_THAT(skipped.message, Catch::StartsWith("estimated to take at least") &&
+                                  Catch::Contains("10 steps of at least") && Catch::Contains("GB at the measured") &&
+                                  Catch::Contains("past --max-case-time 0 s; --force runs it"));
+  CHECK_FALSE(skipped.timing);
+  s.sampling.force = true;
+  const Result forced = run_case(probe, planned("ok", std::int64_t{1} << 20), s);
+  CHECK(forced.status == Status::ok);
+  CHECK_THAT(forced.repro, Catch::Contains("--max-case-time 1e-09 --force"));
+  // Under the default limit the same case runs.
+  CHECK(run_case(probe, planned("ok", std::int64_t{1} << 20), fast_settings()).status == Status::ok);
+}
+
 TEST_CASE("the timeout ends sampling of a slow case", "[runner]") {
   const Probe probe;
   RunSettings s = fast_settings();
@@ -235,6 +256,7 @@ TEST_CASE("the timeout ends sampling of a slow case", "[runner]") {
   REQUIRE(r.status == Status::ok);
   CHECK(r.timing->count >= 1);
   CHECK(r.timing->count < 1000000);
+  CHECK_FALSE(r.timing->noise_known);  // cut below its minimum count: too few samples to tell
 }
 
 TEST_CASE("the case record identifies a case the way reports key it", "[runner]") {

@@ -134,7 +134,9 @@ ojson run_context(const Execution& ex, int threads, const std::vector<std::strin
                          {"min_time_s", ex.sampling.min_time_s},
                          {"max_noise", ex.sampling.max_noise},
                          {"timeout_s", ex.sampling.timeout_s},
-                         {"flush_cache", ex.sampling.flush_cache}};
+                         {"flush_cache", ex.sampling.flush_cache},
+                         {"max_case_s", ex.sampling.max_case_s},
+                         {"force", ex.sampling.force}};
   if (ex.shard) context["shard"] = std::to_string(ex.shard->index) + "/" + std::to_string(ex.shard->count);
   return context;
 }

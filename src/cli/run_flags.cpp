@@ -19,6 +19,11 @@ void RunFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--timeout", timeout_s, "Stop sampling a case after this many seconds (default 10; quick 2)")
       ->check(positive_number());
   cmd.add_flag("--flush-cache", flush_cache, "Evict caches before every sample (cold measurement)");
+  cmd.add_option("--max-case-time", max_case_s,
+                 "Skip a case whose least possible time, from its declared work and the measured peaks, "
+                 "exceeds this many seconds (default 600)")
+      ->check(positive_number());
+  cmd.add_flag("--force", force, "Run cases estimated past --max-case-time anyway");
   cmd.add_option("--threads", threads, "CPU threads for OpenMP and OpenBLAS (default: all cores)")
       ->check(positive_number());
   cmd.add_option("--seed", seed, "Seed for inputs and weights (default 1)");
@@ -52,6 +57,8 @@ Sampling RunFlags::sampling(const SettingsOverride& file) const {
   if (max_noise) s.max_noise = *max_noise;
   if (timeout_s) s.timeout_s = *timeout_s;
   s.flush_cache = flush_cache;
+  if (max_case_s) s.max_case_s = *max_case_s;
+  s.force = force;
   return s;
 }
 

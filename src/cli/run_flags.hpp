@@ -19,6 +19,8 @@ struct RunFlags {
   std::optional<double> max_noise;
   std::optional<double> timeout_s;
   bool flush_cache = false;
+  std::optional<double> max_case_s;
+  bool force = false;
   std::optional<int> threads;
   std::optional<std::uint64_t> seed;
   std::string format;  // stdout format; empty: table

@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/peaks.hpp"
+#include "harness/case_estimate.hpp"
 #include "harness/interrupt.hpp"
 #include "harness/memory_level.hpp"
 #include "harness/statistics.hpp"
@@ -77,6 +78,8 @@ std::string sampling_flags(const Sampling& s, bool quick) {
   if (s.max_noise != d.max_noise) flags += " --max-noise " + flag_number(s.max_noise);
   if (s.timeout_s != d.timeout_s) flags += " --timeout " + flag_number(s.timeout_s);
   if (s.flush_cache) flags += " --flush-cache";
+  if (s.max_case_s != d.max_case_s) flags += " --max-case-time " + flag_number(s.max_case_s);
+  if (s.force) flags += " --force";
   return flags;
 }
 
@@ -169,6 +172,12 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     const bool rss_from_here = memory::reset_peak_rss();
     std::unique_ptr<Run> run = technique.prepare(planned.c, device);
     stop_point("while the case was prepared");
+    if (const std::string why = too_long_reason(estimate_case(run->work(), device, settings.sampling), settings.sampling);
+        !why.empty()) {
+      r.status = Status::skipped;
+      r.message = why;
+      return r;
+    }
     StepTimer timer(device, run->stream());
     std::optional<kernels::CacheFlush> flush;
     if (settings.sampling.flush_cache) flush.emplace(device);
@@ -208,6 +217,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     r.metrics = run->finish();
     r.series = run->series();
     r.timing = make_timing(samples, settings.sampling.warmup, steps);
+    r.timing->noise_known = static_cast<int>(samples.size()) >= settings.sampling.min_samples;
     const Work work = run->work();
     add_roofline(work, r.timing->median * 1e-3, device, r.metrics);
     if (work.working_set_bytes)

@@ -12,6 +12,10 @@ struct Sampling {
   double max_noise = 0.03;   // bound on SampleStats::noise()
   double timeout_s = 10.0;   // stop sampling after this long whatever the noise (≥ 1 sample)
   bool flush_cache = false;  // evict caches before every sample (cold measurement)
+  // A case whose least possible time (case_estimate.hpp) exceeds this is skipped with the
+  // estimate, unless `force`.
+  double max_case_s = 600.0;
+  bool force = false;
 
   // The bounds `--quick` uses: enough to show a trade-off, fast enough for CI.
   static Sampling quick();

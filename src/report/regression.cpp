@@ -48,6 +48,10 @@ void compare_timing(const Timing& b, const Timing& n, double floor, Verdict& v) 
   v.min_change = have_min ? (n.min - b.min) / b.min : v.change;
   v.noise = std::max(relative_iqr(b), relative_iqr(n));
   v.allowance = std::max(floor, v.noise);
+  if (!b.noise_known || !n.noise_known) {
+    v.timing = "UNJUDGED";  // too few samples on a side to tell noise from change
+    return;
+  }
   // Interference only adds time (Chen & Revels, "Robust benchmarking in noisy environments",
   // 2016): a process that takes the core for a few of the samples, or for every other one, moves
   // the median but leaves the fastest sample where it was, while code that got slower moves both.
@@ -146,6 +150,7 @@ VerdictCounts count_verdicts(const Regressions& regressions) {
     c.same += v.timing == "SAME";
     c.faster += v.timing == "FASTER";
     c.slower += v.timing == "SLOWER";
+    c.unjudged += v.timing == "UNJUDGED";
     c.worse_metrics += static_cast<std::size_t>(std::count_if(
         v.metrics.begin(), v.metrics.end(), [](const MetricChange& m) { return m.verdict == "worse"; }));
     c.newly_failed += v.base_status == Status::ok && v.new_status == Status::failed;

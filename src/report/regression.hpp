@@ -35,7 +35,8 @@ struct Verdict {
   double noise = 0;       // the larger IQR / median of the two sample sets
   double allowance = 0;   // max(threshold, noise, contention, drift)
   // "SLOWER" when both changes exceed the allowance, "FASTER" when both are below minus it,
-  // else "SAME"; "" when not both ok and timed.
+  // else "SAME"; "UNJUDGED" when either side's noise is unknown (Timing::noise_known); "" when
+  // not both ok and timed.
   std::string timing;
   // Metrics present and finite in both and compared (Metric::compared), in NEW's order.
   std::vector<MetricChange> metrics;
@@ -67,7 +68,7 @@ Regressions compare_reports(const Report& base, const Report& now,
 bool any_regression(const Regressions& regressions);
 
 struct VerdictCounts {
-  std::size_t matched = 0, same = 0, faster = 0, slower = 0;  // the last three: timing verdicts
+  std::size_t matched = 0, same = 0, faster = 0, slower = 0, unjudged = 0;  // the last four: timing verdicts
   std::size_t worse_metrics = 0, newly_failed = 0;
 };
 VerdictCounts count_verdicts(const Regressions& regressions);

@@ -28,6 +28,7 @@ std::string status_note(const Verdict& v) {
 std::string verdict_text(const Verdict& v) {
   const auto note = status_note(v);
   std::string text = note.empty() ? v.timing : note;
+  if (text == "UNJUDGED") text += " (too few samples: noise unknown)";
   if (v.regressed()) text += "  <- regression";
   return text;
 }
@@ -84,7 +85,8 @@ std::string summary_line(const Regressions& reg) {
   const auto c = count_verdicts(reg);
   return std::to_string(c.matched) + " matched (threshold " + printed("%.0f%%", 100 * reg.threshold) +
          "): " + std::to_string(c.same) + " same, " + std::to_string(c.faster) + " faster, " +
-         std::to_string(c.slower) + " slower, " + std::to_string(c.worse_metrics) + " worse metrics, " +
+         std::to_string(c.slower) + " slower, " + (c.unjudged ? std::to_string(c.unjudged) + " unjudged, " : "") +
+         std::to_string(c.worse_metrics) + " worse metrics, " +
          std::to_string(c.newly_failed) + " newly failed; " +
          (any_regression(reg) ? "REGRESSION" : "no regression") + "\n";
 }
@@ -177,6 +179,7 @@ ojson to_json(const Regressions& reg) {
                  {"same", c.same},
                  {"faster", c.faster},
                  {"slower", c.slower},
+                 {"unjudged", c.unjudged},
                  {"worse_metrics", c.worse_metrics},
                  {"newly_failed", c.newly_failed}}},
                {"regression", any_regression(reg)}};

@@ -146,6 +146,7 @@ Timing timing_from(const ojson& j, const std::string& where) {
   t.iqr = value_field(j, "iqr", where, path);
   t.count = count_field(j, "count", where, path);
   t.warmup = count_field(j, "warmup", where, path);
+  if (j.contains("noise_known")) t.noise_known = flag_field(j, "noise_known", where, path);
   // Reports written before samples were batched timed one step per sample.
   if (j.contains("steps_per_sample")) {
     t.steps_per_sample = count_field(j, "steps_per_sample", where, path);
@@ -300,7 +301,8 @@ ojson to_json(const Timing& t) {
   return ojson{{"unit", t.unit},          {"median", number(t.median)}, {"mean", number(t.mean)},
                {"min", number(t.min)},    {"max", number(t.max)},       {"stddev", number(t.stddev)},
                {"iqr", number(t.iqr)},    {"count", t.count},           {"warmup", t.warmup},
-               {"steps_per_sample", t.steps_per_sample}, {"samples", samples}};
+               {"steps_per_sample", t.steps_per_sample}, {"noise_known", t.noise_known},
+               {"samples", samples}};
 }
 
 ojson to_json(const MemoryRecord& m) {

@@ -26,6 +26,9 @@ struct Timing {
   std::size_t count = 0;     // samples kept (== samples.size())
   std::size_t warmup = 0;    // warmup runs before sampling, not kept
   std::size_t steps_per_sample = 1;  // steps each sample timed back to back; samples are per step
+  // false when the sampling timeout stopped the case before its minimum count of samples: too few
+  // to measure the noise by, so compare does not judge the timing.
+  bool noise_known = true;
   std::vector<double> samples;
 };
 
