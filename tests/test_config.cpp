@@ -661,7 +661,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   // Variants × values × devices (cpu, cuda).
   CHECK(by_technique["kv_caching"].size() == 3 * 2 * 2);
   CHECK(by_technique["flash_attention"].size() == 3 * 2 * 2);
-  CHECK(by_technique["linear_attention"].size() == 4 * 2 * 2);
+  CHECK(by_technique["linear_attention"].size() == 5 * 2 * 2);
   CHECK(by_technique["quantization"].size() == (7 + 7) * 2 + (7 + 7));  // fp8 cuda, qat cpu; gemm m=1,24, model
   CHECK(by_technique["gradient_checkpointing"].size() == 4 * 2);
   CHECK(by_technique["mixed_precision"].size() == 5 * 2);

@@ -307,7 +307,8 @@ TEST_CASE("the technique declares its contract", "[linear_attention]") {
   CHECK(t.name() == "linear_attention");
   CHECK(t.trade_off() == "attention quality vs complexity");
   CHECK(t.baseline() == "softmax");
-  for (const std::string v : {"softmax", "linear_elu", "performer", "linformer"}) {
+  CHECK_FALSE(t.find_variant("naive")->baseline);
+  for (const std::string v : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
     CHECK(t.find_variant(v)->runs_on(DeviceKind::cpu));
     CHECK(t.find_variant(v)->runs_on(DeviceKind::cuda));
   }
@@ -321,7 +322,7 @@ TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents an
           "[linear_attention][cpu]") {
   const LinearAttention t;
   for (const bool causal : {false, true})
-    for (const std::string variant : {"softmax", "linear_elu", "performer", "linformer"}) {
+    for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
       if (causal && variant == "linformer") continue;
       INFO(variant << (causal ? " causal" : ""));
       auto run = t.prepare(make_case(variant, 256, causal), Device::cpu());
@@ -333,11 +334,14 @@ TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents an
       CHECK(find_metric(metrics, "kernel_error")->value <= find_metric(metrics, "kernel_tolerance")->value);
       CHECK(find_metric(metrics, "workspace_bytes")->value > 0);
       const double error = find_metric(metrics, "max_abs_error")->value;
-      if (variant == "softmax") {
+      if (variant == "softmax" || variant == "naive") {
         CHECK(error <= la::softmax_tolerance);
         CHECK(find_metric(metrics, "crossover_seq_len") == nullptr);
-        // Scores are N×N: the workspace grows exactly 4× per doubling.
-        CHECK(find_metric(metrics, "memory_exponent")->value == Approx(2.0).margin(1e-9));
+        CHECK(find_metric(metrics, "error_vs_trivial") == nullptr);
+        // naive's scores are N×N: its workspace grows exactly 4× per doubling; flash's tiles stop
+        // growing at q_tile × kv_tile, so its growth from N/4 to N is less.
+        if (variant == "naive") CHECK(find_metric(metrics, "memory_exponent")->value == Approx(2.0).margin(1e-9));
+        if (variant == "softmax") CHECK(find_metric(metrics, "memory_exponent")->value < 1.99);
       } else {
         // An approximation, yet bounded: outputs and errors are of order one, not NaN.
         CHECK(std::isfinite(error));
@@ -353,7 +357,7 @@ TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents an
 }
 
 TEST_CASE("the check fails a NaN output and a wrong softmax", "[linear_attention]") {
-  for (const std::string variant : {"softmax", "linear_elu", "performer", "linformer"}) {
+  for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
     INFO(variant);
     const la::Shape s = la::Shape::from(make_case(variant, 64, false, 2));
     const la::Inputs in = la::make_inputs(s);
@@ -368,6 +372,32 @@ TEST_CASE("the check fails a NaN output and a wrong softmax", "[linear_attention
   memory::Buffer<float> out = la::make_cpu_forward(s)->output();
   out[3] += 1e-3f;  // row 0 is checked
   CHECK_THROWS_AS(la::check(s, out.data(), in), CheckFailed);
+}
+
+TEST_CASE("the flash baseline equals naive attention and float64 with masked key tiles skipped",
+          "[linear_attention][cpu]") {
+  // N = 700 spans 6 query tiles and 3 key tiles of the flash kernel (128 × 256, not multiples of
+  // them): causal, the first query tiles skip the key tiles past their last query. Both kernels
+  // are within softmax_tolerance (1e-4) of float64 on every row, so of each other within 2e-4; at
+  // score s.d. 3 attention concentrates on a few keys, so a wrongly masked or skipped tile moves
+  // outputs by O(1).
+  const std::size_t n = 700, d = 32;
+  for (const double score_std : {1.0, 3.0})
+    for (const bool causal : {false, true}) {
+      INFO((causal ? "causal" : "non-causal") << " score s.d. " << score_std);
+      const la::Shape s = la::Shape::from(make_case("softmax", n, causal, 2, 32, 32, d, 21, score_std));
+      la::Shape naive = s;
+      naive.kind = la::Kind::naive;
+      const memory::Buffer<float> flash = la::make_cpu_forward(s)->output();
+      const memory::Buffer<float> reference = la::make_cpu_forward(naive)->output();
+      const la::Inputs in = la::make_inputs(s);
+      std::vector<double> exact(s.elements());
+      cpu::attention_reference(in.q.data(), in.k.data(), in.v.data(), exact.data(), s.attention());
+      const std::vector<float> a(flash.begin(), flash.end()), b(reference.begin(), reference.end());
+      CHECK(worst_ratio(a, exact, la::softmax_tolerance, 0.0) <= 1.0);
+      CHECK(worst_ratio(b, exact, la::softmax_tolerance, 0.0) <= 1.0);
+      CHECK(worst_ratio(a, b, 2 * la::softmax_tolerance, 0.0) <= 1.0);
+    }
 }
 
 TEST_CASE("each variant is held to its own approximation: a small change to an output fails", "[linear_attention]") {
@@ -395,7 +425,7 @@ TEST_CASE("an output of zeros or of the mean of v fails its run", "[linear_atten
   // error_vs_trivial): only the check against the variant's own approximation can fail them.
   for (const double score_std : {1.0, 3.0})
     for (const bool causal : {false, true})
-      for (const std::string variant : {"softmax", "linear_elu", "performer", "linformer"}) {
+      for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
         if (causal && variant == "linformer") continue;
         INFO(variant << (causal ? " causal" : "") << " score s.d. " << score_std);
         const Case c = make_case(variant, 128, causal, 2, 32, 32, 32, 7, score_std);
@@ -454,6 +484,11 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[linear_a
   CHECK_THROWS_WITH(t.prepare(make_case("perfomer", 64), Device::cpu()), Catch::Contains("did you mean 'performer'"));
   CHECK_THROWS_WITH(t.prepare(make_case("softmax", 0), Device::cpu()), Catch::Contains("'seq_len' = 0"));
   CHECK_THROWS_AS(t.prepare(make_case("performer", 64, false, 1, 0), Device::cpu()), InputError);
+  // The CUDA baseline is the fp32 flash kernel, compiled for head_dim <= 128: wider is not applicable.
+  CHECK_THROWS_WITH(t.validate(make_case("softmax", 64, false, 1, 32, 32, 160), DeviceKind::cuda),
+                    Catch::Contains("head_dim <= 128") && Catch::Contains("--variant naive"));
+  CHECK_NOTHROW(t.validate(make_case("naive", 64, false, 1, 32, 32, 160), DeviceKind::cuda));
+  CHECK_NOTHROW(t.validate(make_case("softmax", 64, false, 1, 32, 32, 160), DeviceKind::cpu));
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[linear_attention]") {
@@ -476,13 +511,13 @@ TEST_CASE("bench --quick writes a valid JSON report with every variant ok", "[li
   std::ifstream in(path);
   const auto doc = nlohmann::json::parse(in);
   CHECK(test::schema_errors(doc).empty());
-  REQUIRE(doc["results"].size() == 4);
+  REQUIRE(doc["results"].size() == 5);
   for (const auto& result : doc["results"]) {
     CHECK(result["status"] == "ok");
     CHECK(result["metrics"].contains("workspace_bytes"));
     CHECK(result["metrics"].contains("time_exponent"));
   }
-  CHECK(doc["comparisons"].size() == 3);
+  CHECK(doc["comparisons"].size() == 4);
 }
 
 TEST_CASE("a causal grid runs every variant that applies and skips the causal linformer", "[linear_attention][cli]") {
@@ -492,7 +527,7 @@ TEST_CASE("a causal grid runs every variant that applies and skips the causal li
   REQUIRE(r.exit_code == 0);
   const auto doc = nlohmann::json::parse(r.out);
   CHECK(test::schema_errors(doc).empty());
-  REQUIRE(doc["results"].size() == 8);
+  REQUIRE(doc["results"].size() == 10);
   int skipped = 0;
   for (const auto& result : doc["results"]) {
     const bool causal_linformer = result["variant"] == "linformer" && result["params"]["causal"] == true;
@@ -511,7 +546,7 @@ TEST_CASE("every CUDA variant passes its checks and matches the CPU forward", "[
   const LinearAttention t;
   for (const bool causal : {false, true})
     for (const std::int64_t n : {256, 200})
-      for (const std::string variant : {"softmax", "linear_elu", "performer", "linformer"}) {
+      for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
         if (causal && variant == "linformer") continue;
         INFO(variant << (causal ? " causal" : "") << " N = " << n);
         const Case c = make_case(variant, n, causal, 2);
@@ -523,7 +558,7 @@ TEST_CASE("every CUDA variant passes its checks and matches the CPU forward", "[
         REQUIRE_NOTHROW(metrics = run->finish());
         REQUIRE(find_metric(metrics, "workspace_bytes") != nullptr);
         // The same forward on the CPU: the CUDA output must equal it to fp32 rounding, relative
-        // to the output's largest element. 1e-5 for softmax and elu+1 (as the CPU forms against
+        // to the output's largest element. 1e-5 for softmax, naive and elu+1 (as the CPU forms against
         // float64); 1e-4 for performer (each side's features are within 5e-5 of float64) and
         // linformer (logits q·(E k) of a few units, rounded in a different order, move
         // probabilities by ~1e-6 relative each and its outputs exceed max|v|).

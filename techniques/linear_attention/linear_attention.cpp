@@ -22,7 +22,7 @@ namespace cpu = kernels::cpu;
 // ---- parameters and variants
 
 std::string LinearAttention::summary() const {
-  return "exact softmax attention (O(N²)) vs kernelized attention in O(N): elu+1, Performer's FAVOR+, Linformer";
+  return "exact softmax attention (O(N²), flash kernel) vs kernelized attention in O(N): elu+1, Performer's FAVOR+, Linformer";
 }
 
 std::vector<ParamSpec> LinearAttention::params() const {
@@ -52,7 +52,10 @@ std::vector<ParamSpec> LinearAttention::params() const {
 std::vector<Variant> LinearAttention::variants() const {
   const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
   return {
-      {"softmax", "exact attention, the N×N scores materialized (O(N²) time and memory)", true, both},
+      {"softmax", "exact attention by the flash kernel: online softmax over key tiles, fully masked causal tiles "
+                  "skipped (O(N²) time, O(1) workspace in N)", true, both},
+      {"naive", "exact attention with the N×N scores materialized (O(N²) time and memory); a reference row", false,
+       both},
       {"linear_elu", "φ(x) = elu(x)+1, out = φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1) (Katharopoulos et al. 2020)", false, both},
       {"performer", "FAVOR+: m positive orthogonal random features estimating the softmax kernel (Choromanski et al. "
                     "2021)", false, both},
@@ -66,6 +69,7 @@ std::vector<Variant> LinearAttention::variants() const {
 std::string la::to_string(Kind kind) {
   switch (kind) {
     case Kind::softmax: return "softmax";
+    case Kind::naive: return "naive";
     case Kind::linear_elu: return "linear_elu";
     case Kind::performer: return "performer";
     case Kind::linformer: return "linformer";
@@ -118,9 +122,11 @@ std::size_t positive(const Case& c, const std::string& key, std::int64_t max) {
 
 la::Shape la::Shape::from(const Case& c) {
   Shape s;
-  const std::vector<std::string> kinds = {"softmax", "linear_elu", "performer", "linformer"};
+  const std::vector<std::string> kinds = {"softmax", "naive", "linear_elu", "performer", "linformer"};
   if (c.variant == "softmax") {
     s.kind = Kind::softmax;
+  } else if (c.variant == "naive") {
+    s.kind = Kind::naive;
   } else if (c.variant == "linear_elu") {
     s.kind = Kind::linear_elu;
   } else if (c.variant == "performer") {
@@ -144,7 +150,7 @@ la::Shape la::Shape::from(const Case& c) {
     throw NotApplicable("linear_attention: variant linformer does not support causal = true: its projection E·K mixes "
                      "every position, later ones included, into each projected key, so no causal mask applies "
                      "(Wang et al. 2020 is an encoder method); allowed: causal = false for linformer, or "
-                     "--variant softmax,linear_elu,performer with causal = true");
+                     "--variant softmax,naive,linear_elu,performer with causal = true");
   if (s.kind == Kind::linformer && s.proj_rows > s.seq_len)
     throw InputError(bad_value("proj_rows", static_cast<std::int64_t>(s.proj_rows),
                                "proj_rows <= seq_len = " + std::to_string(s.seq_len) +
@@ -402,7 +408,7 @@ double linformer_error(const la::Shape& s, const float* out, const la::Inputs& i
   return worst;
 }
 
-// The softmax baseline against the float64 reference on the checked rows.
+// Exact attention (softmax or naive) against the float64 reference on the checked rows.
 double softmax_error(const la::Shape& s, const float* out, const la::Inputs& in) {
   const std::size_t N = s.seq_len, d = s.head_dim, rows = std::min(N, la::checked_rows);
   std::vector<double> ref(rows * d);
@@ -428,6 +434,7 @@ la::Checked la::check(const Shape& s, const float* out, const Inputs& in) {
   Checked c;
   switch (s.kind) {
     case Kind::softmax:
+    case Kind::naive:
       c.kernel_error = softmax_error(s, out, in);
       c.kernel_tolerance = softmax_tolerance;
       break;
@@ -439,7 +446,7 @@ la::Checked la::check(const Shape& s, const float* out, const Inputs& in) {
     std::ostringstream m;
     m << "linear_attention: variant " << to_string(s.kind) << " max abs error " << c.kernel_error
       << " against the float64 evaluation of "
-      << (s.kind == Kind::softmax ? "exact attention" : "its own approximation (same features and projections)")
+      << (is_exact(s.kind) ? "exact attention" : "its own approximation (same features and projections)")
       << " exceeds " << c.kernel_tolerance << ", the bound of a correct fp32 kernel";
     throw CheckFailed(m.str());
   }
@@ -450,8 +457,8 @@ la::Checked la::check(const Shape& s, const float* out, const Inputs& in) {
   c.trivial = compare(trivial.data(), exact.data(), s.elements());
   if (!std::isfinite(c.vs_softmax.max_abs))
     throw CheckFailed("linear_attention: variant " + to_string(s.kind) + " produced a NaN or inf output");
-  // The baseline's max abs error is the one against float64 (the fp32 exact output is its peer).
-  if (s.kind == Kind::softmax) c.vs_softmax.max_abs = c.kernel_error;
+  // Exact attention's max abs error is the one against float64 (the fp32 exact output is its peer).
+  if (is_exact(s.kind)) c.vs_softmax.max_abs = c.kernel_error;
   return c;
 }
 
@@ -497,7 +504,8 @@ class CpuForward : public la::Forward {
     }
     std::size_t workspace = 0;
     switch (s.kind) {
-      case la::Kind::softmax: workspace = cpu::naive_workspace_elements(s.attention()); break;
+      case la::Kind::softmax: break;  // attention_flash allocates its tiles inside the call, in this scope
+      case la::Kind::naive: workspace = cpu::naive_workspace_elements(s.attention()); break;
       case la::Kind::linear_elu:
       case la::Kind::performer: workspace = cpu::linear_attention_workspace_elements(s.linear()); break;
       case la::Kind::linformer: workspace = cpu::linformer_workspace_elements(s.attention(), s.proj_rows); break;
@@ -511,7 +519,8 @@ class CpuForward : public la::Forward {
     const float *q = in_.q.data(), *k = in_.k.data(), *v = in_.v.data();
     float* out = out_.data();
     switch (s_.kind) {
-      case la::Kind::softmax:
+      case la::Kind::softmax: cpu::attention_flash(q, k, v, out, s_.attention()); break;
+      case la::Kind::naive:
         cpu::attention_naive(q, k, v, out, workspace_.data(), s_.attention());
         break;
       case la::Kind::linear_elu:
@@ -585,10 +594,11 @@ double median_seconds(la::Forward& f, int reps) {
 }
 
 constexpr int fit_reps = 3;
-// The crossover search stops past this much time, and before a softmax whose N×N scores would
-// exceed this many bytes: finish() stays within seconds.
+// The crossover search stops past this much time, and before a softmax that would compute more
+// than this many scores (B·H·N², 2^28: a second or more per call on a few cores): finish() stays
+// within seconds.
 constexpr double crossover_budget_s = 4.0;
-constexpr double crossover_max_scores_bytes = 1024.0 * 1024 * 1024;
+constexpr double crossover_max_scores = 268435456.0;
 constexpr std::size_t crossover_first_len = 128;
 
 // Multiply-adds counted as 2 FLOPs (README "Work").
@@ -596,7 +606,8 @@ double flops(const la::Shape& s) {
   const double G = static_cast<double>(s.groups()), N = static_cast<double>(s.seq_len),
                d = static_cast<double>(s.head_dim), F = static_cast<double>(s.feature_dim());
   switch (s.kind) {
-    case la::Kind::softmax: return s.attention().flops();
+    case la::Kind::softmax:
+    case la::Kind::naive: return s.attention().flops();
     case la::Kind::linear_elu:
     case la::Kind::performer: {
       // φ(K)ᵀV and φ(Q)·KV (2·N·F·d each), the normalizer (2·N·F); causal adds the chunks' blocks
@@ -635,7 +646,7 @@ class LinearAttentionRun : public Run {
         {"max_abs_error", c.vs_softmax.max_abs, "", Better::lower},
         {"mean_rel_error", c.vs_softmax.mean_rel, "", Better::lower},
     };
-    if (s_.kind != la::Kind::softmax) {
+    if (!la::is_exact(s_.kind)) {
       // The trivial predictor, and the variant's error in its units: above 1 the approximation is
       // further from exact attention than the mean of v is (README "Quality against exact
       // attention").
@@ -644,7 +655,7 @@ class LinearAttentionRun : public Run {
       metrics.push_back({"error_vs_trivial", c.vs_softmax.mean_rel / c.trivial.mean_rel, "", Better::lower});
     }
     fit_exponents(metrics);
-    if (s_.kind != la::Kind::softmax) find_crossover(metrics);
+    if (!la::is_exact(s_.kind)) find_crossover(metrics);
     return metrics;
   }
 
@@ -674,8 +685,8 @@ class LinearAttentionRun : public Run {
     std::size_t found = 0, searched = 0;
     for (std::size_t n = crossover_first_len; n <= 4 * s_.seq_len; n *= 2) {
       if (s_.kind == la::Kind::linformer && n < s_.proj_rows) continue;
-      const double scores = static_cast<double>(s_.groups()) * static_cast<double>(n) * static_cast<double>(n) * 4.0;
-      if (scores > crossover_max_scores_bytes) break;
+      const double scores = static_cast<double>(s_.groups()) * static_cast<double>(n) * static_cast<double>(n);
+      if (scores > crossover_max_scores) break;
       la::Shape base = s_.at(n);
       base.kind = la::Kind::softmax;
       auto softmax = la::make_forward(base, device_);
@@ -704,7 +715,22 @@ class LinearAttentionRun : public Run {
 
 // ---- prepare
 
-void LinearAttention::validate(const Case& c, DeviceKind) const { (void)la::Shape::from(c); }
+namespace {
+
+// The CUDA flash kernel's fp32 path is compiled for head_dim <= 128
+// (kernels/cuda/attention.hpp). Wider heads have no CUDA baseline; naive still runs them.
+void require_supported(const la::Shape& s, DeviceKind device) {
+  if (device == DeviceKind::cuda && s.kind == la::Kind::softmax && s.head_dim > 128)
+    throw NotApplicable("linear_attention: variant softmax on CUDA is the fp32 flash kernel, which takes head_dim "
+                        "<= 128, not " + std::to_string(s.head_dim) +
+                        "; allowed: head_dim <= 128, or --variant naive for exact attention at this width");
+}
+
+}  // namespace
+
+void LinearAttention::validate(const Case& c, DeviceKind device) const {
+  require_supported(la::Shape::from(c), device);
+}
 
 std::unique_ptr<Run> LinearAttention::prepare(const Case& c, const Device& device) const {
   const auto variant = find_variant(c.variant);
@@ -715,6 +741,7 @@ std::unique_ptr<Run> LinearAttention::prepare(const Case& c, const Device& devic
                      did_you_mean(c.variant, names));
   }
   const la::Shape shape = la::Shape::from(c);
+  require_supported(shape, device.kind);
   if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<LinearAttentionRun>(shape, device);
 }

@@ -1,6 +1,7 @@
 #pragma once
-// linear_attention: attention quality vs complexity. Exact softmax attention (O(N²) time and
-// memory) against kernelized attention in O(N): φ = elu+1, FAVOR+ random features (Performer),
+// linear_attention: attention quality vs complexity. Exact softmax attention (O(N²) time; the
+// baseline is the flash kernel, the naive one with its N×N scores a reference row) against
+// kernelized attention in O(N): φ = elu+1, FAVOR+ random features (Performer),
 // and Linformer's projection of K and V along the sequence. See README.md beside this file.
 #include <cstddef>
 #include <cstdint>
@@ -30,8 +31,11 @@ class LinearAttention : public Technique {
 // The pieces the CPU and CUDA runs share.
 namespace linear_attention {
 
-enum class Kind { softmax, linear_elu, performer, linformer };
+// softmax: exact attention by the flash kernel (the baseline); naive: exact attention with the
+// N×N scores materialized.
+enum class Kind { softmax, naive, linear_elu, performer, linformer };
 std::string to_string(Kind kind);
+inline bool is_exact(Kind kind) { return kind == Kind::softmax || kind == Kind::naive; }
 
 // One case, parsed and checked.
 struct Shape {
@@ -111,15 +115,15 @@ memory::Buffer<float> softmax_output(const Shape& shape, const Inputs& in);
 // cost O(N²·d) in double).
 inline constexpr std::size_t checked_rows = 32;
 
-// Stated tolerance of the softmax baseline against the float64 reference (max abs error): its
-// outputs are convex combinations of unit-variance values, computed in fp32 with a 2e-7 exp.
+// Stated tolerance of exact attention (softmax and naive) against the float64 reference (max abs
+// error): its outputs are convex combinations of unit-variance values, computed in fp32 with a 2e-7 exp.
 // With large scores the fp32 score error grows with them: scale·|q||k|·√d·u, 1e-5 at s.d. 3.
 inline constexpr double softmax_tolerance = 1e-4;
 
 // What check() measured of one output.
 struct Checked {
-  // The fp32 kernel against the float64 evaluation of the same computation (softmax: exact
-  // attention; a variant: its own approximation, same features and projections) on the checked
+  // The fp32 kernel against the float64 evaluation of the same computation (softmax and naive:
+  // exact attention; a variant: its own approximation, same features and projections) on the checked
   // rows, and the bound a correct kernel stays within (softmax_tolerance, or the variant's,
   // derived in linear_attention.cpp from the case's inputs).
   double kernel_error = 0.0;

@@ -49,7 +49,8 @@ class CudaForward : public Forward {
     }
     std::size_t workspace = 0;
     switch (s.kind) {
-      case Kind::softmax: workspace = gpu::naive_workspace_elements(s.attention()); break;
+      case Kind::softmax: break;  // the flash kernel keeps its tiles in shared memory and registers
+      case Kind::naive: workspace = gpu::naive_workspace_elements(s.attention()); break;
       case Kind::linear_elu: workspace = kernels::cpu::linear_attention_workspace_elements(s.linear()); break;
       case Kind::performer:
         workspace = std::max(kernels::cpu::linear_attention_workspace_elements(s.linear()),
@@ -68,7 +69,8 @@ class CudaForward : public Forward {
     const float *q = q_.data(), *k = k_.data(), *v = v_.data();
     float* out = out_.data();
     switch (s_.kind) {
-      case Kind::softmax:
+      case Kind::softmax: gpu::attention_flash(q, k, v, out, DType::f32, s_.attention(), stream); break;
+      case Kind::naive:
         gpu::attention_naive(q, k, v, out, workspace_.data(), DType::f32, s_.attention(), stream);
         break;
       case Kind::linear_elu:
