@@ -233,6 +233,13 @@ TEST_CASE("teacher forcing feeds the given tokens", "[kv_caching][cpu]") {
                       std::vector<float>(free.logits.begin() + 2 * 256, free.logits.begin() + 3 * 256), 256) > 0.0);
 }
 
+TEST_CASE("the per-token figures come from the timed steps", "[kv_caching]") {
+  // finish() reads each model call's median over the steps; with no step there is none to read.
+  const KvCaching t;
+  auto run = t.prepare(make_case("kv_cache", 24, 9, 1), Device::cpu());
+  CHECK_THROWS_AS(run->finish(), std::logic_error);
+}
+
 TEST_CASE("every variant passes its checks and measures its cache", "[kv_caching][cpu]") {
   const KvCaching t;
   for (const std::string variant : {"recompute", "kv_cache", "kv_cache_int8"}) {

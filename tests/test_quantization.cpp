@@ -13,11 +13,13 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
+#include "nn/config.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 #include "support/technique_run.hpp"
@@ -327,6 +329,40 @@ TEST_CASE("stored scales of zero fail the quantized trained model's check throug
     const Result broken = run_through_runner(model_case(f));
     CHECK(broken.status == Status::failed);
     CHECK_THAT(broken.message, Catch::Contains("a quantized product is wrong"));
+  }
+  unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("a quantized model's peak falls below fp32's by the linear weight bytes it saves", "[quantization][model]") {
+  // The fp32 run's peak holds the model whole: N (embeddings, LayerNorms, biases) + F (the fp32
+  // linear weights) + what a generation allocates (A). A streamed format reads one fp32 linear
+  // weight at a time, stores it and frees it, so while loading its peak is at most N + Q (its
+  // stored weights) + one fp32 layer, the largest an MLP matrix 4C·C·4 B = F / (3·layers); while
+  // generating it is N + Q + A + W, where W is the kernels' own tracked work memory: fp16, bf16
+  // and int4 widen 64-row tiles of W to fp32 per thread (kernels/cpu/widened_tiles.hpp), at most
+  // threads × 64 × 4C × 4 B, where fp32's sgemm packs in OpenBLAS's own untracked buffers. Hence
+  //   peak(fp32) − peak(format) ≥ (F − Q) − max(F / (3·layers), W).
+  // int8_static calibrates on the fp32 model, so its peak holds it: not checked here.
+  use_test_model_cache();
+  const aiopt::nn::GptConfig tiny = aiopt::nn::preset("tiny");
+  std::map<std::string, double> peak, weights;
+  for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {
+    const Result r = run_through_runner(model_case(f));
+    INFO(f << ": " << r.message);
+    REQUIRE(r.status == Status::ok);
+    REQUIRE(r.memory);
+    peak[f] = static_cast<double>(r.memory->peak_bytes);
+    for (const auto& m : r.metrics)
+      if (m.name == "linear_weight_bytes") weights[f] = m.value;
+  }
+  const double largest_layer = weights["fp32"] / static_cast<double>(3 * tiny.layers);
+  const double widened_tiles = static_cast<double>(omp_get_max_threads()) * 64.0 * 4.0 *
+                               static_cast<double>(tiny.channels) * sizeof(float);
+  for (const std::string f : {"fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {
+    const double slack = std::max(largest_layer, f == "int8_dynamic" ? 0.0 : widened_tiles);
+    INFO(f << ": peak " << peak[f] << " B against fp32's " << peak["fp32"] << " B, weights " << weights[f]
+           << " B against " << weights["fp32"] << " B");
+    CHECK(peak["fp32"] - peak[f] >= weights["fp32"] - weights[f] - slack);
   }
   unsetenv("AIOPT_CACHE");
 }

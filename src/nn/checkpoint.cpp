@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <functional>
 #include <map>
 #include <set>
 #include <string_view>
@@ -96,19 +97,42 @@ Tensor transposed(const Tensor& src) {
   return dst;
 }
 
-// Reads every tensor of `weights` (host, allocated for its config) from `file`: file name
-// `prefix + file_name(ours)`, transposed when `transpose(ours)`. A missing or misshapen tensor is
-// an InputError naming it.
+// The shape GptWeights::allocate gives the parameter `name` (our names) of `config`.
+std::vector<std::int64_t> parameter_shape(const GptConfig& config, std::string_view name) {
+  const auto c = static_cast<std::int64_t>(config.channels);
+  if (name == "wte") return {static_cast<std::int64_t>(config.vocab), c};
+  if (name == "wpe") return {static_cast<std::int64_t>(config.context), c};
+  if (ends_with(name, "attn.c_attn.weight")) return {3 * c, c};
+  if (ends_with(name, "attn.c_attn.bias")) return {3 * c};
+  if (ends_with(name, "attn.c_proj.weight")) return {c, c};
+  if (ends_with(name, "mlp.c_fc.weight")) return {4 * c, c};
+  if (ends_with(name, "mlp.c_fc.bias")) return {4 * c};
+  if (ends_with(name, "mlp.c_proj.weight")) return {c, 4 * c};
+  return {c};  // LayerNorm weights and biases, the projections' biases
+}
+
+// The config's blocks with no tensor allocated yet: read_tensors fills them one at a time.
+GptWeights unallocated(const GptConfig& config) {
+  GptWeights weights;
+  weights.config = config;
+  weights.blocks.resize(config.layers);
+  return weights;
+}
+
+// Reads every tensor of `weights` (unallocated) but those `skip(ours)` names (left empty) from
+// `file`: file name `prefix + file_name(ours)`, transposed when `transpose(ours)`. A missing or
+// misshapen tensor is an InputError naming it.
 template <class FileName, class Transpose>
 void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::string& prefix, FileName file_name,
-                  Transpose transpose) {
+                  Transpose transpose, const std::function<bool(const std::string&)>& skip = {}) {
   for (auto& [name, t] : weights.named()) {
+    if (skip && skip(name)) continue;
     const std::string stored = prefix + file_name(name);
     if (!file.contains(stored))
       throw InputError(where(file.path()) + ": tensor '" + stored + "' is missing (model " +
                        weights.config.describe() + ")");
     const bool flip = transpose(name);
-    std::vector<std::int64_t> want = t->shape();
+    std::vector<std::int64_t> want = parameter_shape(weights.config, name);
     if (flip) std::swap(want[0], want[1]);
     const auto& got = file.entry(stored).shape;
     if (got != want)
@@ -120,7 +144,7 @@ void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::s
   }
 }
 
-GptWeights load_ours(const SafetensorsFile& file) {
+GptWeights load_ours(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip = {}) {
   GptConfig config;
   config.layers = metadata_size(file, "layers");
   config.channels = metadata_size(file, "channels");
@@ -133,13 +157,14 @@ GptWeights load_ours(const SafetensorsFile& file) {
   } catch (const InputError& e) {
     throw InputError(where(file.path()) + ": __metadata__ holds an invalid config: " + e.what());
   }
-  GptWeights weights = GptWeights::allocate(config, Device::cpu());
+  GptWeights weights = unallocated(config);
   std::set<std::string> known;
   for (const auto& [name, t] : weights.named()) known.insert(name);
   for (const auto& [name, e] : file.entries())
     if (!known.count(name))
       throw InputError(where(file.path()) + ": tensor '" + name + "' is not a parameter of model " + config.describe());
-  read_tensors(file, weights, "", [](const std::string& n) { return n; }, [](const std::string&) { return false; });
+  read_tensors(
+      file, weights, "", [](const std::string& n) { return n; }, [](const std::string&) { return false; }, skip);
   return weights;
 }
 
@@ -205,7 +230,7 @@ GptWeights load_gpt2(const SafetensorsFile& file) {
     throw InputError(where(file.path()) + ": the dimensions inferred from the GPT-2 tensors are invalid: " + e.what());
   }
 
-  GptWeights weights = GptWeights::allocate(config, Device::cpu());
+  GptWeights weights = unallocated(config);
   std::set<std::string> known;
   for (const auto& [name, t] : weights.named()) known.insert(prefix + gpt2_name(name));
   for (const auto& [name, e] : file.entries()) {
@@ -262,6 +287,14 @@ GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device) {
                      std::string(format_name) + "', or no format for a GPT-2 checkpoint");
   }
   return device.is_cpu() ? std::move(weights) : weights.to(device);
+}
+
+GptWeights load_checkpoint_except(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip) {
+  const auto format = file.metadata().find("format");
+  if (format == file.metadata().end() || format->second != format_name)
+    throw InputError(where(file.path()) + ": reading it tensor by tensor needs an aiopt-gpt checkpoint (__metadata__ "
+                     "\"format\": \"" + std::string(format_name) + "\")");
+  return load_ours(file, skip);
 }
 
 }  // namespace aiopt::nn

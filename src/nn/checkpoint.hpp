@@ -4,6 +4,7 @@
 // __metadata__. GPT-2 checkpoints (as published: optional "transformer." prefix, Conv1D weights
 // (in, out), attn.bias/masked_bias buffers, no metadata) are recognised by their names, their
 // dimensions inferred from the tensor shapes, and their Conv1D weights transposed.
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,5 +24,9 @@ void save_checkpoint(const GptWeights& weights, const std::string& path,
 GptWeights load_checkpoint(const std::string& path, const Device& device);
 // The same from a file already opened (its header read and checked).
 GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device);
+// Host weights from an aiopt-gpt `file` with the tensors whose names `skip` picks left empty
+// (they take no memory), for a caller that reads them one at a time (SafetensorsFile::read_f32)
+// and keeps something smaller. InputError as load_checkpoint, and for a GPT-2 checkpoint.
+GptWeights load_checkpoint_except(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip);
 
 }  // namespace aiopt::nn

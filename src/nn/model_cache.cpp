@@ -24,9 +24,10 @@ std::uint64_t fnv1a(const std::string& text) {
   return h;
 }
 
-// The weights and validation loss of a cached file made for `identity`, or nothing when the file
-// is absent, unreadable or made for another configuration.
-bool load_cached(const std::filesystem::path& path, const std::string& identity, const Device& device,
+// The cached file made for `identity` (its validation loss into `out`), its weights loaded onto
+// `device` unless `device` is null; false when the file is absent, unreadable or made for another
+// configuration.
+bool load_cached(const std::filesystem::path& path, const std::string& identity, const Device* device,
                  CachedModel& out) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return false;
@@ -36,7 +37,7 @@ bool load_cached(const std::filesystem::path& path, const std::string& identity,
     const auto id = meta.find("identity");
     const auto loss = meta.find("validation_loss");
     if (id == meta.end() || id->second != identity || loss == meta.end()) return false;
-    out.weights = load_checkpoint(file, device);
+    if (device) out.weights = load_checkpoint(file, *device);
     out.validation_loss = std::stod(loss->second);
     out.from_cache = true;
     out.path = path;
@@ -44,6 +45,10 @@ bool load_cached(const std::filesystem::path& path, const std::string& identity,
   } catch (const std::exception&) {
     return false;  // a damaged file is trained over
   }
+}
+
+std::filesystem::path model_file(const std::filesystem::path& dir, const std::string& key) {
+  return dir / ("model-" + key + ".safetensors");
 }
 
 // Round-trips exactly through std::stod.
@@ -77,9 +82,9 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
   const std::string identity = config.identity().dump();
   const std::filesystem::path dir = model_cache_directory();
   const std::string key = model_cache_key(config);
-  const std::filesystem::path path = dir / ("model-" + key + ".safetensors");
+  const std::filesystem::path path = model_file(dir, key);
   CachedModel out;
-  if (load_cached(path, identity, device, out)) return out;
+  if (load_cached(path, identity, &device, out)) return out;
 
   const auto start = std::chrono::steady_clock::now();
   Trainer trainer(config, device);
@@ -101,6 +106,16 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
   } catch (const std::exception&) {
     std::filesystem::remove(temporary, ec);  // an unwritable cache only costs the next run a retraining
   }
+  return out;
+}
+
+CachedModel trained_model_file(const TrainConfig& config) {
+  config.validate();
+  const std::filesystem::path path = model_file(model_cache_directory(), model_cache_key(config));
+  CachedModel out;
+  if (load_cached(path, config.identity().dump(), nullptr, out)) return out;
+  out = trained_model(config, Device::cpu());
+  if (!out.path.empty()) out.weights = GptWeights();
   return out;
 }
 

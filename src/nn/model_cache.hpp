@@ -35,4 +35,9 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
                           const std::function<void(const StepRecord&)>& on_step = {},
                           const std::function<void(const EvalRecord&)>& on_eval = {});
 
+// As trained_model, for a caller that reads the weights from the file tensor by tensor
+// (load_checkpoint_except): when the cache holds (or now holds) the model, `weights` is left
+// empty and `path` names the file; where the cache cannot be written, `weights` holds the model.
+CachedModel trained_model_file(const TrainConfig& config);
+
 }  // namespace aiopt::nn

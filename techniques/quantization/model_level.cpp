@@ -12,8 +12,10 @@
 
 #include "core/error.hpp"
 #include "nn/batches.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/gpt.hpp"
 #include "nn/model_cache.hpp"
+#include "nn/safetensors.hpp"
 #include "nn/sampling.hpp"
 #include "nn/trainer.hpp"
 #include "techniques/quantization/quantization.hpp"
@@ -102,7 +104,18 @@ class ModelRun : public Run {
  public:
   ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc), training_(nn::standard_training(mc.preset)) {
     const nn::TrainConfig& training = training_;
-    nn::CachedModel trained = nn::trained_model(training, Device::cpu());
+    // The formats stored straight from the checkpoint load the embeddings, LayerNorms and biases
+    // in fp32 and read each block linear weight in turn (QuantizedLinears), so the prepared peak
+    // holds one fp32 layer beside the format's bytes, never the fp32 model. int8_static
+    // calibrates on the fp32 model and QAT fine-tunes it: both load it whole, as fp32 does.
+    const bool streamed = mc.format != Format::fp32 && mc.format != Format::int8_static && !mc.qat;
+    nn::CachedModel trained =
+        streamed ? nn::trained_model_file(training) : nn::trained_model(training, Device::cpu());
+    std::optional<nn::SafetensorsFile> source;  // empty where the cache could not be written
+    if (streamed && !trained.path.empty()) {
+      source.emplace(trained.path.string());
+      trained.weights = nn::load_checkpoint_except(*source, is_block_linear_weight);
+    }
     trained_loss_ = trained.validation_loss;
     model_ = std::make_unique<nn::Gpt>(std::move(trained.weights));
     const nn::GptConfig& cfg = model_->config();
@@ -135,7 +148,7 @@ class ModelRun : public Run {
     prompt_.assign(tokens.validation.begin() + static_cast<long>(offset),
                    tokens.validation.begin() + static_cast<long>(offset + mc.prompt_len));
 
-    fp32_bytes_ = fp32_linear_bytes(model_->weights());
+    fp32_bytes_ = fp32_linear_bytes(cfg);
     // Every format but fp32 frees the model's fp32 linear weights as it stores them
     // (QuantizedLinears), so the run holds its format's bytes; finish() loads the fp32 model again
     // for the reference.
@@ -148,7 +161,8 @@ class ModelRun : public Run {
         scales = calibrate(*model_, calibration, rows, seq_len_);
       }
       linears_ = std::make_shared<QuantizedLinears>(model_->weights(), mc.format, mc.group, mc.mode,
-                                                    mc.format == Format::int8_static ? &scales : nullptr);
+                                                    mc.format == Format::int8_static ? &scales : nullptr,
+                                                    source ? &*source : nullptr);
     }
   }
 

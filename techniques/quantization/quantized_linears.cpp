@@ -1,6 +1,7 @@
 #include "techniques/quantization/quantized_linears.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <stdexcept>
 #include <type_traits>
@@ -18,6 +19,9 @@ namespace cpu = kernels::cpu;
 namespace {
 
 constexpr std::size_t linears_per_block = 4;
+// The block's linear layers' parameter names (after "h.N."), in BlockLinear order.
+constexpr std::array<const char*, linears_per_block> linear_names = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                                     "mlp.c_proj"};
 
 std::size_t index(std::size_t layer, nn::BlockLinear which) {
   return layer * linears_per_block + static_cast<std::size_t>(which);
@@ -54,7 +58,7 @@ class Recorder : public nn::LinearLayers {
 }  // namespace
 
 QuantizedLinears::QuantizedLinears(nn::GptWeights& weights, Format format, std::size_t group,
-                                   cpu::Int4Mode mode, const StaticScales* scales)
+                                   cpu::Int4Mode mode, const StaticScales* scales, const nn::SafetensorsFile* source)
     : format_(format) {
   // A broken quantizer, for the tests: every stored scale 0 (the products become the biases).
   const bool zero_scales = fault::active("quantization.zero_scales");
@@ -63,7 +67,9 @@ QuantizedLinears::QuantizedLinears(nn::GptWeights& weights, Format format, std::
   if (format == Format::int8_static && (!scales || scales->size() != weights.blocks.size() * linears_per_block))
     throw std::invalid_argument("QuantizedLinears: int8_static needs one calibrated scale per layer");
   for (std::size_t l = 0; l < weights.blocks.size(); ++l) {
-    for (const auto& [weight, bias] : block_linears(weights.blocks[l])) {
+    for (std::size_t which = 0; which < linears_per_block; ++which) {
+      const auto [weight, bias] = block_linears(weights.blocks[l])[which];
+      if (source) *weight = source->read_f32("h." + std::to_string(l) + "." + linear_names[which] + ".weight");
       Layer layer;
       layer.n = static_cast<std::size_t>(weight->shape()[0]);
       layer.k = static_cast<std::size_t>(weight->shape()[1]);
@@ -126,11 +132,18 @@ std::size_t QuantizedLinears::weight_bytes() const {
   return total;
 }
 
-std::size_t fp32_linear_bytes(const nn::GptWeights& weights) {
-  std::size_t total = 0;
-  for (const auto& b : weights.blocks)
-    for (const auto& [weight, bias] : block_linears(b)) total += weight->bytes();
-  return total;
+std::size_t fp32_linear_bytes(const nn::GptConfig& config) {
+  return sizeof(float) * config.layers * 12 * config.channels * config.channels;
+}
+
+bool is_block_linear_weight(const std::string& name) {
+  for (const char* linear : linear_names) {
+    const std::string suffix = std::string(".") + linear + ".weight";
+    if (name.rfind("h.", 0) == 0 && name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return true;
+  }
+  return false;
 }
 
 StaticScales calibrate(nn::Gpt& model, std::span<const std::int32_t> tokens, std::size_t batch, std::size_t seq_len) {

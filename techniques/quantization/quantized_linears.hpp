@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/memory.hpp"
@@ -14,6 +15,7 @@
 #include "kernels/cpu/quantize.hpp"
 #include "kernels/cpu/weights_int4.hpp"
 #include "nn/gpt.hpp"
+#include "nn/safetensors.hpp"
 #include "nn/weights.hpp"
 #include "techniques/quantization/quantization.hpp"
 
@@ -27,9 +29,11 @@ class QuantizedLinears : public nn::LinearLayers {
   // `format` fp16, bf16, int8_dynamic, int8_static (with `scales`), int4_weight_only (group,
   // mode); std::invalid_argument for fp32 and fp8 or missing scales. Host weights. Each layer's
   // fp32 weight tensor is freed once stored in the format (so the model holds its format's bytes
-  // alone); the biases stay, and `weights` must outlive this object.
+  // alone); the biases stay, and `weights` must outlive this object. With `source`, the linear
+  // weights are absent from `weights` (nn::load_checkpoint_except) and each is read from that
+  // file in turn, so a single fp32 layer is live at a time.
   QuantizedLinears(nn::GptWeights& weights, Format format, std::size_t group, kernels::cpu::Int4Mode mode,
-                   const StaticScales* scales = nullptr);
+                   const StaticScales* scales = nullptr, const nn::SafetensorsFile* source = nullptr);
 
   void linear(std::size_t layer, nn::BlockLinear which, const float* x, float* y, std::size_t m) const override;
 
@@ -52,8 +56,11 @@ class QuantizedLinears : public nn::LinearLayers {
   mutable std::atomic<std::size_t> clipped_{0}, seen_{0};
 };
 
-// The fp32 block linear layers' bytes (weights only), the figure weight_bytes() is read against.
-std::size_t fp32_linear_bytes(const nn::GptWeights& weights);
+// The fp32 block linear layers' bytes (weights only), the figure weight_bytes() is read against:
+// 4 bytes × layers × (3C·C + C·C + 4C·C + C·4C).
+std::size_t fp32_linear_bytes(const nn::GptConfig& config);
+// Whether the parameter `name` is a block linear layer's weight (what QuantizedLinears stores).
+bool is_block_linear_weight(const std::string& name);
 
 // Static scales from the fp32 model on calibration windows: each layer's max |input| / 127 over
 // `tokens` (batch of seq_len windows, row-major).
