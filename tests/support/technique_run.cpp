@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "core/fault.hpp"
 #include "harness/runner.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
@@ -38,6 +39,16 @@ Result run_through_runner(const Technique& technique, const Case& c) {
       .threads = 1,
       .quick = true};
   return aiopt::run_case(technique, PlannedCase{c, DeviceKind::cpu, c.variant == technique.baseline()}, settings);
+}
+
+Result broken_run(const Technique& technique, const Case& c, const std::string& fault_name) {
+  const Result ok = run_through_runner(technique, c);
+  INFO(ok.message);
+  CHECK(ok.status == Status::ok);
+  const fault::Scope fault(fault_name);
+  Result broken = run_through_runner(technique, c);
+  CHECK(broken.status == Status::failed);
+  return broken;
 }
 
 const Series& find_series(const std::vector<Series>& all, const std::string& name) {

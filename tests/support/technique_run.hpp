@@ -30,6 +30,11 @@ std::vector<Metric> run_case(const Technique& technique, const Case& c, const De
 // with the check's message.
 Result run_through_runner(const Technique& technique, const Case& c);
 
+// A fault-injection test's two runs of `c` through the runner: without the fault it must pass
+// (the check does not fail honest work), then with the fault `fault_name` open it must come back
+// `failed` from the technique's own check. Returns that broken run, for its message.
+Result broken_run(const Technique& technique, const Case& c, const std::string& fault_name);
+
 // The series called `name`; the test fails when the run did not record it.
 const Series& find_series(const std::vector<Series>& all, const std::string& name);
 
