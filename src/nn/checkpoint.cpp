@@ -97,20 +97,6 @@ Tensor transposed(const Tensor& src) {
   return dst;
 }
 
-// The shape GptWeights::allocate gives the parameter `name` (our names) of `config`.
-std::vector<std::int64_t> parameter_shape(const GptConfig& config, std::string_view name) {
-  const auto c = static_cast<std::int64_t>(config.channels);
-  if (name == "wte") return {static_cast<std::int64_t>(config.vocab), c};
-  if (name == "wpe") return {static_cast<std::int64_t>(config.context), c};
-  if (ends_with(name, "attn.c_attn.weight")) return {3 * c, c};
-  if (ends_with(name, "attn.c_attn.bias")) return {3 * c};
-  if (ends_with(name, "attn.c_proj.weight")) return {c, c};
-  if (ends_with(name, "mlp.c_fc.weight")) return {4 * c, c};
-  if (ends_with(name, "mlp.c_fc.bias")) return {4 * c};
-  if (ends_with(name, "mlp.c_proj.weight")) return {c, 4 * c};
-  return {c};  // LayerNorm weights and biases, the projections' biases
-}
-
 // The config's blocks with no tensor allocated yet: read_tensors fills them one at a time.
 GptWeights unallocated(const GptConfig& config) {
   GptWeights weights;
@@ -132,7 +118,7 @@ void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::s
       throw InputError(where(file.path()) + ": tensor '" + stored + "' is missing (model " +
                        weights.config.describe() + ")");
     const bool flip = transpose(name);
-    std::vector<std::int64_t> want = parameter_shape(weights.config, name);
+    std::vector<std::int64_t> want = GptWeights::parameter_shape(weights.config, name);
     if (flip) std::swap(want[0], want[1]);
     const auto& got = file.entry(stored).shape;
     if (got != want)

@@ -85,30 +85,25 @@ std::vector<std::pair<std::string, const Tensor*>> GptWeights::named() const {
   return out;
 }
 
+std::vector<std::int64_t> GptWeights::parameter_shape(const GptConfig& config, std::string_view name) {
+  const auto c = dim(config.channels);
+  if (name == "wte") return {dim(config.vocab), c};
+  if (name == "wpe") return {dim(config.context), c};
+  if (name.ends_with("attn.c_attn.weight")) return {3 * c, c};
+  if (name.ends_with("attn.c_attn.bias")) return {3 * c};
+  if (name.ends_with("attn.c_proj.weight")) return {c, c};
+  if (name.ends_with("mlp.c_fc.weight")) return {4 * c, c};
+  if (name.ends_with("mlp.c_fc.bias")) return {4 * c};
+  if (name.ends_with("mlp.c_proj.weight")) return {c, 4 * c};
+  return {c};  // LayerNorm weights and biases, the projections' biases
+}
+
 GptWeights GptWeights::allocate(const GptConfig& config, const Device& device) {
   config.validate();
-  const auto c = dim(config.channels);
   GptWeights w;
   w.config = config;
-  w.wte = f32({dim(config.vocab), c}, device);
-  w.wpe = f32({dim(config.context), c}, device);
   w.blocks.resize(config.layers);
-  for (auto& b : w.blocks) {
-    b.ln_1_weight = f32({c}, device);
-    b.ln_1_bias = f32({c}, device);
-    b.attn_c_attn_weight = f32({3 * c, c}, device);
-    b.attn_c_attn_bias = f32({3 * c}, device);
-    b.attn_c_proj_weight = f32({c, c}, device);
-    b.attn_c_proj_bias = f32({c}, device);
-    b.ln_2_weight = f32({c}, device);
-    b.ln_2_bias = f32({c}, device);
-    b.mlp_c_fc_weight = f32({4 * c, c}, device);
-    b.mlp_c_fc_bias = f32({4 * c}, device);
-    b.mlp_c_proj_weight = f32({c, 4 * c}, device);
-    b.mlp_c_proj_bias = f32({c}, device);
-  }
-  w.ln_f_weight = f32({c}, device);
-  w.ln_f_bias = f32({c}, device);
+  for (auto& [name, t] : w.named()) *t = f32(parameter_shape(config, name), device);
   return w;
 }
 

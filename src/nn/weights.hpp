@@ -4,6 +4,7 @@
 // and is transposed on load (nn/checkpoint.hpp). The LM head is tied to wte.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/device.hpp"
@@ -37,6 +38,8 @@ struct GptWeights {
   std::vector<std::pair<std::string, Tensor*>> named();
   std::vector<std::pair<std::string, const Tensor*>> named() const;
 
+  // The shape of the parameter `name` (as named() names it) in a model of `config`.
+  static std::vector<std::int64_t> parameter_shape(const GptConfig& config, std::string_view name);
   // f32 tensors of the config's shapes on `device`, uninitialized.
   static GptWeights allocate(const GptConfig& config, const Device& device);
   // GPT-2's initialization from `seed`: linear weights and embeddings N(0, 0.02), the residual
