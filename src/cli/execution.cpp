@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <map>
@@ -228,7 +227,7 @@ int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::s
   report.context = context;
   const int signal = stop_signal();
   if (signal) {
-    const std::string name = signal == SIGTERM ? "SIGTERM" : "SIGINT";
+    const std::string name = stop_signal_name();
     report.context["interrupted"] = {{"signal", name}, {"cases_not_run", todo.size() - started}};
     spdlog::warn("interrupted by {}: {} of {} cases finished, {} interrupted, {} not run; the reports hold what finished",
                  name, started - interrupted, todo.size(), interrupted, todo.size() - started);

@@ -1,20 +1,9 @@
 #include "harness/case_estimate.hpp"
 
-#include <cstdio>
-
 #include "core/peaks.hpp"
+#include "report/number_text.hpp"
 
 namespace aiopt {
-
-namespace {
-
-std::string printed(const char* format, double a, double b) {
-  char buf[96];
-  std::snprintf(buf, sizeof buf, format, a, b);
-  return buf;
-}
-
-}  // namespace
 
 std::optional<CaseEstimate> estimate_case(const Work& work, const Device& device, const Sampling& sampling) {
   if (!device.is_cpu() || (!work.flops && !work.bytes)) return std::nullopt;
@@ -26,14 +15,14 @@ std::optional<CaseEstimate> estimate_case(const Work& work, const Device& device
     const double peak = peaks::host_sgemm_gflops() * 1e9;
     if (peak > 0 && *work.flops / peak > e.step_s) {
       e.step_s = *work.flops / peak;
-      e.basis = printed("%.4g GFLOP at the measured %.0f GFLOP/s", *work.flops / 1e9, peak / 1e9);
+      e.basis = printed("%.4g GFLOP", *work.flops / 1e9) + printed(" at the measured %.0f GFLOP/s", peak / 1e9);
     }
   }
   if (work.bytes) {
     const double peak = peaks::host_bandwidth().triad_gbs * 1e9;
     if (peak > 0 && *work.bytes / peak > e.step_s) {
       e.step_s = *work.bytes / peak;
-      e.basis = printed("%.4g GB at the measured %.0f GB/s", *work.bytes / 1e9, peak / 1e9);
+      e.basis = printed("%.4g GB", *work.bytes / 1e9) + printed(" at the measured %.0f GB/s", peak / 1e9);
     }
   }
   if (e.basis.empty()) return std::nullopt;
@@ -42,11 +31,9 @@ std::optional<CaseEstimate> estimate_case(const Work& work, const Device& device
 
 std::string too_long_reason(const std::optional<CaseEstimate>& estimate, const Sampling& sampling) {
   if (!estimate || sampling.force || estimate->case_s() <= sampling.max_case_s) return {};
-  char head[160], tail[96];
-  std::snprintf(head, sizeof head, "estimated to take at least %.0f s (%d steps of at least %.3g s each: ",
-                estimate->case_s(), estimate->steps, estimate->step_s);
-  std::snprintf(tail, sizeof tail, "), past --max-case-time %.0f s; --force runs it", sampling.max_case_s);
-  return head + estimate->basis + tail;
+  return printed("estimated to take at least %.0f s", estimate->case_s()) + " (" + std::to_string(estimate->steps) +
+         printed(" steps of at least %.3g s each: ", estimate->step_s) + estimate->basis +
+         printed("), past --max-case-time %.0f s; --force runs it", sampling.max_case_s);
 }
 
 }  // namespace aiopt

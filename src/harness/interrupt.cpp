@@ -53,6 +53,14 @@ StopOnSignals::~StopOnSignals() {
 bool stop_requested() { return requested.load(); }
 int stop_signal() { return requesting_signal.load(); }
 
+std::string stop_signal_name() {
+  switch (stop_signal()) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    default: return "a stop request";
+  }
+}
+
 void request_stop(int signal) {
   requesting_signal.store(signal);
   requested.store(true);

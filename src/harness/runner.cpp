@@ -1,7 +1,6 @@
 #include "harness/runner.hpp"
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
 #include <memory>
 #include <new>
@@ -142,9 +141,7 @@ namespace {
 // Throws Interrupted when the user has asked the run to stop.
 void stop_point(const char* when) {
   if (!stop_requested()) return;
-  const int signal = stop_signal();
-  throw Interrupted(std::string("interrupted by ") + (signal == SIGTERM ? "SIGTERM" : signal == SIGINT ? "SIGINT" : "a stop request") +
-                    " " + when);
+  throw Interrupted("interrupted by " + stop_signal_name() + " " + when);
 }
 
 }  // namespace
