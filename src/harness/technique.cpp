@@ -5,8 +5,6 @@
 
 namespace aiopt {
 
-std::string to_string(Better better) { return better == Better::higher ? "higher" : "lower"; }
-
 bool Variant::runs_on(DeviceKind kind) const {
   return std::find(devices.begin(), devices.end(), kind) != devices.end();
 }

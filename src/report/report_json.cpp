@@ -18,8 +18,6 @@ namespace {
 // JSON has no NaN or infinity; a metric that could not be computed is written as null.
 ojson number(double v) { return std::isfinite(v) ? ojson(v) : ojson(nullptr); }
 
-std::string better_name(Better better) { return better == Better::higher ? "higher" : "lower"; }
-
 // ---- reading: each accessor names where the bad value sits and what was expected
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) {
@@ -335,7 +333,7 @@ ojson to_json(const Result& r) {
   ojson metrics = ojson::object();
   for (const auto& m : r.metrics) {
     metrics[m.name] = ojson{{"value", number(m.value)}, {"unit", m.unit},
-                            {"better", better_name(m.better)}};
+                            {"better", to_string(m.better)}};
     if (!m.compared) metrics[m.name]["compared"] = false;
     if (m.from_time) metrics[m.name]["from_time"] = true;
   }

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "harness/technique.hpp"
+#include "report/metric.hpp"
 
 namespace aiopt {
 
