@@ -204,6 +204,20 @@ Report slowed(Report report, double factor) {
 
 }  // namespace
 
+TEST_CASE("a metric moves by its direction once past the allowance relative to its base", "[report]") {
+  CHECK(movement(100, 101, Better::higher, 0.01) == Movement::same);
+  CHECK(movement(100, 102, Better::higher, 0.01) == Movement::better);
+  CHECK(movement(100, 102, Better::lower, 0.01) == Movement::worse);
+  CHECK(movement(100, 90, Better::lower, 0.05) == Movement::better);
+  // Relative to |base|: -1 -> -3 fell, which is worse where higher is better.
+  CHECK(movement(-1, -3, Better::higher, 0.05) == Movement::worse);
+  CHECK(movement(-1, -1.01, Better::lower, 0.05) == Movement::same);
+  // A base of 0 has no relative change: any other value moved.
+  CHECK(movement(0, 0, Better::lower, 0.05) == Movement::same);
+  CHECK(movement(0, 1e-9, Better::lower, 0.05) == Movement::worse);
+  CHECK(movement(0, -1e-9, Better::lower, 0.05) == Movement::better);
+}
+
 TEST_CASE("comparisons: ratios and words against hand-computed values", "[report]") {
   const auto report = sample_report();
   const auto& cs = report.comparisons;

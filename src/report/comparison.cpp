@@ -59,22 +59,22 @@ void add_memory(const Result& base, const Result& var, Comparison& c) {
 
 void add_metric(const Metric& b, const Metric& v, Comparison& c) {
   if (!std::isfinite(b.value) || !std::isfinite(v.value)) return;
-  const bool better = v.better == Better::higher ? v.value > b.value : v.value < b.value;
-  auto& side = better ? c.gains : c.costs;
+  const Movement judged = movement(b.value, v.value, v.better, same_within);
+  auto& side = judged == Movement::better ? c.gains : c.costs;
   if (b.value == 0) {
     // No ratio to 0; the absolute difference still says what changed, a size in binary units.
-    if (v.value != 0)
+    if (judged != Movement::same)
       side.push_back((v.unit == "B" ? byte_text(v.value, true) : printed("%+.2g", v.value)) + " " + v.name);
     return;
   }
-  // Relative to |baseline| so that the sign of the change stays right for negative values.
-  const double change = (v.value - b.value) / std::fabs(b.value);
   const double ratio = v.value / b.value;
-  if (std::fabs(change) <= same_within) {
+  if (judged == Movement::same) {
     c.metrics.push_back({v.name, ratio, "same"});
     return;
   }
-  c.metrics.push_back({v.name, ratio, better ? "gain" : "cost"});
+  c.metrics.push_back({v.name, ratio, judged == Movement::better ? "gain" : "cost"});
+  // Relative to |baseline| so that the sign of the change stays right for negative values.
+  const double change = (v.value - b.value) / std::fabs(b.value);
   // A multiple reads as growth, which only a positive baseline can show: -1 -> -3 is a ratio of
   // 3 but a fall, so it is worded "-200%".
   side.push_back((b.value > 0 ? moved(ratio, change) : percent(change)) + " " + v.name);

@@ -10,6 +10,14 @@ namespace aiopt {
 enum class Better { higher, lower };
 std::string to_string(Better better);
 
+// How a figure moved from a base value to a new one: the one rule that both the gains-versus-costs
+// summary (report/comparison.hpp) and `aiopt compare` (report/regression.hpp) judge by, each
+// writing the outcome in its own words of the report schema.
+enum class Movement { same, better, worse };
+// `same` when |now - base| / |base| <= within (for a base of 0: when now is 0 too), else better
+// or worse by `better`.
+Movement movement(double base, double now, Better better, double within);
+
 struct Metric {
   std::string name;  // snake_case: "bytes_moved", "max_abs_error"
   double value = 0.0;

@@ -69,12 +69,8 @@ MetricChange compare_metric(const Metric& b, const Metric& n, double threshold) 
     c.verdict = "unjudged";
     return c;
   }
-  const bool moved = b.value == 0 ? n.value != 0
-                                  : std::fabs(n.value - b.value) / std::fabs(b.value) > threshold;
-  if (moved) {
-    const bool better = n.better == Better::higher ? n.value > b.value : n.value < b.value;
-    c.verdict = better ? "better" : "worse";
-  }
+  const Movement moved = movement(b.value, n.value, n.better, threshold);
+  if (moved != Movement::same) c.verdict = moved == Movement::better ? "better" : "worse";
   return c;
 }
 
