@@ -340,6 +340,8 @@ TEST_CASE("bad input exits 2 with a message that names the problem", "[cli]") {
       {{"bench", "--technique", "tensor_fusion", "--threads", "0"}, "--threads: '0' is not allowed; use a number > 0"},
       {{"bench", "--technique", "tensor_fusion", "--max-noise", "-1"}, "use a number >= 0"},
       {{"generate", "--threads", "0", "--prompt", "x"}, "use a number > 0"},
+      {{"generate", "--device", "cuda:x", "--prompt", "x"}, "--device 'cuda:x' is unknown (allowed: cpu, cuda, cuda:N)"},
+      {{"bench", "--technique", "tensor_fusion", "--device", "cuda:0"}, "--device 'cuda:0' is unknown (allowed: cpu, cuda, all)"},
       {{"sweep", "/nonexistent.yaml"}, "nonexistent"},
       {{"sweep", AIOPT_SOURCE_DIR "/configs/ci.yaml", "--shard", "2/2"}, "shard"},
       {{"compare", "/nonexistent.json", "/nonexistent.json"}, "nonexistent"},

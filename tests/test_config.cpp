@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/spelling.hpp"
 #include "harness/config.hpp"
@@ -180,6 +181,23 @@ TEST_CASE("the closest name is suggested only when it is a plausible typo", "[co
   CHECK_FALSE(closest_name("temperature", names).has_value());
   CHECK(did_you_mean("dropot", names) == "; did you mean 'dropout'?");
   CHECK(did_you_mean("zzz", names).empty());
+}
+
+// ---- device names
+
+TEST_CASE("device names parse as configs and reports write them", "[config]") {
+  CHECK(device_named("cpu") == Device::cpu());
+  CHECK(device_named("cuda") == Device::cuda(0));
+  CHECK(device_named("cuda:3") == Device::cuda(3));
+  CHECK(device_named("cuda:12345678") == Device::cuda(12345678));
+  for (const char* bad : {"", "gpu", "CPU", "cuda:", "cuda:-1", "cuda:1x", "cuda0", "cuda:123456789"}) {
+    INFO(bad);
+    CHECK_FALSE(device_named(bad).has_value());
+  }
+  CHECK(device_kind_named("cpu") == DeviceKind::cpu);
+  CHECK(device_kind_named("cuda") == DeviceKind::cuda);
+  CHECK_FALSE(device_kind_named("cuda:0").has_value());
+  for (const DeviceKind kind : device_kinds) CHECK(device_kind_named(to_string(kind)) == kind);
 }
 
 // ---- value syntax

@@ -6,6 +6,7 @@
 #include "cli/commands.hpp"
 #include "cli/execution.hpp"
 #include "cli/lookup.hpp"
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "techniques/registry.hpp"
 
@@ -31,8 +32,9 @@ std::vector<std::string> device_list(const std::string& text) {
     const auto comma = text.find(',', start);
     const std::string item = text.substr(start, comma - start);
     if (item == "all") {
-      out = {"cpu", "cuda"};
-    } else if (item == "cpu" || item == "cuda") {
+      out.clear();
+      for (const DeviceKind kind : device_kinds) out.push_back(to_string(kind));
+    } else if (device_kind_named(item)) {
       if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
     } else {
       throw InputError("--device '" + item + "' is unknown (allowed: cpu, cuda, all)");

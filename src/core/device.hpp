@@ -1,5 +1,6 @@
 #pragma once
 // Where work runs and where memory lives: the host, or one CUDA device.
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,5 +22,13 @@ struct Device {
 // "cpu" and "cuda" name device kinds in configs and reports; "cuda:N" names one GPU.
 std::string to_string(DeviceKind kind);
 std::string to_string(const Device& device);
+
+inline constexpr DeviceKind device_kinds[] = {DeviceKind::cpu, DeviceKind::cuda};
+
+// The device a name gives: "cpu", "cuda" (GPU 0) or "cuda:N"; nullopt for any other text. Whether
+// the GPU exists is not asked.
+std::optional<Device> device_named(std::string_view name);
+// The kind a name gives when it names a kind alone: "cpu" or "cuda", not "cuda:N".
+std::optional<DeviceKind> device_kind_named(std::string_view name);
 
 }  // namespace aiopt

@@ -296,11 +296,11 @@ Variant find_variant(const Technique& t, std::string_view name, const std::strin
 }
 
 DeviceKind parse_device(std::string_view name, const std::string& where) {
-  if (name == "cpu") return DeviceKind::cpu;
-  if (name == "cuda") return DeviceKind::cuda;
-  const std::vector<std::string> names{"cpu", "cuda"};
+  if (const auto kind = device_kind_named(name)) return *kind;
+  std::vector<std::string> names;
+  for (const DeviceKind kind : device_kinds) names.push_back(to_string(kind));
   throw InputError(where + ": device " + in_quotes(name) + " is unknown" + did_you_mean(name, names) +
-                   " (devices: cpu, cuda)");
+                   " (devices: " + join_names(names) + ")");
 }
 
 void validate(const Experiment& e, const std::vector<std::unique_ptr<Technique>>& techniques) {

@@ -4,6 +4,8 @@
 #include <optional>
 #include <set>
 
+#include "core/device.hpp"
+
 namespace aiopt {
 
 namespace {
@@ -31,11 +33,6 @@ ojson device_name(const ojson& context, std::size_t index) {
   return nullptr;
 }
 
-std::size_t device_index(const std::string& device) {
-  const std::string prefix = "cuda:";
-  return device.rfind(prefix, 0) == 0 ? std::stoul(device.substr(prefix.size())) : 0;
-}
-
 std::optional<double> number_at(const ojson& v) {
   if (!v.is_number()) return std::nullopt;
   return v.get<double>();
@@ -54,7 +51,8 @@ std::vector<ContextDifference> context_differences(const ojson& base, const ojso
   differ("blas.core", at_path(base, {"blas", "core"}), at_path(now, {"blas", "core"}));
   std::set<std::size_t> indices;
   for (const auto& d : devices)
-    if (d.rfind("cuda", 0) == 0) indices.insert(device_index(d));
+    if (const auto device = device_named(d); device && device->is_cuda())
+      indices.insert(static_cast<std::size_t>(device->index));
   for (const std::size_t i : indices)
     differ("devices[" + std::to_string(i) + "].name", device_name(base, i), device_name(now, i));
   return out;

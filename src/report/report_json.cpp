@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/device.hpp"
 #include "core/error.hpp"
 #include "report/comparison.hpp"
 
@@ -110,14 +111,6 @@ ojson params_field(const ojson& obj, const std::string& where) {
     expect(v.is_primitive() && !v.is_null(), v, where, "params." + name,
            "a number, string or boolean");
   return ojson::parse(nlohmann::json::parse(raw.dump()).dump());
-}
-
-// "cpu", "cuda" or "cuda:N", as Device names itself.
-bool is_device_name(const std::string& name) {
-  if (name == "cpu" || name == "cuda") return true;
-  const std::string prefix = "cuda:";
-  return name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
-         name.find_first_not_of("0123456789", prefix.size()) == std::string::npos;
 }
 
 Status status_from(const ojson& obj, const std::string& where) {
@@ -394,7 +387,7 @@ Result result_from_json(const ojson& j, const std::string& where) {
   r.variant = text_field(j, "variant", where, "");
   r.baseline = flag_field(j, "baseline", where, "");
   r.device = text_field(j, "device", where, "");
-  if (!is_device_name(r.device))
+  if (!device_named(r.device))
     fail(where, "key 'device' has value \"" + r.device + "\"; allowed: cpu, cuda, cuda:N");
   r.params = params_field(j, where);
   r.seed = j.contains("seed") ? count_field(j, "seed", where, "") : 0;
