@@ -6,30 +6,12 @@
 
 namespace aiopt::model_params {
 
-namespace {
-
-struct Override {
-  const char* name;
-  std::size_t nn::GptConfig::*field;
-  const char* help;
-};
-
-constexpr Override overrides[] = {
-    {"layers", &nn::GptConfig::layers, "transformer blocks"},
-    {"channels", &nn::GptConfig::channels, "model width d_model; a multiple of heads"},
-    {"heads", &nn::GptConfig::heads, "attention heads; must divide channels"},
-    {"context", &nn::GptConfig::context, "positions the model can attend over (learned position embeddings)"},
-    {"vocab", &nn::GptConfig::vocab, "vocabulary size; tokens are drawn from [0, vocab)"},
-};
-
-}  // namespace
-
 std::vector<ParamSpec> specs(const std::string& default_preset, const std::optional<std::string>& quick_preset) {
   std::vector<ParamSpec> out = {choice_param(
       "preset", default_preset, quick_preset, nn::preset_names(), "",
       "model size: tiny (L2 d64 h4 ctx128), small (L4 d256 h8 ctx512), medium (L8 d512 h8 ctx1024), "
       "gpt2 (L12 d768 h12 ctx1024 vocab50257); the overrides below change single dimensions")};
-  for (const Override& o : overrides)
+  for (const Dimension& o : dimensions)
     out.push_back(integer_param(o.name, 0, std::nullopt, 0, unbounded, "", std::string(o.help) + "; 0: the preset's"));
   return out;
 }
@@ -38,7 +20,7 @@ nn::GptConfig config(const Params& params) {
   const std::string& name = params.string("preset");
   nn::GptConfig c = nn::preset(name);
   std::string changed;
-  for (const Override& o : overrides) {
+  for (const Dimension& o : dimensions) {
     const std::int64_t v = params.integer(o.name);
     if (v < 0)
       throw InputError("model parameter '" + std::string(o.name) + "' = " + std::to_string(v) +

@@ -12,6 +12,21 @@
 
 namespace aiopt::model_params {
 
+// A dimension a parameter (and a flag of `generate` and `train`) overrides, by the same name.
+struct Dimension {
+  const char* name;
+  std::size_t nn::GptConfig::*field;
+  const char* help;
+};
+
+inline constexpr Dimension dimensions[] = {
+    {"layers", &nn::GptConfig::layers, "transformer blocks"},
+    {"channels", &nn::GptConfig::channels, "model width d_model; a multiple of heads"},
+    {"heads", &nn::GptConfig::heads, "attention heads; must divide channels"},
+    {"context", &nn::GptConfig::context, "positions the model can attend over (learned position embeddings)"},
+    {"vocab", &nn::GptConfig::vocab, "vocabulary size; tokens are drawn from [0, vocab)"},
+};
+
 // The six ParamSpecs, with `default_preset` as the preset's default and `quick_preset`, when given,
 // as its --quick value.
 std::vector<ParamSpec> specs(const std::string& default_preset,

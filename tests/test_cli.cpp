@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli/model_flags.hpp"
 #include "core/hardware.hpp"
 #include "support/files.hpp"
 #include "support/process.hpp"
@@ -91,6 +92,30 @@ TEST_CASE("command-line mistakes CLI11 finds read like aiopt's own errors, with 
   CHECK(far.exit_code == 2);
   CHECK(far.err.find("aiopt: error: compare: unknown option '--zzzzzzzz'; options: --help, ") == 0);
   CHECK(far.err.find("--threshold") != std::string::npos);
+}
+
+TEST_CASE("model flags override the preset one dimension at a time under the parameters' names", "[cli]") {
+  using aiopt::cli::ModelFlags;
+  CLI::App generate;
+  ModelFlags flags;
+  aiopt::cli::add_model_flags(generate, flags, true);
+  generate.parse("--preset tiny --channels 96 --vocab 300", false);
+  const aiopt::nn::GptConfig tiny = aiopt::nn::preset("tiny");
+  const aiopt::nn::GptConfig config = flags.applied_to(aiopt::nn::preset(flags.preset_name()));
+  CHECK(config.channels == 96);
+  CHECK(config.vocab == 300);
+  CHECK(config.layers == tiny.layers);
+  CHECK(config.heads == tiny.heads);
+  REQUIRE(flags.given().size() == 2);
+  CHECK(aiopt::cli::flag_of(flags.given()[0].first) == "--channels");
+  for (const auto& d : aiopt::model_params::dimensions) CHECK(generate.get_option_no_throw(aiopt::cli::flag_of(d)));
+
+  CLI::App train;
+  ModelFlags train_flags;
+  aiopt::cli::add_model_flags(train, train_flags, false);
+  CHECK(train_flags.preset_name() == "small");
+  CHECK_THROWS_AS(train.parse("--vocab 300", false), CLI::ExtrasError);
+  CHECK_THROWS_AS(train.parse("--layers 0", false), CLI::ValidationError);
 }
 
 TEST_CASE("list --format json describes every technique with one baseline", "[cli]") {

@@ -12,6 +12,7 @@
 #include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
+#include "cli/model_flags.hpp"
 #include "cli/number_checks.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
@@ -24,8 +25,7 @@ namespace aiopt::cli {
 namespace {
 
 struct GenerateOptions {
-  std::optional<std::string> preset;
-  std::optional<std::size_t> layers, channels, heads, context, vocab;
+  ModelFlags model;
   std::string checkpoint;
   std::string prompt_tokens;
   std::optional<std::string> prompt;
@@ -60,47 +60,25 @@ std::vector<std::int32_t> parse_token_list(const std::string& text) {
   return out;
 }
 
-// The dimension flags given on the command line, by flag name.
-std::vector<std::pair<std::string, std::size_t>> overrides(const GenerateOptions& o) {
-  std::vector<std::pair<std::string, std::size_t>> out;
-  if (o.layers) out.emplace_back("--layers", *o.layers);
-  if (o.channels) out.emplace_back("--channels", *o.channels);
-  if (o.heads) out.emplace_back("--heads", *o.heads);
-  if (o.context) out.emplace_back("--context", *o.context);
-  if (o.vocab) out.emplace_back("--vocab", *o.vocab);
-  return out;
-}
-
-std::size_t& field(nn::GptConfig& c, const std::string& flag) {
-  if (flag == "--layers") return c.layers;
-  if (flag == "--channels") return c.channels;
-  if (flag == "--heads") return c.heads;
-  if (flag == "--context") return c.context;
-  return c.vocab;
-}
-
 // The model: a checkpoint, whose dimensions the preset and overrides must not contradict, or
 // random weights of the preset with the overrides applied.
 nn::GptWeights load_weights(const GenerateOptions& o, const Device& device, std::string& origin) {
   if (!o.checkpoint.empty()) {
     nn::GptWeights w = nn::load_checkpoint(o.checkpoint, device);
-    if (o.preset) {
-      const nn::GptConfig p = nn::preset(*o.preset);
+    if (o.model.preset) {
+      const nn::GptConfig p = nn::preset(*o.model.preset);
       if (p.describe() != w.config.describe())
-        throw InputError("--preset " + *o.preset + " (" + p.describe() + ") conflicts with --checkpoint " +
+        throw InputError("--preset " + *o.model.preset + " (" + p.describe() + ") conflicts with --checkpoint " +
                          o.checkpoint + " (" + w.config.describe() + "); give one or the other");
     }
-    for (const auto& [flag, value] : overrides(o)) {
-      nn::GptConfig wc = w.config;
-      if (field(wc, flag) != value)
-        throw InputError(flag + " " + std::to_string(value) + " conflicts with --checkpoint " + o.checkpoint + " (" +
-                         w.config.describe() + "); a checkpoint fixes the model's dimensions");
-    }
+    for (const auto& [dimension, value] : o.model.given())
+      if (w.config.*dimension.field != value)
+        throw InputError(flag_of(dimension) + " " + std::to_string(value) + " conflicts with --checkpoint " +
+                         o.checkpoint + " (" + w.config.describe() + "); a checkpoint fixes the model's dimensions");
     origin = o.checkpoint;
     return w;
   }
-  nn::GptConfig config = nn::preset(o.preset.value_or("small"));
-  for (const auto& [flag, value] : overrides(o)) field(config, flag) = value;
+  const nn::GptConfig config = o.model.applied_to(nn::preset(o.model.preset_name()));
   config.validate();
   origin = "random weights, seed " + std::to_string(o.seed);
   return nn::GptWeights::initialize(config, o.seed, device);
@@ -196,17 +174,7 @@ int run_generate(const GenerateOptions& o) {
 void add_generate(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<GenerateOptions>();
   auto* cmd = app.add_subcommand("generate", "Generate tokens with the GPT and time prefill and decode");
-  cmd->add_option("--preset", o->preset, "Model preset: " + [] {
-    std::string names;
-    for (const auto& n : nn::preset_names()) names += (names.empty() ? "" : ", ") + n;
-    return names;
-  }() + " (default small)");
-  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(positive_number());
-  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(positive_number());
-  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(positive_number());
-  cmd->add_option("--context", o->context, "Override the preset's context (learned positions)")
-      ->check(positive_number());
-  cmd->add_option("--vocab", o->vocab, "Override the preset's vocabulary")->check(positive_number());
+  add_model_flags(*cmd, o->model, true);
   cmd->add_option("--checkpoint", o->checkpoint, "Load the weights from a safetensors checkpoint")
       ->check(CLI::ExistingFile);
   auto* tokens_opt = cmd->add_option("--prompt-tokens", o->prompt_tokens, "The prompt as token ids: 1,2,3");

@@ -15,6 +15,7 @@
 #include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
 #include "cli/device_flag.hpp"
+#include "cli/model_flags.hpp"
 #include "cli/number_checks.hpp"
 #include "core/error.hpp"
 #include "core/hardware.hpp"
@@ -28,8 +29,7 @@ namespace aiopt::cli {
 namespace {
 
 struct TrainOptions {
-  std::string preset = "small";
-  std::optional<std::size_t> layers, channels, heads, context;
+  ModelFlags model;
   std::string data;
   int dialect = 0;
   std::uint64_t corpus_seed = 1;
@@ -56,11 +56,8 @@ struct TrainOptions {
 };
 
 nn::TrainConfig make_config(const TrainOptions& o) {
-  nn::TrainConfig c = nn::standard_training(o.preset);
-  if (o.layers) c.model.layers = *o.layers;
-  if (o.channels) c.model.channels = *o.channels;
-  if (o.heads) c.model.heads = *o.heads;
-  if (o.context) c.model.context = *o.context;
+  nn::TrainConfig c = nn::standard_training(o.model.preset_name());
+  c.model = o.model.applied_to(c.model);
   c.seed = o.seed;
   c.data.file = o.data;
   c.data.dialect = o.dialect;
@@ -180,11 +177,7 @@ int run_train(const TrainOptions& o) {
 void add_train(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<TrainOptions>();
   auto* cmd = app.add_subcommand("train", "Train the GPT on the built-in corpus or a text file");
-  cmd->add_option("--preset", o->preset, "Model preset (default small)");
-  cmd->add_option("--layers", o->layers, "Override the preset's layers")->check(positive_number());
-  cmd->add_option("--channels", o->channels, "Override the preset's channels (d_model)")->check(positive_number());
-  cmd->add_option("--heads", o->heads, "Override the preset's heads")->check(positive_number());
-  cmd->add_option("--context", o->context, "Override the preset's context")->check(positive_number());
+  add_model_flags(*cmd, o->model, false);
   cmd->add_option("--data", o->data, "Train on this file's bytes (default: the built-in synthetic corpus)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--dialect", o->dialect, "Synthetic corpus dialect: 0 (default) or 1")
