@@ -90,14 +90,7 @@ Timing make_timing(const std::vector<double>& seconds, int warmup, std::size_t s
   t.steps_per_sample = steps_per_sample;
   t.samples.reserve(seconds.size());
   for (double s : seconds) t.samples.push_back(s * 1e3 / static_cast<double>(steps_per_sample));
-  const SampleStats st = summarize(t.samples);
-  t.median = st.median;
-  t.mean = st.mean;
-  t.min = st.min;
-  t.max = st.max;
-  t.stddev = st.stddev;
-  t.iqr = st.iqr;
-  t.count = st.count;
+  static_cast<SampleSummary&>(t) = summarize(t.samples);
   t.warmup = static_cast<std::size_t>(warmup);
   return t;
 }

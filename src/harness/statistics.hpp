@@ -3,13 +3,11 @@
 #include <cstddef>
 #include <span>
 
+#include "report/timing.hpp"
+
 namespace aiopt {
 
-struct SampleStats {
-  std::size_t count = 0;
-  double median = 0, mean = 0, min = 0, max = 0;
-  double stddev = 0;  // sample standard deviation (n − 1)
-  double iqr = 0;     // 75th − 25th percentile, linear interpolation between order statistics
+struct SampleStats : SampleSummary {
   // Relative standard error of the mean, stddev / (√n · mean): how well the samples pin the
   // central value down. Unlike the relative spread it shrinks as samples accrue, so a noisy but
   // stable measurement still converges.

@@ -249,9 +249,9 @@ std::string render_csv(const Report& report) {
   }
   std::vector<std::string> header{"technique", "variant", "baseline", "device", "status", "message"};
   for (const auto& p : params) header.push_back("param." + p);
-  for (const char* t : {"median_ms", "mean_ms", "min_ms", "max_ms", "stddev_ms", "iqr_ms", "count",
-                        "warmup", "peak_bytes", "host_peak_bytes", "peak_rss_bytes", "working_set_bytes",
-                        "working_set_fits"})
+  for (const auto& f : timing_times) header.push_back(std::string(f.name) + "_ms");
+  for (const auto& f : timing_counts) header.push_back(f.name);
+  for (const char* t : {"peak_bytes", "host_peak_bytes", "peak_rss_bytes", "working_set_bytes", "working_set_fits"})
     header.push_back(t);
   for (const auto& m : metrics) header.push_back("metric." + m);
   header.push_back("repro");
@@ -276,12 +276,10 @@ std::string render_csv(const Report& report) {
     }
     if (r.timing) {
       const auto& t = *r.timing;
-      for (double v : {t.median, t.mean, t.min, t.max, t.stddev, t.iqr})
-        row.push_back(csv_number(in_milliseconds(v, t.unit)));
-      row.push_back(std::to_string(t.count));
-      row.push_back(std::to_string(t.warmup));
+      for (const auto& f : timing_times) row.push_back(csv_number(in_milliseconds(t.*f.member, t.unit)));
+      for (const auto& f : timing_counts) row.push_back(std::to_string(t.*f.member));
     } else {
-      row.insert(row.end(), 8, "");
+      row.insert(row.end(), std::size(timing_times) + std::size(timing_counts), "");
     }
     if (r.memory) {
       row.push_back(std::to_string(r.memory->peak_bytes));

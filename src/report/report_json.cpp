@@ -129,14 +129,8 @@ Timing timing_from(const ojson& j, const std::string& where) {
   if (t.unit != "ns" && t.unit != "us" && t.unit != "ms" && t.unit != "s")
     fail(where, "key 'timing.unit' has value \"" + t.unit + "\"; allowed: ns, us, ms, s");
   // Every time may be null: to_json writes a non-finite one so.
-  t.median = value_field(j, "median", where, path);
-  t.mean = value_field(j, "mean", where, path);
-  t.min = value_field(j, "min", where, path);
-  t.max = value_field(j, "max", where, path);
-  t.stddev = value_field(j, "stddev", where, path);
-  t.iqr = value_field(j, "iqr", where, path);
-  t.count = count_field(j, "count", where, path);
-  t.warmup = count_field(j, "warmup", where, path);
+  for (const auto& f : timing_times) t.*f.member = value_field(j, f.name, where, path);
+  for (const auto& f : timing_counts) t.*f.member = count_field(j, f.name, where, path);
   if (j.contains("noise_known")) t.noise_known = flag_field(j, "noise_known", where, path);
   // Reports written before samples were batched timed one step per sample.
   if (j.contains("steps_per_sample")) {
@@ -289,11 +283,13 @@ Report load_jsonl(const std::string& path, const std::string& text,
 ojson to_json(const Timing& t) {
   ojson samples = ojson::array();
   for (double s : t.samples) samples.push_back(number(s));
-  return ojson{{"unit", t.unit},          {"median", number(t.median)}, {"mean", number(t.mean)},
-               {"min", number(t.min)},    {"max", number(t.max)},       {"stddev", number(t.stddev)},
-               {"iqr", number(t.iqr)},    {"count", t.count},           {"warmup", t.warmup},
-               {"steps_per_sample", t.steps_per_sample}, {"noise_known", t.noise_known},
-               {"samples", samples}};
+  ojson j{{"unit", t.unit}};
+  for (const auto& f : timing_times) j[f.name] = number(t.*f.member);
+  for (const auto& f : timing_counts) j[f.name] = t.*f.member;
+  j["steps_per_sample"] = t.steps_per_sample;
+  j["noise_known"] = t.noise_known;
+  j["samples"] = samples;
+  return j;
 }
 
 ojson to_json(const MemoryRecord& m) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "report/metric.hpp"
+#include "report/timing.hpp"
 
 namespace aiopt {
 
@@ -19,18 +20,6 @@ inline constexpr const char* report_schema = "aiopt-report/1";
 // interrupted: the user stopped the run while this case was in progress (SIGINT, SIGTERM).
 enum class Status { ok, skipped, failed, interrupted };
 std::string to_string(Status status);
-
-struct Timing {
-  std::string unit = "ms";
-  double median = 0, mean = 0, min = 0, max = 0, stddev = 0, iqr = 0;
-  std::size_t count = 0;     // samples kept (== samples.size())
-  std::size_t warmup = 0;    // warmup runs before sampling, not kept
-  std::size_t steps_per_sample = 1;  // steps each sample timed back to back; samples are per step
-  // false when the sampling timeout stopped the case before its minimum count of samples: too few
-  // to measure the noise by, so compare does not judge the timing.
-  bool noise_known = true;
-  std::vector<double> samples;
-};
 
 struct MemoryRecord {
   std::size_t peak_bytes = 0;      // tracked allocator peak on the run's device during the run
