@@ -1,5 +1,7 @@
-// Variants and choice values declared once (harness/variant_table.hpp).
+// Variants and choice values declared once (harness/variant_table.hpp), and the validation the
+// harness does for every technique before its own check (Technique::validate, prepare).
 #include <catch2/catch.hpp>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -28,6 +30,39 @@ enum class Layout { rows, columns };
 const Choices<Layout>& layouts() {
   static const Choices<Layout> names{{Layout::rows, "rows"}, {Layout::columns, "columns"}};
   return names;
+}
+
+// A technique declared through the tables, whose start() records that it was reached.
+class Caching : public Technique {
+ public:
+  std::string name() const override { return "caching"; }
+  std::string summary() const override { return "a fake technique for validation tests"; }
+  std::string trade_off() const override { return "none"; }
+  std::vector<ParamSpec> params() const override {
+    return {integer_param("tokens", 8, std::nullopt, 5, 64, "tokens", "generated tokens"),
+            layouts().param("layout", Layout::rows, Layout::columns, "", "how the cache is laid out")};
+  }
+  std::vector<Variant> variants() const override { return caches().variants(); }
+  mutable int started = 0;
+
+ protected:
+  void check(const Case& c, DeviceKind) const override {
+    if (caches().parse(c.variant) == Cache::int8 && layouts().of(c.params, "layout") == Layout::columns)
+      throw InputError("caching: kv_cache_int8 keeps rows");
+  }
+  std::unique_ptr<Run> start(const Case&, const Device&) const override {
+    ++started;
+    return nullptr;
+  }
+};
+
+Case make_case(const std::string& variant, std::int64_t tokens = 8, const std::string& layout = "rows") {
+  Case c;
+  c.technique = "caching";
+  c.variant = variant;
+  c.params.set("tokens", tokens);
+  c.params.set("layout", layout);
+  return c;
 }
 
 }  // namespace
@@ -69,4 +104,29 @@ TEST_CASE("a choice table declares its parameter and reads it typed", "[variant_
   p.set("layout", std::string("colums"));
   CHECK_THROWS_WITH(layouts().of(p, "layout"),
                     Catch::Contains("parameter 'layout'") && Catch::Contains("did you mean 'columns'?"));
+}
+
+TEST_CASE("the harness validates a case against the declarations before the technique's check", "[variant_table]") {
+  const Caching t;
+  CHECK_NOTHROW(t.validate(make_case("kv_cache"), DeviceKind::cpu));
+  CHECK_THROWS_WITH(t.validate(make_case("kv_cahce"), DeviceKind::cpu),
+                    Catch::Contains("variant 'kv_cahce' is unknown") && Catch::Contains("did you mean 'kv_cache'?"));
+  CHECK_THROWS_WITH(t.validate(make_case("kv_cache", 4), DeviceKind::cpu),
+                    Catch::Contains("caching: parameter 'tokens'") && Catch::Contains("'4' is out of range") &&
+                        Catch::Contains("[5, 64]"));
+  CHECK_THROWS_WITH(t.validate(make_case("kv_cache", 8, "colums"), DeviceKind::cpu),
+                    Catch::Contains("parameter 'layout'") && Catch::Contains("did you mean 'columns'?"));
+  // The technique's own check sees only declared values.
+  CHECK_THROWS_WITH(t.validate(make_case("kv_cache_int8", 8, "columns"), DeviceKind::cuda),
+                    Catch::Contains("keeps rows"));
+}
+
+TEST_CASE("prepare validates and refuses a device the variant does not run on", "[variant_table]") {
+  const Caching t;
+  CHECK_THROWS_WITH(t.prepare(make_case("kv_cache_int8"), Device::cpu()),
+                    Catch::Contains("variant 'kv_cache_int8' does not run on cpu") && Catch::Contains("runs on: cuda"));
+  CHECK_THROWS_AS(t.prepare(make_case("kv_cache", 65), Device::cpu()), InputError);
+  CHECK(t.started == 0);
+  CHECK(t.prepare(make_case("kv_cache"), Device::cpu()) == nullptr);
+  CHECK(t.started == 1);
 }
