@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/spelling.hpp"
 #include "harness/sweep.hpp"
@@ -34,6 +35,7 @@ std::unique_ptr<Run> Technique::prepare(const Case& c, const Device& device) con
     throw InputError(name() + ": variant " + in_quotes(c.variant) + " does not run on " + to_string(device.kind) +
                      "; it runs on: " + join_names(kinds));
   }
+  if (device.is_cuda()) cuda::require_device(device.index);
   return start(c, device);
 }
 

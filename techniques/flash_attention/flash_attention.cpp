@@ -5,7 +5,6 @@
 #include <limits>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/half.hpp"
@@ -393,7 +392,6 @@ std::unique_ptr<Run> FlashAttention::start(const Case& c, const Device& device) 
   const fa::Shape shape = fa::Shape::from(c);
   const fa::Method method = fa::parse_method(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, method);
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return fa::prepare_cuda(shape, method, device);
 #else

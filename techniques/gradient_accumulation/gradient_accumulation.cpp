@@ -6,7 +6,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
@@ -300,7 +299,6 @@ void GradientAccumulation::check(const Case& c, DeviceKind) const { (void)ga::Sh
 std::unique_ptr<Run> GradientAccumulation::start(const Case& c, const Device& device) const {
   const ga::Method method = ga::parse_method(c.variant);
   const ga::Shape shape = ga::Shape::from(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<AccumulationRun>(shape, method, device);
 }
 

@@ -7,7 +7,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
@@ -466,7 +465,6 @@ void KvCaching::check(const Case& c, DeviceKind) const { (void)kc::Shape::from(c
 std::unique_ptr<Run> KvCaching::start(const Case& c, const Device& device) const {
   const kc::Method method = kc::parse_method(c.variant);
   const kc::Shape shape = kc::Shape::from(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<KvRun>(shape, method, device);
 }
 

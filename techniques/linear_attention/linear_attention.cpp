@@ -7,7 +7,6 @@
 #include <numbers>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/rng.hpp"
@@ -696,7 +695,6 @@ void LinearAttention::check(const Case& c, DeviceKind device) const {
 std::unique_ptr<Run> LinearAttention::start(const Case& c, const Device& device) const {
   const la::Shape shape = la::Shape::from(c);
   require_supported(shape, device.kind);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<LinearAttentionRun>(shape, device);
 }
 

@@ -5,7 +5,6 @@
 #include <numbers>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "techniques/training_case.hpp"
@@ -275,7 +274,6 @@ void LrScheduling::check(const Case& c, DeviceKind) const { (void)ls::train_conf
 
 std::unique_ptr<Run> LrScheduling::start(const Case& c, const Device& device) const {
   nn::TrainConfig config = ls::train_config(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   const nn::LrSchedule intended = ls::schedule(c, config.steps);
   return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, c.params.real("target_loss"), device);
 }

@@ -5,7 +5,6 @@
 #include <limits>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "nn/optimizer.hpp"
@@ -384,7 +383,6 @@ std::unique_ptr<Run> MixedPrecision::start(const Case& c, const Device& device) 
   const mp::Precision precision = mp::parse_precision(c.variant);
   nn::TrainConfig config = mp::train_config(c, precision);
   nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32), device);
 }
 

@@ -5,7 +5,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
@@ -537,7 +536,6 @@ std::unique_ptr<Run> Quantization::start(const Case& c, const Device& device) co
   const qz::Shape shape = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, format);
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return qz::prepare_cuda(shape, format, device);
 #else

@@ -6,7 +6,6 @@
 #include <sstream>
 #include <type_traits>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/rng.hpp"
@@ -462,7 +461,6 @@ std::unique_ptr<Run> TensorFusion::start(const Case& c, const Device& device) co
     if (shape.dtype == tf::Dtype::bf16) return std::make_unique<CpuRun<cpu::bf16>>(shape, fused);
     return std::make_unique<CpuRun<float>>(shape, fused);
   }
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return tf::prepare_cuda(shape, form, device);
 #else
