@@ -32,9 +32,7 @@ nn::TrainConfig base_config(const std::string& technique, const Case& c) {
   t.data = data_source();
   const std::int64_t batch = c.params.integer("batch"), seq_len = c.params.integer("seq_len");
   const std::int64_t steps = c.params.integer("steps");
-  if (batch < 1) throw InputError(technique + ": parameter 'batch' = " + std::to_string(batch) + "; allowed: 1 or more");
-  if (steps < 1) throw InputError(technique + ": parameter 'steps' = " + std::to_string(steps) + "; allowed: 1 or more");
-  if (seq_len < 1 || static_cast<std::size_t>(seq_len) > t.model.context)
+  if (static_cast<std::size_t>(seq_len) > t.model.context)
     throw InputError(technique + ": parameter 'seq_len' = " + std::to_string(seq_len) + "; allowed: 1 to the " +
                      "model's context of " + std::to_string(t.model.context) + " (" + t.model.describe() + ")");
   t.batch = static_cast<std::size_t>(batch);

@@ -21,8 +21,8 @@ std::vector<ParamSpec> params(std::int64_t steps, std::int64_t quick_steps, cons
 
 // The case's model (techniques/model_params.hpp; its vocabulary at least 256, since the text is
 // bytes), seed, data_source(), and its `batch`, `seq_len` (at most the model's context) and
-// `steps` parameters. A value out of range is an InputError naming `technique`, the parameter and
-// what is allowed.
+// `steps` parameters. A seq_len beyond the context or a smaller vocabulary is an InputError
+// naming `technique`, the parameter and what is allowed.
 nn::TrainConfig base_config(const std::string& technique, const Case& c);
 
 }  // namespace aiopt::training_case

@@ -40,7 +40,7 @@ class FakeTechnique : public Technique {
  public:
   std::string summary() const override { return "fake"; }
   std::string trade_off() const override { return "nothing for nothing"; }
-  std::unique_ptr<Run> prepare(const Case&, const Device&) const override {
+  std::unique_ptr<Run> start(const Case&, const Device&) const override {
     throw std::logic_error("fake techniques do not run");
   }
 };

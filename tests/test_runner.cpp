@@ -58,7 +58,7 @@ class Probe : public Technique {
     int steps = 0;
   };
 
-  std::unique_ptr<Run> prepare(const Case& c, const Device&) const override {
+  std::unique_ptr<Run> start(const Case& c, const Device&) const override {
     if (c.variant == "throws") throw std::runtime_error("the workload broke");
     if (c.variant == "absent") throw DeviceUnavailable("no such accelerator here");
     return std::make_unique<ProbeRun>(static_cast<std::size_t>(c.params.integer("n")), c.variant);

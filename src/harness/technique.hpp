@@ -72,18 +72,29 @@ class Technique {
   virtual std::string summary() const = 0;    // one line: what it does
   virtual std::string trade_off() const = 0;  // one line: what it trades for what
   virtual std::vector<ParamSpec> params() const = 0;
-  virtual std::vector<Variant> variants() const = 0;  // exactly one baseline
+  virtual std::vector<Variant> variants() const = 0;  // exactly one baseline (harness/variant_table.hpp)
 
-  // Checks `c` before anything runs: throws InputError for parameter values or combinations
-  // that make no sense (the command exits 2 before the first case), NotApplicable for a
-  // variant that does not run with them on `device` (the case is skipped with the reason).
-  virtual void validate(const Case& c, DeviceKind device) const;
+  // Checks `c` before anything runs: its variant is declared and every parameter it carries has
+  // its spec's type and lies within its bounds or choices (InputError naming the closest name or
+  // what is allowed), then the technique's own check().
+  void validate(const Case& c, DeviceKind device) const;
 
-  // Prepare `c` on `device`. Throws InputError for parameter combinations that make no sense,
-  // NotApplicable as validate does, DeviceUnavailable when the device is absent, anything else
-  // as a failure of the case.
-  virtual std::unique_ptr<Run> prepare(const Case& c, const Device& device) const = 0;
+  // Prepares `c` on `device`: validate(), InputError when the variant does not run on the
+  // device, then start(). Throws DeviceUnavailable when the device is absent, anything else as
+  // a failure of the case.
+  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const;
 
+ protected:
+  // What the declarations cannot say, for a case whose variant and values validate() accepted:
+  // throws InputError for parameter combinations that make no sense (the command exits 2 before
+  // the first case), NotApplicable for a variant that does not run with them on `device` (the
+  // case is skipped with the reason).
+  virtual void check(const Case& c, DeviceKind device) const;
+
+  // Builds the run of a validated case (inputs allocated, weights made).
+  virtual std::unique_ptr<Run> start(const Case& c, const Device& device) const = 0;
+
+ public:
   // Conveniences over the declarations above.
   std::optional<Variant> find_variant(const std::string& name) const;
   std::string baseline() const;  // the baseline variant's name

@@ -5,12 +5,10 @@
 #include <limits>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/half.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 
 namespace aiopt {
 
@@ -22,6 +20,16 @@ namespace cpu = kernels::cpu;
 std::string FlashAttention::summary() const {
   return "exact attention: N×N scores materialized (naive) vs tiled online softmax (flash) vs query chunks";
 }
+
+namespace {
+
+// How q, k, v and the output are stored, by the names the `dtype` parameter takes.
+const Choices<DType>& dtypes() {
+  static const Choices<DType> names{{DType::f32, "f32"}, {DType::f16, "f16"}, {DType::bf16, "bf16"}};
+  return names;
+}
+
+}  // namespace
 
 std::vector<ParamSpec> FlashAttention::params() const {
   ParamSpec causal;
@@ -37,7 +45,7 @@ std::vector<ParamSpec> FlashAttention::params() const {
       choice_param("head_dim", "64", std::nullopt, {"64", "128"}, "elements",
                    "d, the width of one head (the CUDA tensor-core kernel is built for 64 and 128)"),
       causal,
-      choice_param("dtype", "f32", std::nullopt, {"f32", "f16", "bf16"}, "",
+      dtypes().param("dtype", DType::f32, std::nullopt, "",
                    "how q, k, v and the output are stored; f16/bf16 (CUDA only) accumulate in fp32 on tensor "
                    "cores"),
       integer_param("q_tile", 128, std::nullopt, 1, 4096, "rows", "CPU flash: queries per tile"),
@@ -49,24 +57,24 @@ std::vector<ParamSpec> FlashAttention::params() const {
   };
 }
 
-std::vector<Variant> FlashAttention::variants() const {
-  return {
-      {"naive", "S = q·kᵀ by batched GEMM into a (B, H, N, N) buffer, masked softmax, S·v by batched GEMM",
-       true, {DeviceKind::cpu, DeviceKind::cuda}},
-      {"flash", "tiles of q against tiles of k, v with the online softmax; no N×N storage (CUDA: tensor cores "
-                "for f16/bf16)", false, {DeviceKind::cpu, DeviceKind::cuda}},
-      {"memory_efficient", "chunk queries at a time, each with its full softmax row over the keys", false,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-  };
+const VariantTable<fa::Method>& fa::methods() {
+  static const VariantTable<Method> table(
+      "flash_attention",
+      {
+          {Method::naive, "naive",
+           "S = q·kᵀ by batched GEMM into a (B, H, N, N) buffer, masked softmax, S·v by batched GEMM", true},
+          {Method::flash, "flash",
+           "tiles of q against tiles of k, v with the online softmax; no N×N storage (CUDA: tensor cores for "
+           "f16/bf16)"},
+          {Method::memory_efficient, "memory_efficient",
+           "chunk queries at a time, each with its full softmax row over the keys"},
+      });
+  return table;
 }
+
+std::vector<Variant> FlashAttention::variants() const { return fa::methods().variants(); }
 
 // ---- the case
-
-fa::Method fa::parse_method(const std::string& variant) {
-  if (variant == "flash") return Method::flash;
-  if (variant == "memory_efficient") return Method::memory_efficient;
-  return Method::naive;
-}
 
 std::size_t fa::Shape::q_elements() const {
   return attention.batch * attention.heads * attention.q_len * attention.head_dim;
@@ -79,42 +87,15 @@ fa::Shape fa::Shape::at_length(std::size_t n) const {
   return s;
 }
 
-namespace {
-
-std::string bad_value(const std::string& key, const std::string& value, const std::string& allowed) {
-  return "flash_attention: parameter '" + key + "' = " + value + " is not allowed; allowed: " + allowed;
-}
-
-std::size_t positive(const Case& c, const std::string& key, std::int64_t max) {
-  const std::int64_t v = c.params.integer(key);
-  if (v < 1 || v > max)
-    throw InputError(bad_value(key, std::to_string(v), "an integer from 1 to " + std::to_string(max)));
-  return static_cast<std::size_t>(v);
-}
-
-}  // namespace
-
 fa::Shape fa::Shape::from(const Case& c) {
   Shape s;
-  const std::string& dtype = c.params.string("dtype");
-  const std::vector<std::string> dtypes = {"f32", "f16", "bf16"};
-  if (std::find(dtypes.begin(), dtypes.end(), dtype) == dtypes.end())
-    throw InputError(bad_value("dtype", "'" + dtype + "'", join_names(dtypes)) + did_you_mean(dtype, dtypes));
-  s.dtype = parse_dtype(dtype);
-  const std::string& head_dim = c.params.string("head_dim");
-  if (head_dim != "64" && head_dim != "128") throw InputError(bad_value("head_dim", head_dim, "64, 128"));
-  const std::size_t n = positive(c, "seq_len", 1 << 20);
-  if (n < 4) throw InputError(bad_value("seq_len", std::to_string(n), "an integer >= 4 (the fit runs N/4)"));
-  s.attention = kernels::AttentionShape::self(positive(c, "batch", 4096), positive(c, "heads", 4096), n,
-                                              std::stoul(head_dim), c.params.boolean("causal"));
-  s.tiles = {positive(c, "q_tile", 4096), positive(c, "kv_tile", 4096)};
-  s.chunk = positive(c, "chunk", 1 << 20);
+  s.dtype = dtypes().of(c.params, "dtype");
+  const auto count = [&](const char* name) { return static_cast<std::size_t>(c.params.integer(name)); };
+  s.attention = kernels::AttentionShape::self(count("batch"), count("heads"), count("seq_len"),
+                                              std::stoul(c.params.string("head_dim")), c.params.boolean("causal"));
+  s.tiles = {count("q_tile"), count("kv_tile")};
+  s.chunk = count("chunk");
   s.score_std = c.params.real("score_std");
-  if (!(s.score_std >= 0.01 && s.score_std <= 16.0)) {
-    std::ostringstream m;
-    m << s.score_std;
-    throw InputError(bad_value("score_std", m.str(), "a number from 0.01 to 16"));
-  }
   s.input_seed = rng::bits(c.seed, 1);
   return s;
 }
@@ -352,7 +333,7 @@ class CpuRun : public Run {
   Work work() const override { return {.bytes = std::nullopt, .flops = shape_.attention.flops()}; }
 
   std::vector<Metric> finish() override {
-    const fa::Errors e = fa::check_output(shape_, in_, out_.data(), variant_name());
+    const fa::Errors e = fa::check_output(shape_, in_, out_.data(), fa::to_string(method_));
     // The workspace of one call at N/4, N/2 and N; inputs and output are allocated outside the
     // scope, so its peak is the variant's own memory (naive: the scores buffer it needs).
     std::vector<std::size_t> lengths = fa::fit_lengths(shape_.attention.q_len), bytes;
@@ -374,10 +355,6 @@ class CpuRun : public Run {
   }
 
  private:
-  std::string variant_name() const {
-    return method_ == fa::Method::naive ? "naive" : method_ == fa::Method::flash ? "flash" : "memory_efficient";
-  }
-
   void compute(const fa::Shape& s, const fa::Inputs& in, float* out, float* scores) const {
     switch (method_) {
       case fa::Method::naive:
@@ -404,32 +381,17 @@ class CpuRun : public Run {
 
 // ---- prepare
 
-void FlashAttention::validate(const Case& c, DeviceKind device) const {
+void FlashAttention::check(const Case& c, DeviceKind device) const {
   const fa::Shape shape = fa::Shape::from(c);
   if (device == DeviceKind::cpu && shape.dtype != DType::f32)
     throw NotApplicable("flash_attention: dtype=" + to_string(shape.dtype) +
                         " runs on cuda only (tensor cores); the cpu kernels are fp32");
 }
 
-std::unique_ptr<Run> FlashAttention::prepare(const Case& c, const Device& device) const {
-  const auto variant = find_variant(c.variant);
-  if (!variant) {
-    std::vector<std::string> names;
-    for (const auto& v : variants()) names.push_back(v.name);
-    throw InputError("flash_attention: unknown variant '" + c.variant + "'; allowed: " + join_names(names) +
-                     did_you_mean(c.variant, names));
-  }
-  if (!variant->runs_on(device.kind)) {
-    std::vector<std::string> kinds;
-    for (DeviceKind k : variant->devices) kinds.push_back(aiopt::to_string(k));
-    throw InputError("flash_attention: variant '" + c.variant + "' does not run on " +
-                     aiopt::to_string(device.kind) + "; it runs on: " + join_names(kinds));
-  }
-  validate(c, device.kind);
+std::unique_ptr<Run> FlashAttention::start(const Case& c, const Device& device) const {
   const fa::Shape shape = fa::Shape::from(c);
   const fa::Method method = fa::parse_method(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, method);
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return fa::prepare_cuda(shape, method, device);
 #else

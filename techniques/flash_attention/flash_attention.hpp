@@ -12,6 +12,7 @@
 #include "core/dtype.hpp"
 #include "core/memory.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "kernels/attention_shape.hpp"
 #include "kernels/cpu/attention.hpp"
 
@@ -24,15 +25,19 @@ class FlashAttention : public Technique {
   std::string trade_off() const override { return "recomputation and tiling complexity vs N² memory"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the CPU and CUDA runs share.
 namespace flash_attention {
 
 enum class Method { naive, flash, memory_efficient };
-Method parse_method(const std::string& variant);
+const VariantTable<Method>& methods();  // the variants, one per method
+inline Method parse_method(const std::string& variant) { return methods().parse(variant); }
+inline const std::string& to_string(Method method) { return methods().name(method); }
 
 // One case, parsed and checked.
 struct Shape {
@@ -47,7 +52,7 @@ struct Shape {
   // The same case at sequence length n (the workspace-growth fit).
   Shape at_length(std::size_t n) const;
 
-  // Throws InputError naming the parameter, the bad value and what is allowed.
+  // The case's values, which Technique::validate has checked against params().
   static Shape from(const Case& c);
 };
 

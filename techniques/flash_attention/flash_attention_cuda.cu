@@ -59,8 +59,7 @@ class CudaRun : public Run {
       CUDA_CHECK(cudaMemcpy(bits.data(), out_.data(), out_.bytes(), cudaMemcpyDeviceToHost));
       convert(bits.data(), got.data(), n, shape_.dtype);
     }
-    const char* variant = method_ == Method::naive ? "naive" : method_ == Method::flash ? "flash" : "memory_efficient";
-    const Errors e = check_output(shape_, host_, got.data(), variant);
+    const Errors e = check_output(shape_, host_, got.data(), to_string(method_));
 
     // The workspace of one call at N/4, N/2 and N, inputs and output allocated outside the scope.
     std::vector<std::size_t> lengths = fit_lengths(shape_.attention.q_len), bytes;

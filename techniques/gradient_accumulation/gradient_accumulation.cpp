@@ -6,12 +6,10 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 #include "nn/training.hpp"
 #include "techniques/model_params.hpp"
 
@@ -41,41 +39,29 @@ std::vector<ParamSpec> GradientAccumulation::params() const {
   return out;
 }
 
-std::vector<Variant> GradientAccumulation::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"large_batch", "one forward and backward pass over all b·k sequences", true, both},
-      {"accumulate", "k passes over micro-batches of b sequences, each gradient added with 1/k", false, both},
-  };
+const VariantTable<ga::Method>& ga::methods() {
+  static const VariantTable<Method> table(
+      "gradient_accumulation",
+      {
+          {Method::large_batch, "large_batch", "one forward and backward pass over all b·k sequences", true},
+          {Method::accumulate, "accumulate", "k passes over micro-batches of b sequences, each gradient added with 1/k"},
+      });
+  return table;
 }
+
+std::vector<Variant> GradientAccumulation::variants() const { return ga::methods().variants(); }
 
 // ---- the case
-
-ga::Method ga::parse_method(const std::string& variant) {
-  if (variant == "large_batch") return Method::large_batch;
-  if (variant == "accumulate") return Method::accumulate;
-  const std::vector<std::string> names = {"large_batch", "accumulate"};
-  throw InputError("gradient_accumulation: unknown variant '" + variant + "'; allowed: " + join_names(names) +
-                   did_you_mean(variant, names));
-}
-
-std::string ga::to_string(Method method) { return method == Method::large_batch ? "large_batch" : "accumulate"; }
 
 ga::Shape ga::Shape::from(const Case& c) {
   Shape s;
   s.model = model_params::config(c.params);
-  const auto positive = [&](const char* name) {
-    const std::int64_t v = c.params.integer(name);
-    if (v < 1)
-      throw InputError("gradient_accumulation: parameter '" + std::string(name) + "' = " + std::to_string(v) +
-                       "; allowed: 1 or more");
-    return static_cast<std::size_t>(v);
-  };
-  s.micro_batch = positive("micro_batch");
-  s.k = positive("k");
-  s.seq_len = positive("seq_len");
-  s.steps = positive("steps");
-  s.noise_batches = positive("noise_batches");
+  const auto count = [&](const char* name) { return static_cast<std::size_t>(c.params.integer(name)); };
+  s.micro_batch = count("micro_batch");
+  s.k = count("k");
+  s.seq_len = count("seq_len");
+  s.steps = count("steps");
+  s.noise_batches = count("noise_batches");
   if (s.seq_len > s.model.context)
     throw InputError("gradient_accumulation: parameter 'seq_len' = " + std::to_string(s.seq_len) +
                      "; allowed: 1 to the model's context of " + std::to_string(s.model.context) + " (" +
@@ -308,15 +294,11 @@ class AccumulationRun : public Run {
 
 // ---- prepare
 
-void GradientAccumulation::validate(const Case& c, DeviceKind) const {
-  (void)ga::parse_method(c.variant);
-  (void)ga::Shape::from(c);
-}
+void GradientAccumulation::check(const Case& c, DeviceKind) const { (void)ga::Shape::from(c); }
 
-std::unique_ptr<Run> GradientAccumulation::prepare(const Case& c, const Device& device) const {
+std::unique_ptr<Run> GradientAccumulation::start(const Case& c, const Device& device) const {
   const ga::Method method = ga::parse_method(c.variant);
   const ga::Shape shape = ga::Shape::from(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<AccumulationRun>(shape, method, device);
 }
 

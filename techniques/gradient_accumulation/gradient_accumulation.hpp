@@ -15,6 +15,7 @@
 
 #include "core/device.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "nn/batches.hpp"
 #include "nn/config.hpp"
 #include "nn/corpus.hpp"
@@ -30,16 +31,19 @@ class GradientAccumulation : public Technique {
   std::string trade_off() const override { return "memory vs training dynamics"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the run and the tests share.
 namespace gradient_accumulation {
 
 enum class Method { large_batch, accumulate };
-Method parse_method(const std::string& variant);  // InputError naming the allowed variants
-std::string to_string(Method method);
+const VariantTable<Method>& methods();  // the variants, one per method
+inline Method parse_method(const std::string& variant) { return methods().parse(variant); }
+inline const std::string& to_string(Method method) { return methods().name(method); }
 
 // One case, parsed and checked.
 struct Shape {

@@ -4,11 +4,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 #include "nn/corpus.hpp"
 #include "techniques/model_params.hpp"
 
@@ -23,6 +21,17 @@ std::string GradientCheckpointing::summary() const {
          "blocks, every round(sqrt(L)) blocks, or only the cheap LayerNorm/GELU outputs";
 }
 
+namespace {
+
+// The training pass's attention kernels, by the names the `attention` parameter takes.
+const Choices<nn::TrainAttention>& attentions() {
+  static const Choices<nn::TrainAttention> names{{nn::TrainAttention::flash, "flash"},
+                                                 {nn::TrainAttention::naive, "naive"}};
+  return names;
+}
+
+}  // namespace
+
 std::vector<ParamSpec> GradientCheckpointing::params() const {
   std::vector<ParamSpec> out = model_params::specs("small", "tiny");
 
@@ -33,46 +42,30 @@ std::vector<ParamSpec> GradientCheckpointing::params() const {
                               "sequences in the fixed training batch"));
   out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens",
                               "tokens per sequence; at most the model's context"));
-  out.push_back(choice_param("attention", "flash", std::nullopt, {"flash", "naive"}, "",
+  out.push_back(attentions().param("attention", nn::TrainAttention::flash, std::nullopt, "",
                              "flash: tiled, saves the log-sum-exp, the backward recomputes the scores tile by tile; "
                              "naive: the (B, H, T, T) scores materialized in the forward and recomputed in the "
                              "backward"));
   return out;
 }
 
-std::vector<Variant> GradientCheckpointing::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"store_all", "every block keeps all its activations for the backward", true, both},
-      {"checkpoint_every_k", "only the input of every k-th block is kept; segments of k blocks are re-run forward",
-       false, both},
-      {"sqrt_n", "checkpoint_every_k with k = round(sqrt(layers)) (Chen et al. 2016)", false, both},
-      {"selective", "blocks keep their products' outputs; LayerNorm, GELU and merged heads are recomputed", false,
-       both},
-  };
+const VariantTable<gc::Policy>& gc::policies() {
+  static const VariantTable<Policy> table(
+      "gradient_checkpointing",
+      {
+          {Policy::store_all, "store_all", "every block keeps all its activations for the backward", true},
+          {Policy::checkpoint_every_k, "checkpoint_every_k",
+           "only the input of every k-th block is kept; segments of k blocks are re-run forward"},
+          {Policy::sqrt_n, "sqrt_n", "checkpoint_every_k with k = round(sqrt(layers)) (Chen et al. 2016)"},
+          {Policy::selective, "selective",
+           "blocks keep their products' outputs; LayerNorm, GELU and merged heads are recomputed"},
+      });
+  return table;
 }
+
+std::vector<Variant> GradientCheckpointing::variants() const { return gc::policies().variants(); }
 
 // ---- the case
-
-gc::Policy gc::parse_policy(const std::string& variant) {
-  if (variant == "store_all") return Policy::store_all;
-  if (variant == "checkpoint_every_k") return Policy::checkpoint_every_k;
-  if (variant == "sqrt_n") return Policy::sqrt_n;
-  if (variant == "selective") return Policy::selective;
-  const std::vector<std::string> names = {"store_all", "checkpoint_every_k", "sqrt_n", "selective"};
-  throw InputError("gradient_checkpointing: unknown variant '" + variant + "'; allowed: " + join_names(names) +
-                   did_you_mean(variant, names));
-}
-
-std::string gc::to_string(Policy policy) {
-  switch (policy) {
-    case Policy::store_all: return "store_all";
-    case Policy::checkpoint_every_k: return "checkpoint_every_k";
-    case Policy::sqrt_n: return "sqrt_n";
-    case Policy::selective: return "selective";
-  }
-  return "?";
-}
 
 std::size_t gc::sqrt_n_segment(std::size_t layers) {
   const long k = std::lround(std::sqrt(static_cast<double>(layers)));
@@ -85,9 +78,7 @@ gc::Shape gc::Shape::from(const Case& c, Policy policy) {
   const std::int64_t batch = c.params.integer("batch");
   const std::int64_t seq_len = c.params.integer("seq_len");
   const std::int64_t k = c.params.integer("k");
-  if (batch < 1)
-    throw InputError("gradient_checkpointing: parameter 'batch' = " + std::to_string(batch) + "; allowed: 1 or more");
-  if (seq_len < 1 || static_cast<std::size_t>(seq_len) > s.model.context)
+  if (static_cast<std::size_t>(seq_len) > s.model.context)
     throw InputError("gradient_checkpointing: parameter 'seq_len' = " + std::to_string(seq_len) +
                      "; allowed: 1 to the model's context of " + std::to_string(s.model.context) + " (" +
                      s.model.describe() + ")");
@@ -98,7 +89,7 @@ gc::Shape gc::Shape::from(const Case& c, Policy policy) {
   s.batch = static_cast<std::size_t>(batch);
   s.seq_len = static_cast<std::size_t>(seq_len);
   s.k = static_cast<std::size_t>(std::max<std::int64_t>(k, 0));
-  s.attention = c.params.string("attention") == "naive" ? nn::TrainAttention::naive : nn::TrainAttention::flash;
+  s.attention = attentions().of(c.params, "attention");
   // Distinct counters of one seed: independent streams for the weights and the windows.
   s.weight_seed = rng::bits(c.seed, 1);
   s.window_seed = rng::bits(c.seed, 2);
@@ -227,14 +218,13 @@ class CheckpointRun : public Run {
 
 // ---- prepare
 
-void GradientCheckpointing::validate(const Case& c, DeviceKind) const {
+void GradientCheckpointing::check(const Case& c, DeviceKind) const {
   (void)gc::Shape::from(c, gc::parse_policy(c.variant));
 }
 
-std::unique_ptr<Run> GradientCheckpointing::prepare(const Case& c, const Device& device) const {
+std::unique_ptr<Run> GradientCheckpointing::start(const Case& c, const Device& device) const {
   const gc::Policy policy = gc::parse_policy(c.variant);
   const gc::Shape shape = gc::Shape::from(c, policy);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<CheckpointRun>(shape, policy, device);
 }
 

@@ -15,6 +15,7 @@
 
 #include "core/device.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "nn/batches.hpp"
 #include "nn/config.hpp"
 #include "nn/training.hpp"
@@ -29,16 +30,19 @@ class GradientCheckpointing : public Technique {
   std::string trade_off() const override { return "training time vs activation memory"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the run and the tests share.
 namespace gradient_checkpointing {
 
 enum class Policy { store_all, checkpoint_every_k, sqrt_n, selective };
-Policy parse_policy(const std::string& variant);  // InputError naming the allowed variants
-std::string to_string(Policy policy);
+const VariantTable<Policy>& policies();  // the variants, one per policy
+inline Policy parse_policy(const std::string& variant) { return policies().parse(variant); }
+inline const std::string& to_string(Policy policy) { return policies().name(policy); }
 
 // sqrt_n's segment length: round(√L) to the nearest integer, halves away from zero (std::lround),
 // at least 1 (L = 8: √8 ≈ 2.83 → 3; L = 2: √2 ≈ 1.41 → 1).

@@ -7,12 +7,10 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 #include "harness/statistics.hpp"
 #include "harness/step_timer.hpp"
 #include "nn/sampling.hpp"
@@ -51,36 +49,20 @@ std::vector<ParamSpec> KvCaching::params() const {
   return out;
 }
 
-std::vector<Variant> KvCaching::variants() const {
-  return {
-      {"recompute", "every new token runs the model over the whole prefix again", true,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-      {"kv_cache", "past keys and values kept in a preallocated f32 cache; one new position per step", false,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-      {"kv_cache_int8", "the cache stored as int8 with one f32 scale per (head, position) row", false,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-  };
+const VariantTable<kc::Method>& kc::methods() {
+  static const VariantTable<Method> table(
+      "kv_caching",
+      {
+          {Method::recompute, "recompute", "every new token runs the model over the whole prefix again", true},
+          {Method::kv_cache, "kv_cache", "past keys and values kept in a preallocated f32 cache; one new position per step"},
+          {Method::kv_cache_int8, "kv_cache_int8", "the cache stored as int8 with one f32 scale per (head, position) row"},
+      });
+  return table;
 }
+
+std::vector<Variant> KvCaching::variants() const { return kc::methods().variants(); }
 
 // ---- the case
-
-kc::Method kc::parse_method(const std::string& variant) {
-  if (variant == "recompute") return Method::recompute;
-  if (variant == "kv_cache") return Method::kv_cache;
-  if (variant == "kv_cache_int8") return Method::kv_cache_int8;
-  const std::vector<std::string> names = {"recompute", "kv_cache", "kv_cache_int8"};
-  throw InputError("kv_caching: unknown variant '" + variant + "'; allowed: " + join_names(names) +
-                   did_you_mean(variant, names));
-}
-
-std::string kc::to_string(Method method) {
-  switch (method) {
-    case Method::recompute: return "recompute";
-    case Method::kv_cache: return "kv_cache";
-    case Method::kv_cache_int8: return "kv_cache_int8";
-  }
-  return "?";
-}
 
 std::optional<DType> kc::cache_dtype(Method method) {
   switch (method) {
@@ -96,16 +78,9 @@ kc::Shape kc::Shape::from(const Case& c) {
   s.model = model_params::config(c.params);
   const std::int64_t prompt_len = c.params.integer("prompt_len");
   const std::int64_t gen_tokens = c.params.integer("gen_tokens");
-  const std::int64_t batch = c.params.integer("batch");
-  if (prompt_len < 1)
-    throw InputError("kv_caching: parameter 'prompt_len' = " + std::to_string(prompt_len) + "; allowed: 1 or more");
-  if (gen_tokens < 5)
-    throw InputError("kv_caching: parameter 'gen_tokens' = " + std::to_string(gen_tokens) +
-                     "; allowed: 5 or more (4 position buckets of decode steps)");
-  if (batch < 1) throw InputError("kv_caching: parameter 'batch' = " + std::to_string(batch) + "; allowed: 1 or more");
   s.prompt_len = static_cast<std::size_t>(prompt_len);
   s.gen_tokens = static_cast<std::size_t>(gen_tokens);
-  s.batch = static_cast<std::size_t>(batch);
+  s.batch = static_cast<std::size_t>(c.params.integer("batch"));
   if (s.capacity() > s.model.context)
     throw InputError("kv_caching: prompt_len (" + std::to_string(prompt_len) + ") + gen_tokens (" +
                      std::to_string(gen_tokens) + ") = " + std::to_string(s.capacity()) +
@@ -485,12 +460,11 @@ class KvRun : public Run {
 
 // ---- prepare
 
-void KvCaching::validate(const Case& c, DeviceKind) const { (void)kc::Shape::from(c); }
+void KvCaching::check(const Case& c, DeviceKind) const { (void)kc::Shape::from(c); }
 
-std::unique_ptr<Run> KvCaching::prepare(const Case& c, const Device& device) const {
+std::unique_ptr<Run> KvCaching::start(const Case& c, const Device& device) const {
   const kc::Method method = kc::parse_method(c.variant);
   const kc::Shape shape = kc::Shape::from(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<KvRun>(shape, method, device);
 }
 

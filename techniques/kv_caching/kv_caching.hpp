@@ -15,6 +15,7 @@
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "nn/config.hpp"
 #include "nn/gpt.hpp"
 
@@ -27,16 +28,19 @@ class KvCaching : public Technique {
   std::string trade_off() const override { return "memory vs compute in autoregressive decoding"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the run and the tests share.
 namespace kv_caching {
 
 enum class Method { recompute, kv_cache, kv_cache_int8 };
-Method parse_method(const std::string& variant);  // InputError naming the allowed variants
-std::string to_string(Method method);
+const VariantTable<Method>& methods();  // the variants, one per method
+inline Method parse_method(const std::string& variant) { return methods().parse(variant); }
+inline const std::string& to_string(Method method) { return methods().name(method); }
 // The cache's element type: f32 for kv_cache, i8 for kv_cache_int8; nullopt for recompute.
 std::optional<DType> cache_dtype(Method method);
 
@@ -52,7 +56,7 @@ struct Shape {
   // Positions the cache holds: the prompt and every generated token.
   std::size_t capacity() const { return prompt_len + gen_tokens; }
 
-  // Throws InputError naming the parameter, the bad value and what is allowed.
+  // Throws InputError when prompt_len + gen_tokens exceed the model's context.
   static Shape from(const Case& c);
 };
 

@@ -7,11 +7,9 @@
 #include <numbers>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 #include "kernels/cpu/attention.hpp"
 
 namespace aiopt {
@@ -49,33 +47,29 @@ std::vector<ParamSpec> LinearAttention::params() const {
   };
 }
 
-std::vector<Variant> LinearAttention::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"softmax", "exact attention by the flash kernel: online softmax over key tiles, fully masked causal tiles "
-                  "skipped (O(N²) time, O(1) workspace in N)", true, both},
-      {"naive", "exact attention with the N×N scores materialized (O(N²) time and memory); a reference row", false,
-       both},
-      {"linear_elu", "φ(x) = elu(x)+1, out = φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1) (Katharopoulos et al. 2020)", false, both},
-      {"performer", "FAVOR+: m positive orthogonal random features estimating the softmax kernel (Choromanski et al. "
-                    "2021)", false, both},
-      {"linformer", "softmax over K and V projected along the sequence to k rows (Wang et al. 2020); non-causal",
-       false, both},
-  };
+const VariantTable<la::Kind>& la::kinds() {
+  static const VariantTable<Kind> table(
+      "linear_attention",
+      {
+          {Kind::softmax, "softmax",
+           "exact attention by the flash kernel: online softmax over key tiles, fully masked causal tiles skipped "
+           "(O(N²) time, O(1) workspace in N)",
+           true},
+          {Kind::naive, "naive",
+           "exact attention with the N×N scores materialized (O(N²) time and memory); a reference row"},
+          {Kind::linear_elu, "linear_elu",
+           "φ(x) = elu(x)+1, out = φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1) (Katharopoulos et al. 2020)"},
+          {Kind::performer, "performer",
+           "FAVOR+: m positive orthogonal random features estimating the softmax kernel (Choromanski et al. 2021)"},
+          {Kind::linformer, "linformer",
+           "softmax over K and V projected along the sequence to k rows (Wang et al. 2020); non-causal"},
+      });
+  return table;
 }
+
+std::vector<Variant> LinearAttention::variants() const { return la::kinds().variants(); }
 
 // ---- the case
-
-std::string la::to_string(Kind kind) {
-  switch (kind) {
-    case Kind::softmax: return "softmax";
-    case Kind::naive: return "naive";
-    case Kind::linear_elu: return "linear_elu";
-    case Kind::performer: return "performer";
-    case Kind::linformer: return "linformer";
-  }
-  return "?";
-}
 
 std::size_t la::Shape::feature_dim() const {
   switch (kind) {
@@ -106,62 +100,28 @@ la::Shape la::Shape::at(std::size_t n) const {
   return s;
 }
 
-namespace {
-
-std::string bad_value(const std::string& key, std::int64_t value, const std::string& allowed) {
-  return "linear_attention: parameter '" + key + "' = " + std::to_string(value) + " is not allowed; allowed: " + allowed;
-}
-
-std::size_t positive(const Case& c, const std::string& key, std::int64_t max) {
-  const std::int64_t v = c.params.integer(key);
-  if (v < 1 || v > max) throw InputError(bad_value(key, v, "an integer from 1 to " + std::to_string(max)));
-  return static_cast<std::size_t>(v);
-}
-
-}  // namespace
-
 la::Shape la::Shape::from(const Case& c) {
   Shape s;
-  const std::vector<std::string> kinds = {"softmax", "naive", "linear_elu", "performer", "linformer"};
-  if (c.variant == "softmax") {
-    s.kind = Kind::softmax;
-  } else if (c.variant == "naive") {
-    s.kind = Kind::naive;
-  } else if (c.variant == "linear_elu") {
-    s.kind = Kind::linear_elu;
-  } else if (c.variant == "performer") {
-    s.kind = Kind::performer;
-  } else if (c.variant == "linformer") {
-    s.kind = Kind::linformer;
-  } else {
-    throw InputError("linear_attention: unknown variant '" + c.variant + "'; allowed: " + join_names(kinds) +
-                     did_you_mean(c.variant, kinds));
-  }
-  s.batch = positive(c, "batch", 256);
-  s.heads = positive(c, "heads", 256);
-  s.seq_len = positive(c, "seq_len", 1 << 20);
-  s.head_dim = positive(c, "head_dim", 1024);
-  s.features = positive(c, "features", 16384);
-  s.proj_rows = positive(c, "proj_rows", 1 << 20);
+  s.kind = kinds().parse(c.variant);
+  const auto count = [&](const char* name) { return static_cast<std::size_t>(c.params.integer(name)); };
+  s.batch = count("batch");
+  s.heads = count("heads");
+  s.seq_len = count("seq_len");
+  s.head_dim = count("head_dim");
+  s.features = count("features");
+  s.proj_rows = count("proj_rows");
   s.causal = c.params.boolean("causal");
-  const std::int64_t seed = c.params.integer("projection_seed");
-  if (seed < 0) throw InputError(bad_value("projection_seed", seed, "an integer >= 0"));
   if (s.kind == Kind::linformer && s.causal)
     throw NotApplicable("linear_attention: variant linformer does not support causal = true: its projection E·K mixes "
                      "every position, later ones included, into each projected key, so no causal mask applies "
                      "(Wang et al. 2020 is an encoder method); allowed: causal = false for linformer, or "
                      "--variant softmax,naive,linear_elu,performer with causal = true");
   if (s.kind == Kind::linformer && s.proj_rows > s.seq_len)
-    throw InputError(bad_value("proj_rows", static_cast<std::int64_t>(s.proj_rows),
-                               "proj_rows <= seq_len = " + std::to_string(s.seq_len) +
-                                   " (linformer projects the sequence down to proj_rows rows)"));
-  s.projection_seed = static_cast<std::uint64_t>(seed);
+    throw InputError("linear_attention: parameter 'proj_rows' = " + std::to_string(s.proj_rows) +
+                     " is not allowed; allowed: proj_rows <= seq_len = " + std::to_string(s.seq_len) +
+                     " (linformer projects the sequence down to proj_rows rows)");
+  s.projection_seed = static_cast<std::uint64_t>(c.params.integer("projection_seed"));
   s.score_std = c.params.real("score_std");
-  if (!(s.score_std >= 0.01 && s.score_std <= 16.0)) {
-    std::ostringstream m;
-    m << "linear_attention: parameter 'score_std' = " << s.score_std << " is not allowed; allowed: a number from 0.01 to 16";
-    throw InputError(m.str());
-  }
   s.input_seed = rng::bits(c.seed, 3);
   return s;
 }
@@ -728,21 +688,13 @@ void require_supported(const la::Shape& s, DeviceKind device) {
 
 }  // namespace
 
-void LinearAttention::validate(const Case& c, DeviceKind device) const {
+void LinearAttention::check(const Case& c, DeviceKind device) const {
   require_supported(la::Shape::from(c), device);
 }
 
-std::unique_ptr<Run> LinearAttention::prepare(const Case& c, const Device& device) const {
-  const auto variant = find_variant(c.variant);
-  if (!variant) {
-    std::vector<std::string> names;
-    for (const auto& v : variants()) names.push_back(v.name);
-    throw InputError("linear_attention: unknown variant '" + c.variant + "'; allowed: " + join_names(names) +
-                     did_you_mean(c.variant, names));
-  }
+std::unique_ptr<Run> LinearAttention::start(const Case& c, const Device& device) const {
   const la::Shape shape = la::Shape::from(c);
   require_supported(shape, device.kind);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<LinearAttentionRun>(shape, device);
 }
 

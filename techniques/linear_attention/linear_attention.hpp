@@ -12,6 +12,7 @@
 #include "core/device.hpp"
 #include "core/memory.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "kernels/attention_shape.hpp"
 #include "kernels/cpu/linear_attention.hpp"
 
@@ -24,8 +25,10 @@ class LinearAttention : public Technique {
   std::string trade_off() const override { return "attention quality vs complexity"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the CPU and CUDA runs share.
@@ -34,7 +37,8 @@ namespace linear_attention {
 // softmax: exact attention by the flash kernel (the baseline); naive: exact attention with the
 // N×N scores materialized.
 enum class Kind { softmax, naive, linear_elu, performer, linformer };
-std::string to_string(Kind kind);
+const VariantTable<Kind>& kinds();  // the variants, one per kind
+inline const std::string& to_string(Kind kind) { return kinds().name(kind); }
 inline bool is_exact(Kind kind) { return kind == Kind::softmax || kind == Kind::naive; }
 
 // One case, parsed and checked.
@@ -59,8 +63,8 @@ struct Shape {
   kernels::cpu::LinearAttentionShape linear() const;
   Shape at(std::size_t n) const;  // the same case at sequence length n
 
-  // Throws InputError naming the parameter, the bad value and what is allowed; a causal
-  // linformer is one (README "Linformer is non-causal").
+  // Throws InputError when linformer's proj_rows exceed seq_len, NotApplicable for a causal
+  // linformer (README "Linformer is non-causal").
   static Shape from(const Case& c);
 };
 

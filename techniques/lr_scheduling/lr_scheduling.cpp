@@ -5,7 +5,6 @@
 #include <numbers>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "techniques/training_case.hpp"
@@ -36,19 +35,24 @@ std::vector<ParamSpec> LrScheduling::params() const {
   return out;
 }
 
-std::vector<Variant> LrScheduling::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"constant", "peak_lr at every step", true, both},
-      {"step", "peak_lr halved every quarter of the budget", false, both},
-      {"cosine", "half a cosine from peak_lr to min_lr, no warmup", false, both},
-      {"warmup_cosine", "linear warmup, then a cosine to min_lr", false, both},
-      {"linear_warmup_decay", "linear warmup, then linear decay to min_lr", false, both},
-      {"one_cycle", "from peak_lr/25 up to peak_lr over the warmup, then a cosine to min_lr", false, both},
-      {"inverse_sqrt", "linear warmup, then peak_lr·sqrt(W/(t+1))", false, both},
-      {"wsd", "warmup, stable at peak_lr, linear decay to min_lr over the last fifth", false, both},
-  };
+const VariantTable<nn::ScheduleKind>& ls::schedules() {
+  using nn::ScheduleKind;
+  static const VariantTable<ScheduleKind> table(
+      "lr_scheduling",
+      {
+          {ScheduleKind::constant, "constant", "peak_lr at every step", true},
+          {ScheduleKind::step, "step", "peak_lr halved every quarter of the budget"},
+          {ScheduleKind::cosine, "cosine", "half a cosine from peak_lr to min_lr, no warmup"},
+          {ScheduleKind::warmup_cosine, "warmup_cosine", "linear warmup, then a cosine to min_lr"},
+          {ScheduleKind::linear_warmup_decay, "linear_warmup_decay", "linear warmup, then linear decay to min_lr"},
+          {ScheduleKind::one_cycle, "one_cycle", "from peak_lr/25 up to peak_lr over the warmup, then a cosine to min_lr"},
+          {ScheduleKind::inverse_sqrt, "inverse_sqrt", "linear warmup, then peak_lr·sqrt(W/(t+1))"},
+          {ScheduleKind::wsd, "wsd", "warmup, stable at peak_lr, linear decay to min_lr over the last fifth"},
+      });
+  return table;
 }
+
+std::vector<Variant> LrScheduling::variants() const { return ls::schedules().variants(); }
 
 // ---- the case
 
@@ -97,7 +101,7 @@ nn::TrainConfig ls::train_config(const Case& c) {
 
 nn::LrSchedule ls::schedule(const Case& c, std::size_t steps) {
   nn::LrSchedule s;
-  s.kind = nn::parse_schedule(c.variant);
+  s.kind = schedules().parse(c.variant);
   s.peak_lr = static_cast<float>(c.params.real("peak_lr"));
   s.min_lr = static_cast<float>(c.params.real("min_lr"));
   s.total_steps = steps;
@@ -266,11 +270,10 @@ class ScheduleRun : public Run {
 
 // ---- prepare
 
-void LrScheduling::validate(const Case& c, DeviceKind) const { (void)ls::train_config(c); }
+void LrScheduling::check(const Case& c, DeviceKind) const { (void)ls::train_config(c); }
 
-std::unique_ptr<Run> LrScheduling::prepare(const Case& c, const Device& device) const {
+std::unique_ptr<Run> LrScheduling::start(const Case& c, const Device& device) const {
   nn::TrainConfig config = ls::train_config(c);
-  if (device.is_cuda()) cuda::require_device(device.index);
   const nn::LrSchedule intended = ls::schedule(c, config.steps);
   return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, c.params.real("target_loss"), device);
 }

@@ -11,6 +11,7 @@
 
 #include "core/device.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "nn/trainer.hpp"
 
 namespace aiopt {
@@ -22,13 +23,16 @@ class LrScheduling : public Technique {
   std::string trade_off() const override { return "training time vs final quality"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the run and the tests share.
 namespace lr_scheduling {
 
+const VariantTable<nn::ScheduleKind>& schedules();  // the variants, one per schedule
 
 // Warmup steps from the `warmup` parameter: below 1 a fraction of the budget (rounded), from 1 on
 // a number of steps. Throws InputError when it is negative or more than the budget.

@@ -5,10 +5,8 @@
 #include <limits>
 #include <sstream>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
-#include "core/spelling.hpp"
 #include "nn/optimizer.hpp"
 #include "techniques/training_case.hpp"
 
@@ -37,42 +35,25 @@ std::vector<ParamSpec> MixedPrecision::params() const {
   return out;
 }
 
-std::vector<Variant> MixedPrecision::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"fp32", "every tensor in fp32", true, both},
-      {"fp16_no_scaling", "fp16 storage, no loss scale: gradients below 2^-24 flush to zero", false, both},
-      {"fp16_static_scaling", "fp16 storage with the fixed loss scale loss_scale", false, both},
-      {"fp16_dynamic_scaling",
-       "fp16 storage with a loss scale from initial_scale, halved on overflow and doubled after growth_interval "
-       "clean steps",
-       false, both},
-      {"bf16", "bf16 storage (fp32's exponent range, 8 bits of mantissa), no loss scale", false, both},
-  };
+const VariantTable<mp::Precision>& mp::precisions() {
+  static const VariantTable<Precision> table(
+      "mixed_precision",
+      {
+          {Precision::fp32, "fp32", "every tensor in fp32", true},
+          {Precision::fp16_no_scaling, "fp16_no_scaling",
+           "fp16 storage, no loss scale: gradients below 2^-24 flush to zero"},
+          {Precision::fp16_static_scaling, "fp16_static_scaling", "fp16 storage with the fixed loss scale loss_scale"},
+          {Precision::fp16_dynamic_scaling, "fp16_dynamic_scaling",
+           "fp16 storage with a loss scale from initial_scale, halved on overflow and doubled after growth_interval "
+           "clean steps"},
+          {Precision::bf16, "bf16", "bf16 storage (fp32's exponent range, 8 bits of mantissa), no loss scale"},
+      });
+  return table;
 }
+
+std::vector<Variant> MixedPrecision::variants() const { return mp::precisions().variants(); }
 
 // ---- the case
-
-mp::Precision mp::parse_precision(const std::string& variant) {
-  for (Precision p : {Precision::fp32, Precision::fp16_no_scaling, Precision::fp16_static_scaling,
-                      Precision::fp16_dynamic_scaling, Precision::bf16})
-    if (to_string(p) == variant) return p;
-  const std::vector<std::string> names = {"fp32", "fp16_no_scaling", "fp16_static_scaling", "fp16_dynamic_scaling",
-                                          "bf16"};
-  throw InputError("mixed_precision: unknown variant '" + variant + "'; allowed: " + join_names(names) +
-                   did_you_mean(variant, names));
-}
-
-std::string mp::to_string(Precision precision) {
-  switch (precision) {
-    case Precision::fp32: return "fp32";
-    case Precision::fp16_no_scaling: return "fp16_no_scaling";
-    case Precision::fp16_static_scaling: return "fp16_static_scaling";
-    case Precision::fp16_dynamic_scaling: return "fp16_dynamic_scaling";
-    case Precision::bf16: return "bf16";
-  }
-  return "?";
-}
 
 DType mp::storage(Precision precision) {
   switch (precision) {
@@ -102,7 +83,6 @@ nn::TrainConfig mp::train_config(const Case& c, Precision precision) {
       throw InputError(m.str());
     }
   };
-  positive("growth_interval", static_cast<double>(growth));
   positive("lr", lr);
   positive("loss_scale", loss_scale);
   positive("initial_scale", initial_scale);
@@ -395,15 +375,14 @@ class MixedPrecisionRun : public Run {
 
 // ---- prepare
 
-void MixedPrecision::validate(const Case& c, DeviceKind) const {
+void MixedPrecision::check(const Case& c, DeviceKind) const {
   (void)mp::train_config(c, mp::parse_precision(c.variant));
 }
 
-std::unique_ptr<Run> MixedPrecision::prepare(const Case& c, const Device& device) const {
+std::unique_ptr<Run> MixedPrecision::start(const Case& c, const Device& device) const {
   const mp::Precision precision = mp::parse_precision(c.variant);
   nn::TrainConfig config = mp::train_config(c, precision);
   nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
-  if (device.is_cuda()) cuda::require_device(device.index);
   return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32), device);
 }
 

@@ -15,6 +15,7 @@
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "nn/trainer.hpp"
 
 namespace aiopt {
@@ -26,16 +27,19 @@ class MixedPrecision : public Technique {
   std::string trade_off() const override { return "numerical stability vs speed and memory"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the run and the tests share.
 namespace mixed_precision {
 
 enum class Precision { fp32, fp16_no_scaling, fp16_static_scaling, fp16_dynamic_scaling, bf16 };
-Precision parse_precision(const std::string& variant);  // InputError naming the allowed variants
-std::string to_string(Precision precision);
+const VariantTable<Precision>& precisions();  // the variants, one per precision
+inline Precision parse_precision(const std::string& variant) { return precisions().parse(variant); }
+inline const std::string& to_string(Precision precision) { return precisions().name(precision); }
 DType storage(Precision precision);            // f32, f16 or bf16
 nn::LossScaling scaling(Precision precision);  // none, fixed or dynamic
 

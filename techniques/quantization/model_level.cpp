@@ -41,8 +41,9 @@ struct ModelCase {
     ModelCase m;
     m.preset = c.params.string("preset");
     m.variant = c.variant;
-    m.qat = c.variant == "qat";
-    m.format = m.qat ? Format::int4_weight_only : parse_format(c.variant);
+    const Scheme scheme = schemes().parse(c.variant);
+    m.qat = scheme.qat;
+    m.format = scheme.format;
     m.qat_steps = static_cast<std::size_t>(c.params.integer("qat_steps"));
     m.qat_lr = c.params.real("qat_lr");
     m.group = std::stoul(c.params.string("group_size"));
@@ -271,7 +272,12 @@ class ModelRun : public Run {
 
 }  // namespace
 
-bool is_model_level(const Case& c) { return c.params.has("level") && c.params.string("level") == "model"; }
+const Choices<Level>& levels() {
+  static const Choices<Level> names{{Level::gemm, "gemm"}, {Level::model, "model"}};
+  return names;
+}
+
+bool is_model_level(const Case& c) { return c.params.has("level") && levels().of(c.params, "level") == Level::model; }
 
 void validate_model(const Case& c, DeviceKind device) {
   const ModelCase mc = ModelCase::from(c);
@@ -285,8 +291,7 @@ void validate_model(const Case& c, DeviceKind device) {
                      " must be in [1, " + std::to_string(cfg.context) + "], the " + mc.preset + " model's context");
 }
 
-std::unique_ptr<Run> prepare_model(const Case& c, const Device& device) {
-  validate_model(c, device.kind);
+std::unique_ptr<Run> prepare_model(const Case& c) {
   return std::make_unique<ModelRun>(ModelCase::from(c), c.seed);
 }
 

@@ -5,7 +5,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/cuda_runtime.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
@@ -38,7 +37,7 @@ std::vector<ParamSpec> Quantization::params() const {
   zero_point.default_value = false;
   zero_point.help = "int4_weight_only: asymmetric groups, q in [0, 15] with a zero point (else symmetric, q in [-8, 7])";
   return {
-      choice_param("level", "gemm", std::nullopt, {"gemm", "model"}, "",
+      qz::levels().param("level", qz::Level::gemm, std::nullopt, "",
                    "gemm: one product of shape m, n, k; model: the trained GPT's block linear layers in the format "
                    "(decode speed, perplexity, top-1 agreement against fp32)"),
       integer_param("m", 1, std::nullopt, 1, 1 << 20, "rows",
@@ -62,39 +61,40 @@ std::vector<ParamSpec> Quantization::params() const {
   };
 }
 
-std::vector<Variant> Quantization::variants() const {
-  const std::vector<DeviceKind> both = {DeviceKind::cpu, DeviceKind::cuda};
-  return {
-      {"fp32", "fp32 weights and activations (CPU: OpenBLAS sgemm, sgemv for one row; CUDA: cuBLAS sgemm)", true,
-       both},
-      {"fp16", "weights stored as fp16 (CPU: widened in registers, fp32 activations; CUDA: fp16 activations too, "
-               "cuBLAS tensor cores, fp32 sums, fp16 y)", false, both},
-      {"bf16", "weights stored as bf16 (CPU: widened in registers, fp32 activations; CUDA: bf16 activations too, "
-               "cuBLAS tensor cores, fp32 sums, bf16 y)", false, both},
-      {"int8_dynamic", "int8 weights (per output channel) and activations (per token, scale computed each step); "
-                       "int32 sums (CPU: AVX-512 VNNI / AVX2; CUDA: cuBLASLt IMMA)", false, both},
-      {"int8_static", "as int8_dynamic with one activation scale from a calibration batch", false, both},
-      {"int4_weight_only", "int4 weights in groups with fp16 scales, dequantized in registers; fp32 activations "
-                           "(CUDA: symmetric groups, up to 8 rows)", false, both},
-      {"fp8", "fp8 e4m3 weights and activations, one scale per tensor (the activations' each step); cuBLASLt, "
-              "compute capability 8.9+", false, {DeviceKind::cuda}},
-      {"qat", "level=model: int4 weights (group_size) learned by fine-tuning the trained model qat_steps steps with "
-              "fake quantization (straight-through estimator)", false, {DeviceKind::cpu}},
-  };
+const VariantTable<qz::Scheme>& qz::schemes() {
+  static const VariantTable<Scheme> table(
+      "quantization",
+      {
+          {{Format::fp32}, "fp32",
+           "fp32 weights and activations (CPU: OpenBLAS sgemm, sgemv for one row; CUDA: cuBLAS sgemm)", true},
+          {{Format::fp16}, "fp16",
+           "weights stored as fp16 (CPU: widened in registers, fp32 activations; CUDA: fp16 activations too, cuBLAS "
+           "tensor cores, fp32 sums, fp16 y)"},
+          {{Format::bf16}, "bf16",
+           "weights stored as bf16 (CPU: widened in registers, fp32 activations; CUDA: bf16 activations too, cuBLAS "
+           "tensor cores, fp32 sums, bf16 y)"},
+          {{Format::int8_dynamic}, "int8_dynamic",
+           "int8 weights (per output channel) and activations (per token, scale computed each step); int32 sums "
+           "(CPU: AVX-512 VNNI / AVX2; CUDA: cuBLASLt IMMA)"},
+          {{Format::int8_static}, "int8_static", "as int8_dynamic with one activation scale from a calibration batch"},
+          {{Format::int4_weight_only}, "int4_weight_only",
+           "int4 weights in groups with fp16 scales, dequantized in registers; fp32 activations (CUDA: symmetric "
+           "groups, up to 8 rows)"},
+          {{Format::fp8}, "fp8",
+           "fp8 e4m3 weights and activations, one scale per tensor (the activations' each step); cuBLASLt, compute "
+           "capability 8.9+",
+           false, {DeviceKind::cuda}},
+          {{Format::int4_weight_only, true}, "qat",
+           "level=model: int4 weights (group_size) learned by fine-tuning the trained model qat_steps steps with fake "
+           "quantization (straight-through estimator)",
+           false, {DeviceKind::cpu}},
+      });
+  return table;
 }
+
+std::vector<Variant> Quantization::variants() const { return qz::schemes().variants(); }
 
 // ---- the case
-
-qz::Format qz::parse_format(const std::string& variant) {
-  if (variant == "fp32") return Format::fp32;
-  if (variant == "fp16") return Format::fp16;
-  if (variant == "bf16") return Format::bf16;
-  if (variant == "int8_dynamic") return Format::int8_dynamic;
-  if (variant == "int8_static") return Format::int8_static;
-  if (variant == "int4_weight_only") return Format::int4_weight_only;
-  if (variant == "fp8") return Format::fp8;
-  throw InputError("quantization: unknown variant " + in_quotes(variant));
-}
 
 qz::Shape qz::Shape::from(const Case& c) {
   Shape s;
@@ -105,7 +105,7 @@ qz::Shape qz::Shape::from(const Case& c) {
   s.int4_mode = c.params.boolean("zero_point") ? cpu::Int4Mode::asymmetric : cpu::Int4Mode::symmetric;
   s.calibration_rows = static_cast<std::size_t>(c.params.integer("calibration_rows"));
   s.seed = c.seed;
-  if (c.variant == "int4_weight_only" && s.k % s.group != 0)
+  if (parse_format(c.variant) == Format::int4_weight_only && s.k % s.group != 0)
     throw InputError("quantization: k = " + std::to_string(s.k) + " is not a multiple of group_size = " +
                      std::to_string(s.group) + "; allowed: k a multiple of the group size for int4_weight_only");
   return s;
@@ -349,9 +349,9 @@ std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes
 // On CUDA the kernels' own shape rules (gemm_lt.hpp, gemv_int4.hpp) decide, pointers aside (the
 // tracked allocator aligns device buffers to 256 bytes), so a grid valid on the CPU still runs
 // and the cases CUDA cannot take are NotApplicable, naming the rule.
-void Quantization::validate(const Case& c, DeviceKind device) const {
+void Quantization::check(const Case& c, DeviceKind device) const {
   if (qz::is_model_level(c)) return qz::validate_model(c, device);
-  if (c.variant == "qat")
+  if (qz::schemes().parse(c.variant).qat)
     throw NotApplicable("quantization: qat fine-tunes the trained model, so it runs at level=model only");
   const qz::Shape s = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
@@ -531,13 +531,11 @@ std::vector<Metric> CpuRun::finish() {
 
 }  // namespace
 
-std::unique_ptr<Run> Quantization::prepare(const Case& c, const Device& device) const {
-  validate(c, device.kind);
-  if (qz::is_model_level(c)) return qz::prepare_model(c, device);
+std::unique_ptr<Run> Quantization::start(const Case& c, const Device& device) const {
+  if (qz::is_model_level(c)) return qz::prepare_model(c);
   const qz::Shape shape = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, format);
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
   return qz::prepare_cuda(shape, format, device);
 #else

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 #include "kernels/cpu/weights_int4.hpp"
 
 namespace aiopt {
@@ -23,15 +24,26 @@ class Quantization : public Technique {
   std::string trade_off() const override { return "accuracy vs speed and memory"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the CPU and CUDA runs and the tests share.
 namespace quantization {
 
 enum class Format { fp32, fp16, bf16, int8_dynamic, int8_static, int4_weight_only, fp8 };
-Format parse_format(const std::string& variant);
+
+// A variant: the weights' format, and whether they are learned by fine-tuning with fake
+// quantization (qat) rather than rounded from the trained weights.
+struct Scheme {
+  Format format = Format::fp32;
+  bool qat = false;
+  bool operator==(const Scheme&) const = default;
+};
+const VariantTable<Scheme>& schemes();  // the variants, one per scheme
+inline Format parse_format(const std::string& variant) { return schemes().parse(variant).format; }
 
 // One case, parsed and checked.
 struct Shape {
@@ -114,12 +126,14 @@ std::vector<Metric> product_metrics(const Shape& s, std::size_t weight_bytes, co
                                     std::optional<double> clipped_fraction);
 
 // The model level (model_level.cpp): the trained GPT with its block linear layers in the format.
+enum class Level { gemm, model };
+const Choices<Level>& levels();  // the values of the `level` parameter
 bool is_model_level(const Case& c);
 void validate_model(const Case& c, DeviceKind device);
-std::unique_ptr<Run> prepare_model(const Case& c, const Device& device);
+std::unique_ptr<Run> prepare_model(const Case& c);  // a case validate_model accepted, on the cpu
 
 #ifdef AIOPT_HAVE_CUDA
-// The CUDA runs (quantization_cuda.cu), for a shape validate() accepted on cuda.
+// The CUDA runs (quantization_cuda.cu), for a shape check() accepted on cuda.
 std::unique_ptr<Run> prepare_cuda(const Shape& s, Format format, const Device& device);
 #endif
 

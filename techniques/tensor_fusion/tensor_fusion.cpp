@@ -6,11 +6,9 @@
 #include <sstream>
 #include <type_traits>
 
-#include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/rng.hpp"
-#include "core/spelling.hpp"
 #include "kernels/cpu/activation.hpp"
 #include "kernels/cpu/bf16.hpp"
 #include "kernels/cpu/elementwise.hpp"
@@ -31,7 +29,7 @@ std::string TensorFusion::summary() const {
 
 std::vector<ParamSpec> TensorFusion::params() const {
   return {
-      choice_param("chain", "layernorm", std::nullopt, {"bias_gelu", "layernorm", "softmax"}, "",
+      tf::chains().param("chain", tf::Chain::layernorm, std::nullopt, "",
                    "bias_gelu: gelu(x + b); layernorm: LayerNorm(residual + dropout(x + b)); "
                    "softmax: softmax(causal_mask(x / sqrt(hidden)))"),
       integer_param("rows", 8192, 1024, 1, unbounded, "rows",
@@ -39,79 +37,49 @@ std::vector<ParamSpec> TensorFusion::params() const {
       integer_param("hidden", 1024, 256, 1, 65536, "elements",
                     "row width: the model width, or the sequence length of softmax's attention blocks"),
       real_param("dropout", 0.1, std::nullopt, 0.0, 0.95, "", "dropout probability of the layernorm chain"),
-      choice_param("dtype", "f32", std::nullopt, {"f32", "bf16"}, "",
+      tf::dtypes().param("dtype", tf::Dtype::f32, std::nullopt, "",
                    "how activations (x, residual, y, intermediates) are stored: f32, or bf16 (half the bytes); "
                    "arithmetic and parameter vectors stay fp32"),
   };
 }
 
-std::vector<Variant> TensorFusion::variants() const {
-  return {
-      {"unfused", "one pass (CPU) or kernel (CUDA) per op; every intermediate written to memory", true,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-      {"fused", "the whole chain in one pass (CPU: SIMD + OpenMP) or one kernel (CUDA)", false,
-       {DeviceKind::cpu, DeviceKind::cuda}},
-      {"cuda_graph", "the unfused kernels captured once into a CUDA graph, launched as one", false,
-       {DeviceKind::cuda}},
-  };
+const VariantTable<tf::Form>& tf::forms() {
+  static const VariantTable<Form> table(
+      "tensor_fusion",
+      {
+          {Form::unfused, "unfused", "one pass (CPU) or kernel (CUDA) per op; every intermediate written to memory",
+           true},
+          {Form::fused, "fused", "the whole chain in one pass (CPU: SIMD + OpenMP) or one kernel (CUDA)"},
+          {Form::cuda_graph, "cuda_graph", "the unfused kernels captured once into a CUDA graph, launched as one", false,
+           {DeviceKind::cuda}},
+      });
+  return table;
 }
+
+std::vector<Variant> TensorFusion::variants() const { return tf::forms().variants(); }
 
 // ---- the case
 
-std::string tf::to_string(Chain chain) {
-  switch (chain) {
-    case Chain::bias_gelu: return "bias_gelu";
-    case Chain::layernorm: return "layernorm";
-    case Chain::softmax: return "softmax";
-  }
-  return "?";
+const Choices<tf::Chain>& tf::chains() {
+  static const Choices<Chain> names{
+      {Chain::bias_gelu, "bias_gelu"}, {Chain::layernorm, "layernorm"}, {Chain::softmax, "softmax"}};
+  return names;
 }
 
-std::string tf::to_string(Dtype dtype) { return dtype == Dtype::bf16 ? "bf16" : "f32"; }
+const Choices<tf::Dtype>& tf::dtypes() {
+  static const Choices<Dtype> names{{Dtype::f32, "f32"}, {Dtype::bf16, "bf16"}};
+  return names;
+}
 
 float tf::Shape::softmax_scale() const { return 1.0f / std::sqrt(static_cast<float>(hidden)); }
 
-namespace {
-
-std::string bad_value(const std::string& key, const std::string& value, const std::string& allowed) {
-  return "tensor_fusion: parameter '" + key + "' = " + value + " is not allowed; allowed: " + allowed;
-}
-
-}  // namespace
-
 tf::Shape tf::Shape::from(const Case& c) {
   Shape s;
-  const std::string& chain = c.params.string("chain");
-  const std::vector<std::string> chains = {"bias_gelu", "layernorm", "softmax"};
-  if (chain == "bias_gelu") {
-    s.chain = Chain::bias_gelu;
-  } else if (chain == "layernorm") {
-    s.chain = Chain::layernorm;
-  } else if (chain == "softmax") {
-    s.chain = Chain::softmax;
-  } else {
-    throw InputError(bad_value("chain", "'" + chain + "'", join_names(chains)) + did_you_mean(chain, chains));
-  }
-  const std::string& dtype = c.params.string("dtype");
-  const std::vector<std::string> dtypes = {"f32", "bf16"};
-  if (dtype == "f32") {
-    s.dtype = Dtype::f32;
-  } else if (dtype == "bf16") {
-    s.dtype = Dtype::bf16;
-  } else {
-    throw InputError(bad_value("dtype", "'" + dtype + "'", join_names(dtypes)) + did_you_mean(dtype, dtypes));
-  }
+  s.chain = chains().of(c.params, "chain");
+  s.dtype = dtypes().of(c.params, "dtype");
   const std::int64_t rows = c.params.integer("rows");
   const std::int64_t hidden = c.params.integer("hidden");
   const double dropout = c.params.real("dropout");
-  if (rows < 1) throw InputError(bad_value("rows", std::to_string(rows), "an integer >= 1"));
-  if (hidden < 1 || hidden > 65536)
-    throw InputError(bad_value("hidden", std::to_string(hidden), "an integer from 1 to 65536"));
-  if (!(dropout >= 0.0 && dropout <= 0.95)) {
-    std::ostringstream v;
-    v << dropout;
-    throw InputError(bad_value("dropout", v.str(), "a probability from 0 to 0.95"));
-  }
   if (s.chain == Chain::softmax && rows % hidden != 0) {
     throw InputError("tensor_fusion: chain=softmax reads rows as (rows / hidden) causal blocks of "
                      "hidden × hidden scores, so rows must be a multiple of hidden; got rows = " +
@@ -403,7 +371,7 @@ class CpuRun : public Run {
   }
 
   std::vector<Metric> finish() override {
-    const char* variant = fused_ ? "fused" : "unfused";
+    const std::string& variant = tf::to_string(fused_ ? tf::Form::fused : tf::Form::unfused);
     double error = 0.0;
     if constexpr (std::is_same_v<T, float>) {
       error = tf::check_output(shape_, y_.data(), variant);
@@ -483,31 +451,18 @@ class CpuRun : public Run {
 
 // ---- prepare
 
-void TensorFusion::validate(const Case& c, DeviceKind) const { (void)tf::Shape::from(c); }
+void TensorFusion::check(const Case& c, DeviceKind) const { (void)tf::Shape::from(c); }
 
-std::unique_ptr<Run> TensorFusion::prepare(const Case& c, const Device& device) const {
-  const auto variant = find_variant(c.variant);
-  if (!variant) {
-    std::vector<std::string> names;
-    for (const auto& v : variants()) names.push_back(v.name);
-    throw InputError("tensor_fusion: unknown variant '" + c.variant + "'; allowed: " + join_names(names) +
-                     did_you_mean(c.variant, names));
-  }
-  if (!variant->runs_on(device.kind)) {
-    std::vector<std::string> kinds;
-    for (DeviceKind k : variant->devices) kinds.push_back(aiopt::to_string(k));
-    throw InputError("tensor_fusion: variant '" + c.variant + "' does not run on " + aiopt::to_string(device.kind) +
-                     "; it runs on: " + join_names(kinds));
-  }
+std::unique_ptr<Run> TensorFusion::start(const Case& c, const Device& device) const {
+  const tf::Form form = tf::forms().parse(c.variant);
   const tf::Shape shape = tf::Shape::from(c);
   if (device.is_cpu()) {
-    const bool fused = c.variant == "fused";
+    const bool fused = form == tf::Form::fused;
     if (shape.dtype == tf::Dtype::bf16) return std::make_unique<CpuRun<cpu::bf16>>(shape, fused);
     return std::make_unique<CpuRun<float>>(shape, fused);
   }
-  cuda::require_device(device.index);
 #ifdef AIOPT_HAVE_CUDA
-  return tf::prepare_cuda(shape, c.variant, device);
+  return tf::prepare_cuda(shape, form, device);
 #else
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif

@@ -12,6 +12,7 @@
 #include "core/device.hpp"
 #include "core/memory.hpp"
 #include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
 
 namespace aiopt {
 
@@ -22,20 +23,30 @@ class TensorFusion : public Technique {
   std::string trade_off() const override { return "development complexity vs memory traffic"; }
   std::vector<ParamSpec> params() const override;
   std::vector<Variant> variants() const override;
-  void validate(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> prepare(const Case& c, const Device& device) const override;
+
+ protected:
+  void check(const Case& c, DeviceKind device) const override;
+  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
 };
 
 // The pieces the CPU and CUDA runs share.
 namespace tensor_fusion {
 
+// The variants: one pass or kernel per op, the whole chain in one, or (CUDA) the unfused kernels
+// captured into one graph.
+enum class Form { unfused, fused, cuda_graph };
+const VariantTable<Form>& forms();
+inline const std::string& to_string(Form form) { return forms().name(form); }
+
 enum class Chain { bias_gelu, layernorm, softmax };
-std::string to_string(Chain chain);
+const Choices<Chain>& chains();  // the values of the `chain` parameter
+inline const std::string& to_string(Chain chain) { return chains().name(chain); }
 
 // How activation tensors are stored; arithmetic is fp32 either way. bf16 storage is
 // std::uint16_t bits on the host (kernels/cpu/bf16.hpp).
 enum class Dtype { f32, bf16 };
-std::string to_string(Dtype dtype);
+const Choices<Dtype>& dtypes();  // the values of the `dtype` parameter
+inline const std::string& to_string(Dtype dtype) { return dtypes().name(dtype); }
 
 inline constexpr float layernorm_eps = 1e-5f;
 
@@ -53,7 +64,7 @@ struct Shape {
   std::size_t element_bytes() const { return dtype == Dtype::bf16 ? 2 : 4; }
   float softmax_scale() const;  // 1/sqrt(hidden)
 
-  // Throws InputError naming the parameter, the bad value and what is allowed.
+  // Throws InputError when chain=softmax's rows are not a multiple of hidden.
   static Shape from(const Case& c);
 };
 
@@ -104,8 +115,8 @@ std::vector<double> layernorm_bf16_bounds(const Shape& shape, const Inputs<float
 double check_output(const Shape& shape, const float* output, const std::string& variant);
 
 #ifdef AIOPT_HAVE_CUDA
-// The CUDA runs (tensor_fusion_cuda.cu): `variant` is unfused, fused or cuda_graph.
-std::unique_ptr<Run> prepare_cuda(const Shape& shape, const std::string& variant, const Device& device);
+// The CUDA runs (tensor_fusion_cuda.cu).
+std::unique_ptr<Run> prepare_cuda(const Shape& shape, Form form, const Device& device);
 #endif
 
 }  // namespace tensor_fusion

@@ -16,8 +16,6 @@ namespace {
 
 namespace gpu = kernels::cuda;
 
-enum class Form { unfused, fused, graph };
-
 // Owners of the stream and graph handles, so a constructor that throws half way leaks nothing.
 struct StreamDestroy {
   void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
@@ -56,7 +54,7 @@ class CudaRun : public Run {
     }
     // The uploads run on stream_ (see upload()); they must land before any kernel reads them.
     CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (form_ == Form::graph) {
+    if (form_ == Form::cuda_graph) {
       // Capture the unfused launches once; each step replays them with one cudaGraphLaunch.
       cudaGraph_t graph = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
@@ -81,7 +79,7 @@ class CudaRun : public Run {
     switch (form_) {
       case Form::unfused: enqueue_unfused(); break;
       case Form::fused: enqueue_fused(); break;
-      case Form::graph: CUDA_CHECK(cudaGraphLaunch(graph_exec_.get(), stream_.get())); break;
+      case Form::cuda_graph: CUDA_CHECK(cudaGraphLaunch(graph_exec_.get(), stream_.get())); break;
     }
   }
 
@@ -98,7 +96,7 @@ class CudaRun : public Run {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     memory::Buffer<T> y(Device::cpu(), shape_.elements());
     CUDA_CHECK(cudaMemcpy(y.data(), y_.data(), y_.bytes(), cudaMemcpyDeviceToHost));
-    const char* variant = form_ == Form::unfused ? "unfused" : form_ == Form::fused ? "fused" : "cuda_graph";
+    const std::string& variant = to_string(form_);
     double error = 0.0;
     if constexpr (std::is_same_v<T, float>) {
       error = check_output(shape_, y.data(), variant);
@@ -113,7 +111,7 @@ class CudaRun : public Run {
         {"bytes_moved_analytic", bytes_moved(shape_, form_ == Form::fused), "B", Better::lower, false},
         // Kernels that run per step, and the host launch calls that start them (a graph: one).
         {"kernel_launches", kernels, "", Better::lower},
-        {"host_launch_calls", form_ == Form::graph ? 1.0 : kernels, "", Better::lower},
+        {"host_launch_calls", form_ == Form::cuda_graph ? 1.0 : kernels, "", Better::lower},
         {"intermediate_bytes", static_cast<double>(intermediate_bytes_), "B", Better::lower},
         {"max_abs_error", error, "", Better::lower},
     };
@@ -195,8 +193,7 @@ class CudaRun : public Run {
 
 }  // namespace
 
-std::unique_ptr<Run> prepare_cuda(const Shape& shape, const std::string& variant, const Device& device) {
-  const Form form = variant == "fused" ? Form::fused : variant == "cuda_graph" ? Form::graph : Form::unfused;
+std::unique_ptr<Run> prepare_cuda(const Shape& shape, Form form, const Device& device) {
   if (shape.dtype == Dtype::bf16) return std::make_unique<CudaRun<std::uint16_t>>(shape, form, device);
   return std::make_unique<CudaRun<float>>(shape, form, device);
 }
