@@ -33,9 +33,9 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
+#include "nn/decoding.hpp"
 #include "nn/gpt.hpp"
 #include "nn/kv_cache.hpp"
-#include "nn/sampling.hpp"
 #include "nn/weights.hpp"
 
 using namespace aiopt;

@@ -17,7 +17,7 @@
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/config.hpp"
-#include "nn/sampling.hpp"
+#include "nn/decoding.hpp"
 
 namespace aiopt::cli {
 

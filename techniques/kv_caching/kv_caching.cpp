@@ -15,7 +15,7 @@
 #include "core/spelling.hpp"
 #include "harness/statistics.hpp"
 #include "harness/step_timer.hpp"
-#include "nn/sampling.hpp"
+#include "nn/decoding.hpp"
 #include "techniques/model_params.hpp"
 
 namespace aiopt {

@@ -1,4 +1,4 @@
-#include "nn/sampling.hpp"
+#include "nn/decoding.hpp"
 
 #include <algorithm>
 #include <chrono>

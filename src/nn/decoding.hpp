@@ -1,5 +1,5 @@
 #pragma once
-// Choosing the next token from the logits, and autoregressive generation with the model
+// Decoding: choosing the next token from the logits, and autoregressive generation with the model
 // (TECHNIQUES.md §1): with a KV cache (one prefill, then one position per step) or by recomputing
 // the whole prefix at every step.
 #include <cstddef>
