@@ -87,14 +87,7 @@ constexpr double inf = std::numeric_limits<double>::infinity();
 // fails every `<= tolerance` check. The floor keeps an all-tiny reference from inflating noise.
 template <class A, class B>
 double max_error(const std::vector<A>& a, const std::vector<B>& b) {
-  REQUIRE(a.size() == b.size());
-  double scale = 1e-3, worst = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(static_cast<double>(a[i])) || !std::isfinite(static_cast<double>(b[i]))) return inf;
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-    worst = std::max(worst, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
-  }
-  return worst / scale;
+  return aiopt::test::max_relative_error(a, b, 1e-3);
 }
 
 bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {

@@ -37,6 +37,7 @@
 #include "nn/gpt.hpp"
 #include "nn/kv_cache.hpp"
 #include "nn/weights.hpp"
+#include "support/error_metric.hpp"
 
 using namespace aiopt;
 using namespace aiopt::nn;
@@ -61,28 +62,13 @@ std::vector<float> host_values(const Tensor& t) {
   return {h.data<float>(), h.data<float>() + h.numel()};
 }
 
-double max_abs(const std::vector<double>& x) {
-  double m = 0.0;
-  for (double v : x) m = std::max(m, std::fabs(v));
-  return m;
-}
+using aiopt::test::max_abs;
 
-// Max |a − b|; NaN anywhere gives NaN, which fails every `<=` check below.
+// Max |a − b| over n elements; a NaN anywhere gives +inf, which fails every `<=` check below.
 double max_abs_diff(const float* a, const double* b, std::size_t n) {
-  double m = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    if (std::isnan(d)) return d;
-    m = std::max(m, d);
-  }
-  return m;
+  return aiopt::test::max_abs_error(std::span<const float>(a, n), std::span<const double>(b, n));
 }
-
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  std::vector<double> bd(b.begin(), b.end());
-  return max_abs_diff(a.data(), bd.data(), a.size());
-}
+using aiopt::test::max_abs_error;
 
 // ---- a plain GPT-2 in double: the reference the model is tested against
 
@@ -216,9 +202,9 @@ TEST_CASE("initialize follows GPT-2's scheme, deterministically, in the fixed or
   CHECK(a.blocks[0].ln_1_weight.data<float>()[5] == 1.0f);
   CHECK(a.blocks[0].ln_1_bias.data<float>()[5] == 0.0f);
   CHECK(a.blocks[0].attn_c_attn_bias.data<float>()[7] == 0.0f);
-  CHECK(max_abs_diff(host_values(a.wte), host_values(b.wte)) == 0.0);
-  CHECK(max_abs_diff(host_values(a.blocks[2].attn_c_attn_weight), host_values(b.blocks[2].attn_c_attn_weight)) == 0.0);
-  CHECK(max_abs_diff(host_values(a.wte), host_values(c.wte)) > 0.0);
+  CHECK(max_abs_error(host_values(a.wte), host_values(b.wte)) == 0.0);
+  CHECK(max_abs_error(host_values(a.blocks[2].attn_c_attn_weight), host_values(b.blocks[2].attn_c_attn_weight)) == 0.0);
+  CHECK(max_abs_error(host_values(a.wte), host_values(c.wte)) > 0.0);
   // Different tensors draw different numbers.
   CHECK(a.blocks[0].attn_c_attn_weight.data<float>()[0] != a.blocks[1].attn_c_attn_weight.data<float>()[0]);
 }
@@ -311,13 +297,13 @@ TEST_CASE("the int8 cache stays within its quantization bound of the f32 cache",
   const std::vector<std::int32_t> head(tokens.begin(), tokens.begin() + prefill);
   auto a = host_values(model.step(head, 1, prefill, f, Logits::all));
   auto b = host_values(model.step(head, 1, prefill, q, Logits::all));
-  double scale = 0.0, worst = max_abs_diff(a, b);
+  double scale = 0.0, worst = max_abs_error(a, b);
   for (float v : a) scale = std::max(scale, double(std::fabs(v)));
   std::size_t same_argmax = 0;
   for (std::size_t t = prefill; t < T; ++t) {
     a = host_values(model.step({&tokens[t], 1}, 1, 1, f));
     b = host_values(model.step({&tokens[t], 1}, 1, 1, q));
-    worst = std::max(worst, max_abs_diff(a, b));
+    worst = std::max(worst, max_abs_error(a, b));
     same_argmax += argmax(a) == argmax(b);
   }
   // The agreement, for the record: printed with -s.
@@ -427,14 +413,14 @@ TEST_CASE("the CUDA forward matches the CPU forward", "[model][gpu]") {
     CHECK(err <= cuda_tolerance * max_abs(want_d));
     const auto last = host_values(cuda_model.forward(tokens, 2, T, Logits::last));
     const auto last_cpu = host_values(cpu_model.forward(tokens, 2, T, Logits::last));
-    CHECK(max_abs_diff(last, last_cpu) <= cuda_tolerance * max_abs(want_d));
+    CHECK(max_abs_error(last, last_cpu) <= cuda_tolerance * max_abs(want_d));
   }
   const GptWeights back = cuda_model.weights().to(Device::cpu());
-  CHECK(max_abs_diff(host_values(back.wte), host_values(cpu_model.weights().wte)) == 0.0);
+  CHECK(max_abs_error(host_values(back.wte), host_values(cpu_model.weights().wte)) == 0.0);
   // initialize on the device gives the host's numbers.
   const GptWeights on_device = GptWeights::initialize(tiny(), 3, Device::cuda());
   const GptWeights on_host = GptWeights::initialize(tiny(), 3, Device::cpu());
-  CHECK(max_abs_diff(host_values(on_device.blocks[1].mlp_c_fc_weight), host_values(on_host.blocks[1].mlp_c_fc_weight)) == 0.0);
+  CHECK(max_abs_error(host_values(on_device.blocks[1].mlp_c_fc_weight), host_values(on_host.blocks[1].mlp_c_fc_weight)) == 0.0);
 }
 
 TEST_CASE("CUDA decoding with the cache matches the CPU", "[model][gpu]") {
@@ -451,11 +437,11 @@ TEST_CASE("CUDA decoding with the cache matches the CPU", "[model][gpu]") {
     auto got = host_values(cuda_model.step(head, 1, prefill, gc));
     double scale = 0.0;
     for (float v : want) scale = std::max(scale, double(std::fabs(v)));
-    double worst = max_abs_diff(got, want);
+    double worst = max_abs_error(got, want);
     for (std::size_t t = prefill; t < T; ++t) {
       want = host_values(cpu_model.step({&tokens[t], 1}, 1, 1, cc));
       got = host_values(cuda_model.step({&tokens[t], 1}, 1, 1, gc));
-      worst = std::max(worst, max_abs_diff(got, want));
+      worst = std::max(worst, max_abs_error(got, want));
     }
     INFO("worst " << worst << " scale " << scale);
     // i8: the same rounding of the same values on both sides, except where a value lies within

@@ -48,11 +48,25 @@ double max_abs_error(const std::vector<A>& got, const std::vector<B>& want) {
 // the floor keeps an all-tiny reference from inflating noise. +inf as max_abs_error.
 template <class A, class B>
 double max_relative_error(std::span<const A> got, std::span<const B> want, double floor = 0.0) {
-  return max_abs_error(got, want) / std::max(floor, max_abs(want));
+  const double e = max_abs_error(got, want);
+  return std::isinf(e) ? e : e / std::max(floor, max_abs(want));
 }
 template <class A, class B>
 double max_relative_error(const std::vector<A>& got, const std::vector<B>& want, double floor = 0.0) {
   return max_relative_error(std::span<const A>(got), std::span<const B>(want), floor);
+}
+
+// The worst over rows of `row_length` elements of each row's max_relative_error: for outputs
+// whose rows have their own scale (a step's logits).
+template <class A, class B>
+double max_row_relative_error(const std::vector<A>& got, const std::vector<B>& want, std::size_t row_length) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  for (std::size_t i = 0; i < got.size(); i += row_length) {
+    const std::size_t n = std::min(row_length, got.size() - i);
+    worst = std::max(worst, max_relative_error(std::span<const A>(got).subspan(i, n), std::span<const B>(want).subspan(i, n)));
+  }
+  return worst;
 }
 
 // Elements with |got − want| > tol[i] (or a NaN): 0 when all are close. The first few are
