@@ -72,7 +72,7 @@ Generation generate(Gpt& model, std::span<const std::int32_t> prompt, std::size_
   // Logits to the host; for a CUDA model the copy also waits for the step to finish, so the
   // times below are the device's work, not its launch.
   const auto choose = [&](const Tensor& logits, std::uint64_t draw) {
-    const Tensor host = logits.to(Device::cpu());
+    const Tensor host = logits.to(Device::cpu(), model.stream());
     return sample_token({host.data<float>(), static_cast<std::size_t>(host.numel())}, params, draw);
   };
 
