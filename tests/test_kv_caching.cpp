@@ -50,7 +50,8 @@ Case make_case(const std::string& variant, std::int64_t prompt_len, std::int64_t
                const std::string& preset = "tiny", const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 7) {
   std::map<std::string, Value> changes = {{"prompt_len", prompt_len}, {"gen_tokens", gen_tokens}, {"batch", batch}};
-  for (const auto& [name, value] : model(preset, overrides).values()) changes[name] = value;
+  const Params model_values = model(preset, overrides);
+  for (const auto& [name, value] : model_values.values()) changes[name] = value;
   return aiopt::test::quick_case(KvCaching{}, variant, changes, seed);
 }
 
