@@ -69,7 +69,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 cat "$out/nvidia-smi.txt"
 "$bin/aiopt" info --format json >"$out/info.json" 2>"$out/info.log" || status=1
 
-# GPU tests: every test executable's [gpu] cases (exit 77 would mean no device was seen).
+# GPU tests: every test executable's [gpu] cases. AIOPT_REQUIRE_GPU=1 makes a runner that sees
+# no usable device fail rather than skip (exit 77), so that this check cannot pass by running
+# nothing; each log's first line names the CUDA runtime and driver versions.
+export AIOPT_REQUIRE_GPU=1
 for t in "$bin"/test_*; do
   step "$(basename "$t")-gpu" "$t" "[gpu]"
 done

@@ -29,21 +29,12 @@ namespace {
 
 Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false,
                const std::string& head_dim = "64", const std::string& dtype = "f32") {
-  Case c;
-  c.technique = "flash_attention";
-  c.variant = variant;
-  c.params.set("batch", std::int64_t{1});
-  c.params.set("heads", std::int64_t{2});
-  c.params.set("seq_len", seq_len);
-  c.params.set("head_dim", head_dim);
-  c.params.set("causal", causal);
-  c.params.set("dtype", dtype);
-  c.params.set("q_tile", std::int64_t{32});
-  c.params.set("kv_tile", std::int64_t{48});
-  c.params.set("chunk", std::int64_t{40});
-  c.params.set("score_std", 3.0);
-  c.seed = 5;
-  return c;
+  return aiopt::test::quick_case(
+      FlashAttention{}, variant,
+      {{"batch", std::int64_t{1}}, {"heads", std::int64_t{2}}, {"seq_len", seq_len}, {"head_dim", head_dim},
+       {"causal", causal}, {"dtype", dtype}, {"q_tile", std::int64_t{32}}, {"kv_tile", std::int64_t{48}},
+       {"chunk", std::int64_t{40}}, {"score_std", 3.0}},
+      5);
 }
 
 using aiopt::test::metric;

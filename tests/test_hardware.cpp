@@ -204,6 +204,18 @@ TEST_CASE("the CUDA copy probe refuses a device that is not there", "[hardware]"
   }
 }
 
+// The GPU check's first line and its verdict on a GPU it cannot use (tests/main.cpp).
+TEST_CASE("the CUDA versions line names the runtime and the driver", "[hardware]") {
+  const std::string v = cuda::versions();
+  CHECK_THAT(v, Catch::Matchers::StartsWith("CUDA runtime "));
+  CHECK_THAT(v, Catch::Matchers::Contains(", driver "));
+  CHECK((cuda::runtime_version() == 0) == (v.find("runtime none") != std::string::npos));
+  CHECK((cuda::driver_version() == 0) == (v.find("driver none") != std::string::npos));
+  if (cuda::driver_version() == 0) CHECK_FALSE(cuda::driver_too_old());
+  if (cuda::driver_too_old()) CHECK_THAT(cuda::unavailable_reason(), Catch::Matchers::Contains(v));
+  if (cuda::unavailable_reason().empty()) CHECK_FALSE(cuda::driver_too_old());
+}
+
 TEST_CASE("the CUDA copy probe measures each device, cached", "[hardware][gpu]") {
   const auto devices = cuda::devices();
   REQUIRE_FALSE(devices.empty());

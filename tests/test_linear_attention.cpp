@@ -35,6 +35,7 @@
 #include "core/rng.hpp"
 #include "kernels/cpu/attention.hpp"
 #include "kernels/cpu/linear_attention.hpp"
+#include "support/error_metric.hpp"
 #include "support/files.hpp"
 #include "support/metrics.hpp"
 #include "support/process.hpp"
@@ -65,11 +66,7 @@ double worst_ratio(const std::vector<G>& got, const std::vector<W>& want, double
   return worst;
 }
 
-double max_abs(const std::vector<float>& v) {
-  double m = 0.0;
-  for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
-  return m;
-}
+using aiopt::test::max_abs;
 
 // Features of `kind` for q and k: (groups, n, F).
 struct Features {
@@ -100,20 +97,12 @@ Features features(const std::string& kind, const std::vector<float>& q, const st
 Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false, std::int64_t heads = 1,
                std::int64_t features = 32, std::int64_t proj_rows = 32, std::int64_t head_dim = 32,
                std::uint64_t seed = 7, double score_std = 1.0) {
-  Case c;
-  c.technique = "linear_attention";
-  c.variant = variant;
-  c.params.set("batch", std::int64_t{1});
-  c.params.set("heads", heads);
-  c.params.set("seq_len", seq_len);
-  c.params.set("head_dim", head_dim);
-  c.params.set("causal", causal);
-  c.params.set("features", features);
-  c.params.set("proj_rows", proj_rows);
-  c.params.set("projection_seed", std::int64_t{1});
-  c.params.set("score_std", score_std);
-  c.seed = seed;
-  return c;
+  return aiopt::test::quick_case(
+      LinearAttention{}, variant,
+      {{"batch", std::int64_t{1}}, {"heads", heads}, {"seq_len", seq_len}, {"head_dim", head_dim},
+       {"causal", causal}, {"features", features}, {"proj_rows", proj_rows},
+       {"projection_seed", std::int64_t{1}}, {"score_std", score_std}},
+      seed);
 }
 
 using aiopt::test::find_metric;

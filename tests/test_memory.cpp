@@ -3,6 +3,10 @@
 
 #include "core/memory.hpp"
 
+#ifdef AIOPT_HAVE_CUDA
+#include "core/cuda_error.hpp"
+#endif
+
 using namespace aiopt;
 
 TEST_CASE("a scope sees the peak of what was allocated inside it", "[memory]") {
@@ -70,3 +74,18 @@ TEST_CASE("scopes and usage are per device", "[memory]") {
   CHECK(memory::usage(gpu).current == gpu_before.current);
   CHECK(memory::usage(gpu).peak == gpu_before.peak);
 }
+
+#ifdef AIOPT_HAVE_CUDA
+// Built wherever CUDA is, GPU or not: the mapping is a pure function of the error code.
+TEST_CASE("only an absent device skips and any other CUDA error fails", "[memory]") {
+  using cuda::ErrorClass;
+  CHECK(cuda::classify(cudaErrorMemoryAllocation) == ErrorClass::out_of_memory);
+  for (cudaError_t absent : {cudaErrorNoDevice, cudaErrorInsufficientDriver, cudaErrorInvalidDevice})
+    CHECK(cuda::classify(absent) == ErrorClass::device_unavailable);
+  // Sticky errors a faulting kernel leaves for every later call, and other failures.
+  for (cudaError_t fault : {cudaErrorIllegalAddress, cudaErrorLaunchFailure, cudaErrorMisalignedAddress,
+                            cudaErrorIllegalInstruction, cudaErrorAssert, cudaErrorLaunchTimeout,
+                            cudaErrorInvalidValue, cudaErrorUnknown})
+    CHECK(cuda::classify(fault) == ErrorClass::failure);
+}
+#endif

@@ -1,6 +1,7 @@
 // Optimizers: the AdamW kernel against its double reference and against a hand-computed value;
 // SGD with momentum against its formula; sum_of_squares' determinism across thread counts; and
-// nn::Optimizer's clipping, weight-decay selection, state and errors.
+// nn::Optimizer's clipping, weight-decay selection, state and errors; and ([gpu]) the CUDA
+// adamw_update, sgd_update and sum_of_squares (kernels/cuda/optimizer.hpp) against the CPU's.
 //
 // Tolerances, and why:
 //   adamw fast vs reference: 1e-6 + 1e-5·|p| per weight. The fast path rounds every fp32 op;
@@ -22,7 +23,13 @@
 #include "kernels/cpu/optimizer.hpp"
 #include "nn/optimizer.hpp"
 #include "nn/weights.hpp"
+#include "support/error_metric.hpp"
 #include "support/random.hpp"
+
+#ifdef AIOPT_HAVE_CUDA
+#include "kernels/cuda/optimizer.hpp"
+#include "support/device_copy.hpp"
+#endif
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
@@ -247,3 +254,80 @@ TEST_CASE("Optimizer: mismatched gradients and unknown names are input errors", 
   CHECK_THROWS_WITH(nn::parse_optimizer("adamv"),
                     Catch::Contains("did you mean 'adamw'") && Catch::Contains("adamw, sgd"));
 }
+
+// ---- the CUDA optimizers against the CPU's. Tolerances, with u = 2^-24: a handful of roundings
+// and one sqrtf (2 ulp), stated at each check.
+
+#ifdef AIOPT_HAVE_CUDA
+
+namespace {
+constexpr double u = aiopt::test::fp32_unit_roundoff;
+using aiopt::test::download;
+using aiopt::test::outside;
+using aiopt::test::upload;
+namespace gpu = aiopt::kernels::cuda;
+}  // namespace
+
+TEST_CASE("cuda adamw_update, sgd_update and sum_of_squares match the CPU", "[optimizer][gpu]") {
+  const std::size_t n = 10000;
+  const auto p0 = random_vector(n, 60), g = random_vector(n, 61), m0 = random_vector(n, 62);
+  const auto v0 = random_vector(n, 63, 0.01f, 1.0f);
+  const float grad_scale = 0.5f;
+  cpu::AdamW h;
+  h.lr = 3e-3f;
+  h.weight_decay = 0.1f;
+  h.step = 7;
+
+  auto p = p0, m = m0, v = v0;
+  cpu::adamw_update_reference(p.data(), g.data(), m.data(), v.data(), n, h, grad_scale);
+  auto d_p = upload(p0), d_g = upload(g), d_m = upload(m0), d_v = upload(v0);
+  gpu::adamw_update(d_p.data(), d_g.data(), d_m.data(), d_v.data(), n, h, grad_scale, nullptr);
+  // m, v: two products and a sum (fp32, maybe fused): 4u of |b·m| + |(1 − b)·g|. p: the update
+  // ratio m̂/(√v̂ + eps) within 16u of its absolute terms (m's and v's errors, two divisions by the
+  // corrections, rounded from double on the host, a sqrtf and a division), times lr, plus the
+  // final subtraction's 2u of |p|.
+  std::vector<double> m_tol(n), v_tol(n), p_tol(n);
+  const double bc1 = 1.0 - std::pow(double{h.beta1}, 7.0), bc2 = 1.0 - std::pow(double{h.beta2}, 7.0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double gi = grad_scale * g[i];
+    const double m_abs = h.beta1 * std::abs(m0[i]) + (1.0 - h.beta1) * std::abs(gi);
+    const double v_abs = h.beta2 * v0[i] + (1.0 - h.beta2) * gi * gi;
+    m_tol[i] = 4.0 * u * m_abs;
+    v_tol[i] = 4.0 * u * v_abs;
+    const double ratio_abs = (m_abs / bc1) / (std::sqrt(v[i] / bc2) + h.eps);
+    p_tol[i] = 4.0 * u * std::abs(p0[i]) + 16.0 * u * h.lr * (ratio_abs + h.weight_decay * std::abs(p0[i]));
+  }
+  CHECK(outside(download(d_m), m, m_tol) == 0);
+  CHECK(outside(download(d_v), v, v_tol) == 0);
+  CHECK(outside(download(d_p), p, p_tol) == 0);
+
+  const float lr = 0.05f, momentum = 0.9f, wd = 0.01f;
+  auto sp = p0, buf = m0;
+  cpu::sgd_update(sp.data(), g.data(), buf.data(), n, lr, momentum, wd, grad_scale);
+  auto d_sp = upload(p0), d_buf = upload(m0);
+  gpu::sgd_update(d_sp.data(), d_g.data(), d_buf.data(), n, lr, momentum, wd, grad_scale, nullptr);
+  // buf: two products and a sum, fused or not, either side: 4u of the absolute terms. p: the
+  // update lr·(buf + wd·p) grouped differently on the two sides: 4u of its absolute terms, plus
+  // 2u of |p| for the subtraction.
+  std::vector<double> buf_tol(n), sp_tol(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double b_abs = momentum * std::abs(m0[i]) + grad_scale * std::abs(g[i]);
+    buf_tol[i] = 4.0 * u * b_abs;
+    sp_tol[i] = 4.0 * u * std::abs(p0[i]) + 8.0 * u * lr * (b_abs + wd * std::abs(p0[i]));
+  }
+  CHECK(outside(download(d_buf), buf, buf_tol) == 0);
+  CHECK(outside(download(d_sp), sp, sp_tol) == 0);
+
+  // Squares of floats are exact in double; two double sums of `count` nonnegative terms in
+  // different orders differ by at most 2·count·2^-53 of the total.
+  for (std::size_t count : {std::size_t{1}, std::size_t{1000}, std::size_t{300001}}) {
+    INFO("count " << count);
+    const auto x = random_vector(count, 64, -3.0f, 3.0f);
+    const double want = cpu::sum_of_squares(x.data(), count);
+    auto d_x = upload(x);
+    const double got = gpu::sum_of_squares(d_x.data(), count, nullptr);
+    CHECK(std::abs(got - want) <= 2.0 * static_cast<double>(count) * std::ldexp(1.0, -53) * want);
+  }
+}
+
+#endif  // AIOPT_HAVE_CUDA

@@ -33,19 +33,11 @@ namespace {
 
 Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::int64_t k,
                const std::string& group = "64", bool zero_point = false) {
-  Case c;
-  c.technique = "quantization";
-  c.variant = variant;
-  c.params.set("m", m);
-  c.params.set("n", n);
-  c.params.set("k", k);
-  c.params.set("group_size", group);
-  c.params.set("zero_point", zero_point);
-  c.params.set("calibration_rows", std::int64_t{32});
-  c.params.set("qat_steps", std::int64_t{20});
-  c.params.set("qat_lr", 2e-4);
-  c.seed = 11;
-  return c;
+  return aiopt::test::quick_case(
+      Quantization{}, variant,
+      {{"m", m}, {"n", n}, {"k", k}, {"group_size", group}, {"zero_point", zero_point},
+       {"calibration_rows", std::int64_t{32}}, {"qat_steps", std::int64_t{20}}, {"qat_lr", 2e-4}},
+      11);
 }
 
 // `c` through the harness's runner on the CPU: what `aiopt bench` records for it.

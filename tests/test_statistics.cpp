@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "harness/sampling.hpp"
+#include "harness/sample_plan.hpp"
 #include "harness/statistics.hpp"
 
 using namespace aiopt;

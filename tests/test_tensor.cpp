@@ -23,6 +23,12 @@
 #include "core/rng.hpp"
 #include "core/tensor.hpp"
 
+#ifdef AIOPT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.hpp"
+#endif
+
 using namespace aiopt;
 
 namespace {
@@ -475,3 +481,26 @@ TEST_CASE("a tensor copied to the GPU and back is unchanged", "[tensor][gpu]") {
   const Tensor direct_back = direct.to(Device::cpu());
   CHECK(std::memcmp(direct_back.data<float>(), values.data(), values.size() * sizeof(float)) == 0);
 }
+
+#ifdef AIOPT_HAVE_CUDA
+TEST_CASE("a copy named with a non-blocking stream waits for that stream's work", "[tensor][gpu]") {
+  // A cudaStreamNonBlocking stream does not wait for the legacy stream, nor it for it: a plain
+  // cudaMemcpy after work queued there may read the bytes before the work writes them. 256 MiB
+  // of memset keeps the stream busy long enough for such a copy to show.
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const Device gpu = Device::cuda(0);
+  Tensor t = Tensor::zeros({std::int64_t{1} << 26}, DType::f32, gpu);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemsetAsync(t.data<float>(), 0x3f, t.bytes(), stream));
+  const Tensor host = t.to(Device::cpu(), stream);
+  const auto* bytes = host.data<std::uint8_t>();
+  CHECK(std::all_of(bytes, bytes + host.bytes(), [](std::uint8_t b) { return b == 0x3f; }));
+  // Zeroing on the stream, then reading back on it.
+  t.set_zero(stream);
+  const Tensor zeroed = t.to(Device::cpu(), stream);
+  const auto* z = zeroed.data<std::uint8_t>();
+  CHECK(std::all_of(z, z + zeroed.bytes(), [](std::uint8_t b) { return b == 0; }));
+  CUDA_CHECK(cudaStreamDestroy(stream));
+}
+#endif

@@ -43,6 +43,7 @@
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "support/error_metric.hpp"
 #include "support/metrics.hpp"
 #include "support/random.hpp"
 #include "support/technique_run.hpp"
@@ -56,10 +57,7 @@ namespace {
 
 using aiopt::test::random_vector;
 
-double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  return tf::max_abs_error(a.data(), b.data(), a.size());
-}
+double max_diff(const std::vector<float>& a, const std::vector<float>& b) { return aiopt::test::max_abs_error(a, b); }
 
 constexpr double u = 1.0 / 256;  // bf16: 2^-8, the relative error of one rounding
 
@@ -120,16 +118,9 @@ cpu::bf16 round_reference(float f) {
 
 Case make_case(const std::string& variant, const std::string& chain, std::int64_t rows, std::int64_t hidden,
                double dropout = 0.1, std::uint64_t seed = 7, const std::string& dtype = "f32") {
-  Case c;
-  c.technique = "tensor_fusion";
-  c.variant = variant;
-  c.params.set("chain", chain);
-  c.params.set("rows", rows);
-  c.params.set("hidden", hidden);
-  c.params.set("dropout", dropout);
-  c.params.set("dtype", dtype);
-  c.seed = seed;
-  return c;
+  return aiopt::test::quick_case(
+      TensorFusion{}, variant,
+      {{"chain", chain}, {"rows", rows}, {"hidden", hidden}, {"dropout", dropout}, {"dtype", dtype}}, seed);
 }
 
 using aiopt::test::metric;

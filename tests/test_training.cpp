@@ -19,6 +19,12 @@
 #include "nn/training.hpp"
 #include "support/files.hpp"
 
+#if AIOPT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.hpp"
+#endif
+
 using namespace aiopt;
 using namespace aiopt::nn;
 
@@ -347,5 +353,27 @@ TEST_CASE("the CUDA training pass gives the CPU's loss and gradients", "[trainin
     CHECK(max_relative_difference(back, g) < 1e-4);
     CHECK(evaluate_loss(wc, b) == Approx(evaluate_loss(w, b)).epsilon(1e-5));
   }
+}
+
+TEST_CASE("a trainer on a non-blocking stream steps as on the default stream", "[training][gpu]") {
+  // The host reads (the loss, the gradient census, the norm) must wait for the trainer's stream,
+  // which a cudaStreamNonBlocking stream does not order against the legacy one. The same kernels
+  // in the same order give the same bits.
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  {
+    const TrainConfig c = micro_training(4, 4);
+    Trainer on_default(c, Device::cuda());
+    Trainer on_stream(c, Device::cuda(), stream);
+    for (int i = 0; i < 4; ++i) {
+      INFO("step " << i);
+      const StepRecord want = on_default.step();
+      const StepRecord got = on_stream.step();
+      CHECK(got.loss == want.loss);
+      CHECK(got.grad_norm == want.grad_norm);
+      CHECK(got.zero_grad_fraction == want.zero_grad_fraction);
+    }
+  }
+  CUDA_CHECK(cudaStreamDestroy(stream));
 }
 #endif

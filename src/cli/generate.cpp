@@ -18,7 +18,7 @@
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/config.hpp"
-#include "nn/sampling.hpp"
+#include "nn/decoding.hpp"
 
 namespace aiopt::cli {
 

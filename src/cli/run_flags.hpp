@@ -7,7 +7,7 @@
 
 #include "harness/config.hpp"
 #include "harness/progress.hpp"
-#include "harness/sampling.hpp"
+#include "harness/sample_plan.hpp"
 
 namespace aiopt::cli {
 

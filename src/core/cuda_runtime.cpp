@@ -12,14 +12,21 @@ namespace aiopt::cuda {
 
 bool built_with_cuda() { return true; }
 
+namespace {
+cudaError_t device_count_error(int& count) {
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) cudaGetLastError();  // clear the error so later queries start clean
+  return err;
+}
+}  // namespace
+
 std::string unavailable_reason() {
   int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
+  const cudaError_t err = device_count_error(count);
   if (err != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky error so later queries start clean
-    int driver = 0;
-    if (cudaDriverGetVersion(&driver) == cudaSuccess && driver == 0)
-      return "no CUDA device: no NVIDIA driver is loaded on this machine";
+    if (driver_version() == 0) return "no CUDA device: no NVIDIA driver is loaded on this machine";
+    if (err == cudaErrorInsufficientDriver)
+      return "no CUDA device: the NVIDIA driver is older than this build's CUDA runtime needs (" + versions() + ")";
     return std::string("no CUDA device: ") + cudaGetErrorString(err);
   }
   if (count == 0) return "no CUDA device: cudaGetDeviceCount found none";
@@ -28,11 +35,12 @@ std::string unavailable_reason() {
 
 int device_count() {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return count;
+  return device_count_error(count) == cudaSuccess ? count : 0;
+}
+
+bool driver_too_old() {
+  int count = 0;
+  return device_count_error(count) == cudaErrorInsufficientDriver && driver_version() > 0;
 }
 
 std::vector<DeviceInfo> devices() {
@@ -78,8 +86,17 @@ int device_count() { return 0; }
 std::vector<DeviceInfo> devices() { return {}; }
 int runtime_version() { return 0; }
 int driver_version() { return 0; }
+bool driver_too_old() { return false; }
 
 #endif
+
+std::string versions() {
+  // CUDA writes version X.Y as 1000·X + 10·Y.
+  const auto text = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  const int runtime = runtime_version(), driver = driver_version();
+  return "CUDA runtime " + (runtime ? text(runtime) : std::string("none")) + ", driver " +
+         (driver ? text(driver) : std::string("none"));
+}
 
 void require_device(int index) {
   if (const std::string why = unavailable_reason(); !why.empty())

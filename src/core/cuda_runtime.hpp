@@ -31,6 +31,12 @@ struct DeviceInfo {
 std::vector<DeviceInfo> devices();
 
 int runtime_version();  // e.g. 13000; 0 when unavailable
-int driver_version();   // 0 when no driver
+int driver_version();   // the newest CUDA the driver supports, e.g. 12080; 0 when no driver
+
+// A driver is loaded but older than this build's (static) CUDA runtime needs: a GPU is there and
+// cannot be used, which a GPU check must report as a failure, not as a machine without a GPU.
+bool driver_too_old();
+// "CUDA runtime 13.0, driver 12.8" ("driver none" when no driver is loaded).
+std::string versions();
 
 }  // namespace aiopt::cuda

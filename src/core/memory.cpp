@@ -14,7 +14,7 @@
 #include "core/error.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
-#include <cuda_runtime_api.h>
+#include "core/cuda_error.hpp"
 #endif
 
 namespace aiopt::memory {
@@ -77,14 +77,17 @@ void* allocate(const Device& device, std::size_t bytes) {
 #ifdef AIOPT_HAVE_CUDA
     cudaError_t err = cudaSetDevice(device.index);
     if (err == cudaSuccess) err = cudaMalloc(&ptr, bytes);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      throw std::bad_alloc();
-    }
     if (err != cudaSuccess) {
       cudaGetLastError();
-      throw DeviceUnavailable("cannot allocate on " + to_string(device) + ": " +
-                              cudaGetErrorString(err));
+      const std::string what = "cannot allocate on " + to_string(device) + ": " + cudaGetErrorString(err);
+      switch (cuda::classify(err)) {
+        case cuda::ErrorClass::out_of_memory:
+          throw std::bad_alloc();
+        case cuda::ErrorClass::device_unavailable:
+          throw DeviceUnavailable(what);
+        case cuda::ErrorClass::failure:
+          throw std::runtime_error(what);
+      }
     }
 #else
     throw DeviceUnavailable("aiopt was built without CUDA");

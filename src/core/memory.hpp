@@ -11,7 +11,8 @@ namespace aiopt::memory {
 inline constexpr std::size_t host_alignment = 64;  // one cache line; a full AVX-512 vector
 
 // Host memory is `host_alignment`-aligned; CUDA memory comes from cudaMalloc.
-// Throws std::bad_alloc when the device has no room, DeviceUnavailable when it is absent.
+// Throws std::bad_alloc when the device has no room, DeviceUnavailable when it is absent, and
+// std::runtime_error for any other CUDA error (a fault left by an earlier kernel: cuda_error.hpp).
 void* allocate(const Device& device, std::size_t bytes);
 void release(const Device& device, void* ptr, std::size_t bytes) noexcept;
 

@@ -21,8 +21,11 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
   return s + ")";
 }
 
-// Copies `bytes` between any two of host memory and CUDA device memory.
-void copy_bytes(void* dst, const Device& to, const void* src, const Device& from, std::size_t bytes) {
+// Copies `bytes` between any two of host memory and CUDA device memory, after the work queued
+// on `stream` (a cudaStream_t; nullptr: the legacy default stream), and returns when the copy is
+// done. cudaMemcpy orders itself only against the legacy stream, which a cudaStreamNonBlocking
+// stream does not wait for, so a given stream gets its own copy and synchronize.
+void copy_bytes(void* dst, const Device& to, const void* src, const Device& from, std::size_t bytes, void* stream) {
   if (bytes == 0) return;
   if (to.is_cpu() && from.is_cpu()) {
     std::memcpy(dst, src, bytes);
@@ -30,8 +33,15 @@ void copy_bytes(void* dst, const Device& to, const void* src, const Device& from
   }
 #ifdef AIOPT_HAVE_CUDA
   // Unified addressing: the runtime tells host from device pointers, and which GPU each is on.
-  CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  if (!stream) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+    return;
+  }
+  const auto s = static_cast<cudaStream_t>(stream);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
 #else
+  (void)stream;
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif
 }
@@ -77,15 +87,19 @@ Tensor Tensor::zeros(std::vector<std::int64_t> shape, DType dtype, const Device&
   return t;
 }
 
-void Tensor::set_zero() {
+void Tensor::set_zero(void* stream) {
   if (bytes() == 0) return;
   if (device().is_cpu()) {
     std::memset(storage_.data(), 0, bytes());
     return;
   }
 #ifdef AIOPT_HAVE_CUDA
-  CUDA_CHECK(cudaMemset(storage_.data(), 0, bytes()));
+  if (stream)
+    CUDA_CHECK(cudaMemsetAsync(storage_.data(), 0, bytes(), static_cast<cudaStream_t>(stream)));
+  else
+    CUDA_CHECK(cudaMemset(storage_.data(), 0, bytes()));
 #else
+  (void)stream;
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif
 }
@@ -94,23 +108,23 @@ void Tensor::copy_from(const Tensor& other) {
   if (other.dtype_ != dtype_ || other.shape_ != shape_)
     throw std::invalid_argument("Tensor::copy_from: a " + to_string(other.dtype_) + " tensor " +
                                 other.shape_string() + " into a " + to_string(dtype_) + " tensor " + shape_string());
-  copy_bytes(storage_.data(), device(), other.storage_.data(), other.device(), bytes());
+  copy_bytes(storage_.data(), device(), other.storage_.data(), other.device(), bytes(), nullptr);
 }
 
 Tensor Tensor::from_host(std::span<const std::byte> bytes, std::vector<std::int64_t> shape, DType dtype,
-                         const Device& device) {
+                         const Device& device, void* stream) {
   Tensor t = empty(std::move(shape), dtype, device);
   if (bytes.size() != t.bytes())
     throw std::invalid_argument("Tensor::from_host: " + std::to_string(bytes.size()) + " bytes given for a " +
                                 to_string(dtype) + " tensor " + t.shape_string() + " of " +
                                 std::to_string(t.bytes()) + " bytes");
-  copy_bytes(t.storage_.data(), device, bytes.data(), Device::cpu(), bytes.size());
+  copy_bytes(t.storage_.data(), device, bytes.data(), Device::cpu(), bytes.size(), stream);
   return t;
 }
 
-Tensor Tensor::to(const Device& device) const {
+Tensor Tensor::to(const Device& device, void* stream) const {
   Tensor t = empty(shape_, dtype_, device);
-  copy_bytes(t.storage_.data(), device, storage_.data(), this->device(), bytes());
+  copy_bytes(t.storage_.data(), device, storage_.data(), this->device(), bytes(), stream);
   return t;
 }
 

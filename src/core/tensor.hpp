@@ -32,16 +32,19 @@ class Tensor {
   static Tensor empty(std::vector<std::int64_t> shape, DType dtype, const Device& device);
   // A tensor on `device` holding a copy of `bytes`, host memory laid out as this tensor stores
   // it; throws std::invalid_argument when bytes.size() is not storage_bytes(dtype, numel).
+  // `stream` as for to().
   static Tensor from_host(std::span<const std::byte> bytes, std::vector<std::int64_t> shape, DType dtype,
-                          const Device& device);
+                          const Device& device, void* stream = nullptr);
 
   // Zero-filled storage for `shape` on `device`.
   static Tensor zeros(std::vector<std::int64_t> shape, DType dtype, const Device& device);
 
-  // A copy of this tensor on `device` (cudaMemcpy to, from or between GPUs).
-  Tensor to(const Device& device) const;
-  // Every byte zero (memset / cudaMemset).
-  void set_zero();
+  // A copy of this tensor on `device` (cudaMemcpy to, from or between GPUs), made after the work
+  // queued on `stream` (a cudaStream_t; nullptr: the legacy default stream), which a
+  // cudaStreamNonBlocking stream's kernels must name; it is complete when this returns.
+  Tensor to(const Device& device, void* stream = nullptr) const;
+  // Every byte zero (memset / cudaMemset), on `stream` as for to() but without waiting for it.
+  void set_zero(void* stream = nullptr);
   // Copies `other`'s elements into this tensor, across devices if need be; throws
   // std::invalid_argument when dtype or shape differ.
   void copy_from(const Tensor& other);

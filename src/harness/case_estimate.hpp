@@ -6,7 +6,7 @@
 #include <string>
 
 #include "core/device.hpp"
-#include "harness/sampling.hpp"
+#include "harness/sample_plan.hpp"
 #include "harness/technique.hpp"
 
 namespace aiopt {

@@ -3,7 +3,7 @@
 // stopping rule, let the technique check itself, and record everything as a Result.
 #include <functional>
 
-#include "harness/sampling.hpp"
+#include "harness/sample_plan.hpp"
 #include "harness/sweep.hpp"
 #include "report/result.hpp"
 

@@ -31,14 +31,15 @@ Tensor zeros_like(const Tensor& like) {
 }
 #endif
 
-// Σ x² of one tensor on its device (double, a fixed order on either).
-double tensor_sum_of_squares(const Tensor& t) {
+// Σ x² of one tensor on its device (double, a fixed order on either), read on the host after
+// the work queued on `stream` (CUDA: the stream the gradients were written on).
+double tensor_sum_of_squares(const Tensor& t, void* stream) {
   const auto n = static_cast<std::size_t>(t.numel());
   if (t.device().is_cpu()) return kernels::cpu::sum_of_squares(t.data<float>(), n);
 #if AIOPT_HAVE_CUDA
-  // The default stream: the optimizer runs after the backward pass has been synchronized.
-  return kernels::cuda::sum_of_squares(t.data<float>(), n, nullptr);
+  return kernels::cuda::sum_of_squares(t.data<float>(), n, stream);
 #else
+  (void)stream;
   no_cuda(t);
 #endif
 }
@@ -90,7 +91,7 @@ Optimizer::Optimizer(const OptimizerConfig& config, const GptWeights& params) : 
   }
 }
 
-OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale) {
+OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale, void* stream) {
   auto p_named = params.named();
   const auto g_named = grads.named();
   check_same_structure(p_named, g_named);
@@ -105,7 +106,7 @@ OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float
                        slot1_[i].shape_string());
 
   OptimizerStep out;
-  out.grad_norm = std::abs(static_cast<double>(grad_scale)) * global_norm(grads);
+  out.grad_norm = std::abs(static_cast<double>(grad_scale)) * global_norm(grads, stream);
   float scale = grad_scale;
   // Clipping (Pascanu et al. 2013) rescales the whole gradient to norm clip_norm; folded into the
   // scale every update reads the gradient with. A non-finite norm is left alone so that the
@@ -130,7 +131,7 @@ OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float
       } else {
 #if AIOPT_HAVE_CUDA
         kernels::cuda::adamw_update(p.data<float>(), g.data<float>(), slot1_[i].data<float>(),
-                                    slot2_[i].data<float>(), n, h, scale, nullptr);
+                                    slot2_[i].data<float>(), n, h, scale, stream);
 #else
         no_cuda(p);
 #endif
@@ -142,7 +143,7 @@ OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float
       } else {
 #if AIOPT_HAVE_CUDA
         kernels::cuda::sgd_update(p.data<float>(), g.data<float>(), slot1_[i].data<float>(), n, lr,
-                                  config_.momentum, wd, scale, nullptr);
+                                  config_.momentum, wd, scale, stream);
 #else
         no_cuda(p);
 #endif
@@ -167,9 +168,9 @@ std::vector<std::pair<std::string, const Tensor*>> Optimizer::state() const {
   return out;
 }
 
-double global_norm(const GptWeights& grads) {
+double global_norm(const GptWeights& grads, void* stream) {
   double sum = 0.0;
-  for (const auto& [name, g] : grads.named()) sum += tensor_sum_of_squares(*g);
+  for (const auto& [name, g] : grads.named()) sum += tensor_sum_of_squares(*g, stream);
   return std::sqrt(sum);
 }
 

@@ -43,8 +43,11 @@ class Optimizer {
   // One update with learning rate `lr` from grad_scale·grads (grad_scale unscales a mixed-precision
   // loss scale or averages accumulated micro-batches). Clips the global norm to clip_norm first by
   // folding the factor into grad_scale. grads: same config and device as params. Does not touch
-  // grads. Throws InputError when the structures differ.
-  OptimizerStep step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale = 1.0f);
+  // grads. Throws InputError when the structures differ. CUDA: the norm and the updates run on
+  // `stream` (a cudaStream_t; nullptr: the legacy default stream), the one the gradients were
+  // written on, so that the norm the host reads includes them.
+  OptimizerStep step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale = 1.0f,
+                     void* stream = nullptr);
 
   const OptimizerConfig& config() const { return config_; }
   std::int64_t steps_taken() const { return steps_; }
@@ -61,7 +64,8 @@ class Optimizer {
   std::vector<Tensor> slot2_;  // AdamW v
 };
 
-// Global L2 norm over every gradient tensor (double; a fixed summation order).
-double global_norm(const GptWeights& grads);
+// Global L2 norm over every gradient tensor (double; a fixed summation order), read after the
+// work queued on `stream` (CUDA).
+double global_norm(const GptWeights& grads, void* stream = nullptr);
 
 }  // namespace aiopt::nn

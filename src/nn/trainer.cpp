@@ -160,7 +160,7 @@ StepRecord Trainer::step() {
   // The fault "lr_scheduling.off_by_one" (tests only, core/fault.hpp) reads the schedule a step ahead.
   record.lr = config_.schedule.at(steps_done_ + (fault::active("lr_scheduling.off_by_one") ? 1 : 0));
   record.loss_scale = scaler_.scale;
-  grads_.set_zero();
+  grads_.set_zero(stream_);
   // Each micro-batch's mean-loss gradient enters with 1/k, so k of them sum to the gradient of the
   // mean over the effective batch (all micro-batches have the same number of targets).
   const float micro_scale = scaler_.scale / static_cast<float>(config_.accumulate);
@@ -177,7 +177,7 @@ StepRecord Trainer::step() {
   if (scaler_.update(census.nonfinite > 0)) {
     // The fault "mixed_precision.unscaled_gradient" (tests only) applies the scaled gradients as they are.
     const float unscale = fault::active("mixed_precision.unscaled_gradient") ? 1.0f : 1.0f / record.loss_scale;
-    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, unscale);
+    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, unscale, stream_);
     record.grad_norm = applied.grad_norm;
   } else {
     record.skipped = true;

@@ -304,10 +304,10 @@ void check_batch(const GptConfig& cfg, const Batch& batch) {
 // Tokens where the kernels read them: the host vector itself, or a device copy (as 4-byte f32
 // elements, bit for bit, since DType has no 32-bit integer).
 struct DeviceTokens {
-  DeviceTokens(const std::vector<std::int32_t>& host, const Device& device) {
+  DeviceTokens(const std::vector<std::int32_t>& host, const Device& device, void* stream) {
     ptr = host.data();
     if (device.is_cuda()) {
-      copy = Tensor::from_host(std::as_bytes(std::span(host)), {dim(host.size())}, DType::f32, device);
+      copy = Tensor::from_host(std::as_bytes(std::span(host)), {dim(host.size())}, DType::f32, device, stream);
       ptr = reinterpret_cast<const std::int32_t*>(copy.data<float>());
     }
   }
@@ -315,9 +315,10 @@ struct DeviceTokens {
   const std::int32_t* ptr = nullptr;
 };
 
-// Mean over the counted targets of the per-position losses (B·T, on the device).
-double mean_loss(const Tensor& losses, const std::vector<std::int32_t>& targets) {
-  const Tensor host = losses.to(Device::cpu());
+// Mean over the counted targets of the per-position losses (B·T, on the device, written on
+// `stream`).
+double mean_loss(const Tensor& losses, const std::vector<std::int32_t>& targets, void* stream) {
+  const Tensor host = losses.to(Device::cpu(), stream);
   const float* l = host.data<float>();
   double sum = 0.0;
   std::size_t counted = 0;
@@ -367,7 +368,7 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
   std::optional<GptWeights> rounded;
   const GptWeights& w = working_weights(weights, options, rounded, stream);
   const Pass pass(w, batch.batch, batch.seq_len, options, stream);
-  const DeviceTokens inputs(batch.inputs, pass.device()), targets(batch.targets, pass.device());
+  const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
   const std::size_t L = weights.config.layers;
   const std::size_t k = options.checkpoint_every;
 
@@ -412,15 +413,16 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
   }
   pass.embedding_backward(inputs.ptr, dx, grads);
   pass.round_gradients(grads);
-  return {mean_loss(losses, batch.targets)};
+  return {mean_loss(losses, batch.targets, stream)};
 }
 
 GradientCensus gradient_census(const GptWeights& grads, void* stream) {
   GradientCensus census;
   const bool cuda = grads.wte.device().is_cuda();
 #if AIOPT_HAVE_CUDA
-  Tensor counts;  // zeros, non-finite: two uint64 counters on the device
-  if (cuda) counts = Tensor::zeros({4}, DType::f32, grads.wte.device());
+  Tensor counts;  // zeros, non-finite: two uint64 counters on the device, zeroed on `stream`
+  const std::array<float, 4> zero{};
+  if (cuda) counts = Tensor::from_host(std::as_bytes(std::span(zero)), {4}, DType::f32, grads.wte.device(), stream);
 #endif
   for (const auto& [name, t] : grads.named()) {
     const auto n = static_cast<std::size_t>(t->numel());
@@ -439,7 +441,7 @@ GradientCensus gradient_census(const GptWeights& grads, void* stream) {
   }
 #if AIOPT_HAVE_CUDA
   if (cuda) {
-    const Tensor host = counts.to(Device::cpu());
+    const Tensor host = counts.to(Device::cpu(), stream);
     const auto* c = reinterpret_cast<const unsigned long long*>(host.data<float>());
     census.zeros = static_cast<std::size_t>(c[0]);
     census.nonfinite = static_cast<std::size_t>(c[1]);
@@ -454,7 +456,7 @@ double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream
   check_batch(weights.config, batch);
   const TrainingOptions options;
   const Pass pass(weights, batch.batch, batch.seq_len, options, stream);
-  const DeviceTokens inputs(batch.inputs, pass.device()), targets(batch.targets, pass.device());
+  const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
   Tensor x = pass.embed(inputs.ptr);
   for (const BlockWeights& bw : weights.blocks) {
     BlockActivations a;
@@ -463,7 +465,7 @@ double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream
   }
   Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
   pass.head(x, targets.ptr, losses, nullptr, 1.0f);
-  return mean_loss(losses, batch.targets);
+  return mean_loss(losses, batch.targets, stream);
 }
 
 }  // namespace aiopt::nn

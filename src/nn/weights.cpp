@@ -144,8 +144,8 @@ GptWeights GptWeights::zeros(const GptConfig& config, const Device& device) {
   return w;
 }
 
-void GptWeights::set_zero() {
-  for (auto& [name, t] : named()) t->set_zero();
+void GptWeights::set_zero(void* stream) {
+  for (auto& [name, t] : named()) t->set_zero(stream);
 }
 
 void GptWeights::copy_from(const GptWeights& other) {

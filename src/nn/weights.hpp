@@ -51,7 +51,7 @@ struct GptWeights {
   GptWeights to(const Device& device) const;
   // Zero-filled tensors of the config's shapes on `device`: a gradient accumulator.
   static GptWeights zeros(const GptConfig& config, const Device& device);
-  void set_zero();
+  void set_zero(void* stream = nullptr);  // on a CUDA stream as Tensor::set_zero
   // Element-for-element copy of `other` (same config; any devices).
   void copy_from(const GptWeights& other);
   std::size_t bytes() const;

@@ -13,7 +13,8 @@
 #include "core/rng.hpp"
 #include "harness/statistics.hpp"
 #include "harness/step_timer.hpp"
-#include "nn/sampling.hpp"
+#include "nn/decode_loop.hpp"
+#include "nn/decoding.hpp"
 #include "techniques/model_params.hpp"
 
 namespace aiopt {
@@ -138,53 +139,35 @@ kc::Trace kc::Generator::generate(Method method, bool record, bool timed, const 
     throw std::logic_error("kv_caching: a " + to_string(method) + " generation needs this generator's " +
                            aiopt::to_string(*dtype) + " cache");
   const std::size_t B = shape_.batch, P = shape_.prompt_len, G = shape_.gen_tokens, V = shape_.model.vocab;
-  const std::size_t total = P + G;
   if (forced && forced->size() != G * B) throw std::logic_error("kv_caching: forced tokens must be (gen_tokens, batch)");
 
   Trace trace;
-  trace.tokens.resize(G * B);
   if (record) trace.logits.resize(G * B * V);
   std::optional<StepTimer> timer;
   if (timed) timer.emplace(model_.device(), model_.stream());
 
-  std::vector<std::int32_t> sequence(B * total);  // (B, P + G): the prompt, then the tokens fed
-  for (std::size_t b = 0; b < B; ++b)
-    std::copy_n(prompt_.begin() + static_cast<std::ptrdiff_t>(b * P), P, sequence.begin() + static_cast<std::ptrdiff_t>(b * total));
-  std::vector<std::int32_t> input;  // (B, len): this call's tokens
-  if (cache_ && dtype) cache_->clear();
-
-  for (std::size_t t = 0; t < G; ++t) {
-    // Step t: recompute runs the whole prefix of P + t positions; a cached method the prompt at
-    // t = 0, then only position P + t − 1, the token chosen at step t − 1.
-    const bool whole = t == 0 || method == Method::recompute;
-    const std::size_t start = whole ? 0 : P + t - 1;
-    const std::size_t len = whole ? P + t : 1;
-    input.resize(B * len);
-    for (std::size_t b = 0; b < B; ++b)
-      std::copy_n(sequence.begin() + static_cast<std::ptrdiff_t>(b * total + start), len,
-                  input.begin() + static_cast<std::ptrdiff_t>(b * len));
-
-    const auto call = [&] {
-      Tensor logits = method == Method::recompute ? model_.forward(input, B, len, nn::Logits::last)
-                                                  : model_.step(input, B, len, *cache_, nn::Logits::last);
-      // (B, 1, V) on the model's device; the greedy choice is made on the host.
-      Tensor copy;
-      const Tensor* host = &logits;
-      if (!logits.device().is_cpu()) {
-        copy = logits.to(Device::cpu());
-        host = &copy;
-      }
-      const float* z = host->data<float>();
-      for (std::size_t b = 0; b < B; ++b) {
-        const std::span<const float> row(z + b * V, V);
-        trace.tokens[t * B + b] = nn::argmax(row);
-        if (record) std::copy(row.begin(), row.end(), trace.logits.begin() + static_cast<std::ptrdiff_t>((t * B + b) * V));
+  nn::DecodeHooks hooks;
+  hooks.choose = [&](std::size_t t, std::span<const float> logits, std::span<std::int32_t> tokens) {
+    for (std::size_t b = 0; b < B; ++b) {
+      const auto row = logits.subspan(b * V, V);
+      tokens[b] = nn::argmax(row);
+      if (record) std::copy(row.begin(), row.end(), trace.logits.begin() + static_cast<std::ptrdiff_t>((t * B + b) * V));
+    }
+  };
+  if (timer)
+    hooks.run = [&](std::size_t t, const std::function<void()>& step) {
+      const double ms = timer->time(step) * 1e3;
+      if (t == 0) {
+        trace.prefill_ms = ms;
+      } else {
+        trace.decode_ms.push_back(ms);
       }
     };
-    // A broken cache, for the tests: position P's keys and values (written by the first decode
-    // step) left holding position P − 1's in every layer, as a write one position behind would.
-    const bool stale = t == 1 && method != Method::recompute && fault::active("kv_caching.stale_entry");
-    const auto leave_stale = [&] {
+  // A broken cache, for the tests: position P's keys and values (written by the first decode
+  // step) left holding position P − 1's in every layer, as a write one position behind would.
+  if (method != Method::recompute && fault::active("kv_caching.stale_entry"))
+    hooks.after = [&](std::size_t t) {
+      if (t != 1) return;
       if (!cache_->layer(0).k.device().is_cpu())
         throw std::logic_error("kv_caching: the stale_entry fault is injected into host caches only");
       const std::size_t H = shape_.model.heads, d = shape_.model.channels / H, cap = shape_.capacity();
@@ -203,20 +186,8 @@ kc::Trace kc::Generator::generate(Method method, bool record, bool timed, const 
         }
       }
     };
-    if (timer) {
-      const double ms = timer->time(call) * 1e3;
-      if (t == 0) {
-        trace.prefill_ms = ms;
-      } else {
-        trace.decode_ms.push_back(ms);
-      }
-    } else {
-      call();
-    }
-    if (stale) leave_stale();
-    for (std::size_t b = 0; b < B; ++b)
-      sequence[b * total + P + t] = forced ? (*forced)[t * B + b] : trace.tokens[t * B + b];
-  }
+  if (forced) hooks.feed = [&](std::size_t t, std::size_t b) { return (*forced)[t * B + b]; };
+  trace.tokens = nn::decode(model_, prompt_, B, G, dtype ? &*cache_ : nullptr, hooks);
   return trace;
 }
 

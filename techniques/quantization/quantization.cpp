@@ -155,7 +155,7 @@ std::vector<std::size_t> qz::checked_rows(std::size_t m) {
 //  - CUDA fp8: products of two e4m3 values are exact, but NVIDIA does not document the fp8 tensor
 //    cores' accumulator: about 14 bits were measured on Hopper, and cuBLASLt promotes partial
 //    sums to fp32. The fp8 accumulation is not IEEE fp32, so 2^-13 (twice a 14-bit unit
-//    roundoff) per addition, the bound the kernel's own test takes (tests/test_cuda_quant.cpp);
+//    roundoff) per addition, the bound the kernel's own test takes (tests/test_quantize_kernels.cpp);
 //    the scales multiply in fp32 (output u).
 qz::Rounding qz::rounding(Format format, DeviceKind device) {
   constexpr double u = 1.0 / (1 << 24);

@@ -12,6 +12,10 @@
 //  - Against W·x with the original fp32 weights: the format's bound |w − ŵ| <= s/2·(1 + 2^-19)
 //    (weights_int4.hpp) gives |Ŵx − Wx|_j <= Σ_i |x_i|·s_g/2·(1 + 2^-19), plus the fp32 error
 //    above.
+//  - CUDA gemv_int4 ([gpu]) against the dequantized weights times x in double: the GPU's fp32
+//    sum of k terms, in any order with fused multiply-adds, is within γ_k·Σ|w·x| of exact
+//    (Higham 2002, §3.1): |got − ref| <= (k + 5)·u·Σ_p|w_p·x_p|. Its shape checks are host
+//    functions and run without a GPU.
 // A NaN in an output always fails a comparison (the checks are written as `err <= tol`).
 #include <catch2/catch.hpp>
 
@@ -26,12 +30,19 @@
 #include "core/rng.hpp"
 #include "core/threads.hpp"
 #include "kernels/cpu/weights_int4.hpp"
+#include "kernels/cuda/gemv_int4.hpp"
 #include "support/random.hpp"
+
+#ifdef AIOPT_HAVE_CUDA
+#include "support/device_copy.hpp"
+#endif
 
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
 using cpu::SimdPath;
 using cpu::Int4Mode;
+namespace gpu = aiopt::kernels::cuda;
+using Catch::Contains;
 
 namespace {
 
@@ -285,3 +296,105 @@ TEST_CASE("int4 GEMV and GEMM: a NaN input gives NaN outputs") {
     }
   }
 }
+
+// ---- the CUDA int4 GEMV
+
+namespace {
+
+// The CUDA GEMV's int4 format (kernels/cuda/gemv_int4.hpp): symmetric, fp16 scales, no zero
+// point.
+
+struct Int4Weights {
+  std::vector<std::uint8_t> packed;   // (n, k/2)
+  std::vector<std::uint16_t> scales;  // (n, k/group) fp16 bits
+  std::vector<float> dequantized;     // (n, k): s·q
+};
+
+Int4Weights random_int4(std::size_t n, std::size_t k, std::size_t group, std::uint64_t seed) {
+  rng::Stream s(seed);
+  Int4Weights w{std::vector<std::uint8_t>(n * k / 2, 0), std::vector<std::uint16_t>(n * (k / group)),
+                std::vector<float>(n * k)};
+  for (auto& scale : w.scales) scale = float_to_f16(s.uniform(0.01f, 0.1f));
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t p = 0; p < k; ++p) {
+      const int q = static_cast<int>(s.next_bits() % 16) - 8;  // [−8, 7]
+      const std::size_t i = j * k + p;
+      // Element 2i in the low nibble of byte i, element 2i + 1 in its high nibble.
+      w.packed[i / 2] |= static_cast<std::uint8_t>((q & 15) << (i % 2 ? 4 : 0));
+      w.dequantized[i] = f16_to_float(w.scales[j * (k / group) + p / group]) * static_cast<float>(q);
+    }
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("cuda gemv_int4 shape checks name the bad value and the rule", "[weights_int4]") {
+  alignas(16) static std::byte storage[64];
+  const void* a = storage;
+  const void* off = storage + 4;
+  CHECK_NOTHROW(gpu::validate_gemv_int4(1, 1, 32, 32, a, a));
+  CHECK_NOTHROW(gpu::validate_gemv_int4(8, 3, 768, 128, a, a));
+  CHECK_THROWS_AS(gpu::validate_gemv_int4(1, 1, 96, 64, a, a), std::invalid_argument);
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 96, 64, a, a), Contains("k = 96") && Contains("group size 64"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 64, 128, a, a), Contains("k = 64"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 96, 48, a, a), Contains("group = 48") && Contains("32, 64 or 128"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(0, 1, 32, 32, a, a), Contains("m = 0") && Contains("1 to 8"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(9, 1, 32, 32, a, a), Contains("m = 9"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 0, 32, 32, a, a), Contains("n = 0"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 32, 32, off, a), Contains("x is not 16-byte aligned"));
+  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 32, 32, a, off), Contains("packed weights are not 16-byte aligned"));
+}
+
+TEST_CASE("the test's int4 packing puts element 2i in the low nibble", "[weights_int4]") {
+  // The reference packer against the format's definition, on one row of k = 32.
+  const auto w = random_int4(1, 32, 32, 5);
+  const float s = f16_to_float(w.scales[0]);
+  for (std::size_t p = 0; p < 32; ++p) {
+    const int nibble = (w.packed[p / 2] >> (p % 2 ? 4 : 0)) & 15;
+    const int q = nibble >= 8 ? nibble - 16 : nibble;
+    INFO("p=" << p);
+    CHECK(w.dequantized[p] == s * static_cast<float>(q));
+  }
+}
+
+#ifdef AIOPT_HAVE_CUDA
+
+using aiopt::test::download;
+using aiopt::test::upload;
+
+TEST_CASE("cuda gemv_int4 matches the CPU on the dequantized weights", "[weights_int4][gpu]") {
+  struct Shape {
+    std::size_t m, n, k, group;
+  };
+  // k/32 chunks of 1, 8, 16 and more pick each of the kernel's 8, 16 and 32 lanes per row;
+  // n odd and below one block's rows; m from 1 to the limit 8.
+  const Shape shapes[] = {{1, 1, 32, 32},    {1, 37, 256, 64},   {3, 100, 512, 128}, {2, 33, 768, 32},
+                          {8, 257, 768, 64}, {1, 1000, 2048, 128}, {5, 64, 4096, 32}};
+  for (const auto& sh : shapes) {
+    INFO("m=" << sh.m << " n=" << sh.n << " k=" << sh.k << " group=" << sh.group);
+    const auto w = random_int4(sh.n, sh.k, sh.group, 81 + sh.k);
+    const auto x = random_vector(sh.m * sh.k, 82 + sh.n);
+    auto dx = upload(x);
+    auto dp = upload(w.packed);
+    auto ds = upload(w.scales);
+    auto dy = upload(std::vector<float>(sh.m * sh.n, std::numeric_limits<float>::quiet_NaN()));
+    gpu::gemv_int4(dx.data(), dp.data(), ds.data(), dy.data(), sh.m, sh.n, sh.k, sh.group, nullptr);
+    const auto y = download(dy);
+    double worst = 0.0;
+    for (std::size_t r = 0; r < sh.m; ++r)
+      for (std::size_t j = 0; j < sh.n; ++j) {
+        double ref = 0.0, magnitude = 0.0;
+        for (std::size_t p = 0; p < sh.k; ++p) {
+          const double t = static_cast<double>(w.dequantized[j * sh.k + p]) * x[r * sh.k + p];
+          ref += t;
+          magnitude += std::fabs(t);
+        }
+        const double bound = (static_cast<double>(sh.k) + 5) * u * magnitude + 1e-30;
+        const double e = std::fabs(y[r * sh.n + j] - ref);
+        worst = std::max(worst, std::isnan(e) ? std::numeric_limits<double>::infinity() : e / bound);
+      }
+    CHECK(worst <= 1.0);
+  }
+}
+
+#endif  // AIOPT_HAVE_CUDA

@@ -1,9 +1,13 @@
-// The CUDA quantization kernels (TECHNIQUES.md §3): the activation quantizers and the int32
-// dequantizer (kernels/cuda/quantize.hpp), the cuBLASLt int8 and fp8 GEMMs (gemm_lt.hpp) and the
-// int4 weight-only GEMV (gemv_int4.hpp), each against a plain CPU reference written here. The
-// shape checks are host functions and run without a GPU; the kernels run under [gpu].
+// The quantization kernels (TECHNIQUES.md §3). On the CPU, symmetric int8 quantization
+// (kernels/cpu/quantize.hpp): rounding to nearest even on exact ties, saturation at ±127 (never
+// −128), zero rows, the static clip count, the biased activation format and its padding, the
+// error bound s/2 on fresh random rows, and non-finite input, which must throw rather than
+// quantize silently. On CUDA: the activation quantizers and the int32 dequantizer
+// (kernels/cuda/quantize.hpp) and the cuBLASLt int8 and fp8 GEMMs (gemm_lt.hpp), each against a
+// plain CPU reference written here; their shape checks are host functions and run without a
+// GPU, the kernels under [gpu].
 //
-// Tolerances:
+// CUDA tolerances:
 //   quantize_int8_rows, quantize_int8_static, quantize_fp8_e4m3(_static): bit-exact. Both sides
 //     compute x / s as one IEEE division and round it to nearest even (rintf / the e4m3
 //     conversion against std::nearbyint), and the scales are one IEEE division of the same
@@ -23,9 +27,6 @@
 //     2^-4 relative of x/s and a subnormal within 2^-10 (half the smallest step 2^-9): with
 //     e_x = 2^-4·|x| + 2^-10·sx per input, |x̂ŵ − xw| <= e_x·|ŵ| + |x|·e_w, summed over k, plus
 //     the accumulation bound above.
-//   gemv_int4: the reference sums the dequantized weights (fp16 scale × q, exact in fp32) times
-//     x in double. The GPU's fp32 sum of k terms, in any order with fused multiply-adds, is
-//     within γ_k·Σ|w·x| of exact (Higham 2002, §3.1): |got − ref| <= (k + 5)·2^-24·Σ_p|w_p·x_p|.
 //   int8 end to end (quantize both operands, GEMM, dequantize) against x·Wᵀ + b in double: each
 //     input is within s/2 of its quantized value, so per row and feature
 //     |ŷ − y| <= Σ_p (|x_p|·sw/2 + (|w_p| + sw/2)·sx/2) + 4·2^-24·(|ŷ| + |b|).
@@ -46,8 +47,8 @@
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "core/rng.hpp"
+#include "kernels/cpu/quantize.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
-#include "kernels/cuda/gemv_int4.hpp"
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
@@ -61,8 +62,165 @@
 #endif
 
 using namespace aiopt;
+namespace cpu = aiopt::kernels::cpu;
 namespace gpu = aiopt::kernels::cuda;
 using Catch::Contains;
+
+namespace {
+
+constexpr double u = 1.0 / 16777216.0;  // 2^-24: fp32's unit roundoff
+
+using aiopt::test::random_vector;
+
+// q of one row of activations, unbiased.
+std::vector<int> activation_row(const cpu::QuantizedActivations& a, std::size_t i) {
+  std::vector<int> out(a.k);
+  for (std::size_t p = 0; p < a.k; ++p) out[p] = a.value(i, p);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("int8 quantization rounds exact ties to the nearest even integer", "[quantize_kernels]") {
+  // The row's max|w| is 127, so s = 1 exactly and w / s is w: every .5 is an exact tie.
+  const std::vector<float> w = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -125.5f, 3.49f};
+  const std::vector<int> want = {127, 0, 2, 2, 0, -2, -2, 126, -126, 3};
+  std::vector<std::int8_t> q(w.size());
+  float scale = 0.0f;
+  cpu::quantize_rows_int8(w.data(), q.data(), &scale, 1, w.size());
+  CHECK(scale == 1.0f);
+  for (std::size_t i = 0; i < w.size(); ++i) CHECK(int{q[i]} == want[i]);
+
+  cpu::QuantizedActivations a(1, w.size());
+  cpu::quantize_activations_dynamic(w.data(), a);
+  CHECK(a.scale[0] == 1.0f);
+  CHECK(activation_row(a, 0) == want);
+
+  // Static with s = 0.5: x / s doubles x, so x = 1.25 is the tie 2.5.
+  const std::vector<float> x = {1.25f, 0.75f, -1.25f, -0.75f, 0.25f};
+  cpu::QuantizedActivations b(1, x.size());
+  const auto clip = cpu::quantize_activations_static(x.data(), 0.5f, b);
+  CHECK(clip.clipped == 0);
+  CHECK(activation_row(b, 0) == std::vector<int>{2, 2, -2, -2, 0});
+}
+
+TEST_CASE("static int8 quantization saturates at ±127 and counts what it clipped", "[quantize_kernels]") {
+  // s = 1: 127.5 rounds (tie, to even) to 128 and saturates with error exactly s/2, which is not
+  // clipping; 127.6 and beyond lose more than s/2 and count.
+  const std::vector<float> x = {200.0f, -1000.0f, 127.6f, 127.5f, -127.5f, -128.0f, 3.0f, 1e30f};
+  cpu::QuantizedActivations a(1, x.size());
+  const auto clip = cpu::quantize_activations_static(x.data(), 1.0f, a);
+  CHECK(activation_row(a, 0) == std::vector<int>{127, -127, 127, 127, -127, -127, 3, 127});
+  CHECK(clip.clipped == 5);
+  CHECK(clip.total == x.size());
+  CHECK(clip.fraction() == Approx(5.0 / 8.0));
+  for (std::size_t p = 0; p < a.k_padded; ++p) CHECK(int{a.biased[p]} >= 1);  // q never −128
+
+  // A known fraction on random data: 1000 values in [−1, 1], scale 0.5/127: |x| > 0.50197 clips.
+  const std::size_t m = 10, k = 100;
+  const auto r = random_vector(m * k, 11);
+  const float s = 0.5f / 127.0f;
+  std::size_t want = 0;
+  for (float v : r) want += std::fabs(v / s) > 127.5f;
+  cpu::QuantizedActivations big(m, k);
+  const auto c = cpu::quantize_activations_static(r.data(), s, big);
+  CHECK(c.clipped == want);
+  CHECK(c.total == m * k);
+  CHECK(c.fraction() > 0.4);  // about half of a uniform [−1, 1] lies beyond ±0.502
+  CHECK(c.fraction() < 0.6);
+
+  cpu::QuantizedActivations z(1, 1);
+  for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::nanf("")})
+    CHECK_THROWS_AS(cpu::quantize_activations_static(x.data(), bad, z), std::invalid_argument);
+}
+
+TEST_CASE("int8 quantization of a zero row gives scale 0 and zeros", "[quantize_kernels]") {
+  const std::size_t k = 37;
+  std::vector<float> w(3 * k, 0.0f);
+  for (std::size_t p = 0; p < k; ++p) w[k + p] = 0.01f * static_cast<float>(p + 1);  // row 1 non-zero
+  std::vector<std::int8_t> q(w.size(), 99);
+  std::vector<float> scale(3, -1.0f);
+  cpu::quantize_rows_int8(w.data(), q.data(), scale.data(), 3, k);
+  CHECK(scale[0] == 0.0f);
+  CHECK(scale[2] == 0.0f);
+  CHECK(scale[1] > 0.0f);
+  for (std::size_t p = 0; p < k; ++p) {
+    CHECK(int{q[p]} == 0);
+    CHECK(int{q[2 * k + p]} == 0);
+  }
+  std::vector<float> back(w.size(), 1.0f);
+  cpu::dequantize_rows_int8(q.data(), scale.data(), back.data(), 3, k);
+  for (std::size_t p = 0; p < k; ++p) CHECK(back[p] == 0.0f);
+
+  cpu::QuantizedActivations a(3, k);
+  cpu::quantize_activations_dynamic(w.data(), a);
+  CHECK(a.scale[0] == 0.0f);
+  for (int v : activation_row(a, 0)) CHECK(v == 0);
+}
+
+TEST_CASE("int8 quantization is within s/2 of the input on random rows", "[quantize_kernels]") {
+  // Each value is off by at most s/2 from rounding, plus the rounding of x / s to fp32
+  // (|x / s| <= 127 + ..., so < 128·u·s); the row's largest |x| maps to ±127 exactly.
+  for (std::size_t k : {1, 3, 4, 17, 64, 257}) {
+    const std::size_t rows = 5;
+    auto w = random_vector(rows * k, 100 + k);
+    w[2 * k] = 40.0f;  // an outlier: that row's scale is large
+    std::vector<std::int8_t> q(w.size());
+    std::vector<float> scale(rows);
+    cpu::quantize_rows_int8(w.data(), q.data(), scale.data(), rows, k);
+    std::vector<float> back(w.size());
+    cpu::dequantize_rows_int8(q.data(), scale.data(), back.data(), rows, k);
+    cpu::QuantizedActivations a(rows, k);
+    cpu::quantize_activations_dynamic(w.data(), a);
+    CHECK(a.k_padded % 4 == 0);
+    CHECK(a.k_padded >= k);
+    CHECK(a.k_padded < k + 4);
+    for (std::size_t r = 0; r < rows; ++r) {
+      double max_abs = 0.0;
+      for (std::size_t p = 0; p < k; ++p) max_abs = std::max(max_abs, std::fabs(double{w[r * k + p]}));
+      CHECK(scale[r] == static_cast<float>(max_abs) / 127.0f);
+      CHECK(a.scale[r] == scale[r]);
+      bool hit_max = false;
+      for (std::size_t p = 0; p < k; ++p) {
+        const std::size_t i = r * k + p;
+        const double bound = scale[r] * (0.5 + 128 * u);
+        CHECK(std::fabs(double{w[i]} - double{scale[r]} * q[i]) <= bound);
+        CHECK(back[i] == scale[r] * static_cast<float>(q[i]));
+        CHECK(int{a.value(r, p)} == int{q[i]});  // the same rule for activations and weights
+        hit_max |= std::abs(int{q[i]}) == 127;
+      }
+      CHECK(hit_max);
+      for (std::size_t p = k; p < a.k_padded; ++p) CHECK(int{a.biased[r * a.k_padded + p]} == 128);
+    }
+  }
+}
+
+TEST_CASE("int8 quantization of a NaN or an infinity throws", "[quantize_kernels]") {
+  // Non-finite values anywhere in a row, including past the last full vector of a row.
+  const std::size_t rows = 3, k = 37;
+  for (float bad : {std::nanf(""), -std::nanf(""), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()})
+    for (std::size_t at : {std::size_t{0}, k + 5, 3 * k - 1}) {
+      auto w = random_vector(rows * k, 7);
+      w[at] = bad;
+      std::vector<std::int8_t> q(w.size());
+      std::vector<float> scale(rows);
+      CHECK_THROWS_AS(cpu::quantize_rows_int8(w.data(), q.data(), scale.data(), rows, k),
+                      std::invalid_argument);
+      cpu::QuantizedActivations a(rows, k);
+      CHECK_THROWS_AS(cpu::quantize_activations_dynamic(w.data(), a), std::invalid_argument);
+      CHECK_THROWS_AS(cpu::quantize_activations_static(w.data(), 0.01f, a), std::invalid_argument);
+    }
+  // Large inputs take the parallel path, which must report it too.
+  auto big = random_vector(300 * 512, 8);
+  big[299 * 512 + 511] = std::nanf("");
+  std::vector<std::int8_t> q(big.size());
+  std::vector<float> scale(300);
+  CHECK_THROWS_WITH(cpu::quantize_rows_int8(big.data(), q.data(), scale.data(), 300, 512),
+                    Catch::Contains("row 299"));
+}
+
+// ---- the CUDA quantizers and quantized GEMMs
 
 namespace {
 
@@ -96,35 +254,11 @@ std::uint8_t e4m3_bits(float f) {
   return static_cast<std::uint8_t>(sign | ((exponent + 7) * 8 + units - 8));
 }
 
-// ---- int4 weights on the host: the format of kernels/cuda/gemv_int4.hpp
-
-struct Int4Weights {
-  std::vector<std::uint8_t> packed;   // (n, k/2)
-  std::vector<std::uint16_t> scales;  // (n, k/group) fp16 bits
-  std::vector<float> dequantized;     // (n, k): s·q
-};
-
-Int4Weights random_int4(std::size_t n, std::size_t k, std::size_t group, std::uint64_t seed) {
-  rng::Stream s(seed);
-  Int4Weights w{std::vector<std::uint8_t>(n * k / 2, 0), std::vector<std::uint16_t>(n * (k / group)),
-                std::vector<float>(n * k)};
-  for (auto& scale : w.scales) scale = float_to_f16(s.uniform(0.01f, 0.1f));
-  for (std::size_t j = 0; j < n; ++j)
-    for (std::size_t p = 0; p < k; ++p) {
-      const int q = static_cast<int>(s.next_bits() % 16) - 8;  // [−8, 7]
-      const std::size_t i = j * k + p;
-      // Element 2i in the low nibble of byte i, element 2i + 1 in its high nibble.
-      w.packed[i / 2] |= static_cast<std::uint8_t>((q & 15) << (i % 2 ? 4 : 0));
-      w.dequantized[i] = f16_to_float(w.scales[j * (k / group) + p / group]) * static_cast<float>(q);
-    }
-  return w;
-}
-
 }  // namespace
 
 // ---- shape checks: host functions, no device needed
 
-TEST_CASE("cuda gemm_int8 shape checks name the bad value and the rule", "[quantization]") {
+TEST_CASE("cuda gemm_int8 shape checks name the bad value and the rule", "[quantize_kernels]") {
   alignas(16) static std::byte storage[64];
   const void* a = storage;
   const void* off = storage + 4;
@@ -142,7 +276,7 @@ TEST_CASE("cuda gemm_int8 shape checks name the bad value and the rule", "[quant
   CHECK_THROWS_WITH(gpu::validate_gemm_int8(1, 4, 4, a, a, off), Contains("y is not 16-byte aligned"));
 }
 
-TEST_CASE("cuda gemm_fp8 shape checks name the bad value and the rule", "[quantization]") {
+TEST_CASE("cuda gemm_fp8 shape checks name the bad value and the rule", "[quantize_kernels]") {
   alignas(16) static std::byte storage[64];
   const void* a = storage;
   const void* off = storage + 8;
@@ -157,36 +291,7 @@ TEST_CASE("cuda gemm_fp8 shape checks name the bad value and the rule", "[quanti
   CHECK_THROWS_WITH(gpu::validate_gemm_fp8(1, 16, 16, DType::bf16, a, a, off), Contains("y is not 16-byte aligned"));
 }
 
-TEST_CASE("cuda gemv_int4 shape checks name the bad value and the rule", "[quantization]") {
-  alignas(16) static std::byte storage[64];
-  const void* a = storage;
-  const void* off = storage + 4;
-  CHECK_NOTHROW(gpu::validate_gemv_int4(1, 1, 32, 32, a, a));
-  CHECK_NOTHROW(gpu::validate_gemv_int4(8, 3, 768, 128, a, a));
-  CHECK_THROWS_AS(gpu::validate_gemv_int4(1, 1, 96, 64, a, a), std::invalid_argument);
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 96, 64, a, a), Contains("k = 96") && Contains("group size 64"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 64, 128, a, a), Contains("k = 64"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 96, 48, a, a), Contains("group = 48") && Contains("32, 64 or 128"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(0, 1, 32, 32, a, a), Contains("m = 0") && Contains("1 to 8"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(9, 1, 32, 32, a, a), Contains("m = 9"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 0, 32, 32, a, a), Contains("n = 0"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 32, 32, off, a), Contains("x is not 16-byte aligned"));
-  CHECK_THROWS_WITH(gpu::validate_gemv_int4(1, 1, 32, 32, a, off), Contains("packed weights are not 16-byte aligned"));
-}
-
-TEST_CASE("the test's int4 packing puts element 2i in the low nibble", "[quantization]") {
-  // The reference packer against the format's definition, on one row of k = 32.
-  const auto w = random_int4(1, 32, 32, 5);
-  const float s = f16_to_float(w.scales[0]);
-  for (std::size_t p = 0; p < 32; ++p) {
-    const int nibble = (w.packed[p / 2] >> (p % 2 ? 4 : 0)) & 15;
-    const int q = nibble >= 8 ? nibble - 16 : nibble;
-    INFO("p=" << p);
-    CHECK(w.dequantized[p] == s * static_cast<float>(q));
-  }
-}
-
-TEST_CASE("the test's e4m3 rounding rounds to nearest even and saturates", "[quantization]") {
+TEST_CASE("the test's e4m3 rounding rounds to nearest even and saturates", "[quantize_kernels]") {
   CHECK(e4m3_bits(1.0f) == 0x38);
   CHECK(e4m3_bits(448.0f) == 0x7e);
   CHECK(e4m3_bits(1000.0f) == 0x7e);
@@ -211,10 +316,7 @@ using aiopt::test::upload;
 
 namespace {
 
-constexpr double u = 1.0 / 16777216.0;  // 2^-24: the unit roundoff of fp32
 constexpr float infinity = std::numeric_limits<float>::infinity();
-
-using aiopt::test::random_vector;
 
 bool same_e4m3(std::uint8_t a, std::uint8_t b) {
   return a == b || (std::isnan(e4m3_value(a)) && std::isnan(e4m3_value(b)));
@@ -277,7 +379,7 @@ bool fp8_capable() {
 
 }  // namespace
 
-TEST_CASE("the test's e4m3 rounding agrees with cuda_fp8.h's host conversion", "[quantization]") {
+TEST_CASE("the test's e4m3 rounding agrees with cuda_fp8.h's host conversion", "[quantize_kernels]") {
   // cuda_fp8.h's conversion is host-callable; on sm_89+ the device uses cvt.rn.satfinite, whose
   // results the GPU cases compare against this same reference.
   std::vector<float> values;
@@ -307,7 +409,7 @@ TEST_CASE("the test's e4m3 rounding agrees with cuda_fp8.h's host conversion", "
   CHECK(mismatches == 0);
 }
 
-TEST_CASE("without a usable GPU the cuBLASLt GEMMs throw DeviceUnavailable", "[quantization]") {
+TEST_CASE("without a usable GPU the cuBLASLt GEMMs throw DeviceUnavailable", "[quantize_kernels]") {
   // Only where no device is usable: elsewhere these fake pointers would reach a real GEMM.
   if (aiopt::cuda::unavailable_reason().empty()) return;
   alignas(16) static std::byte storage[64];
@@ -319,7 +421,7 @@ TEST_CASE("without a usable GPU the cuBLASLt GEMMs throw DeviceUnavailable", "[q
   CHECK_THROWS_AS(gpu::gemm_fp8(q, scale, q, scale, storage, DType::f32, 1, 16, 16, nullptr), DeviceUnavailable);
 }
 
-TEST_CASE("cuda quantize_int8_rows matches the CPU bit for bit", "[quantization][gpu]") {
+TEST_CASE("cuda quantize_int8_rows matches the CPU bit for bit", "[quantize_kernels][gpu]") {
   const std::size_t shapes[][2] = {{1, 1}, {5, 6}, {7, 33}, {64, 768}, {9, 1000}, {3, 3072}};
   for (const auto& [rows, cols] : shapes) {
     INFO("rows=" << rows << " cols=" << cols);
@@ -349,7 +451,7 @@ TEST_CASE("cuda quantize_int8_rows matches the CPU bit for bit", "[quantization]
   }
 }
 
-TEST_CASE("cuda quantize_int8_static matches the CPU bit for bit", "[quantization][gpu]") {
+TEST_CASE("cuda quantize_int8_static matches the CPU bit for bit", "[quantize_kernels][gpu]") {
   auto x = random_vector(10007, 21, -2.0f, 2.0f);
   const float scale = 0.0125f;  // 2 / 0.0125 = 160: the tails saturate at ±127
   const float crafted[] = {0.5f * scale, 1.5f * scale, -2.5f * scale, infinity, -infinity, quiet_nan, 0.0f};
@@ -365,7 +467,7 @@ TEST_CASE("cuda quantize_int8_static matches the CPU bit for bit", "[quantizatio
   CHECK(std::vector<int>(q.begin(), q.begin() + 7) == std::vector<int>{0, 2, -2, 127, -127, 0, 0});
 }
 
-TEST_CASE("cuda dequantize_int32 matches the CPU bit for bit", "[quantization][gpu]") {
+TEST_CASE("cuda dequantize_int32 matches the CPU bit for bit", "[quantize_kernels][gpu]") {
   const std::size_t m = 13, n = 100;
   rng::Stream s(31);
   std::vector<std::int32_t> acc(m * n);
@@ -394,7 +496,7 @@ TEST_CASE("cuda dequantize_int32 matches the CPU bit for bit", "[quantization][g
     }
 }
 
-TEST_CASE("cuda quantize_fp8_e4m3 matches the CPU bit for bit, scale included", "[quantization][gpu]") {
+TEST_CASE("cuda quantize_fp8_e4m3 matches the CPU bit for bit, scale included", "[quantize_kernels][gpu]") {
   for (const std::size_t count : {std::size_t{1}, std::size_t{17}, std::size_t{100003}}) {
     INFO("count=" << count);
     auto x = random_vector(count, 41 + count, -3.0f, 3.0f);
@@ -448,7 +550,7 @@ TEST_CASE("cuda quantize_fp8_e4m3 matches the CPU bit for bit, scale included", 
   }
 }
 
-TEST_CASE("cuda gemm_int8 equals exact integer sums", "[quantization][gpu]") {
+TEST_CASE("cuda gemm_int8 equals exact integer sums", "[quantize_kernels][gpu]") {
   // (m, n, k): one row (decode), odd m, the smallest legal n and k, and model-sized products.
   const std::size_t shapes[][3] = {{1, 4, 4}, {3, 12, 20}, {17, 100, 36}, {1, 768, 768}, {64, 768, 768}, {33, 1028, 3072}};
   for (const auto& [m, n, k] : shapes) {
@@ -472,7 +574,7 @@ TEST_CASE("cuda gemm_int8 equals exact integer sums", "[quantization][gpu]") {
   }
 }
 
-TEST_CASE("cuda int8 path: quantize, gemm_int8, dequantize stays within the quantization bound", "[quantization][gpu]") {
+TEST_CASE("cuda int8 path: quantize, gemm_int8, dequantize stays within the quantization bound", "[quantize_kernels][gpu]") {
   const std::size_t m = 5, n = 96, k = 256;
   const auto x = random_vector(m * k, 61);
   const auto w = random_vector(n * k, 62, -0.2f, 0.2f);
@@ -503,7 +605,7 @@ TEST_CASE("cuda int8 path: quantize, gemm_int8, dequantize stays within the quan
   CHECK(worst <= 1.0);
 }
 
-TEST_CASE("cuda gemm_fp8 matches a CPU product of the same e4m3 values", "[quantization][gpu]") {
+TEST_CASE("cuda gemm_fp8 matches a CPU product of the same e4m3 values", "[quantize_kernels][gpu]") {
   if (!fp8_capable()) {
     WARN("fp8 GEMM not run: the device is below compute capability 8.9");
     return;
@@ -564,41 +666,6 @@ TEST_CASE("cuda gemm_fp8 matches a CPU product of the same e4m3 values", "[quant
       worst_seen = std::max(worst_seen, worst);
     }
   WARN("gemm_fp8: worst |got - ref| / bound over all shapes = " << worst_seen);
-}
-
-TEST_CASE("cuda gemv_int4 matches the CPU on the dequantized weights", "[quantization][gpu]") {
-  struct Shape {
-    std::size_t m, n, k, group;
-  };
-  // k/32 chunks of 1, 8, 16 and more pick each of the kernel's 8, 16 and 32 lanes per row;
-  // n odd and below one block's rows; m from 1 to the limit 8.
-  const Shape shapes[] = {{1, 1, 32, 32},    {1, 37, 256, 64},   {3, 100, 512, 128}, {2, 33, 768, 32},
-                          {8, 257, 768, 64}, {1, 1000, 2048, 128}, {5, 64, 4096, 32}};
-  for (const auto& sh : shapes) {
-    INFO("m=" << sh.m << " n=" << sh.n << " k=" << sh.k << " group=" << sh.group);
-    const auto w = random_int4(sh.n, sh.k, sh.group, 81 + sh.k);
-    const auto x = random_vector(sh.m * sh.k, 82 + sh.n);
-    auto dx = upload(x);
-    auto dp = upload(w.packed);
-    auto ds = upload(w.scales);
-    auto dy = filled<float>(sh.m * sh.n, quiet_nan);
-    gpu::gemv_int4(dx.data(), dp.data(), ds.data(), dy.data(), sh.m, sh.n, sh.k, sh.group, nullptr);
-    const auto y = download(dy);
-    double worst = 0.0;
-    for (std::size_t r = 0; r < sh.m; ++r)
-      for (std::size_t j = 0; j < sh.n; ++j) {
-        double ref = 0.0, magnitude = 0.0;
-        for (std::size_t p = 0; p < sh.k; ++p) {
-          const double t = static_cast<double>(w.dequantized[j * sh.k + p]) * x[r * sh.k + p];
-          ref += t;
-          magnitude += std::fabs(t);
-        }
-        const double bound = (static_cast<double>(sh.k) + 5) * u * magnitude + 1e-30;
-        const double e = std::fabs(y[r * sh.n + j] - ref);
-        worst = std::max(worst, std::isnan(e) ? std::numeric_limits<double>::infinity() : e / bound);
-      }
-    CHECK(worst <= 1.0);
-  }
 }
 
 #endif  // AIOPT_HAVE_CUDA

@@ -1,5 +1,5 @@
 #pragma once
-// Choosing the next token from the logits, and autoregressive generation with the model
+// Decoding: choosing the next token from the logits, and autoregressive generation with the model
 // (TECHNIQUES.md §1): with a KV cache (one prefill, then one position per step) or by recomputing
 // the whole prefix at every step.
 #include <cstddef>
@@ -35,8 +35,9 @@ struct Generation {
   std::vector<double> step_ms;       // each later token: one decode step (or recompute) and its choice
 };
 
-// Generates `count` tokens after `prompt` (batch 1). `cache_dtype` f32 or i8: a KV cache of
-// prompt + count − 1 positions; nullopt: every step runs Gpt::forward over the whole sequence.
+// Generates `count` tokens after `prompt` (batch 1) with nn::decode (decode_loop.hpp).
+// `cache_dtype` f32 or i8: a KV cache of prompt + count − 1 positions; nullopt: every step runs
+// Gpt::forward over the whole sequence.
 // Throws InputError when the sequence would exceed the model's context, or for an empty prompt.
 Generation generate(Gpt& model, std::span<const std::int32_t> prompt, std::size_t count,
                     const SamplingParams& params, std::optional<DType> cache_dtype);

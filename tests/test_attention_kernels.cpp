@@ -31,6 +31,7 @@
 #include "core/tensor.hpp"
 #include "kernels/attention_shape.hpp"
 #include "kernels/cpu/attention.hpp"
+#include "support/error_metric.hpp"
 #if defined(AIOPT_HAVE_CUDA)
 #include "kernels/cuda/attention.hpp"
 #endif
@@ -66,15 +67,7 @@ Inputs random_inputs(const AttentionShape& s, std::uint64_t seed) {
 }
 
 // Max |got − want|; a NaN anywhere gives infinity, so it fails every tolerance.
-double max_abs_error(const std::vector<float>& got, const std::vector<double>& want) {
-  REQUIRE(got.size() == want.size());
-  double worst = 0.0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (!(e <= worst)) worst = std::isnan(e) ? std::numeric_limits<double>::infinity() : e;
-  }
-  return worst;
-}
+using aiopt::test::max_abs_error;
 
 std::vector<double> reference(const Inputs& in, const AttentionShape& s) {
   std::vector<double> out(in.q.size());

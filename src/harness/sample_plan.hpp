@@ -1,6 +1,7 @@
 #pragma once
-// How many times a case is run (README "What a result means"): warm up, then sample until both a
-// minimum count and a minimum time are reached and the noise is under a bound, or a time limit.
+// The sample plan: how many times a case is run (README "What a result means"). Warm up, then
+// sample until both a minimum count and a minimum time are reached and the noise is under a
+// bound, or a time limit.
 #include <span>
 
 namespace aiopt {

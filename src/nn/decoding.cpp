@@ -1,13 +1,15 @@
-#include "nn/sampling.hpp"
+#include "nn/decoding.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <numeric>
 #include <string>
 
 #include "core/error.hpp"
 #include "core/rng.hpp"
+#include "nn/decode_loop.hpp"
 
 namespace aiopt::nn {
 
@@ -66,36 +68,27 @@ Generation generate(Gpt& model, std::span<const std::int32_t> prompt, std::size_
                      " new tokens need " + std::to_string(positions) + " positions, more than the model's context of " +
                      std::to_string(model.config().context));
   using clock = std::chrono::steady_clock;
-  const auto ms_since = [](clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(clock::now() - start).count();
-  };
-  // Logits to the host; for a CUDA model the copy also waits for the step to finish, so the
-  // times below are the device's work, not its launch.
-  const auto choose = [&](const Tensor& logits, std::uint64_t draw) {
-    const Tensor host = logits.to(Device::cpu());
-    return sample_token({host.data<float>(), static_cast<std::size_t>(host.numel())}, params, draw);
-  };
+  auto start = clock::now();
+  std::optional<KvCache> cache;
+  if (cache_dtype) cache.emplace(model.config(), 1, positions, *cache_dtype, model.device());
 
   Generation g;
-  std::vector<std::int32_t> sequence(prompt.begin(), prompt.end());
-  std::optional<KvCache> cache;
-  auto start = clock::now();
-  if (cache_dtype) {
-    cache.emplace(model.config(), 1, positions, *cache_dtype, model.device());
-    g.tokens.push_back(choose(model.step(prompt, 1, prompt.size(), *cache), 0));
-  } else {
-    g.tokens.push_back(choose(model.forward(prompt, 1, prompt.size(), Logits::last), 0));
-  }
-  g.prefill_ms = ms_since(start);
-  for (std::uint64_t draw = 1; draw < count; ++draw) {
-    const std::int32_t last = g.tokens.back();
-    sequence.push_back(last);
-    start = clock::now();
-    const Tensor logits = cache ? model.step({&last, 1}, 1, 1, *cache)
-                                : model.forward(sequence, 1, sequence.size(), Logits::last);
-    g.tokens.push_back(choose(logits, draw));
-    g.step_ms.push_back(ms_since(start));
-  }
+  DecodeHooks hooks;
+  hooks.choose = [&](std::size_t t, std::span<const float> logits, std::span<std::int32_t> tokens) {
+    tokens[0] = sample_token(logits, params, t);
+  };
+  // The prefill's time counts from before the cache's allocation; each later step's from its start.
+  hooks.run = [&](std::size_t t, const std::function<void()>& step) {
+    if (t > 0) start = clock::now();
+    step();
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - start).count();
+    if (t == 0) {
+      g.prefill_ms = ms;
+    } else {
+      g.step_ms.push_back(ms);
+    }
+  };
+  g.tokens = decode(model, prompt, 1, count, cache ? &*cache : nullptr, hooks);
   return g;
 }
 

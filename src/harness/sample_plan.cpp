@@ -1,4 +1,4 @@
-#include "harness/sampling.hpp"
+#include "harness/sample_plan.hpp"
 
 #include <numeric>
 
