@@ -36,9 +36,6 @@ void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) 
       throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
 }
 
-// Keys query i may see (self-attention, q_offset 0).
-std::size_t visible_keys(const AttentionShape& s, std::size_t i) { return s.causal ? i + 1 : s.kv_len; }
-
 // Per-thread workspace sizes are rounded up to whole cache lines so that no two threads share one.
 std::size_t whole_lines(std::size_t floats) {
   constexpr std::size_t per_line = memory::host_alignment / sizeof(float);
@@ -65,7 +62,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < bh * n; ++r) {
     float* row = scores + r * n;
-    const std::size_t seen = visible_keys(shape, r % n);
+    const std::size_t seen = shape.visible_keys(r % n);
     softmax_row(row, row, seen);
     std::fill(row + seen, row + n, 0.0f);
   }
@@ -158,7 +155,7 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
         for (std::size_t i = 0; i < rows; ++i) {
           float* pi = p + i * bk;
           const float li = lse[head * n + i0 + i];
-          const std::size_t seen = visible_keys(shape, i0 + i);
+          const std::size_t seen = shape.visible_keys(i0 + i);
           const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
 #pragma omp simd
           for (std::size_t j = 0; j < cols; ++j) pi[j] = j < valid ? exp_poly(pi[j] - li) : 0.0f;
@@ -208,7 +205,7 @@ void attention_backward_reference(const float* q, const float* k, const float* v
   for (std::size_t head = 0; head < bh; ++head) {
     const std::size_t off = head * n * d;
     for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t seen = visible_keys(shape, i);
+      const std::size_t seen = shape.visible_keys(i);
       const float* qi = q + off + i * d;
       const float* doi = dout + off + i * d;
       double max = -std::numeric_limits<double>::infinity();
