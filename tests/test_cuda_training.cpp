@@ -528,7 +528,7 @@ struct AttentionInputs {
 
 }  // namespace
 
-TEST_CASE("cuda attention_flash_forward matches the CPU flash forward and its lse", "[cuda_training][gpu]") {
+TEST_CASE("cuda attention_flash with lse matches the CPU flash forward and its lse", "[cuda_training][gpu]") {
   for (const AttentionCase& c : attention_cases) {
     INFO("batch " << c.batch << " heads " << c.heads << " n " << c.n << " d " << c.head_dim << " causal " << c.causal);
     const AttentionInputs in(c);
@@ -537,7 +537,7 @@ TEST_CASE("cuda attention_flash_forward matches the CPU flash forward and its ls
     auto d_q = upload(in.q), d_k = upload(in.k), d_v = upload(in.v);
     auto d_out = upload(std::vector<float>(out.size(), NAN));
     auto d_lse = upload(std::vector<float>(lse.size(), NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
     // out: a convex combination of v rows (|v| <= 1), as the attention bound in the header.
     CHECK(outside(download(d_out), out, in.tolerance(1.0)) == 0);
     // lse = max + log Σ: the scores (|s| <= √d) within (d + 4)·u·√d each; the log of the sum
@@ -558,7 +558,7 @@ TEST_CASE("cuda attention backward, flash and naive, match the float64 reference
     auto d_q = upload(in.q), d_k = upload(in.k), d_v = upload(in.v), d_dout = upload(in.dout);
     auto d_out = upload(std::vector<float>(size, NAN));
     auto d_lse = upload(std::vector<float>(c.batch * c.heads * c.n, NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
 
     auto d_dq = upload(std::vector<float>(size, NAN)), d_dk = upload(std::vector<float>(size, NAN)),
          d_dv = upload(std::vector<float>(size, NAN));
@@ -586,12 +586,11 @@ TEST_CASE("cuda attention backward, flash and naive, match the float64 reference
   }
 }
 
-TEST_CASE("cuda training attention rejects shapes other than self-attention", "[cuda_training][gpu]") {
+TEST_CASE("cuda attention backward rejects shapes other than self-attention", "[cuda_training][gpu]") {
   AttentionShape s = AttentionShape::self(1, 1, 8, 16, true);
   s.kv_capacity = 16;  // a cache layout
   auto buf = upload(std::vector<float>(16 * 16 * 4, 0.5f));
   float* p = buf.data();
-  CHECK_THROWS_AS(gpu::attention_flash_forward(p, p, p, p, p, s, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(gpu::attention_flash_backward(p, p, p, p, p, p, p, p, p, s, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(gpu::attention_naive_backward(p, p, p, p, p, p, p, p, p, s, nullptr), std::invalid_argument);
   AttentionShape decode = AttentionShape::self(1, 1, 8, 16, true);
@@ -632,7 +631,7 @@ TEST_CASE("cuda training kernels repeat bit for bit", "[cuda_training][gpu]") {
     gpu::embedding_backward(d_tokens.data(), d_dy.data(), d_dwte.data(), d_dwpe.data(), 8, 256, 64, hidden, nullptr);
     auto d_out = upload(std::vector<float>(attn.q.size(), NAN));
     auto d_lse = upload(std::vector<float>(4 * 4 * 256, NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), attn.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), attn.shape, nullptr);
     auto d_dq = upload(std::vector<float>(attn.q.size(), NAN)), d_dk = upload(std::vector<float>(attn.q.size(), NAN)),
          d_dv = upload(std::vector<float>(attn.q.size(), NAN));
     gpu::attention_flash_backward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_dout.data(), d_lse.data(),

@@ -250,7 +250,7 @@ struct DeviceOps {
                                const AttentionShape& shape) const {
     if (device.is_cpu()) return kernels::cpu::attention_flash(q, k, v, out, lse, shape);
 #if AIOPT_HAVE_CUDA
-    kernels::cuda::attention_flash_forward(q, k, v, out, lse, shape, stream);
+    kernels::cuda::attention_flash(q, k, v, out, lse, shape, stream);
 #else
     no_cuda();
 #endif

@@ -20,6 +20,10 @@ void attention_naive(const void* q, const void* k, const void* v, void* out, voi
 // (mma), head_dim 64 or 128 (others throw std::invalid_argument).
 void attention_flash(const void* q, const void* k, const void* v, void* out, DType dtype,
                      const AttentionShape& shape, void* stream);
+// fp32 flash that also writes each query row's log-sum-exp of its scaled, masked scores (natural
+// log), lse: (B, H, Tq), which the flash backward (attention_backward.hpp) needs.
+void attention_flash(const float* q, const float* k, const float* v, float* out, float* lse,
+                     const AttentionShape& shape, void* stream);
 
 // `memory_efficient`: `chunk` queries at a time through the naive path; workspace chunk·Tk per
 // (b, h) in `scores` (memory_efficient_workspace_elements).

@@ -1,5 +1,5 @@
-// Training attention on CUDA, fp32 (kernels/cuda/attention_backward.hpp): a flash forward that
-// also writes lse, the FlashAttention-2 backward (Dao 2023) from that lse, and the naive
+// Training attention on CUDA, fp32 (kernels/cuda/attention_backward.hpp): the FlashAttention-2
+// backward (Dao 2023) from the forward's lse (attention_flash in attention.cu), and the naive
 // backward through cuBLAS. With P the softmax and D_i = Σ_c dO_ic·O_ic:
 //   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
 #include "kernels/cuda/attention_backward.hpp"
@@ -13,15 +13,13 @@
 #include "core/cuda_check.hpp"
 #include "core/device.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/masked_softmax.cuh"
 
 namespace aiopt::kernels::cuda {
 
 namespace {
-
-constexpr float log2e = 1.4426950408889634f;
-constexpr float ln2 = 0.6931471805599453f;
 
 // Self-attention only: q_len == kv_len == kv_capacity, q_offset 0.
 void check_self(const AttentionShape& s, const char* who) {
@@ -38,102 +36,6 @@ memory::Buffer<float> device_scratch(std::size_t count) {
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   return memory::Buffer<float>(Device::cuda(device), count);
-}
-
-// ---- flash forward with lse
-//
-// A block of 128 threads takes 32 queries of one (b, h); 4 neighbouring lanes share a query,
-// each holding DMAX/4 of its dimensions of q and of the output in registers. Tiles of 32 keys
-// of k and v are staged in shared memory; scores are kept in the log2 domain (q pre-scaled by
-// scale·log2e), so lse = ln2·(max + log2(sum)).
-
-constexpr int fwd_threads = 128, fwd_lanes = 4, fwd_queries = fwd_threads / fwd_lanes, fwd_keys = 32;
-
-template <int DMAX>
-__global__ void __launch_bounds__(fwd_threads)
-flash_forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                     float* __restrict__ out, float* __restrict__ lse, int d, std::size_t n, bool causal,
-                     float scale_log2) {
-  constexpr int per_lane = DMAX / fwd_lanes;
-  __shared__ float sk[fwd_keys][DMAX + 1];  // +1: lanes of a group read different banks
-  __shared__ float sv[fwd_keys][DMAX + 1];
-  const std::size_t bh = blockIdx.y;
-  const std::size_t q0 = static_cast<std::size_t>(blockIdx.x) * fwd_queries;
-  const int lane = threadIdx.x % fwd_lanes, local = threadIdx.x / fwd_lanes;
-  const std::size_t qi = q0 + local;
-  const bool active = qi < n;
-  const float* qh = q + bh * n * d;
-  const float* kh = k + bh * n * d;
-  const float* vh = v + bh * n * d;
-
-  float qr[per_lane], acc[per_lane];
-#pragma unroll
-  for (int t = 0; t < per_lane; ++t) {
-    const int dim = lane + t * fwd_lanes;
-    qr[t] = active && dim < d ? qh[qi * d + dim] * scale_log2 : 0.0f;
-    acc[t] = 0.0f;
-  }
-  float row_max = -INFINITY, row_sum = 0.0f;
-  const std::size_t last = q0 + fwd_queries < n ? q0 + fwd_queries - 1 : n - 1;
-  const std::size_t keys = causal ? last + 1 : n;  // keys any query of the block sees
-  const std::size_t mine = causal ? qi + 1 : n;    // keys this query sees
-
-  for (std::size_t j0 = 0; j0 < keys; j0 += fwd_keys) {
-    __syncthreads();  // the previous tile is no longer read
-    for (int e = threadIdx.x; e < fwd_keys * DMAX; e += fwd_threads) {
-      const int r = e / DMAX, c = e % DMAX;
-      const bool in = j0 + r < n && c < d;
-      sk[r][c] = in ? kh[(j0 + r) * d + c] : 0.0f;
-      sv[r][c] = in ? vh[(j0 + r) * d + c] : 0.0f;
-    }
-    __syncthreads();
-    float s[fwd_keys];
-    float tile_max = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < fwd_keys; ++j) {
-      float dot = 0.0f;
-#pragma unroll
-      for (int t = 0; t < per_lane; ++t) dot += qr[t] * sk[j][lane + t * fwd_lanes];
-      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-      s[j] = j0 + j < mine && j0 + j < n ? dot : -INFINITY;
-      tile_max = fmaxf(tile_max, s[j]);
-    }
-    const float new_max = fmaxf(row_max, tile_max);
-    // A query whose keys are all masked so far (only past n) keeps everything at zero.
-    const float base = new_max == -INFINITY ? 0.0f : new_max;
-    const float correction = exp2f(row_max - base);
-    row_sum *= correction;
-#pragma unroll
-    for (int t = 0; t < per_lane; ++t) acc[t] *= correction;
-#pragma unroll
-    for (int j = 0; j < fwd_keys; ++j) {
-      const float p = exp2f(s[j] - base);
-      row_sum += p;
-#pragma unroll
-      for (int t = 0; t < per_lane; ++t) acc[t] += p * sv[j][lane + t * fwd_lanes];
-    }
-    row_max = new_max;
-  }
-  if (!active) return;
-  const float inv = 1.0f / row_sum;
-  float* oh = out + (bh * n + qi) * d;
-#pragma unroll
-  for (int t = 0; t < per_lane; ++t) {
-    const int dim = lane + t * fwd_lanes;
-    if (dim < d) oh[dim] = acc[t] * inv;
-  }
-  if (lane == 0) lse[bh * n + qi] = ln2 * (row_max + log2f(row_sum));
-}
-
-template <int DMAX>
-void launch_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                          const AttentionShape& s, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((s.q_len + fwd_queries - 1) / fwd_queries),
-                  static_cast<unsigned>(s.batch * s.heads));
-  flash_forward_kernel<DMAX><<<grid, fwd_threads, 0, stream>>>(q, k, v, out, lse, static_cast<int>(s.head_dim),
-                                                              s.q_len, s.causal, s.scale * log2e);
-  CUDA_CHECK_LAUNCH();
 }
 
 // ---- D = rowsum(dO ∘ O): one warp per row (rows = B·H·N), lanes over the dimensions.
@@ -319,21 +221,6 @@ void launch_flash_backward(const float* q, const float* k, const float* v, const
 
 // ---- naive backward's row kernels (one block per score row, rows = B·H·N)
 
-// In place: scaled scores -> P, 0 at masked keys.
-__global__ void masked_softmax_kernel(float* scores, std::size_t n, bool causal) {
-  const std::size_t row = blockIdx.x;
-  const std::size_t i = row % n;
-  float* x = scores + row * n;
-  const std::size_t seen = causal ? i + 1 : n;
-  float max = -INFINITY;
-  for (std::size_t j = threadIdx.x; j < seen; j += blockDim.x) max = fmaxf(max, x[j]);
-  max = block_reduce(max, Max{}, -INFINITY);
-  float sum = 0.0f;
-  for (std::size_t j = threadIdx.x; j < seen; j += blockDim.x) sum += expf(x[j] - max);
-  const float inv = 1.0f / block_reduce(sum, Sum{}, 0.0f);
-  for (std::size_t j = threadIdx.x; j < n; j += blockDim.x) x[j] = j < seen ? expf(x[j] - max) * inv : 0.0f;
-}
-
 // In place: P -> dS = P ∘ (dP − D), with D_i = Σ_c dO_ic·O_ic reduced by the block.
 __global__ void softmax_backward_kernel(float* scores, const float* dp, const float* dout, const float* out,
                                         std::size_t n, int d) {
@@ -349,22 +236,6 @@ __global__ void softmax_backward_kernel(float* scores, const float* dp, const fl
 constexpr int row_threads = 256;
 
 }  // namespace
-
-void attention_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                             const AttentionShape& shape, void* stream) {
-  check_self(shape, "attention_flash_forward");
-  const cudaStream_t st = as_stream(stream);
-  if (shape.head_dim <= 32) {
-    launch_flash_forward<32>(q, k, v, out, lse, shape, st);
-  } else if (shape.head_dim <= 64) {
-    launch_flash_forward<64>(q, k, v, out, lse, shape, st);
-  } else if (shape.head_dim <= 128) {
-    launch_flash_forward<128>(q, k, v, out, lse, shape, st);
-  } else {
-    throw std::invalid_argument("attention_flash_forward: head_dim must be at most 128, not " +
-                                std::to_string(shape.head_dim));
-  }
-}
 
 void attention_flash_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
                               const float* lse, float* dq, float* dk, float* dv, const AttentionShape& shape,
@@ -405,8 +276,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
   // scores = scale·Q·Kᵀ, then P in place: (B·H) products (N, d)·(d, N).
   gemm_strided_batched(false, true, n, n, d, shape.scale, q, d, nd, k, d, nd, 0.0f, scores, n, nn, bh, DType::f32,
                        stream);
-  masked_softmax_kernel<<<rows, row_threads, 0, st>>>(scores, n, shape.causal);
-  CUDA_CHECK_LAUNCH();
+  masked_softmax(scores, DType::f32, bh * n, n, n, 0, shape, st);
   // dV = Pᵀ·dO: (N, N)ᵀ·(N, d).
   gemm_strided_batched(true, false, n, d, n, 1.0f, scores, n, nn, dout, d, nd, 0.0f, dv, d, nd, bh, DType::f32,
                        stream);

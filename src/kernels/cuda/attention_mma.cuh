@@ -20,10 +20,10 @@
 
 #include "core/cuda_check.hpp"
 #include "kernels/attention_shape.hpp"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 
-inline constexpr float log2e = 1.4426950408889634f;
 inline constexpr int mma_warps = 4, mma_threads = 32 * mma_warps, mma_queries = 16 * mma_warps, mma_keys = 64;
 
 template <class T>

@@ -2,7 +2,7 @@
 // written once; intermediates stay in registers, or in the block's own output row (in L1/L2)
 // between the statistics and the normalization.
 #include "kernels/cuda/fusion_launchers.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 

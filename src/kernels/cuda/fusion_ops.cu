@@ -2,7 +2,7 @@
 // from and writing its output to global memory. Activations are stored as T (float or
 // __nv_bfloat16) and computed in fp32.
 #include "kernels/cuda/fusion_launchers.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 

@@ -18,7 +18,7 @@
 
 #include "core/cuda_check.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/training_ops.hpp"
 
 namespace aiopt::kernels::cuda {

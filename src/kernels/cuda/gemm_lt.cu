@@ -20,7 +20,7 @@
 #include "core/device.hpp"
 #include "core/error.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 

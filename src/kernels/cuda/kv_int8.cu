@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/transformer_ops.hpp"
 
 namespace aiopt::kernels::cuda {

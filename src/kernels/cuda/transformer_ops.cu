@@ -4,7 +4,7 @@
 // so the results equal the CPU's bit for bit. The int8 KV-cache ops are in kv_int8.cu.
 #include <cstdint>
 
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/transformer_ops.hpp"
 
 namespace aiopt::kernels::cuda {

@@ -1,9 +1,11 @@
 #pragma once
-// Device code shared by the unfused ops (fusion_ops.cu) and the fused chains (fused_chains.cu):
-// vector loads, the per-element math, block reductions and the per-row LayerNorm and softmax.
-// Rows are handled by one block each; thread t owns the elements t·V, (t + blockDim)·V, ...
-// of its row, so a thread that writes an element and reads it back needs no barrier.
+// Device math shared by the CUDA kernel files: storage types and the conversions between them
+// and fp32, vector loads, the per-element math, warp and block reductions, the per-row LayerNorm
+// and softmax, and launch geometry. Rows are handled by one block each; thread t owns the
+// elements t·V, (t + blockDim)·V, ... of its row, so a thread that writes an element and reads
+// it back needs no barrier.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -40,6 +42,34 @@ const storage_t<T>* device_ptr(const T* p) {
 template <class T>
 storage_t<T>* device_ptr(T* p) {
   return reinterpret_cast<storage_t<T>*>(p);
+}
+
+// One element of float, __half or __nv_bfloat16 to fp32 and back (rounded to nearest even).
+template <class T>
+__device__ __forceinline__ float widen(T x) {
+  return static_cast<float>(x);
+}
+template <>
+__device__ __forceinline__ float widen(__half x) {
+  return __half2float(x);
+}
+template <>
+__device__ __forceinline__ float widen(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <class T>
+__device__ __forceinline__ T narrow(float x);
+template <>
+__device__ __forceinline__ float narrow(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half narrow(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow(float x) {
+  return __float2bfloat16_rn(x);
 }
 
 // ---- vectors of V values widened to float (V = 4: one float4, or four bf16 in 8 bytes)
@@ -107,6 +137,10 @@ inline bool use_vector4(std::size_t width, const T*... pointers) {
 }
 
 // ---- per-element math (the same formulas as kernels/cpu)
+
+// Softmax in the log2 domain: e^x = 2^(x·log2e), ln y = ln2·log2 y.
+inline constexpr float log2e = 1.4426950408889634f;
+inline constexpr float ln2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float gelu_tanh(float x) {
   constexpr float sqrt_2_over_pi = 0.7978845608028654f;
