@@ -1,4 +1,4 @@
-// The GPT model's CUDA ops (kernels/cuda/transformer_ops.hpp) against their CPU twins
+// The GPT model's CUDA ops (kernels/cuda/embedding.hpp, heads.hpp, kv_int8.hpp) against their CPU twins
 // (kernels/cpu/embedding.hpp, heads.hpp, kv_int8.hpp) on random inputs. All cases are [gpu]; the
 // CPU twins are tested on their own elsewhere. Without CUDA in the build the cases compile away,
 // and the runner skips "[gpu]" with the reason.
@@ -40,7 +40,9 @@
 #include "kernels/cpu/embedding.hpp"
 #include "kernels/cpu/heads.hpp"
 #include "kernels/cpu/kv_int8.hpp"
-#include "kernels/cuda/transformer_ops.hpp"
+#include "kernels/cuda/embedding.hpp"
+#include "kernels/cuda/heads.hpp"
+#include "kernels/cuda/kv_int8.hpp"
 #include "support/device_copy.hpp"
 #include "support/random.hpp"
 
@@ -103,7 +105,7 @@ TEST_CASE("cuda embedding equals the CPU's, and clamps bad tokens to vocab - 1",
     cpu::embedding(tokens.data(), wte.data(), wpe.data(), want.data(), batch, len, pos0, vocab, positions, channels);
     auto d_tokens = upload(tokens);
     auto d_y = upload(std::vector<float>(want.size(), std::numeric_limits<float>::quiet_NaN()));
-    gpu::embedding(d_tokens.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, channels, nullptr);
+    gpu::embedding(d_tokens.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, positions, channels, nullptr);
     CHECK(differing(download(d_y), want) == 0);
 
     // Out-of-range tokens read row vocab − 1 instead of memory outside wte.
@@ -116,7 +118,7 @@ TEST_CASE("cuda embedding equals the CPU's, and clamps bad tokens to vocab - 1",
       if (t < 0 || static_cast<std::size_t>(t) >= vocab) t = static_cast<std::int32_t>(vocab - 1);
     cpu::embedding(clamped.data(), wte.data(), wpe.data(), want.data(), batch, len, pos0, vocab, positions, channels);
     auto d_bad = upload(bad);
-    gpu::embedding(d_bad.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, channels, nullptr);
+    gpu::embedding(d_bad.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, positions, channels, nullptr);
     CHECK(differing(download(d_y), want) == 0);
   }
 }

@@ -1,4 +1,5 @@
-// The CUDA training kernels (kernels/cuda/training_ops.hpp, attention_backward.hpp,
+// The CUDA training kernels (kernels/cuda/layernorm.hpp, activation.hpp, embedding.hpp, heads.hpp,
+// cross_entropy.hpp, elementwise.hpp, precision.hpp, attention_backward.hpp,
 // optimizer.hpp, gemm.hpp's linear_backward) against their CPU twins on random inputs, the
 // flash backward against the naive one, and determinism (two runs bit-identical). All cases are
 // [gpu]; without CUDA in the build they compile away, and the runner skips "[gpu]" with the
@@ -47,10 +48,17 @@
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/optimizer.hpp"
 #include "kernels/cpu/precision.hpp"
+#include "kernels/cuda/activation.hpp"
+#include "kernels/cuda/attention.hpp"
 #include "kernels/cuda/attention_backward.hpp"
+#include "kernels/cuda/cross_entropy.hpp"
+#include "kernels/cuda/elementwise.hpp"
+#include "kernels/cuda/embedding.hpp"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/heads.hpp"
+#include "kernels/cuda/layernorm.hpp"
 #include "kernels/cuda/optimizer.hpp"
-#include "kernels/cuda/training_ops.hpp"
+#include "kernels/cuda/precision.hpp"
 #include "support/device_copy.hpp"
 #include "support/random.hpp"
 

@@ -21,12 +21,17 @@
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/precision.hpp"
 #if AIOPT_HAVE_CUDA
+#include "kernels/cuda/activation.hpp"
 #include "kernels/cuda/attention.hpp"
 #include "kernels/cuda/attention_backward.hpp"
-#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/cross_entropy.hpp"
+#include "kernels/cuda/elementwise.hpp"
+#include "kernels/cuda/embedding.hpp"
 #include "kernels/cuda/gemm.hpp"
-#include "kernels/cuda/training_ops.hpp"
-#include "kernels/cuda/transformer_ops.hpp"
+#include "kernels/cuda/heads.hpp"
+#include "kernels/cuda/kv_int8.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/precision.hpp"
 #endif
 
 namespace aiopt::nn {
@@ -50,7 +55,7 @@ struct DeviceOps {
                  std::size_t channels) const {
     if (device.is_cpu()) return kernels::cpu::embedding(tokens, wte, wpe, y, batch, len, pos0, vocab, positions, channels);
 #if AIOPT_HAVE_CUDA
-    kernels::cuda::embedding(tokens, wte, wpe, y, batch, len, pos0, vocab, channels, stream);
+    kernels::cuda::embedding(tokens, wte, wpe, y, batch, len, pos0, vocab, positions, channels, stream);
 #else
     no_cuda();
 #endif

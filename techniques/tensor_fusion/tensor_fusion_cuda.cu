@@ -7,7 +7,11 @@
 #include "core/cuda_check.hpp"
 #include "core/error.hpp"
 #include "kernels/cpu/bf16.hpp"
-#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/activation.hpp"
+#include "kernels/cuda/elementwise.hpp"
+#include "kernels/cuda/fused_chains.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/softmax.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 namespace aiopt::tensor_fusion {

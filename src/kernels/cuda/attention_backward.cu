@@ -32,12 +32,6 @@ void check_self(const AttentionShape& s, const char* who) {
   if (s.q_len > 0x7fffffffu) throw std::invalid_argument(std::string(who) + ": sequence too long");
 }
 
-memory::Buffer<float> device_scratch(std::size_t count) {
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  return memory::Buffer<float>(Device::cuda(device), count);
-}
-
 // ---- D = rowsum(dO ∘ O): one warp per row (rows = B·H·N), lanes over the dimensions.
 __global__ void row_dot_kernel(const float* dout, const float* out, float* D, std::size_t rows, int d) {
   const int lane = threadIdx.x % 32;

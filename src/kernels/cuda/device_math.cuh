@@ -16,6 +16,8 @@
 #include <type_traits>
 
 #include "core/cuda_check.hpp"
+#include "core/device.hpp"
+#include "core/memory.hpp"
 #include "core/rng.hpp"
 
 namespace aiopt::kernels::cuda {
@@ -287,6 +289,21 @@ inline unsigned row_blocks(std::size_t rows) {
 inline unsigned elementwise_blocks(std::size_t count) {
   const std::size_t blocks = (count + 255) / 256;
   return static_cast<unsigned>(blocks < (1u << 20) ? (blocks ? blocks : 1) : (1u << 20));
+}
+
+// ---- host helpers of the launchers
+
+// A scratch buffer on the current device, from the tracked allocator. Released by cudaFree,
+// which waits for the work queued on the device, so it outlives the kernels that use it.
+inline memory::Buffer<float> device_scratch(std::size_t count) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  return memory::Buffer<float>(Device::cuda(device), count);
+}
+
+inline int checked_width(std::size_t n, const char* who) {
+  if (n > 0x7fffffffu) throw std::invalid_argument(std::string(who) + ": row width exceeds 2^31 - 1");
+  return static_cast<int>(n);
 }
 
 // The launchers take the stream as void* so that plain C++ callers need no CUDA headers.

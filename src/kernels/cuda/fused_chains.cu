@@ -1,7 +1,7 @@
 // The tensor-fusion chains, one kernel each: inputs read from global memory once, the output
 // written once; intermediates stay in registers, or in the block's own output row (in L1/L2)
 // between the statistics and the normalization.
-#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/fused_chains.hpp"
 #include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kernels/cuda/device_math.cuh"
-#include "kernels/cuda/transformer_ops.hpp"
+#include "kernels/cuda/kv_int8.hpp"
 
 namespace aiopt::kernels::cuda {
 
