@@ -6,12 +6,14 @@
 // compared with the double reference over the same dequantized keys and values, 2e-5 absolute
 // (fp32 dot products of head_dim <= 64 terms of magnitude <= 1, ~64 · 6e-8 ≈ 4e-6, and the exp
 // polynomial's 2e-7 relative error; outputs are convex combinations of values in [-1, 1]).
+// With CUDA ([gpu]): the row kernels' launchers with zero rows or zero width launch nothing.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "core/rng.hpp"
@@ -198,3 +200,34 @@ TEST_CASE("attention over the int8 cache equals attention over its dequantized v
   CHECK_THROWS_AS(cpu::attention_int8_kv(buf.data(), b8.data(), buf.data(), b8.data(), buf.data(), buf.data(), bad),
                   std::invalid_argument);
 }
+
+#if defined(AIOPT_HAVE_CUDA)
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.hpp"
+#include "kernels/cuda/fused_chains.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/softmax.hpp"
+#include "support/device_copy.hpp"
+
+// An empty grid or block is an invalid launch configuration: the row launchers must return
+// before launching when there is no row or no column, and leave the output untouched.
+TEST_CASE("cuda row kernels launch nothing for zero rows or zero width", "[model_kernels][gpu]") {
+  namespace gpu = aiopt::kernels::cuda;
+  const std::vector<float> sentinel(64, 7.0f);
+  auto x = test::upload(sentinel), y = test::upload(sentinel), g = test::upload(sentinel);
+  float* stat = g.data();
+  for (const auto& [rows, hidden] : {std::pair<std::size_t, std::size_t>{0, 16}, {4, 0}}) {
+    INFO("rows " << rows << " hidden " << hidden);
+    CHECK_NOTHROW(gpu::layernorm(x.data(), g.data(), g.data(), y.data(), rows, hidden, 1e-5f, nullptr));
+    CHECK_NOTHROW(gpu::layernorm_forward(x.data(), g.data(), g.data(), y.data(), stat, stat, rows, hidden, 1e-5f,
+                                         nullptr));
+    CHECK_NOTHROW(gpu::softmax(x.data(), y.data(), rows, hidden, nullptr));
+    CHECK_NOTHROW(gpu::scale_mask_softmax_fused(x.data(), y.data(), rows, hidden, 0.5f, nullptr));
+    CHECK_NOTHROW(gpu::bias_dropout_residual_layernorm_fused(x.data(), g.data(), x.data(), g.data(), g.data(),
+                                                             y.data(), rows, hidden, 0.1f, 1, 1e-5f, nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(test::download(y) == sentinel);
+  }
+}
+#endif

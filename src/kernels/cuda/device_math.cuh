@@ -279,6 +279,7 @@ inline unsigned row_block_threads(std::size_t hidden, int v) {
 }
 
 // One block per row: gridDim.x is at most 2^31 − 1, and a wider count must not wrap silently.
+// Launchers return before launching for zero rows (an empty grid is an invalid configuration).
 inline unsigned row_blocks(std::size_t rows) {
   if (rows > 0x7fffffffu)
     throw std::invalid_argument("CUDA row kernels take at most 2^31 - 1 rows, got " + std::to_string(rows));

@@ -93,6 +93,7 @@ void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T*
   const auto* residual = device_ptr(residual_);
   auto* y = device_ptr(y_);
   const DropoutMask mask = DropoutMask::make(p, seed);
+  if (rows == 0 || hidden == 0) return;
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
   if (use_vector4(hidden, x, b, residual, gamma, beta, y)) {
@@ -107,6 +108,7 @@ void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T*
 
 template <class T>
 void scale_mask_softmax_fused(const T* x_, T* y_, std::size_t rows, std::size_t hidden, float s, void* stream) {
+  if (rows == 0 || hidden == 0) return;
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);

@@ -5,9 +5,10 @@
 // the default stream); every launch is checked. Activations are stored as T = float or
 // std::uint16_t (bf16 bits, as kernels/cpu/bf16.hpp; __nv_bfloat16 on the device) and computed in
 // fp32, rounded to nearest even once per stored bf16; parameter vectors (b, gamma, beta) are float.
-// Where the row width (for the flat ops: n) % 4 == 0 and every pointer is aligned to 4 of its
+// Where hidden % 4 == 0 and every pointer is aligned to 4 of its
 // elements the kernels move vectors of 4; otherwise single elements. The row chains run one block
-// per row, so rows <= 2^31 − 1; a bad rows or p throws std::invalid_argument.
+// per row, so rows <= 2^31 − 1; a bad rows or p throws std::invalid_argument; zero rows or zero
+// width return without launching.
 #include <cstddef>
 #include <cstdint>
 

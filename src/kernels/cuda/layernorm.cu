@@ -81,6 +81,7 @@ struct LayerNormTerms {
 template <class T>
 void layernorm(const T* x_, const float* gamma, const float* beta, T* y_, std::size_t rows, std::size_t hidden,
                float eps, void* stream) {
+  if (rows == 0 || hidden == 0) return;
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);

@@ -48,6 +48,7 @@ void causal_mask(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void*
 
 template <class T>
 void softmax(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void* stream) {
+  if (rows == 0 || hidden == 0) return;
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);

@@ -12,7 +12,8 @@ namespace aiopt::kernels::cuda {
 // Causal mask: row r is query q = r % hidden; keys j > q become −inf. x, y: (rows, hidden).
 template <class T>
 void causal_mask(const T* x, T* y, std::size_t rows, std::size_t hidden, void* stream);
-// Softmax of each row, one block per row (rows <= 2^31 − 1, else std::invalid_argument).
+// Softmax of each row, one block per row (rows <= 2^31 − 1, else std::invalid_argument); zero
+// rows or zero width return without launching.
 // x, y: (rows, hidden).
 template <class T>
 void softmax(const T* x, T* y, std::size_t rows, std::size_t hidden, void* stream);
