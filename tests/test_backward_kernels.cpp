@@ -2,7 +2,8 @@
 // cross-entropy, attention naive and flash) against its plain reference on random inputs, and
 // against central finite differences of a float64 re-implementation of its forward; the flash
 // forward's log-sum-exp; bit-identical results for 1 and 2 threads where the contract promises
-// them; the head layout moves; reduced-precision rounding and the value census.
+// them; the head layout moves; reduced-precision rounding and the value census. With CUDA
+// ([gpu]): the flash backward's workspace bound and its agreement with the naive backward.
 //
 // Tolerances, with inputs uniform in [-1, 1) (so every term is O(1)):
 // - fast vs reference: fp32 sums of at most a few hundred O(1) terms carry about
@@ -684,3 +685,49 @@ TEST_CASE("value_census counts zeros and non-finite values", "[backward_kernels]
   CHECK(census.zeros == 2);
   CHECK(census.nonfinite == 2);
 }
+
+#if defined(AIOPT_HAVE_CUDA)
+#include "core/cuda_check.hpp"
+#include "core/device.hpp"
+#include "core/memory.hpp"
+#include "kernels/cuda/attention.hpp"
+#include "kernels/cuda/attention_backward.hpp"
+#include "support/device_copy.hpp"
+
+// The CUDA flash backward keeps its workspace O(B·H·N·d) (FlashAttention-2's point): measured by
+// the tracked allocator, at most one (B, H, N, d) tensor, where a dQ share per key tile would
+// take N/32 of them; and its gradients match the naive backward's (5e-5, as the CPU attention).
+TEST_CASE("cuda flash backward needs O(N·d) workspace and matches the naive backward", "[backward_kernels][gpu]") {
+  namespace gpu = aiopt::kernels::cuda;
+  using test::download;
+  using test::upload;
+  for (const bool causal : {false, true})
+    for (const std::size_t d : {std::size_t{64}, std::size_t{128}}) {
+      INFO("causal " << causal << " head_dim " << d);
+      const AttentionShape s = AttentionShape::self(2, 3, 256, d, causal);
+      const std::size_t size = s.batch * s.heads * s.q_len * d;
+      auto q = upload(random_vector(size, 301)), k = upload(random_vector(size, 302)),
+           v = upload(random_vector(size, 303)), dout = upload(random_vector(size, 304));
+      memory::Buffer<float> out(Device::cuda(), size), lse(Device::cuda(), s.batch * s.heads * s.q_len);
+      gpu::attention_flash(q.data(), k.data(), v.data(), out.data(), lse.data(), s, nullptr);
+      memory::Buffer<float> dq(Device::cuda(), size), dk(Device::cuda(), size), dv(Device::cuda(), size);
+      std::size_t workspace = 0;
+      {
+        memory::Scope scope(Device::cuda());
+        gpu::attention_flash_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(), dq.data(),
+                                      dk.data(), dv.data(), s, nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        workspace = scope.peak_bytes();
+      }
+      CHECK(workspace <= size * sizeof(float));
+
+      memory::Buffer<float> scores(Device::cuda(), s.batch * s.heads * s.q_len * s.kv_len);
+      memory::Buffer<float> ndq(Device::cuda(), size), ndk(Device::cuda(), size), ndv(Device::cuda(), size);
+      gpu::attention_naive_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), ndq.data(), ndk.data(),
+                                    ndv.data(), scores.data(), s, nullptr);
+      CHECK(max_error(download(dq), download(ndq)) <= 5e-5);
+      CHECK(max_error(download(dk), download(ndk)) <= 5e-5);
+      CHECK(max_error(download(dv), download(ndv)) <= 5e-5);
+    }
+}
+#endif
