@@ -225,7 +225,8 @@ TEST_CASE("cuda row kernels launch nothing for zero rows or zero width", "[model
     CHECK_NOTHROW(gpu::softmax(x.data(), y.data(), rows, hidden, nullptr));
     CHECK_NOTHROW(gpu::scale_mask_softmax_fused(x.data(), y.data(), rows, hidden, 0.5f, nullptr));
     CHECK_NOTHROW(gpu::bias_dropout_residual_layernorm_fused(x.data(), g.data(), x.data(), g.data(), g.data(),
-                                                             y.data(), rows, hidden, 0.1f, 1, 1e-5f, nullptr));
+                                                             y.data(), rows, hidden, cpu::Dropout(0.1f, 1), 1e-5f,
+                                                             nullptr));
     CHECK(cudaDeviceSynchronize() == cudaSuccess);
     CHECK(test::download(y) == sentinel);
   }

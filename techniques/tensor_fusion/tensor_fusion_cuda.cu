@@ -151,7 +151,7 @@ class CudaRun : public Run {
         T* dropped = intermediates_[1].data();
         T* summed = intermediates_[2].data();
         gpu::bias_add(x_.data(), bias_.data(), biased, rows, hidden, stream_.get());
-        gpu::dropout(biased, dropped, n, shape_.dropout, shape_.dropout_seed, stream_.get());
+        gpu::dropout(biased, dropped, n, kernels::cpu::Dropout(shape_.dropout, shape_.dropout_seed), stream_.get());
         gpu::residual_add(residual_.data(), dropped, summed, n, stream_.get());
         gpu::layernorm(summed, gamma_.data(), beta_.data(), y, rows, hidden, layernorm_eps, stream_.get());
         break;
@@ -175,8 +175,9 @@ class CudaRun : public Run {
         break;
       case Chain::layernorm:
         gpu::bias_dropout_residual_layernorm_fused(x_.data(), bias_.data(), residual_.data(), gamma_.data(),
-                                                   beta_.data(), y_.data(), rows, hidden, shape_.dropout,
-                                                   shape_.dropout_seed, layernorm_eps, stream_.get());
+                                                   beta_.data(), y_.data(), rows, hidden,
+                                                   kernels::cpu::Dropout(shape_.dropout, shape_.dropout_seed),
+                                                   layernorm_eps, stream_.get());
         break;
       case Chain::softmax:
         gpu::scale_mask_softmax_fused(x_.data(), y_.data(), rows, hidden, shape_.softmax_scale(), stream_.get());

@@ -19,6 +19,7 @@
 #include "core/device.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
+#include "kernels/cpu/elementwise.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -149,20 +150,15 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
 }
 
-// The counter-based dropout mask of kernels/cpu/elementwise.hpp (Dropout): keep iff
+// cpu::Dropout's counter-based mask (kernels/cpu/elementwise.hpp) as a kernel argument: keep iff
 // (bits(seed, i) >> 40) >= ceil(p·2^24), which is exactly rng::uniform(seed, i) >= p.
 struct DropoutMask {
   std::uint64_t seed;
   std::uint64_t keep_threshold;
   float scale;
 
-  static DropoutMask make(float p, std::uint64_t seed) {
-    // As cpu::Dropout: a negative p would make the threshold's cast undefined.
-    if (!(p >= 0.0f && p < 1.0f))
-      throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p));
-    return {seed, static_cast<std::uint64_t>(std::ceil(static_cast<double>(p) * 16777216.0)),
-            1.0f / (1.0f - p)};
-  }
+  explicit DropoutMask(const cpu::Dropout& mask)
+      : seed(mask.seed), keep_threshold(mask.keep_threshold), scale(mask.scale) {}
   __device__ __forceinline__ float apply(float v, std::uint64_t i) const {
     return (rng::bits(seed, i) >> 40) >= keep_threshold ? v * scale : 0.0f;
   }

@@ -77,10 +77,10 @@ void bias_add(const T* x_, const float* b, T* y_, std::size_t rows, std::size_t 
 }
 
 template <class T>
-void dropout(const T* x_, T* y_, std::size_t n, float p, std::uint64_t seed, void* stream) {
+void dropout(const T* x_, T* y_, std::size_t n, const cpu::Dropout& dropout_mask, void* stream) {
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
-  const DropoutMask mask = DropoutMask::make(p, seed);
+  const DropoutMask mask(dropout_mask);
   if (use_vector4(n, x, y)) {
     dropout_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, mask);
   } else {
@@ -121,7 +121,7 @@ void bias_backward(const float* dy, float* db, std::size_t rows, std::size_t n, 
 
 #define AIOPT_ELEMENTWISE(T)                                                                   \
   template void bias_add(const T*, const float*, T*, std::size_t, std::size_t, void*);         \
-  template void dropout(const T*, T*, std::size_t, float, std::uint64_t, void*);              \
+  template void dropout(const T*, T*, std::size_t, const cpu::Dropout&, void*);                \
   template void residual_add(const T*, const T*, T*, std::size_t, void*);                      \
   template void scale(const T*, T*, std::size_t, float, void*);
 AIOPT_ELEMENTWISE(float)

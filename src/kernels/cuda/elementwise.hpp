@@ -6,7 +6,8 @@
 // float. Where the row width (for the flat ops: n) % 4 == 0 and every pointer is aligned to 4 of
 // its elements the kernels move vectors of 4; otherwise single elements.
 #include <cstddef>
-#include <cstdint>
+
+#include "kernels/cpu/elementwise.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -16,10 +17,9 @@ void bias_add(const T* x, const float* b, T* y, std::size_t rows, std::size_t hi
 // db += column sums of dy, in a fixed order (the bias's gradient). dy: (rows, n); db: (n); fp32.
 void bias_backward(const float* dy, float* db, std::size_t rows, std::size_t n, void* stream);
 // Inverted dropout with cpu::Dropout's counter-based mask: element i is kept iff
-// rng::uniform(seed, i) >= p, scaled by 1/(1-p); p outside [0, 1) throws std::invalid_argument.
-// x, y: (n).
+// rng::uniform(seed, i) >= p, scaled by 1/(1-p). x, y: (n).
 template <class T>
-void dropout(const T* x, T* y, std::size_t n, float p, std::uint64_t seed, void* stream);
+void dropout(const T* x, T* y, std::size_t n, const cpu::Dropout& mask, void* stream);
 // y = a + b. a, b, y: (n).
 template <class T>
 void residual_add(const T* a, const T* b, T* y, std::size_t n, void* stream);

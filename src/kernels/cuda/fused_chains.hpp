@@ -7,10 +7,11 @@
 // fp32, rounded to nearest even once per stored bf16; parameter vectors (b, gamma, beta) are float.
 // Where hidden % 4 == 0 and every pointer is aligned to 4 of its
 // elements the kernels move vectors of 4; otherwise single elements. The row chains run one block
-// per row, so rows <= 2^31 − 1; a bad rows or p throws std::invalid_argument; zero rows or zero
+// per row, so rows <= 2^31 − 1; a bad rows throws std::invalid_argument; zero rows or zero
 // width return without launching.
 #include <cstddef>
-#include <cstdint>
+
+#include "kernels/cpu/elementwise.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -22,8 +23,8 @@ void bias_gelu_fused(const T* x, const float* b, T* y, std::size_t rows, std::si
 template <class T>
 void bias_dropout_residual_layernorm_fused(const T* x, const float* b, const T* residual,
                                            const float* gamma, const float* beta, T* y,
-                                           std::size_t rows, std::size_t hidden, float p,
-                                           std::uint64_t seed, float eps, void* stream);
+                                           std::size_t rows, std::size_t hidden, const cpu::Dropout& mask,
+                                           float eps, void* stream);
 // y = softmax(causal_mask(s · x)) per row.
 template <class T>
 void scale_mask_softmax_fused(const T* x, T* y, std::size_t rows, std::size_t hidden, float s,
