@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
+#include <string>
 
 #include "core/host_device.hpp"
 
@@ -48,6 +49,16 @@ struct AttentionShape {
     if (kv_len > kv_capacity) throw std::invalid_argument("attention: kv_len exceeds kv_capacity");
     if (causal && q_offset + q_len > kv_len)
       throw std::invalid_argument("attention: causal queries extend past the last key");
+  }
+
+  // Throws as validate(), and std::invalid_argument naming `who` unless this is self-attention
+  // (q_len == kv_len == kv_capacity, q_offset 0): training attends a sequence to itself, and a KV
+  // cache or a query offset has no backward.
+  void validate_self(const char* who) const {
+    validate();
+    if (q_len != kv_len || kv_capacity != kv_len || q_offset != 0)
+      throw std::invalid_argument(std::string(who) +
+                                  ": the backward is for self-attention (q_len == kv_len == kv_capacity, q_offset 0)");
   }
 
   // Keys query i sees (visible_keys above).

@@ -21,14 +21,6 @@ namespace aiopt::kernels::cpu {
 
 namespace {
 
-// Training attends a sequence to itself; a KV cache or a query offset has no backward here.
-void check_self_attention(const AttentionShape& s, const char* who) {
-  s.validate();
-  if (s.q_len != s.kv_len || s.kv_capacity != s.kv_len || s.q_offset != 0)
-    throw std::invalid_argument(std::string(who) +
-                                ": the backward is for self-attention (q_len == kv_len == kv_capacity, q_offset 0)");
-}
-
 // BLAS takes int dimensions; checked before a parallel region, which an exception may not leave.
 void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) {
   for (std::size_t dim : dims)
@@ -54,7 +46,7 @@ float row_dot(const float* a, const float* b, std::size_t d) {
 void attention_naive_backward(const float* q, const float* k, const float* v, const float* out,
                               const float* dout, float* dq, float* dk, float* dv, float* scores,
                               const AttentionShape& shape) {
-  check_self_attention(shape, "attention_naive_backward");
+  shape.validate_self("attention_naive_backward");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
   check_blas_range({n, d}, "attention_naive_backward");
   // P = softmax(scale·q·kᵀ, masked): (B·H, N, N) in scores, as the forward computed it.
@@ -103,7 +95,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
 void attention_flash_backward(const float* q, const float* k, const float* v, const float* out,
                               const float* dout, const float* lse, float* dq, float* dk, float* dv,
                               const AttentionShape& shape, FlashTiles tiles) {
-  check_self_attention(shape, "attention_flash_backward");
+  shape.validate_self("attention_flash_backward");
   if (tiles.q_tile == 0 || tiles.kv_tile == 0)
     throw std::invalid_argument("attention_flash_backward: q_tile and kv_tile must be positive");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
@@ -196,7 +188,7 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
 
 void attention_backward_reference(const float* q, const float* k, const float* v, const float* dout,
                                   double* dq, double* dk, double* dv, const AttentionShape& shape) {
-  check_self_attention(shape, "attention_backward_reference");
+  shape.validate_self("attention_backward_reference");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
   const double scale = shape.scale;
   std::fill(dk, dk + bh * n * d, 0.0);

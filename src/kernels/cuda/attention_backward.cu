@@ -21,13 +21,9 @@ namespace aiopt::kernels::cuda {
 
 namespace {
 
-// Self-attention only: q_len == kv_len == kv_capacity, q_offset 0.
+// Self-attention (AttentionShape::validate_self) within one launch's grid.
 void check_self(const AttentionShape& s, const char* who) {
-  s.validate();
-  if (s.q_len != s.kv_len || s.kv_len != s.kv_capacity || s.q_offset != 0)
-    throw std::invalid_argument(std::string(who) +
-                                ": training attention takes self-attention shapes only "
-                                "(q_len == kv_len == kv_capacity, q_offset 0)");
+  s.validate_self(who);
   if (s.batch * s.heads > 65535) throw std::invalid_argument(std::string(who) + ": batch·heads exceeds 65535");
   if (s.q_len > 0x7fffffffu) throw std::invalid_argument(std::string(who) + ": sequence too long");
 }
