@@ -3,8 +3,9 @@
 // against central finite differences of a float64 re-implementation of its forward; the flash
 // forward's log-sum-exp; bit-identical results for 1 and 2 threads where the contract promises
 // them; the head layout moves; reduced-precision rounding and the value census. And ([gpu]) the
-// CUDA twins (kernels/cuda/training_ops.hpp, attention_backward.hpp, gemm.hpp's linear_backward)
-// against the CPU ones, the CUDA flash backward against the naive one, and their determinism.
+// CUDA twins (kernels/cuda/ of the same names, attention_backward.hpp, gemm.hpp's linear_backward) against
+// the CPU ones, the CUDA flash backward against the naive one with its O(N·d) workspace bound,
+// and their determinism.
 //
 // CPU tolerances, with inputs uniform in [-1, 1) (so every term is O(1)):
 // - fast vs reference: fp32 sums of at most a few hundred O(1) terms carry about
@@ -65,11 +66,18 @@
 
 #ifdef AIOPT_HAVE_CUDA
 #include "core/cuda_check.hpp"
+#include "core/device.hpp"
 #include "core/memory.hpp"
+#include "kernels/cuda/activation.hpp"
+#include "kernels/cuda/attention.hpp"
 #include "kernels/cuda/attention_backward.hpp"
+#include "kernels/cuda/cross_entropy.hpp"
+#include "kernels/cuda/elementwise.hpp"
+#include "kernels/cuda/embedding.hpp"
 #include "kernels/cuda/gemm.hpp"
-#include "kernels/cuda/optimizer.hpp"
-#include "kernels/cuda/training_ops.hpp"
+#include "kernels/cuda/heads.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/precision.hpp"
 #include "support/device_copy.hpp"
 #endif
 
@@ -1071,7 +1079,7 @@ struct CudaAttentionInputs {
 
 }  // namespace
 
-TEST_CASE("cuda attention_flash_forward matches the CPU flash forward and its lse", "[backward_kernels][gpu]") {
+TEST_CASE("cuda attention_flash with lse matches the CPU flash forward and its lse", "[backward_kernels][gpu]") {
   for (const AttentionCase& c : attention_cases) {
     INFO("batch " << c.batch << " heads " << c.heads << " n " << c.n << " d " << c.head_dim << " causal " << c.causal);
     const CudaAttentionInputs in(c);
@@ -1080,7 +1088,7 @@ TEST_CASE("cuda attention_flash_forward matches the CPU flash forward and its ls
     auto d_q = upload(in.q), d_k = upload(in.k), d_v = upload(in.v);
     auto d_out = upload(std::vector<float>(out.size(), NAN));
     auto d_lse = upload(std::vector<float>(lse.size(), NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
     // out: a convex combination of v rows (|v| <= 1), as the attention bound in the header.
     CHECK(outside(download(d_out), out, in.tolerance(1.0)) == 0);
     // lse = max + log Σ: the scores (|s| <= √d) within (d + 4)·u·√d each; the log of the sum
@@ -1101,7 +1109,7 @@ TEST_CASE("cuda attention backward, flash and naive, match the float64 reference
     auto d_q = upload(in.q), d_k = upload(in.k), d_v = upload(in.v), d_dout = upload(in.dout);
     auto d_out = upload(std::vector<float>(size, NAN));
     auto d_lse = upload(std::vector<float>(c.batch * c.heads * c.n, NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), in.shape, nullptr);
 
     auto d_dq = upload(std::vector<float>(size, NAN)), d_dk = upload(std::vector<float>(size, NAN)),
          d_dv = upload(std::vector<float>(size, NAN));
@@ -1129,12 +1137,11 @@ TEST_CASE("cuda attention backward, flash and naive, match the float64 reference
   }
 }
 
-TEST_CASE("cuda training attention rejects shapes other than self-attention", "[backward_kernels][gpu]") {
+TEST_CASE("cuda attention backward rejects shapes other than self-attention", "[backward_kernels][gpu]") {
   AttentionShape s = AttentionShape::self(1, 1, 8, 16, true);
   s.kv_capacity = 16;  // a cache layout
   auto buf = upload(std::vector<float>(16 * 16 * 4, 0.5f));
   float* p = buf.data();
-  CHECK_THROWS_AS(gpu::attention_flash_forward(p, p, p, p, p, s, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(gpu::attention_flash_backward(p, p, p, p, p, p, p, p, p, s, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(gpu::attention_naive_backward(p, p, p, p, p, p, p, p, p, s, nullptr), std::invalid_argument);
   AttentionShape decode = AttentionShape::self(1, 1, 8, 16, true);
@@ -1175,7 +1182,7 @@ TEST_CASE("cuda training kernels repeat bit for bit", "[backward_kernels][gpu]")
     gpu::embedding_backward(d_tokens.data(), d_dy.data(), d_dwte.data(), d_dwpe.data(), 8, 256, 64, hidden, nullptr);
     auto d_out = upload(std::vector<float>(attn.q.size(), NAN));
     auto d_lse = upload(std::vector<float>(4 * 4 * 256, NAN));
-    gpu::attention_flash_forward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), attn.shape, nullptr);
+    gpu::attention_flash(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), attn.shape, nullptr);
     auto d_dq = upload(std::vector<float>(attn.q.size(), NAN)), d_dk = upload(std::vector<float>(attn.q.size(), NAN)),
          d_dv = upload(std::vector<float>(attn.q.size(), NAN));
     gpu::attention_flash_backward(d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_dout.data(), d_lse.data(),
@@ -1208,6 +1215,40 @@ TEST_CASE("cuda training kernels repeat bit for bit", "[backward_kernels][gpu]")
   CHECK(max_abs(a.dgamma) > 0.0);
   CHECK(max_abs(a.dq) > 0.0);
   CHECK(max_abs(a.dwte) > 0.0);
+}
+
+// The CUDA flash backward keeps its workspace O(B·H·N·d) (FlashAttention-2's point): measured by
+// the tracked allocator, at most one (B, H, N, d) tensor, where a dQ share per key tile would
+// take N/32 of them; and its gradients match the naive backward's (5e-5, as the CPU attention).
+TEST_CASE("cuda flash backward needs O(N·d) workspace and matches the naive backward", "[backward_kernels][gpu]") {
+  for (const bool causal : {false, true})
+    for (const std::size_t d : {std::size_t{64}, std::size_t{128}}) {
+      INFO("causal " << causal << " head_dim " << d);
+      const AttentionShape s = AttentionShape::self(2, 3, 256, d, causal);
+      const std::size_t size = s.batch * s.heads * s.q_len * d;
+      auto q = upload(random_vector(size, 301)), k = upload(random_vector(size, 302)),
+           v = upload(random_vector(size, 303)), dout = upload(random_vector(size, 304));
+      memory::Buffer<float> out(Device::cuda(), size), lse(Device::cuda(), s.batch * s.heads * s.q_len);
+      gpu::attention_flash(q.data(), k.data(), v.data(), out.data(), lse.data(), s, nullptr);
+      memory::Buffer<float> dq(Device::cuda(), size), dk(Device::cuda(), size), dv(Device::cuda(), size);
+      std::size_t workspace = 0;
+      {
+        memory::Scope scope(Device::cuda());
+        gpu::attention_flash_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), lse.data(), dq.data(),
+                                      dk.data(), dv.data(), s, nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        workspace = scope.peak_bytes();
+      }
+      CHECK(workspace <= size * sizeof(float));
+
+      memory::Buffer<float> scores(Device::cuda(), s.batch * s.heads * s.q_len * s.kv_len);
+      memory::Buffer<float> ndq(Device::cuda(), size), ndk(Device::cuda(), size), ndv(Device::cuda(), size);
+      gpu::attention_naive_backward(q.data(), k.data(), v.data(), out.data(), dout.data(), ndq.data(), ndk.data(),
+                                    ndv.data(), scores.data(), s, nullptr);
+      CHECK(max_error(download(dq), download(ndq)) <= 5e-5);
+      CHECK(max_error(download(dk), download(ndk)) <= 5e-5);
+      CHECK(max_error(download(dv), download(ndv)) <= 5e-5);
+    }
 }
 
 #endif  // AIOPT_HAVE_CUDA

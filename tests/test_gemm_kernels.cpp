@@ -1,6 +1,6 @@
 // GEMM: the CPU layer over OpenBLAS (linear, sgemm, sgemm_strided_batched) against loops in
 // double, and ([gpu]) the cuBLAS layer (linear, gemm, gemm_strided_batched in f32, f16, bf16)
-// against the same references.
+// against the same references; the cuBLASLt int8 GEMM's one workspace shared by new streams.
 //
 // Tolerances, per element. A dot product of k terms in fp32, in any order, with rounding to
 // nearest, is within γ_k·Σ_p|a_p·b_p| of the exact value, γ_k = k·u/(1 − k·u), u = 2^-24
@@ -35,6 +35,7 @@
 #include "core/cuda_check.hpp"
 #include "core/memory.hpp"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/gemm_lt.hpp"
 #include "support/device_copy.hpp"
 #endif
 
@@ -450,6 +451,43 @@ TEST_CASE("cuda gemm_strided_batched matches per-matrix cuda gemm", "[gemm][gpu]
         CHECK(std::count(gap.begin(), gap.end(), -7.0f) == static_cast<std::ptrdiff_t>(gap.size()));
       }
     }
+}
+
+// A sweep makes a stream per case: a GEMM on each new stream must neither allocate another
+// cuBLASLt workspace on the device nor add to the tracked bytes (no case's peak holds it), and
+// each result stays exact (int32 sums of int8 products).
+TEST_CASE("cuda gemm_int8 on new streams shares one workspace and stays exact", "[gemm][gpu]") {
+  const std::size_t m = 64, n = 128, k = 256;
+  rng::Stream s(61);
+  std::vector<std::int8_t> x(m * k), w(n * k);
+  for (auto& v : x) v = static_cast<std::int8_t>(static_cast<int>(s.next_bits() % 255) - 127);
+  for (auto& v : w) v = static_cast<std::int8_t>(static_cast<int>(s.next_bits() % 255) - 127);
+  std::vector<std::int32_t> want(m * n, 0);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t p = 0; p < k; ++p) want[i * n + j] += std::int32_t{x[i * k + p]} * w[j * k + p];
+  auto dx = upload(x), dw = upload(w);
+  auto dy = upload(std::vector<std::int32_t>(m * n, 0));
+  gpu::gemm_int8(dx.data(), dw.data(), dy.data(), m, n, k, nullptr);  // starts cuBLASLt on this thread
+  CHECK(download(dy) == want);
+
+  const std::size_t tracked = memory::usage(Device::cuda()).current;
+  std::size_t free_before = 0, free_after = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  for (int run = 0; run < 4; ++run) {
+    INFO("stream " << run);
+    cudaStream_t stream = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaMemsetAsync(dy.data(), 0, dy.bytes(), stream));
+    gpu::gemm_int8(dx.data(), dw.data(), dy.data(), m, n, k, stream);
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaStreamDestroy(stream));
+    CHECK(download(dy) == want);
+  }
+  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  CHECK(memory::usage(Device::cuda()).current == tracked);
+  // A workspace per stream would hold up to 32 MiB each; 8 MiB covers the driver's own pages.
+  CHECK(free_after + (std::size_t{8} << 20) >= free_before);
 }
 
 #endif  // AIOPT_HAVE_CUDA

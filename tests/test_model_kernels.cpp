@@ -2,7 +2,7 @@
 // references on random inputs: embedding (and its range checks), split_qkv and merge_heads (exact
 // copies), int8 row quantization (round to nearest even, saturation, the zero row),
 // split_qkv_int8, and attention over the int8 cache; and ([gpu]) their CUDA twins
-// (kernels/cuda/transformer_ops.hpp) against the CPU ones.
+// (kernels/cuda/embedding.hpp, heads.hpp, kv_int8.hpp) against the CPU ones.
 //
 // CPU tolerances: the copies and the quantization are exact (bit-equal); attention_int8_kv is
 // compared with the double reference over the same dequantized keys and values, 2e-5 absolute
@@ -25,6 +25,7 @@
 //   within 1 ± r moves it by at most 2r·max|v|. Summing kv_len weighted rows and the weights in
 //   fp32 adds at most 2·(kv_len + 3)·u·max|v| per side. So
 //     |gpu − cpu| <= max|v|·(2r + 4·(kv_len + 3)·u).
+// With CUDA ([gpu]): the row kernels' launchers with zero rows or zero width launch nothing.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -47,9 +48,16 @@
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include "core/cuda_check.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/transformer_ops.hpp"
+#include "kernels/cuda/embedding.hpp"
+#include "kernels/cuda/fused_chains.hpp"
+#include "kernels/cuda/heads.hpp"
+#include "kernels/cuda/kv_int8.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/softmax.hpp"
 #include "support/device_copy.hpp"
 #endif
 
@@ -282,7 +290,7 @@ TEST_CASE("cuda embedding equals the CPU's, and clamps bad tokens to vocab - 1",
     cpu::embedding(tokens.data(), wte.data(), wpe.data(), want.data(), batch, len, pos0, vocab, positions, channels);
     auto d_tokens = upload(tokens);
     auto d_y = upload(std::vector<float>(want.size(), std::numeric_limits<float>::quiet_NaN()));
-    gpu::embedding(d_tokens.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, channels, nullptr);
+    gpu::embedding(d_tokens.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, positions, channels, nullptr);
     CHECK(differing(download(d_y), want) == 0);
 
     // Out-of-range tokens read row vocab − 1 instead of memory outside wte.
@@ -295,7 +303,7 @@ TEST_CASE("cuda embedding equals the CPU's, and clamps bad tokens to vocab - 1",
       if (t < 0 || static_cast<std::size_t>(t) >= vocab) t = static_cast<std::int32_t>(vocab - 1);
     cpu::embedding(clamped.data(), wte.data(), wpe.data(), want.data(), batch, len, pos0, vocab, positions, channels);
     auto d_bad = upload(bad);
-    gpu::embedding(d_bad.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, channels, nullptr);
+    gpu::embedding(d_bad.data(), d_wte.data(), d_wpe.data(), d_y.data(), batch, len, pos0, vocab, positions, channels, nullptr);
     CHECK(differing(download(d_y), want) == 0);
   }
 }
@@ -492,6 +500,27 @@ TEST_CASE("cuda attention_int8_kv rejects a bad shape", "[model_kernels][gpu]") 
   const AttentionShape shape{1, 1, 2, 4, 8, 4, 3, true, 0.35f};
   CHECK_THROWS_AS(gpu::attention_int8_kv(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, shape, nullptr),
                   std::invalid_argument);
+}
+
+// An empty grid or block is an invalid launch configuration: the row launchers must return
+// before launching when there is no row or no column, and leave the output untouched.
+TEST_CASE("cuda row kernels launch nothing for zero rows or zero width", "[model_kernels][gpu]") {
+  const std::vector<float> sentinel(64, 7.0f);
+  auto x = upload(sentinel), y = upload(sentinel), g = upload(sentinel);
+  float* stat = g.data();
+  for (const auto& [rows, hidden] : {std::pair<std::size_t, std::size_t>{0, 16}, {4, 0}}) {
+    INFO("rows " << rows << " hidden " << hidden);
+    CHECK_NOTHROW(gpu::layernorm(x.data(), g.data(), g.data(), y.data(), rows, hidden, 1e-5f, nullptr));
+    CHECK_NOTHROW(gpu::layernorm_forward(x.data(), g.data(), g.data(), y.data(), stat, stat, rows, hidden, 1e-5f,
+                                         nullptr));
+    CHECK_NOTHROW(gpu::softmax(x.data(), y.data(), rows, hidden, nullptr));
+    CHECK_NOTHROW(gpu::scale_mask_softmax_fused(x.data(), y.data(), rows, hidden, 0.5f, nullptr));
+    CHECK_NOTHROW(gpu::bias_dropout_residual_layernorm_fused(x.data(), g.data(), x.data(), g.data(), g.data(),
+                                                             y.data(), rows, hidden, cpu::Dropout(0.1f, 1), 1e-5f,
+                                                             nullptr));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(download(y) == sentinel);
+  }
 }
 
 #endif  // AIOPT_HAVE_CUDA

@@ -4,11 +4,7 @@
 // in any order. The mixer is SplitMix64's finalizer (Steele, Lea, Flood 2014).
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define AIOPT_HD __host__ __device__ __forceinline__
-#else
-#define AIOPT_HD inline
-#endif
+#include "core/host_device.hpp"
 
 namespace aiopt::rng {
 

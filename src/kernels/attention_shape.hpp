@@ -11,8 +11,18 @@
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
+#include <string>
+
+#include "core/host_device.hpp"
 
 namespace aiopt::kernels {
+
+// The masking rule, for the CPU kernels and the CUDA kernels alike: the keys query i (absolute
+// position q_offset + i) sees are [0, visible_keys): all kv_len, or with the causal mask those at
+// positions <= q_offset + i.
+AIOPT_HD std::size_t visible_keys(bool causal, std::size_t kv_len, std::size_t q_offset, std::size_t i) {
+  return causal && q_offset + i + 1 < kv_len ? q_offset + i + 1 : kv_len;
+}
 
 struct AttentionShape {
   std::size_t batch = 1;
@@ -40,6 +50,19 @@ struct AttentionShape {
     if (causal && q_offset + q_len > kv_len)
       throw std::invalid_argument("attention: causal queries extend past the last key");
   }
+
+  // Throws as validate(), and std::invalid_argument naming `who` unless this is self-attention
+  // (q_len == kv_len == kv_capacity, q_offset 0): training attends a sequence to itself, and a KV
+  // cache or a query offset has no backward.
+  void validate_self(const char* who) const {
+    validate();
+    if (q_len != kv_len || kv_capacity != kv_len || q_offset != 0)
+      throw std::invalid_argument(std::string(who) +
+                                  ": the backward is for self-attention (q_len == kv_len == kv_capacity, q_offset 0)");
+  }
+
+  // Keys query i sees (visible_keys above).
+  std::size_t visible_keys(std::size_t i) const { return kernels::visible_keys(causal, kv_len, q_offset, i); }
 
   // Multiply-adds of q·kᵀ and p·v counted as 2 FLOPs each: 4·B·H·Tq·Tk·d, about half with the mask.
   double flops() const {

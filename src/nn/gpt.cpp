@@ -100,7 +100,7 @@ Tensor Gpt::step(std::span<const std::int32_t> tokens, std::size_t batch, std::s
       if (cache.dtype() == DType::f32) {
         ops.split_qkv(qkv.data<float>(), q.data<float>(), kv.k.data<float>(), kv.v.data<float>(), batch, len, H, d,
                       cache.capacity(), pos0);
-        ops.attention(q.data<float>(), kv.k.data<float>(), kv.v.data<float>(), att.data<float>(), shape);
+        ops.attention_flash(q.data<float>(), kv.k.data<float>(), kv.v.data<float>(), att.data<float>(), shape);
       } else {
         ops.split_qkv_int8(qkv.data<float>(), q.data<float>(), kv.k.data<std::int8_t>(), kv.k_scale.data<float>(),
                            kv.v.data<std::int8_t>(), kv.v_scale.data<float>(), batch, len, H, d, cache.capacity(),

@@ -90,8 +90,8 @@ class Pass {
     a.att = bhtd();
     if (opt_.attention == TrainAttention::flash) {
       a.lse = f32({dim(B_), dim(H_), dim(T_)});
-      ops_.attention_flash_forward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
-                                   a.lse.data<float>(), shape_);
+      ops_.attention_flash(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                           a.lse.data<float>(), shape_);
     } else {
       Tensor scores = f32({dim(B_), dim(H_), dim(T_), dim(T_)});  // (B, H, T, T)
       ops_.attention_naive(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),

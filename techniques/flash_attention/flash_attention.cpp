@@ -288,7 +288,7 @@ void flash_without_rescale(const fa::Inputs& in, float* out, const kernels::Atte
       const float* qi = in.q.data() + (bh * a.q_len + i) * d;
       const float* k = in.k.data() + bh * a.kv_capacity * d;
       const float* v = in.v.data() + bh * a.kv_capacity * d;
-      const std::size_t keys = a.causal ? std::min(a.kv_len, a.q_offset + i + 1) : a.kv_len;
+      const std::size_t keys = a.visible_keys(i);
       float running_max = -std::numeric_limits<float>::infinity(), sum = 0.0f;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (std::size_t j0 = 0; j0 < keys; j0 += kv_tile) {

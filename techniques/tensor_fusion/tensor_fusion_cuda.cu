@@ -7,7 +7,11 @@
 #include "core/cuda_check.hpp"
 #include "core/error.hpp"
 #include "kernels/cpu/bf16.hpp"
-#include "kernels/cuda/fusion_launchers.hpp"
+#include "kernels/cuda/activation.hpp"
+#include "kernels/cuda/elementwise.hpp"
+#include "kernels/cuda/fused_chains.hpp"
+#include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/softmax.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 namespace aiopt::tensor_fusion {
@@ -145,7 +149,7 @@ class CudaRun : public Run {
         T* dropped = intermediates_[1].data();
         T* summed = intermediates_[2].data();
         gpu::bias_add(x_.data(), bias_.data(), biased, rows, hidden, stream_.get());
-        gpu::dropout(biased, dropped, n, shape_.dropout, shape_.dropout_seed, stream_.get());
+        gpu::dropout(biased, dropped, n, kernels::cpu::Dropout(shape_.dropout, shape_.dropout_seed), stream_.get());
         gpu::residual_add(residual_.data(), dropped, summed, n, stream_.get());
         gpu::layernorm(summed, gamma_.data(), beta_.data(), y, rows, hidden, layernorm_eps, stream_.get());
         break;
@@ -169,8 +173,9 @@ class CudaRun : public Run {
         break;
       case Chain::layernorm:
         gpu::bias_dropout_residual_layernorm_fused(x_.data(), bias_.data(), residual_.data(), gamma_.data(),
-                                                   beta_.data(), y_.data(), rows, hidden, shape_.dropout,
-                                                   shape_.dropout_seed, layernorm_eps, stream_.get());
+                                                   beta_.data(), y_.data(), rows, hidden,
+                                                   kernels::cpu::Dropout(shape_.dropout, shape_.dropout_seed),
+                                                   layernorm_eps, stream_.get());
         break;
       case Chain::softmax:
         gpu::scale_mask_softmax_fused(x_.data(), y_.data(), rows, hidden, shape_.softmax_scale(), stream_.get());

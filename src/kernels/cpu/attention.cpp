@@ -22,11 +22,6 @@ namespace {
 
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
-// Keys query i may see: all kv_len, or with the causal mask those at positions <= q_offset + i.
-std::size_t visible_keys(const AttentionShape& s, std::size_t i) {
-  return s.causal ? std::min(s.kv_len, s.q_offset + i + 1) : s.kv_len;
-}
-
 // Per-thread workspace sizes are rounded up to whole cache lines so that no two threads share one.
 std::size_t whole_lines(std::size_t floats) {
   constexpr std::size_t per_line = memory::host_alignment / sizeof(float);
@@ -59,7 +54,7 @@ void attention_reference(const float* q, const float* k, const float* v, double*
   for (std::size_t bh = 0; bh < shape.batch * shape.heads; ++bh) {
     const auto [qo, kvo] = head_offsets(shape, bh);
     for (std::size_t i = 0; i < shape.q_len; ++i) {
-      const std::size_t n = visible_keys(shape, i);
+      const std::size_t n = shape.visible_keys(i);
       const float* qi = q + qo + i * d;
       double max = -std::numeric_limits<double>::infinity();
       for (std::size_t j = 0; j < n; ++j) {
@@ -98,7 +93,7 @@ void attention_naive(const float* q, const float* k, const float* v, float* out,
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
     float* row = scores + r * tk;
-    const std::size_t n = visible_keys(shape, r % tq);
+    const std::size_t n = shape.visible_keys(r % tq);
     softmax_row(row, row, n);
     std::fill(row + n, row + tk, 0.0f);
   }
@@ -146,7 +141,7 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
       const auto [qo, kvo] = head_offsets(shape, head);
       const float* qt = q + qo + i0 * d;  // (rows, d)
       // The tile's last query sees the most keys; tiles of keys past it are skipped whole.
-      const std::size_t keys = visible_keys(shape, i0 + rows - 1);
+      const std::size_t keys = shape.visible_keys(i0 + rows - 1);
 
       std::fill(acc, acc + rows * d, 0.0f);
       std::fill(row_max, row_max + rows, neg_inf);
@@ -159,7 +154,7 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
         for (std::size_t i = 0; i < rows; ++i) {
           float* si = s + i * bk;  // (cols)
           // Causal mask inside a diagonal tile: keys past the query's position.
-          const std::size_t seen = visible_keys(shape, i0 + i);
+          const std::size_t seen = shape.visible_keys(i0 + i);
           const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
           float tile_max = neg_inf;
 #pragma omp simd reduction(max : tile_max)
@@ -227,11 +222,11 @@ void attention_memory_efficient(const float* q, const float* k, const float* v, 
       const std::size_t rows = std::min(bq, tq - i0);
       const auto [qo, kvo] = head_offsets(shape, head);
       // Keys past the chunk's last visible one are never needed: (rows, keys) of scores.
-      const std::size_t keys = visible_keys(shape, i0 + rows - 1);
+      const std::size_t keys = shape.visible_keys(i0 + rows - 1);
       sgemm(false, true, rows, keys, d, shape.scale, q + qo + i0 * d, d, k + kvo, d, 0.0f, s, keys);
       for (std::size_t i = 0; i < rows; ++i) {
         float* row = s + i * keys;
-        const std::size_t n = visible_keys(shape, i0 + i);
+        const std::size_t n = shape.visible_keys(i0 + i);
         softmax_row(row, row, n);
         std::fill(row + n, row + keys, 0.0f);
       }
@@ -249,7 +244,7 @@ void attention_uniform(const float* v, float* out, const AttentionShape& shape) 
     std::vector<double> sum(d, 0.0);
     std::size_t summed = 0;  // keys in sum; queries come in order, each seeing at least as many
     for (std::size_t i = 0; i < shape.q_len; ++i) {
-      for (const std::size_t n = visible_keys(shape, i); summed < n; ++summed)
+      for (const std::size_t n = shape.visible_keys(i); summed < n; ++summed)
         for (std::size_t t = 0; t < d; ++t) sum[t] += v[kvo + summed * d + t];
       for (std::size_t t = 0; t < d; ++t) out[qo + i * d + t] = static_cast<float>(sum[t] / static_cast<double>(summed));
     }

@@ -21,23 +21,12 @@ namespace aiopt::kernels::cpu {
 
 namespace {
 
-// Training attends a sequence to itself; a KV cache or a query offset has no backward here.
-void check_self_attention(const AttentionShape& s, const char* who) {
-  s.validate();
-  if (s.q_len != s.kv_len || s.kv_capacity != s.kv_len || s.q_offset != 0)
-    throw std::invalid_argument(std::string(who) +
-                                ": the backward is for self-attention (q_len == kv_len == kv_capacity, q_offset 0)");
-}
-
 // BLAS takes int dimensions; checked before a parallel region, which an exception may not leave.
 void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) {
   for (std::size_t dim : dims)
     if (dim > static_cast<std::size_t>(std::numeric_limits<blasint>::max()))
       throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
 }
-
-// Keys query i may see (self-attention, q_offset 0).
-std::size_t visible_keys(const AttentionShape& s, std::size_t i) { return s.causal ? i + 1 : s.kv_len; }
 
 // Per-thread workspace sizes are rounded up to whole cache lines so that no two threads share one.
 std::size_t whole_lines(std::size_t floats) {
@@ -57,7 +46,7 @@ float row_dot(const float* a, const float* b, std::size_t d) {
 void attention_naive_backward(const float* q, const float* k, const float* v, const float* out,
                               const float* dout, float* dq, float* dk, float* dv, float* scores,
                               const AttentionShape& shape) {
-  check_self_attention(shape, "attention_naive_backward");
+  shape.validate_self("attention_naive_backward");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
   check_blas_range({n, d}, "attention_naive_backward");
   // P = softmax(scale·q·kᵀ, masked): (B·H, N, N) in scores, as the forward computed it.
@@ -65,7 +54,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < bh * n; ++r) {
     float* row = scores + r * n;
-    const std::size_t seen = visible_keys(shape, r % n);
+    const std::size_t seen = shape.visible_keys(r % n);
     softmax_row(row, row, seen);
     std::fill(row + seen, row + n, 0.0f);
   }
@@ -106,7 +95,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
 void attention_flash_backward(const float* q, const float* k, const float* v, const float* out,
                               const float* dout, const float* lse, float* dq, float* dk, float* dv,
                               const AttentionShape& shape, FlashTiles tiles) {
-  check_self_attention(shape, "attention_flash_backward");
+  shape.validate_self("attention_flash_backward");
   if (tiles.q_tile == 0 || tiles.kv_tile == 0)
     throw std::invalid_argument("attention_flash_backward: q_tile and kv_tile must be positive");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
@@ -158,7 +147,7 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
         for (std::size_t i = 0; i < rows; ++i) {
           float* pi = p + i * bk;
           const float li = lse[head * n + i0 + i];
-          const std::size_t seen = visible_keys(shape, i0 + i);
+          const std::size_t seen = shape.visible_keys(i0 + i);
           const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
 #pragma omp simd
           for (std::size_t j = 0; j < cols; ++j) pi[j] = j < valid ? exp_poly(pi[j] - li) : 0.0f;
@@ -199,7 +188,7 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
 
 void attention_backward_reference(const float* q, const float* k, const float* v, const float* dout,
                                   double* dq, double* dk, double* dv, const AttentionShape& shape) {
-  check_self_attention(shape, "attention_backward_reference");
+  shape.validate_self("attention_backward_reference");
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
   const double scale = shape.scale;
   std::fill(dk, dk + bh * n * d, 0.0);
@@ -208,7 +197,7 @@ void attention_backward_reference(const float* q, const float* k, const float* v
   for (std::size_t head = 0; head < bh; ++head) {
     const std::size_t off = head * n * d;
     for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t seen = visible_keys(shape, i);
+      const std::size_t seen = shape.visible_keys(i);
       const float* qi = q + off + i * d;
       const float* doi = dout + off + i * d;
       double max = -std::numeric_limits<double>::infinity();

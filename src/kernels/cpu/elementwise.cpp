@@ -22,13 +22,21 @@ void bias_add(const T* x, const float* b, T* y, std::size_t rows, std::size_t hi
   }
 }
 
-Dropout::Dropout(float p_, std::uint64_t seed_)
-    : p(p_), seed(seed_),
-      keep_threshold(static_cast<std::uint64_t>(std::ceil(static_cast<double>(p_) * 16777216.0))),
-      scale(1.0f / (1.0f - p_)) {
-  if (!(p_ >= 0.0f && p_ < 1.0f))
-    throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p_));
+namespace {
+
+// Checked before the threshold is computed: a negative p would make its cast undefined.
+float dropout_probability(float p) {
+  if (!(p >= 0.0f && p < 1.0f))
+    throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p));
+  return p;
 }
+
+}  // namespace
+
+Dropout::Dropout(float p_, std::uint64_t seed_)
+    : p(dropout_probability(p_)), seed(seed_),
+      keep_threshold(static_cast<std::uint64_t>(std::ceil(static_cast<double>(p) * 16777216.0))),
+      scale(1.0f / (1.0f - p)) {}
 
 void dropout_reference(const float* x, float* y, std::size_t n, float p, std::uint64_t seed) {
   const float scale = 1.0f / (1.0f - p);

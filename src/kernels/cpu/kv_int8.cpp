@@ -106,7 +106,7 @@ void attention_int8_kv(const float* q, const std::int8_t* k8, const float* k_sca
     for (std::size_t r = 0; r < rows; ++r) {
       const std::size_t bh = r / shape.q_len;
       const std::size_t i = r % shape.q_len;
-      const std::size_t keys = shape.causal ? shape.q_offset + i + 1 : shape.kv_len;
+      const std::size_t keys = shape.visible_keys(i);
       const float* qr = q + r * d;                                  // (d)
       const std::int8_t* kb = k8 + bh * shape.kv_capacity * d;      // (capacity, d)
       const std::int8_t* vb = v8 + bh * shape.kv_capacity * d;      // (capacity, d)

@@ -14,111 +14,17 @@
 
 #include "core/cuda_check.hpp"
 #include "kernels/cuda/attention_mma.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/masked_softmax.cuh"
 
 namespace aiopt::kernels::cuda {
 
 namespace {
 
-cudaStream_t as_cuda_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 void check_dtype(DType dtype, const char* who) {
   if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
     throw std::invalid_argument(std::string(who) + ": dtype must be f32, f16 or bf16, not " + to_string(dtype));
-}
-
-// Keys query i sees (kernels/attention_shape.hpp).
-__host__ __device__ inline std::size_t visible_keys(bool causal, std::size_t kv_len, std::size_t q_offset,
-                                                    std::size_t i) {
-  return causal ? (q_offset + i + 1 < kv_len ? q_offset + i + 1 : kv_len) : kv_len;
-}
-
-// ---- masked softmax of score rows, in place
-
-template <class T>
-__device__ __forceinline__ float widen(T x) {
-  return static_cast<float>(x);
-}
-template <>
-__device__ __forceinline__ float widen(__half x) {
-  return __half2float(x);
-}
-template <>
-__device__ __forceinline__ float widen(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <class T>
-__device__ __forceinline__ T narrow(float x);
-template <>
-__device__ __forceinline__ float narrow(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half narrow(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 narrow(float x) {
-  return __float2bfloat16_rn(x);
-}
-
-constexpr int softmax_threads = 256;
-
-// Block-wide max or sum of one value per thread; every thread gets the result.
-template <bool Max>
-__device__ float block_reduce(float v, float* shared) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float w = __shfl_xor_sync(0xffffffffu, v, o);
-    v = Max ? fmaxf(v, w) : v + w;
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // `shared` may still be read from the previous reduction
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = Max ? -INFINITY : 0.0f;
-  for (int w = 0; w < softmax_threads / 32; ++w) v = Max ? fmaxf(v, shared[w]) : v + shared[w];
-  return v;
-}
-
-// One block per row of `rows_per_head`·heads rows of length `row_len`, row r being query
-// first_query + r % rows_per_head: p = softmax over its visible keys, 0 past them.
-template <class T>
-__global__ void masked_softmax_kernel(T* scores, std::size_t row_len, std::size_t rows_per_head,
-                                      std::size_t first_query, bool causal, std::size_t kv_len,
-                                      std::size_t q_offset) {
-  __shared__ float partial[softmax_threads / 32];
-  const std::size_t row = blockIdx.x;
-  T* x = scores + row * row_len;
-  const std::size_t n = visible_keys(causal, kv_len, q_offset, first_query + row % rows_per_head);
-  float max = -INFINITY;
-  for (std::size_t j = threadIdx.x; j < n; j += blockDim.x) max = fmaxf(max, widen(x[j]));
-  max = block_reduce<true>(max, partial);
-  float sum = 0.0f;
-  for (std::size_t j = threadIdx.x; j < n; j += blockDim.x) sum += __expf(widen(x[j]) - max);
-  sum = block_reduce<false>(sum, partial);
-  const float inv = 1.0f / sum;
-  for (std::size_t j = threadIdx.x; j < row_len; j += blockDim.x)
-    x[j] = narrow<T>(j < n ? __expf(widen(x[j]) - max) * inv : 0.0f);
-}
-
-template <class T>
-void launch_masked_softmax(void* scores, std::size_t rows, std::size_t row_len, std::size_t rows_per_head,
-                           std::size_t first_query, const AttentionShape& s, cudaStream_t stream) {
-  if (rows > 0x7fffffffu) throw std::invalid_argument("attention: too many score rows for one launch");
-  masked_softmax_kernel<T><<<static_cast<unsigned>(rows), softmax_threads, 0, stream>>>(
-      static_cast<T*>(scores), row_len, rows_per_head, first_query, s.causal, s.kv_len, s.q_offset);
-  CUDA_CHECK_LAUNCH();
-}
-
-void masked_softmax(void* scores, DType dtype, std::size_t rows, std::size_t row_len, std::size_t rows_per_head,
-                    std::size_t first_query, const AttentionShape& s, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::f16: launch_masked_softmax<__half>(scores, rows, row_len, rows_per_head, first_query, s, stream); break;
-    case DType::bf16:
-      launch_masked_softmax<__nv_bfloat16>(scores, rows, row_len, rows_per_head, first_query, s, stream);
-      break;
-    default: launch_masked_softmax<float>(scores, rows, row_len, rows_per_head, first_query, s, stream); break;
-  }
 }
 
 std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
@@ -129,13 +35,15 @@ std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 // each holding DMAX/4 of its dimensions of q and of the output accumulator in registers. Tiles
 // of 32 keys of k and v are staged in shared memory; each lane group computes its query's 32
 // scores (partial dots joined by two shuffles), then the online softmax and the v update.
+// Scores are kept in the log2 domain (q pre-scaled by scale·log2e), so when `lse` is not null
+// the training forward's log-sum-exp is ln2·(max + log2(sum)).
 
 constexpr int f32_threads = 128, f32_lanes = 4, f32_queries = f32_threads / f32_lanes, f32_keys = 32;
 
 template <int DMAX>
 __global__ void __launch_bounds__(f32_threads)
 flash_f32_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                 float* __restrict__ out, int d, std::size_t q_len, std::size_t kv_len, std::size_t kv_capacity,
+                 float* __restrict__ out, float* __restrict__ lse, int d, std::size_t q_len, std::size_t kv_len, std::size_t kv_capacity,
                  std::size_t q_offset, bool causal, float scale_log2) {
   constexpr int per_lane = DMAX / f32_lanes;
   __shared__ float sk[f32_keys][DMAX + 1];  // +1: lanes of a group read different banks
@@ -209,14 +117,15 @@ flash_f32_kernel(const float* __restrict__ q, const float* __restrict__ k, const
     const int dim = lane + t * f32_lanes;
     if (dim < d) oh[dim] = acc[t] * inv;
   }
+  if (lse != nullptr && lane == 0) lse[bh * q_len + qi] = ln2 * (row_max + log2f(row_sum));
 }
 
 template <int DMAX>
-void launch_flash_f32(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
-                      cudaStream_t stream) {
+void launch_flash_f32(const float* q, const float* k, const float* v, float* out, float* lse,
+                      const AttentionShape& s, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.q_len + f32_queries - 1) / f32_queries),
                   static_cast<unsigned>(s.batch * s.heads));
-  flash_f32_kernel<DMAX><<<grid, f32_threads, 0, stream>>>(q, k, v, out, static_cast<int>(s.head_dim), s.q_len,
+  flash_f32_kernel<DMAX><<<grid, f32_threads, 0, stream>>>(q, k, v, out, lse, static_cast<int>(s.head_dim), s.q_len,
                                                           s.kv_len, s.kv_capacity, s.q_offset, s.causal,
                                                           s.scale * log2e);
   CUDA_CHECK_LAUNCH();
@@ -226,6 +135,22 @@ void check_grid(const AttentionShape& s, std::size_t q_per_block) {
   if (s.batch * s.heads > 65535) throw std::invalid_argument("attention: batch·heads exceeds 65535 blocks");
   if ((s.q_len + q_per_block - 1) / q_per_block > 0x7fffffffu)
     throw std::invalid_argument("attention: q_len too large for one launch");
+}
+
+// The fp32 flash forward; lse: (B, H, Tq) or null.
+void flash_f32(const float* q, const float* k, const float* v, float* out, float* lse, const AttentionShape& shape,
+               cudaStream_t stream) {
+  check_grid(shape, f32_queries);
+  if (shape.head_dim <= 32) {
+    launch_flash_f32<32>(q, k, v, out, lse, shape, stream);
+  } else if (shape.head_dim <= 64) {
+    launch_flash_f32<64>(q, k, v, out, lse, shape, stream);
+  } else if (shape.head_dim <= 128) {
+    launch_flash_f32<128>(q, k, v, out, lse, shape, stream);
+  } else {
+    throw std::invalid_argument("attention_flash: fp32 head_dim must be at most 128, not " +
+                                std::to_string(shape.head_dim));
+  }
 }
 
 }  // namespace
@@ -242,7 +167,7 @@ void attention_naive(const void* q, const void* k, const void* v, void* out, voi
   // S = scale·q·kᵀ: (B·H) products (Tq, d)·(d, Tk) into scores (B·H, Tq, Tk).
   gemm_strided_batched(false, true, tq, tk, d, shape.scale, q, d, tq * d, k, d, shape.kv_capacity * d, 0.0f,
                        scores, tk, tq * tk, bh, dtype, stream);
-  masked_softmax(scores, dtype, bh * tq, tk, tq, 0, shape, as_cuda_stream(stream));
+  masked_softmax(scores, dtype, bh * tq, tk, tq, 0, shape, as_stream(stream));
   // out = P·v: (B·H) products (Tq, Tk)·(Tk, d).
   gemm_strided_batched(false, false, tq, d, tk, 1.0f, scores, tk, tq * tk, v, d, shape.kv_capacity * d, 0.0f, out,
                        d, tq * d, bh, dtype, stream);
@@ -252,23 +177,10 @@ void attention_flash(const void* q, const void* k, const void* v, void* out, DTy
                      const AttentionShape& shape, void* stream) {
   shape.validate();
   check_dtype(dtype, "attention_flash");
-  const cudaStream_t st = as_cuda_stream(stream);
+  const cudaStream_t st = as_stream(stream);
   if (dtype == DType::f32) {
-    check_grid(shape, f32_queries);
-    const auto* qf = static_cast<const float*>(q);
-    const auto* kf = static_cast<const float*>(k);
-    const auto* vf = static_cast<const float*>(v);
-    auto* of = static_cast<float*>(out);
-    if (shape.head_dim <= 32) {
-      launch_flash_f32<32>(qf, kf, vf, of, shape, st);
-    } else if (shape.head_dim <= 64) {
-      launch_flash_f32<64>(qf, kf, vf, of, shape, st);
-    } else if (shape.head_dim <= 128) {
-      launch_flash_f32<128>(qf, kf, vf, of, shape, st);
-    } else {
-      throw std::invalid_argument("attention_flash: fp32 head_dim must be at most 128, not " +
-                                  std::to_string(shape.head_dim));
-    }
+    flash_f32(static_cast<const float*>(q), static_cast<const float*>(k), static_cast<const float*>(v),
+              static_cast<float*>(out), nullptr, shape, st);
     return;
   }
   if (shape.head_dim != 64 && shape.head_dim != 128)
@@ -283,6 +195,12 @@ void attention_flash(const void* q, const void* k, const void* v, void* out, DTy
   } else {
     launch_flash_mma<__nv_bfloat16>(q, k, v, out, shape, st);
   }
+}
+
+void attention_flash(const float* q, const float* k, const float* v, float* out, float* lse,
+                     const AttentionShape& shape, void* stream) {
+  shape.validate();
+  flash_f32(q, k, v, out, lse, shape, as_stream(stream));
 }
 
 std::size_t memory_efficient_workspace_elements(const AttentionShape& shape, std::size_t chunk) {
@@ -304,7 +222,7 @@ void attention_memory_efficient(const void* q, const void* k, const void* v, voi
     const std::size_t keys = visible_keys(shape.causal, shape.kv_len, shape.q_offset, i0 + rows - 1);
     gemm_strided_batched(false, true, rows, keys, d, shape.scale, qb + i0 * d * bytes, d, tq * d, k, d,
                          shape.kv_capacity * d, 0.0f, scores, keys, rows * keys, bh, dtype, stream);
-    masked_softmax(scores, dtype, bh * rows, keys, rows, i0, shape, as_cuda_stream(stream));
+    masked_softmax(scores, dtype, bh * rows, keys, rows, i0, shape, as_stream(stream));
     gemm_strided_batched(false, false, rows, d, keys, 1.0f, scores, keys, rows * keys, v, d,
                          shape.kv_capacity * d, 0.0f, ob + i0 * d * bytes, d, tq * d, bh, dtype, stream);
   }

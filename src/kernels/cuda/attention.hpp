@@ -15,10 +15,24 @@ namespace aiopt::kernels::cuda {
 std::size_t naive_workspace_elements(const AttentionShape& shape);
 void attention_naive(const void* q, const void* k, const void* v, void* out, void* scores, DType dtype,
                      const AttentionShape& shape, void* stream);
+// fp32, with the arguments of cpu::attention_naive.
+inline void attention_naive(const float* q, const float* k, const float* v, float* out, float* scores,
+                            const AttentionShape& shape, void* stream) {
+  attention_naive(q, k, v, out, scores, DType::f32, shape, stream);
+}
 
 // `flash`: our kernel, online softmax, no N×N storage. f32: CUDA cores; f16/bf16: tensor cores
 // (mma), head_dim 64 or 128 (others throw std::invalid_argument).
 void attention_flash(const void* q, const void* k, const void* v, void* out, DType dtype,
+                     const AttentionShape& shape, void* stream);
+// fp32, with the arguments of cpu::attention_flash.
+inline void attention_flash(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape,
+                            void* stream) {
+  attention_flash(q, k, v, out, DType::f32, shape, stream);
+}
+// fp32 flash that also writes each query row's log-sum-exp of its scaled, masked scores (natural
+// log), lse: (B, H, Tq), which the flash backward (attention_backward.hpp) needs.
+void attention_flash(const float* q, const float* k, const float* v, float* out, float* lse,
                      const AttentionShape& shape, void* stream);
 
 // `memory_efficient`: `chunk` queries at a time through the naive path; workspace chunk·Tk per

@@ -1,5 +1,5 @@
-// Training attention on CUDA, fp32 (kernels/cuda/attention_backward.hpp): a flash forward that
-// also writes lse, the FlashAttention-2 backward (Dao 2023) from that lse, and the naive
+// Training attention on CUDA, fp32 (kernels/cuda/attention_backward.hpp): the FlashAttention-2
+// backward (Dao 2023) from the forward's lse (attention_flash in attention.cu), and the naive
 // backward through cuBLAS. With P the softmax and D_i = Σ_c dO_ic·O_ic:
 //   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − D),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
 #include "kernels/cuda/attention_backward.hpp"
@@ -13,127 +13,19 @@
 #include "core/cuda_check.hpp"
 #include "core/device.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/gemm.hpp"
+#include "kernels/cuda/masked_softmax.cuh"
 
 namespace aiopt::kernels::cuda {
 
 namespace {
 
-constexpr float log2e = 1.4426950408889634f;
-constexpr float ln2 = 0.6931471805599453f;
-
-// Self-attention only: q_len == kv_len == kv_capacity, q_offset 0.
+// Self-attention (AttentionShape::validate_self) within one launch's grid.
 void check_self(const AttentionShape& s, const char* who) {
-  s.validate();
-  if (s.q_len != s.kv_len || s.kv_len != s.kv_capacity || s.q_offset != 0)
-    throw std::invalid_argument(std::string(who) +
-                                ": training attention takes self-attention shapes only "
-                                "(q_len == kv_len == kv_capacity, q_offset 0)");
+  s.validate_self(who);
   if (s.batch * s.heads > 65535) throw std::invalid_argument(std::string(who) + ": batch·heads exceeds 65535");
   if (s.q_len > 0x7fffffffu) throw std::invalid_argument(std::string(who) + ": sequence too long");
-}
-
-memory::Buffer<float> device_scratch(std::size_t count) {
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  return memory::Buffer<float>(Device::cuda(device), count);
-}
-
-// ---- flash forward with lse
-//
-// A block of 128 threads takes 32 queries of one (b, h); 4 neighbouring lanes share a query,
-// each holding DMAX/4 of its dimensions of q and of the output in registers. Tiles of 32 keys
-// of k and v are staged in shared memory; scores are kept in the log2 domain (q pre-scaled by
-// scale·log2e), so lse = ln2·(max + log2(sum)).
-
-constexpr int fwd_threads = 128, fwd_lanes = 4, fwd_queries = fwd_threads / fwd_lanes, fwd_keys = 32;
-
-template <int DMAX>
-__global__ void __launch_bounds__(fwd_threads)
-flash_forward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                     float* __restrict__ out, float* __restrict__ lse, int d, std::size_t n, bool causal,
-                     float scale_log2) {
-  constexpr int per_lane = DMAX / fwd_lanes;
-  __shared__ float sk[fwd_keys][DMAX + 1];  // +1: lanes of a group read different banks
-  __shared__ float sv[fwd_keys][DMAX + 1];
-  const std::size_t bh = blockIdx.y;
-  const std::size_t q0 = static_cast<std::size_t>(blockIdx.x) * fwd_queries;
-  const int lane = threadIdx.x % fwd_lanes, local = threadIdx.x / fwd_lanes;
-  const std::size_t qi = q0 + local;
-  const bool active = qi < n;
-  const float* qh = q + bh * n * d;
-  const float* kh = k + bh * n * d;
-  const float* vh = v + bh * n * d;
-
-  float qr[per_lane], acc[per_lane];
-#pragma unroll
-  for (int t = 0; t < per_lane; ++t) {
-    const int dim = lane + t * fwd_lanes;
-    qr[t] = active && dim < d ? qh[qi * d + dim] * scale_log2 : 0.0f;
-    acc[t] = 0.0f;
-  }
-  float row_max = -INFINITY, row_sum = 0.0f;
-  const std::size_t last = q0 + fwd_queries < n ? q0 + fwd_queries - 1 : n - 1;
-  const std::size_t keys = causal ? last + 1 : n;  // keys any query of the block sees
-  const std::size_t mine = causal ? qi + 1 : n;    // keys this query sees
-
-  for (std::size_t j0 = 0; j0 < keys; j0 += fwd_keys) {
-    __syncthreads();  // the previous tile is no longer read
-    for (int e = threadIdx.x; e < fwd_keys * DMAX; e += fwd_threads) {
-      const int r = e / DMAX, c = e % DMAX;
-      const bool in = j0 + r < n && c < d;
-      sk[r][c] = in ? kh[(j0 + r) * d + c] : 0.0f;
-      sv[r][c] = in ? vh[(j0 + r) * d + c] : 0.0f;
-    }
-    __syncthreads();
-    float s[fwd_keys];
-    float tile_max = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < fwd_keys; ++j) {
-      float dot = 0.0f;
-#pragma unroll
-      for (int t = 0; t < per_lane; ++t) dot += qr[t] * sk[j][lane + t * fwd_lanes];
-      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-      s[j] = j0 + j < mine && j0 + j < n ? dot : -INFINITY;
-      tile_max = fmaxf(tile_max, s[j]);
-    }
-    const float new_max = fmaxf(row_max, tile_max);
-    // A query whose keys are all masked so far (only past n) keeps everything at zero.
-    const float base = new_max == -INFINITY ? 0.0f : new_max;
-    const float correction = exp2f(row_max - base);
-    row_sum *= correction;
-#pragma unroll
-    for (int t = 0; t < per_lane; ++t) acc[t] *= correction;
-#pragma unroll
-    for (int j = 0; j < fwd_keys; ++j) {
-      const float p = exp2f(s[j] - base);
-      row_sum += p;
-#pragma unroll
-      for (int t = 0; t < per_lane; ++t) acc[t] += p * sv[j][lane + t * fwd_lanes];
-    }
-    row_max = new_max;
-  }
-  if (!active) return;
-  const float inv = 1.0f / row_sum;
-  float* oh = out + (bh * n + qi) * d;
-#pragma unroll
-  for (int t = 0; t < per_lane; ++t) {
-    const int dim = lane + t * fwd_lanes;
-    if (dim < d) oh[dim] = acc[t] * inv;
-  }
-  if (lane == 0) lse[bh * n + qi] = ln2 * (row_max + log2f(row_sum));
-}
-
-template <int DMAX>
-void launch_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                          const AttentionShape& s, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((s.q_len + fwd_queries - 1) / fwd_queries),
-                  static_cast<unsigned>(s.batch * s.heads));
-  flash_forward_kernel<DMAX><<<grid, fwd_threads, 0, stream>>>(q, k, v, out, lse, static_cast<int>(s.head_dim),
-                                                              s.q_len, s.causal, s.scale * log2e);
-  CUDA_CHECK_LAUNCH();
 }
 
 // ---- D = rowsum(dO ∘ O): one warp per row (rows = B·H·N), lanes over the dimensions.
@@ -151,59 +43,98 @@ __global__ void row_dot_kernel(const float* dout, const float* out, float* D, st
 
 // ---- flash backward
 //
-// Grid (key tile, b·h); 256 threads; tiles of 32 keys and 32 queries. The block keeps its key
-// tile's K and V in shared memory and its dK, dV rows in registers (thread t: key t/8, dims
-// t%8 + 8·r), and walks the query tiles that see its keys (causal: from its own tile on). Per
-// query tile: S and dP (thread t: key t%32, queries t/32 + 8·r), P = exp(scale·S − lse) masked,
-// dS = P∘(dP − D); then dV += Pᵀ·dO, dK += dSᵀ·Q, and this key tile's share of dQ, scale·dS·K,
-// is written to partial[key tile] (thread t: query t/8, dims t%8 + 8·r). A second kernel adds
-// the key tiles' shares in order, so no float atomics are needed.
+// Two kernels, 256 threads each, over tiles of 32 queries and 32 keys, as FlashAttention-2's
+// backward (Dao 2023, Algorithm 2) splits its work, with the dQ accumulation in a pass of its own
+// so that every sum runs in a fixed order without float atomics and the only workspace is D:
+// - dK, dV: grid (key tile, b·h). The block keeps its key tile's K and V in shared memory and
+//   its dK, dV rows in registers (thread t: key t/8, dims t%8 + 8·r), and walks the query tiles
+//   that see its keys (causal: from its own tile on): dV += Pᵀ·dO, dK += dSᵀ·Q.
+// - dQ: grid (query tile, b·h). The block keeps its query tile's Q and dO in shared memory and
+//   its dQ rows in registers (thread t: query t/8, dims t%8 + 8·r), and walks the key tiles its
+//   queries see (causal: up to its own): dQ += dS·K.
+// Both recompute, per (query tile, key tile), S and dP (thread t: key t%32, queries t/32 + 8·r),
+// P = exp(scale·S − lse) masked and dS = P∘(dP − D).
 
 constexpr int bwd_threads = 256, bwd_tile = 32;
 
+// Shared floats: four (32, DMAX + 1) row tiles, `score_tiles` (32, 33) score tiles, lse and D.
 template <int DMAX>
-constexpr std::size_t bwd_shared_bytes() {
-  return sizeof(float) * (4 * bwd_tile * (DMAX + 1) + 2 * bwd_tile * (bwd_tile + 1) + 2 * bwd_tile);
+constexpr std::size_t bwd_shared_bytes(int score_tiles) {
+  return sizeof(float) * (4 * bwd_tile * (DMAX + 1) + score_tiles * bwd_tile * (bwd_tile + 1) + 2 * bwd_tile);
+}
+
+// Rows [r0, r0 + 32) of x: (n, d) into tile: (32, DMAX + 1), zero past n and d.
+template <int DMAX>
+__device__ __forceinline__ void load_rows(float* tile, const float* x, std::size_t r0, std::size_t n, int d) {
+  for (int e = threadIdx.x; e < bwd_tile * DMAX; e += bwd_threads) {
+    const int r = e / DMAX, c = e % DMAX;
+    tile[r * (DMAX + 1) + c] = r0 + r < n && c < d ? x[(r0 + r) * d + c] : 0.0f;
+  }
+}
+
+// lse and D of queries [i0, i0 + 32), zero past n.
+__device__ __forceinline__ void load_row_stats(float* sLse, float* sD, const float* lse, const float* D,
+                                               std::size_t i0, std::size_t n) {
+  if (threadIdx.x < bwd_tile) {
+    const bool in = i0 + threadIdx.x < n;
+    sLse[threadIdx.x] = in ? lse[i0 + threadIdx.x] : 0.0f;
+    sD[threadIdx.x] = in ? D[i0 + threadIdx.x] : 0.0f;
+  }
+}
+
+// P (when sP is not null) and dS of queries [i0, i0 + 32) against keys [j0, j0 + 32), each
+// (32 queries, 33).
+template <int DMAX>
+__device__ __forceinline__ void tile_gradients(const float* sQ, const float* sdO, const float* sK, const float* sV,
+                                               const float* sLse, const float* sD, float* sP, float* sdS,
+                                               std::size_t i0, std::size_t j0, std::size_t n, bool causal,
+                                               float scale) {
+  constexpr int ld = DMAX + 1;  // padded rows: lanes reading different rows hit different banks
+  const int score_key = threadIdx.x % 32, score_query = threadIdx.x / 32;
+  const std::size_t key = j0 + score_key;
+#pragma unroll
+  for (int rr = 0; rr < bwd_tile / 8; ++rr) {
+    const int i = score_query + 8 * rr;
+    const std::size_t query = i0 + i;
+    float s = 0.0f, dp = 0.0f;
+#pragma unroll 8
+    for (int c = 0; c < DMAX; ++c) {
+      s += sQ[i * ld + c] * sK[score_key * ld + c];
+      dp += sdO[i * ld + c] * sV[score_key * ld + c];
+    }
+    const bool visible = query < n && key < n && !(causal && key > query);
+    const float p = visible ? expf(scale * s - sLse[i]) : 0.0f;
+    if (sP != nullptr) sP[i * (bwd_tile + 1) + score_key] = p;
+    sdS[i * (bwd_tile + 1) + score_key] = p * (dp - sD[i]);
+  }
 }
 
 template <int DMAX>
 __global__ void __launch_bounds__(bwd_threads)
-flash_backward_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
-                      float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dq_partial, int d,
-                      std::size_t n, std::size_t bh_count, bool causal, float scale) {
-  constexpr int ld = DMAX + 1;  // padded rows: lanes reading different rows hit different banks
+flash_backward_dkdv_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                           const float* __restrict__ dout, const float* __restrict__ lse,
+                           const float* __restrict__ D, float* __restrict__ dk, float* __restrict__ dv, int d,
+                           std::size_t n, bool causal, float scale) {
+  constexpr int ld = DMAX + 1;
   constexpr int per_thread = DMAX / 8;
   extern __shared__ float shared[];
-  float* sK = shared;                       // (32, ld)
-  float* sV = sK + bwd_tile * ld;           // (32, ld)
-  float* sQ = sV + bwd_tile * ld;           // (32, ld)
-  float* sdO = sQ + bwd_tile * ld;          // (32, ld)
-  float* sP = sdO + bwd_tile * ld;          // (32 queries, 33)
-  float* sdS = sP + bwd_tile * (bwd_tile + 1);  // (32 queries, 33)
+  float* sK = shared;                             // (32, ld)
+  float* sV = sK + bwd_tile * ld;                 // (32, ld)
+  float* sQ = sV + bwd_tile * ld;                 // (32, ld)
+  float* sdO = sQ + bwd_tile * ld;                // (32, ld)
+  float* sP = sdO + bwd_tile * ld;                // (32 queries, 33)
+  float* sdS = sP + bwd_tile * (bwd_tile + 1);    // (32 queries, 33)
   float* sLse = sdS + bwd_tile * (bwd_tile + 1);  // (32)
-  float* sD = sLse + bwd_tile;                     // (32)
+  float* sD = sLse + bwd_tile;                    // (32)
 
   const std::size_t kt = blockIdx.x;
   const std::size_t bh = blockIdx.y;
   const std::size_t j0 = kt * bwd_tile;
-  const float* qh = q + bh * n * d;
-  const float* kh = k + bh * n * d;
-  const float* vh = v + bh * n * d;
-  const float* doh = dout + bh * n * d;
-  const float* lseh = lse + bh * n;
-  const float* Dh = D + bh * n;
-  float* partial = dq_partial + (kt * bh_count + bh) * n * d;
+  const std::size_t head = bh * n * d;
+  load_rows<DMAX>(sK, k + head, j0, n, d);
+  load_rows<DMAX>(sV, v + head, j0, n, d);
 
-  for (int e = threadIdx.x; e < bwd_tile * DMAX; e += bwd_threads) {
-    const int r = e / DMAX, c = e % DMAX;
-    const bool in = j0 + r < n && c < d;
-    sK[r * ld + c] = in ? kh[(j0 + r) * d + c] : 0.0f;
-    sV[r * ld + c] = in ? vh[(j0 + r) * d + c] : 0.0f;
-  }
-
-  const int own_key = threadIdx.x / 8, group = threadIdx.x % 8;  // dK, dV and dQ ownership
-  const int score_key = threadIdx.x % 32, score_query = threadIdx.x / 32;  // S and dP
+  const int own_key = threadIdx.x / 8, group = threadIdx.x % 8;
   float dk_acc[per_thread], dv_acc[per_thread];
 #pragma unroll
   for (int r = 0; r < per_thread; ++r) dk_acc[r] = dv_acc[r] = 0.0f;
@@ -212,38 +143,12 @@ flash_backward_kernel(const float* __restrict__ q, const float* __restrict__ k, 
   for (std::size_t qt = causal ? kt : 0; qt < tiles; ++qt) {
     const std::size_t i0 = qt * bwd_tile;
     __syncthreads();  // the previous query tile is no longer read
-    for (int e = threadIdx.x; e < bwd_tile * DMAX; e += bwd_threads) {
-      const int r = e / DMAX, c = e % DMAX;
-      const bool in = i0 + r < n && c < d;
-      sQ[r * ld + c] = in ? qh[(i0 + r) * d + c] : 0.0f;
-      sdO[r * ld + c] = in ? doh[(i0 + r) * d + c] : 0.0f;
-    }
-    if (threadIdx.x < bwd_tile) {
-      const bool in = i0 + threadIdx.x < n;
-      sLse[threadIdx.x] = in ? lseh[i0 + threadIdx.x] : 0.0f;
-      sD[threadIdx.x] = in ? Dh[i0 + threadIdx.x] : 0.0f;
-    }
+    load_rows<DMAX>(sQ, q + head, i0, n, d);
+    load_rows<DMAX>(sdO, dout + head, i0, n, d);
+    load_row_stats(sLse, sD, lse + bh * n, D + bh * n, i0, n);
     __syncthreads();
-
-    // P and dS for (query i, key j).
-    const std::size_t key = j0 + score_key;
-#pragma unroll
-    for (int rr = 0; rr < bwd_tile / 8; ++rr) {
-      const int i = score_query + 8 * rr;
-      const std::size_t query = i0 + i;
-      float s = 0.0f, dp = 0.0f;
-#pragma unroll 8
-      for (int c = 0; c < DMAX; ++c) {
-        s += sQ[i * ld + c] * sK[score_key * ld + c];
-        dp += sdO[i * ld + c] * sV[score_key * ld + c];
-      }
-      const bool visible = query < n && key < n && !(causal && key > query);
-      const float p = visible ? expf(scale * s - sLse[i]) : 0.0f;
-      sP[i * (bwd_tile + 1) + score_key] = p;
-      sdS[i * (bwd_tile + 1) + score_key] = p * (dp - sD[i]);
-    }
+    tile_gradients<DMAX>(sQ, sdO, sK, sV, sLse, sD, sP, sdS, i0, j0, n, causal, scale);
     __syncthreads();
-
     // dV += Pᵀ·dO and dK += dSᵀ·Q for this thread's key and dims; queries in order.
     for (int i = 0; i < bwd_tile; ++i) {
       const float p = sP[i * (bwd_tile + 1) + own_key];
@@ -255,29 +160,11 @@ flash_backward_kernel(const float* __restrict__ q, const float* __restrict__ k, 
         dk_acc[r] += ds * sQ[i * ld + c];
       }
     }
-    // This key tile's share of dQ for query own_key (the same ownership pattern over queries).
-    const int own_query = own_key;
-    if (i0 + own_query < n) {
-      float dq_acc[per_thread];
-#pragma unroll
-      for (int r = 0; r < per_thread; ++r) dq_acc[r] = 0.0f;
-      for (int j = 0; j < bwd_tile; ++j) {
-        const float ds = sdS[own_query * (bwd_tile + 1) + j];
-#pragma unroll
-        for (int r = 0; r < per_thread; ++r) dq_acc[r] += ds * sK[j * ld + group + 8 * r];
-      }
-      float* row = partial + (i0 + own_query) * d;
-#pragma unroll
-      for (int r = 0; r < per_thread; ++r) {
-        const int c = group + 8 * r;
-        if (c < d) row[c] = scale * dq_acc[r];
-      }
-    }
   }
 
   if (j0 + own_key >= n) return;
-  float* dk_row = dk + (bh * n + j0 + own_key) * d;
-  float* dv_row = dv + (bh * n + j0 + own_key) * d;
+  float* dk_row = dk + head + (j0 + own_key) * d;
+  float* dv_row = dv + head + (j0 + own_key) * d;
 #pragma unroll
   for (int r = 0; r < per_thread; ++r) {
     const int c = group + 8 * r;
@@ -288,51 +175,83 @@ flash_backward_kernel(const float* __restrict__ q, const float* __restrict__ k, 
   }
 }
 
-// dq[bh, i, c] = Σ_kt partial[kt, bh, i, c] over the key tiles that query i sees, in order.
-// partial: (key tiles, B·H, N, d); dq: (B·H, N, d).
-__global__ void dq_reduce_kernel(const float* partial, float* dq, std::size_t n, int d, std::size_t total,
-                                 std::size_t tiles, bool causal) {
-  for (std::size_t e = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    const std::size_t i = (e / d) % n;
-    const std::size_t last = causal ? i / bwd_tile : tiles - 1;
-    float sum = 0.0f;
-    for (std::size_t kt = 0; kt <= last; ++kt) sum += partial[kt * total + e];
-    dq[e] = sum;
+template <int DMAX>
+__global__ void __launch_bounds__(bwd_threads)
+flash_backward_dq_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                         const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ D,
+                         float* __restrict__ dq, int d, std::size_t n, bool causal, float scale) {
+  constexpr int ld = DMAX + 1;
+  constexpr int per_thread = DMAX / 8;
+  extern __shared__ float shared[];
+  float* sQ = shared;                             // (32, ld)
+  float* sdO = sQ + bwd_tile * ld;                // (32, ld)
+  float* sK = sdO + bwd_tile * ld;                // (32, ld)
+  float* sV = sK + bwd_tile * ld;                 // (32, ld)
+  float* sdS = sV + bwd_tile * ld;                // (32 queries, 33)
+  float* sLse = sdS + bwd_tile * (bwd_tile + 1);  // (32)
+  float* sD = sLse + bwd_tile;                    // (32)
+
+  // Causal: the last query tiles see the most keys; launching them first evens the tail.
+  const std::size_t qt = causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const std::size_t bh = blockIdx.y;
+  const std::size_t i0 = qt * bwd_tile;
+  const std::size_t head = bh * n * d;
+  load_rows<DMAX>(sQ, q + head, i0, n, d);
+  load_rows<DMAX>(sdO, dout + head, i0, n, d);
+  load_row_stats(sLse, sD, lse + bh * n, D + bh * n, i0, n);
+
+  const int own_query = threadIdx.x / 8, group = threadIdx.x % 8;
+  float dq_acc[per_thread];
+#pragma unroll
+  for (int r = 0; r < per_thread; ++r) dq_acc[r] = 0.0f;
+
+  const std::size_t tiles = causal ? qt + 1 : (n + bwd_tile - 1) / bwd_tile;
+  for (std::size_t kt = 0; kt < tiles; ++kt) {
+    const std::size_t j0 = kt * bwd_tile;
+    __syncthreads();  // the previous key tile is no longer read
+    load_rows<DMAX>(sK, k + head, j0, n, d);
+    load_rows<DMAX>(sV, v + head, j0, n, d);
+    __syncthreads();
+    tile_gradients<DMAX>(sQ, sdO, sK, sV, sLse, sD, nullptr, sdS, i0, j0, n, causal, scale);
+    __syncthreads();
+    // dQ += dS·K for this thread's query and dims; keys in order.
+    for (int j = 0; j < bwd_tile; ++j) {
+      const float ds = sdS[own_query * (bwd_tile + 1) + j];
+#pragma unroll
+      for (int r = 0; r < per_thread; ++r) dq_acc[r] += ds * sK[j * ld + group + 8 * r];
+    }
+  }
+
+  if (i0 + own_query >= n) return;
+  float* dq_row = dq + head + (i0 + own_query) * d;
+#pragma unroll
+  for (int r = 0; r < per_thread; ++r) {
+    const int c = group + 8 * r;
+    if (c < d) dq_row[c] = scale * dq_acc[r];
   }
 }
 
 template <int DMAX>
 void launch_flash_backward(const float* q, const float* k, const float* v, const float* dout, const float* lse,
-                           const float* D, float* dk, float* dv, float* partial, const AttentionShape& s,
+                           const float* D, float* dq, float* dk, float* dv, const AttentionShape& s,
                            cudaStream_t stream) {
-  constexpr std::size_t bytes = bwd_shared_bytes<DMAX>();
-  CUDA_CHECK(cudaFuncSetAttribute(flash_backward_kernel<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(bytes)));
+  constexpr std::size_t dkdv_bytes = bwd_shared_bytes<DMAX>(2), dq_bytes = bwd_shared_bytes<DMAX>(1);
+  CUDA_CHECK(cudaFuncSetAttribute(flash_backward_dkdv_kernel<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(dkdv_bytes)));
+  CUDA_CHECK(cudaFuncSetAttribute(flash_backward_dq_kernel<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(dq_bytes)));
   const std::size_t tiles = (s.q_len + bwd_tile - 1) / bwd_tile;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(s.batch * s.heads));
-  flash_backward_kernel<DMAX><<<grid, bwd_threads, bytes, stream>>>(q, k, v, dout, lse, D, dk, dv, partial,
-                                                                   static_cast<int>(s.head_dim), s.q_len,
-                                                                   s.batch * s.heads, s.causal, s.scale);
+  const int d = static_cast<int>(s.head_dim);
+  flash_backward_dkdv_kernel<DMAX><<<grid, bwd_threads, dkdv_bytes, stream>>>(q, k, v, dout, lse, D, dk, dv, d,
+                                                                             s.q_len, s.causal, s.scale);
+  CUDA_CHECK_LAUNCH();
+  flash_backward_dq_kernel<DMAX><<<grid, bwd_threads, dq_bytes, stream>>>(q, k, v, dout, lse, D, dq, d, s.q_len,
+                                                                         s.causal, s.scale);
   CUDA_CHECK_LAUNCH();
 }
 
 // ---- naive backward's row kernels (one block per score row, rows = B·H·N)
-
-// In place: scaled scores -> P, 0 at masked keys.
-__global__ void masked_softmax_kernel(float* scores, std::size_t n, bool causal) {
-  const std::size_t row = blockIdx.x;
-  const std::size_t i = row % n;
-  float* x = scores + row * n;
-  const std::size_t seen = causal ? i + 1 : n;
-  float max = -INFINITY;
-  for (std::size_t j = threadIdx.x; j < seen; j += blockDim.x) max = fmaxf(max, x[j]);
-  max = block_reduce(max, Max{}, -INFINITY);
-  float sum = 0.0f;
-  for (std::size_t j = threadIdx.x; j < seen; j += blockDim.x) sum += expf(x[j] - max);
-  const float inv = 1.0f / block_reduce(sum, Sum{}, 0.0f);
-  for (std::size_t j = threadIdx.x; j < n; j += blockDim.x) x[j] = j < seen ? expf(x[j] - max) * inv : 0.0f;
-}
 
 // In place: P -> dS = P ∘ (dP − D), with D_i = Σ_c dO_ic·O_ic reduced by the block.
 __global__ void softmax_backward_kernel(float* scores, const float* dp, const float* dout, const float* out,
@@ -350,22 +269,6 @@ constexpr int row_threads = 256;
 
 }  // namespace
 
-void attention_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                             const AttentionShape& shape, void* stream) {
-  check_self(shape, "attention_flash_forward");
-  const cudaStream_t st = as_stream(stream);
-  if (shape.head_dim <= 32) {
-    launch_flash_forward<32>(q, k, v, out, lse, shape, st);
-  } else if (shape.head_dim <= 64) {
-    launch_flash_forward<64>(q, k, v, out, lse, shape, st);
-  } else if (shape.head_dim <= 128) {
-    launch_flash_forward<128>(q, k, v, out, lse, shape, st);
-  } else {
-    throw std::invalid_argument("attention_flash_forward: head_dim must be at most 128, not " +
-                                std::to_string(shape.head_dim));
-  }
-}
-
 void attention_flash_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
                               const float* lse, float* dq, float* dk, float* dv, const AttentionShape& shape,
                               void* stream) {
@@ -375,23 +278,17 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
                                 std::to_string(shape.head_dim));
   const cudaStream_t st = as_stream(stream);
   const std::size_t n = shape.q_len, d = shape.head_dim, bh = shape.batch * shape.heads;
-  const std::size_t total = bh * n * d;
-  const std::size_t tiles = (n + bwd_tile - 1) / bwd_tile;
-  // D: (B·H·N); partial: (key tiles, B·H, N, d), one dQ share per key tile.
+  // D: (B·H·N), the only workspace.
   memory::Buffer<float> D = device_scratch(bh * n);
-  memory::Buffer<float> partial = device_scratch(tiles * total);
   row_dot_kernel<<<elementwise_blocks(bh * n * 32), 256, 0, st>>>(dout, out, D.data(), bh * n, static_cast<int>(d));
   CUDA_CHECK_LAUNCH();
   if (d <= 32) {
-    launch_flash_backward<32>(q, k, v, dout, lse, D.data(), dk, dv, partial.data(), shape, st);
+    launch_flash_backward<32>(q, k, v, dout, lse, D.data(), dq, dk, dv, shape, st);
   } else if (d <= 64) {
-    launch_flash_backward<64>(q, k, v, dout, lse, D.data(), dk, dv, partial.data(), shape, st);
+    launch_flash_backward<64>(q, k, v, dout, lse, D.data(), dq, dk, dv, shape, st);
   } else {
-    launch_flash_backward<128>(q, k, v, dout, lse, D.data(), dk, dv, partial.data(), shape, st);
+    launch_flash_backward<128>(q, k, v, dout, lse, D.data(), dq, dk, dv, shape, st);
   }
-  dq_reduce_kernel<<<elementwise_blocks(total), 256, 0, st>>>(partial.data(), dq, n, static_cast<int>(d), total,
-                                                              tiles, shape.causal);
-  CUDA_CHECK_LAUNCH();
 }
 
 void attention_naive_backward(const float* q, const float* k, const float* v, const float* out, const float* dout,
@@ -405,8 +302,7 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
   // scores = scale·Q·Kᵀ, then P in place: (B·H) products (N, d)·(d, N).
   gemm_strided_batched(false, true, n, n, d, shape.scale, q, d, nd, k, d, nd, 0.0f, scores, n, nn, bh, DType::f32,
                        stream);
-  masked_softmax_kernel<<<rows, row_threads, 0, st>>>(scores, n, shape.causal);
-  CUDA_CHECK_LAUNCH();
+  masked_softmax(scores, DType::f32, bh * n, n, n, 0, shape, st);
   // dV = Pᵀ·dO: (N, N)ᵀ·(N, d).
   gemm_strided_batched(true, false, n, d, n, 1.0f, scores, n, nn, dout, d, nd, 0.0f, dv, d, nd, bh, DType::f32,
                        stream);

@@ -7,12 +7,9 @@
 
 namespace aiopt::kernels::cuda {
 
-// Flash forward that also writes lse: (B, H, N), the natural-log log-sum-exp of each query's
-// scaled, masked scores.
-void attention_flash_forward(const float* q, const float* k, const float* v, float* out, float* lse,
-                             const AttentionShape& shape, void* stream);
-
-// Flash backward from lse: no N×N buffer. dQ is accumulated per key tile in a fixed order.
+// Flash backward from the forward's lse (attention_flash in kernels/cuda/attention.hpp): no N×N
+// buffer; its only workspace is D, B·H·N floats. dK, dV and dQ are each summed in a fixed order
+// (no float atomics), so results repeat bit for bit.
 void attention_flash_backward(const float* q, const float* k, const float* v, const float* out,
                               const float* dout, const float* lse, float* dq, float* dk, float* dv,
                               const AttentionShape& shape, void* stream);

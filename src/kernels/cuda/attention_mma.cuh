@@ -20,10 +20,10 @@
 
 #include "core/cuda_check.hpp"
 #include "kernels/attention_shape.hpp"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 
-inline constexpr float log2e = 1.4426950408889634f;
 inline constexpr int mma_warps = 4, mma_threads = 32 * mma_warps, mma_queries = 16 * mma_warps, mma_keys = 64;
 
 template <class T>
@@ -119,10 +119,10 @@ flash_mma_kernel(const std::uint16_t* __restrict__ q, const std::uint16_t* __res
   const std::size_t row_q[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
   std::size_t row_keys[2];
   for (int h = 0; h < 2; ++h) {
-    row_keys[h] = causal ? (q_offset + row_q[h] + 1 < kv_len ? q_offset + row_q[h] + 1 : kv_len) : kv_len;
+    row_keys[h] = visible_keys(causal, kv_len, q_offset, row_q[h]);
   }
   const std::size_t last = q0 + mma_queries < q_len ? q0 + mma_queries - 1 : q_len - 1;
-  const std::size_t keys = causal ? (q_offset + last + 1 < kv_len ? q_offset + last + 1 : kv_len) : kv_len;
+  const std::size_t keys = visible_keys(causal, kv_len, q_offset, last);
 
   for (std::size_t j0 = 0; j0 < keys; j0 += mma_keys) {
     __syncthreads();  // every warp is done with the previous tile (and with q)

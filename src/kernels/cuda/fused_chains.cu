@@ -1,8 +1,8 @@
 // The tensor-fusion chains, one kernel each: inputs read from global memory once, the output
 // written once; intermediates stay in registers, or in the block's own output row (in L1/L2)
 // between the statistics and the normalization.
-#include "kernels/cuda/fusion_launchers.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/fused_chains.hpp"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 
@@ -88,11 +88,12 @@ void bias_gelu_fused(const T* x_, const float* b, T* y_, std::size_t rows, std::
 template <class T>
 void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T* residual_, const float* gamma,
                                            const float* beta, T* y_, std::size_t rows, std::size_t hidden,
-                                           float p, std::uint64_t seed, float eps, void* stream) {
+                                           const cpu::Dropout& dropout_mask, float eps, void* stream) {
   const auto* x = device_ptr(x_);
   const auto* residual = device_ptr(residual_);
   auto* y = device_ptr(y_);
-  const DropoutMask mask = DropoutMask::make(p, seed);
+  const DropoutMask mask(dropout_mask);
+  if (rows == 0 || hidden == 0) return;
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
   if (use_vector4(hidden, x, b, residual, gamma, beta, y)) {
@@ -107,6 +108,7 @@ void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T*
 
 template <class T>
 void scale_mask_softmax_fused(const T* x_, T* y_, std::size_t rows, std::size_t hidden, float s, void* stream) {
+  if (rows == 0 || hidden == 0) return;
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
@@ -124,8 +126,8 @@ void scale_mask_softmax_fused(const T* x_, T* y_, std::size_t rows, std::size_t 
 #define AIOPT_FUSED_CHAINS(T)                                                                                   \
   template void bias_gelu_fused(const T*, const float*, T*, std::size_t, std::size_t, void*);                  \
   template void bias_dropout_residual_layernorm_fused(const T*, const float*, const T*, const float*,           \
-                                                      const float*, T*, std::size_t, std::size_t, float,        \
-                                                      std::uint64_t, float, void*);                             \
+                                                      const float*, T*, std::size_t, std::size_t,               \
+                                                      const cpu::Dropout&, float, void*);                       \
   template void scale_mask_softmax_fused(const T*, T*, std::size_t, std::size_t, float, void*);
 AIOPT_FUSED_CHAINS(float)
 AIOPT_FUSED_CHAINS(std::uint16_t)

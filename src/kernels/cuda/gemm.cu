@@ -18,8 +18,8 @@
 
 #include "core/cuda_check.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
-#include "kernels/cuda/training_ops.hpp"
+#include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/elementwise.hpp"
 
 namespace aiopt::kernels::cuda {
 

@@ -33,6 +33,13 @@ void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std:
           const void* a, std::size_t lda, const void* b, std::size_t ldb, float beta, void* c,
           std::size_t ldc, DType dtype, void* stream);
 
+// fp32, with the arguments of cpu::sgemm.
+inline void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+                  const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+                  std::size_t ldc, void* stream) {
+  gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, DType::f32, stream);
+}
+
 // `batch` products, matrix i at a + i·stride_a etc. (strides in elements)
 // (cublasGemmStridedBatchedEx).
 void gemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,

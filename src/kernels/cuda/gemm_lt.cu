@@ -14,13 +14,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "core/cuda_check.hpp"
-#include "core/device.hpp"
 #include "core/error.hpp"
-#include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 
@@ -82,22 +81,26 @@ struct Preference {
 
 // ---- the context: one per (device, host thread)
 
-// A cuBLASLt handle, its plans, and a workspace per stream (two streams of one thread may run
-// GEMMs at once; one stream runs them in order, so they can share). A cuBLASLt handle may not be
-// used by two host threads at once; one per thread needs no locking.
+// A cuBLASLt handle, its plans, and one workspace of max_workspace_bytes, the most any plan may
+// ask for. A cuBLASLt handle may not be used by two host threads at once; one per thread needs
+// no locking. The workspace is allocated once, with the handle, and like the handle (and
+// cuBLAS's own workspace) it is not a tensor: it bypasses the tracked allocator, so it is in no
+// case's measured peak, and a sweep that makes a stream per case does not grow it.
 struct Context {
   int device = 0;
   int sm_major = 0, sm_minor = 0;
   cublasLtHandle_t handle = nullptr;
   std::map<PlanKey, std::unique_ptr<Plan>> plans;
-  std::map<void*, memory::Buffer<std::byte>> workspaces;
+  void* workspace = nullptr;
+  void* last_stream = nullptr;  // the stream of the last GEMM, valid once `used`
+  bool used = false;
 
   Context() = default;
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
   ~Context() {
     plans.clear();
-    workspaces.clear();
+    if (workspace) cudaFree(workspace);
     if (handle) cublasLtDestroy(handle);
   }
 
@@ -106,13 +109,14 @@ struct Context {
            std::to_string(sm_minor) + ")";
   }
 
-  // At least `bytes` of workspace for `stream`, grown when a plan needs more. Freeing the old
-  // buffer (cudaFree) waits for the device, so no queued GEMM still uses it.
-  void* workspace(void* stream, std::size_t bytes) {
-    if (bytes == 0) return nullptr;
-    auto& buffer = workspaces[stream];
-    if (buffer.size() < bytes) buffer = memory::Buffer<std::byte>(Device::cuda(device), bytes);
-    return buffer.data();
+  // The workspace for a GEMM on `stream`. GEMMs on one stream run in order, so they share it;
+  // before the first GEMM on another stream the device finishes the queued ones, so two streams
+  // never use it at once (a stream per run switches once per run, outside the steady state).
+  void* workspace_for(void* stream) {
+    if (used && stream != last_stream) CUDA_CHECK(cudaDeviceSynchronize());
+    used = true;
+    last_stream = stream;
+    return workspace;
   }
 };
 
@@ -133,6 +137,11 @@ Context& context() {
                               cublasGetStatusString(status));
     CUDA_CHECK(cudaDeviceGetAttribute(&ctx->sm_major, cudaDevAttrComputeCapabilityMajor, device));
     CUDA_CHECK(cudaDeviceGetAttribute(&ctx->sm_minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (const cudaError_t err = cudaMalloc(&ctx->workspace, max_workspace_bytes); err != cudaSuccess) {
+      cudaGetLastError();
+      if (err == cudaErrorMemoryAllocation) throw std::bad_alloc();
+      CUDA_CHECK(err);
+    }
     slot = std::move(ctx);
   }
   return *slot;
@@ -203,7 +212,7 @@ void run(const PlanKey& key, const void* x, const void* w, void* y, const float*
                             ctx.where() + " is older");
   auto& plan = ctx.plans[key];
   if (!plan) plan = make_plan(ctx, key, x_scale, w_scale);
-  void* workspace = ctx.workspace(stream, plan->workspace_bytes);
+  void* workspace = ctx.workspace_for(stream);
   if (key.kind == Kind::int8) {
     const std::int32_t alpha = 1, beta = 0;
     CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan->desc, &alpha, w, plan->a, x, plan->b, &beta, y, plan->c, y,

@@ -8,9 +8,11 @@
 // accept. So the layout the model already has is the one they need, and nothing is copied.
 //
 // Device pointers; `stream` a cudaStream_t (nullptr: default). One cuBLASLt handle per device and
-// host thread, with its workspace from the tracked allocator (core/memory.hpp), grown to what
-// the chosen algorithm asks for and kept, so memory figures include it. The algorithm is chosen
-// by cuBLASLt's heuristic once per shape and pointer alignment and reused.
+// host thread, with one 32 MiB workspace allocated with it and shared by every stream (GEMMs on
+// different streams are ordered: the first on a new stream waits for the device). Like the
+// handle, the workspace bypasses the tracked allocator (core/memory.hpp): it is in no case's
+// measured peak. The algorithm is chosen by cuBLASLt's heuristic once per shape and pointer
+// alignment and reused.
 //
 // The validate_* functions are host-only and need no device: callers (and tests) check shapes
 // before they allocate. The GEMMs call them first.

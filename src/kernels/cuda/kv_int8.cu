@@ -6,8 +6,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fusion_math.cuh"
-#include "kernels/cuda/transformer_ops.hpp"
+#include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/kv_int8.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -101,7 +101,7 @@ __global__ void attention_int8_kv_kernel(const float* q, const std::int8_t* k8, 
   const std::size_t bh = row / a.q_len;
   const int d0 = static_cast<int>(blockIdx.y) * slice;
   // Keys [0, kv_end) are seen; kv_end >= 1 (AttentionShape::validate), so tile 0 has a key.
-  const std::size_t kv_end = a.causal ? a.q_offset + i + 1 : a.kv_len;
+  const std::size_t kv_end = visible_keys(a.causal, a.kv_len, a.q_offset, i);
 
   // The softmax scale folded into q: s_j = (scale·q)·k_j.
   for (int d = static_cast<int>(threadIdx.x); d < D; d += static_cast<int>(blockDim.x))

@@ -11,7 +11,7 @@
 #include "core/cuda_check.hpp"
 #include "core/device.hpp"
 #include "core/memory.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 

@@ -8,7 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda_check.hpp"
-#include "kernels/cuda/fusion_math.cuh"
+#include "kernels/cuda/device_math.cuh"
 
 namespace aiopt::kernels::cuda {
 

@@ -1,9 +1,11 @@
 #pragma once
-// Device code shared by the unfused ops (fusion_ops.cu) and the fused chains (fused_chains.cu):
-// vector loads, the per-element math, block reductions and the per-row LayerNorm and softmax.
-// Rows are handled by one block each; thread t owns the elements t·V, (t + blockDim)·V, ...
-// of its row, so a thread that writes an element and reads it back needs no barrier.
+// Device math shared by the CUDA kernel files: storage types and the conversions between them
+// and fp32, vector loads, the per-element math, warp and block reductions, the per-row LayerNorm
+// and softmax, and launch geometry. Rows are handled by one block each; thread t owns the
+// elements t·V, (t + blockDim)·V, ... of its row, so a thread that writes an element and reads
+// it back needs no barrier.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -14,7 +16,10 @@
 #include <type_traits>
 
 #include "core/cuda_check.hpp"
+#include "core/device.hpp"
+#include "core/memory.hpp"
 #include "core/rng.hpp"
+#include "kernels/cpu/elementwise.hpp"
 
 namespace aiopt::kernels::cuda {
 
@@ -40,6 +45,34 @@ const storage_t<T>* device_ptr(const T* p) {
 template <class T>
 storage_t<T>* device_ptr(T* p) {
   return reinterpret_cast<storage_t<T>*>(p);
+}
+
+// One element of float, __half or __nv_bfloat16 to fp32 and back (rounded to nearest even).
+template <class T>
+__device__ __forceinline__ float widen(T x) {
+  return static_cast<float>(x);
+}
+template <>
+__device__ __forceinline__ float widen(__half x) {
+  return __half2float(x);
+}
+template <>
+__device__ __forceinline__ float widen(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <class T>
+__device__ __forceinline__ T narrow(float x);
+template <>
+__device__ __forceinline__ float narrow(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half narrow(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow(float x) {
+  return __float2bfloat16_rn(x);
 }
 
 // ---- vectors of V values widened to float (V = 4: one float4, or four bf16 in 8 bytes)
@@ -108,25 +141,24 @@ inline bool use_vector4(std::size_t width, const T*... pointers) {
 
 // ---- per-element math (the same formulas as kernels/cpu)
 
+// Softmax in the log2 domain: e^x = 2^(x·log2e), ln y = ln2·log2 y.
+inline constexpr float log2e = 1.4426950408889634f;
+inline constexpr float ln2 = 0.6931471805599453f;
+
 __device__ __forceinline__ float gelu_tanh(float x) {
   constexpr float sqrt_2_over_pi = 0.7978845608028654f;
   return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
 }
 
-// The counter-based dropout mask of kernels/cpu/elementwise.hpp (Dropout): keep iff
+// cpu::Dropout's counter-based mask (kernels/cpu/elementwise.hpp) as a kernel argument: keep iff
 // (bits(seed, i) >> 40) >= ceil(p·2^24), which is exactly rng::uniform(seed, i) >= p.
 struct DropoutMask {
   std::uint64_t seed;
   std::uint64_t keep_threshold;
   float scale;
 
-  static DropoutMask make(float p, std::uint64_t seed) {
-    // As cpu::Dropout: a negative p would make the threshold's cast undefined.
-    if (!(p >= 0.0f && p < 1.0f))
-      throw std::invalid_argument("dropout probability must be in [0, 1), got " + std::to_string(p));
-    return {seed, static_cast<std::uint64_t>(std::ceil(static_cast<double>(p) * 16777216.0)),
-            1.0f / (1.0f - p)};
-  }
+  explicit DropoutMask(const cpu::Dropout& mask)
+      : seed(mask.seed), keep_threshold(mask.keep_threshold), scale(mask.scale) {}
   __device__ __forceinline__ float apply(float v, std::uint64_t i) const {
     return (rng::bits(seed, i) >> 40) >= keep_threshold ? v * scale : 0.0f;
   }
@@ -243,6 +275,7 @@ inline unsigned row_block_threads(std::size_t hidden, int v) {
 }
 
 // One block per row: gridDim.x is at most 2^31 − 1, and a wider count must not wrap silently.
+// Launchers return before launching for zero rows (an empty grid is an invalid configuration).
 inline unsigned row_blocks(std::size_t rows) {
   if (rows > 0x7fffffffu)
     throw std::invalid_argument("CUDA row kernels take at most 2^31 - 1 rows, got " + std::to_string(rows));
@@ -253,6 +286,21 @@ inline unsigned row_blocks(std::size_t rows) {
 inline unsigned elementwise_blocks(std::size_t count) {
   const std::size_t blocks = (count + 255) / 256;
   return static_cast<unsigned>(blocks < (1u << 20) ? (blocks ? blocks : 1) : (1u << 20));
+}
+
+// ---- host helpers of the launchers
+
+// A scratch buffer on the current device, from the tracked allocator. Released by cudaFree,
+// which waits for the work queued on the device, so it outlives the kernels that use it.
+inline memory::Buffer<float> device_scratch(std::size_t count) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  return memory::Buffer<float>(Device::cuda(device), count);
+}
+
+inline int checked_width(std::size_t n, const char* who) {
+  if (n > 0x7fffffffu) throw std::invalid_argument(std::string(who) + ": row width exceeds 2^31 - 1");
+  return static_cast<int>(n);
 }
 
 // The launchers take the stream as void* so that plain C++ callers need no CUDA headers.
