@@ -40,12 +40,9 @@ template <class T>
 void gelu_tanh(const T* x_, T* y_, std::size_t n, void* stream) {
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
-  if (use_vector4(n, x, y)) {
-    gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n);
-  } else {
-    gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(n, x, y), [&]<int V>() {
+    gelu_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, y, n);
+  });
 }
 
 void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::size_t n, void* stream) {

@@ -139,6 +139,19 @@ inline bool use_vector4(std::size_t width, const T*... pointers) {
   return width % 4 == 0 && ((reinterpret_cast<std::uintptr_t>(pointers) % (4 * sizeof(T)) == 0) && ...);
 }
 
+// Every vectorised launcher's one branch: launch.template operator()<4>() when use_vector4 allows
+// float4-wide access, else <1>, then the launch check. The launch lambda takes the width as V:
+//   launch_vectorized(use_vector4(n, x, y), [&]<int V>() { kernel<V><<<blocks(n / V), ...>>>(...); });
+template <class Launch>
+void launch_vectorized(bool vector4, Launch&& launch) {
+  if (vector4) {
+    launch.template operator()<4>();
+  } else {
+    launch.template operator()<1>();
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
 // ---- per-element math (the same formulas as kernels/cpu)
 
 // Softmax in the log2 domain: e^x = 2^(x·log2e), ln y = ln2·log2 y.

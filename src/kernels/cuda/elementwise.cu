@@ -68,12 +68,9 @@ void bias_add(const T* x_, const float* b, T* y_, std::size_t rows, std::size_t 
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_vector4(hidden, x, b, y)) {
-    bias_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
-  } else {
-    bias_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, b, y), [&]<int V>() {
+    bias_add_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
+  });
 }
 
 template <class T>
@@ -81,12 +78,9 @@ void dropout(const T* x_, T* y_, std::size_t n, const cpu::Dropout& dropout_mask
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const DropoutMask mask(dropout_mask);
-  if (use_vector4(n, x, y)) {
-    dropout_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, mask);
-  } else {
-    dropout_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, mask);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(n, x, y), [&]<int V>() {
+    dropout_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, y, n, mask);
+  });
 }
 
 template <class T>
@@ -94,24 +88,18 @@ void residual_add(const T* a_, const T* b_, T* y_, std::size_t n, void* stream) 
   const auto* a = device_ptr(a_);
   const auto* b = device_ptr(b_);
   auto* y = device_ptr(y_);
-  if (use_vector4(n, a, b, y)) {
-    residual_add_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(a, b, y, n);
-  } else {
-    residual_add_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(a, b, y, n);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(n, a, b, y), [&]<int V>() {
+    residual_add_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(a, b, y, n);
+  });
 }
 
 template <class T>
 void scale(const T* x_, T* y_, std::size_t n, float s, void* stream) {
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
-  if (use_vector4(n, x, y)) {
-    scale_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, s);
-  } else {
-    scale_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, s);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(n, x, y), [&]<int V>() {
+    scale_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, y, n, s);
+  });
 }
 
 void bias_backward(const float* dy, float* db, std::size_t rows, std::size_t n, void* stream) {

@@ -98,14 +98,10 @@ void embedding(const std::int32_t* tokens, const float* wte, const float* wpe, f
   if (batch * len == 0 || channels == 0) return;
   const unsigned rows = row_blocks(batch * len);
   const int c = static_cast<int>(channels);
-  if (use_vector4(channels, wte, wpe, y)) {
-    embedding_kernel<4><<<rows, row_block_threads(channels, 4), 0, as_stream(stream)>>>(tokens, wte, wpe, y, len,
-                                                                                         pos0, vocab, c);
-  } else {
-    embedding_kernel<1><<<rows, row_block_threads(channels, 1), 0, as_stream(stream)>>>(tokens, wte, wpe, y, len,
-                                                                                         pos0, vocab, c);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(channels, wte, wpe, y), [&]<int V>() {
+    embedding_kernel<V><<<rows, row_block_threads(channels, V), 0, as_stream(stream)>>>(tokens, wte, wpe, y, len,
+                                                                                        pos0, vocab, c);
+  });
 }
 
 void embedding_backward(const std::int32_t* tokens, const float* dy, float* dwte, float* dwpe, std::size_t batch,

@@ -77,12 +77,9 @@ void bias_gelu_fused(const T* x_, const float* b, T* y_, std::size_t rows, std::
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_vector4(hidden, x, b, y)) {
-    bias_gelu_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
-  } else {
-    bias_gelu_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, b, y), [&]<int V>() {
+    bias_gelu_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, b, y, n, hidden);
+  });
 }
 
 template <class T>
@@ -96,14 +93,10 @@ void bias_dropout_residual_layernorm_fused(const T* x_, const float* b, const T*
   if (rows == 0 || hidden == 0) return;
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_vector4(hidden, x, b, residual, gamma, beta, y)) {
-    bias_dropout_residual_layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(
+  launch_vectorized(use_vector4(hidden, x, b, residual, gamma, beta, y), [&]<int V>() {
+    bias_dropout_residual_layernorm_kernel<V><<<blocks, row_block_threads(hidden, V), 0, as_stream(stream)>>>(
         x, b, residual, gamma, beta, y, h, mask, eps);
-  } else {
-    bias_dropout_residual_layernorm_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(
-        x, b, residual, gamma, beta, y, h, mask, eps);
-  }
-  CUDA_CHECK_LAUNCH();
+  });
 }
 
 template <class T>
@@ -113,12 +106,9 @@ void scale_mask_softmax_fused(const T* x_, T* y_, std::size_t rows, std::size_t 
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_vector4(hidden, x, y)) {
-    scale_mask_softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h, s);
-  } else {
-    scale_mask_softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h, s);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, y), [&]<int V>() {
+    scale_mask_softmax_kernel<V><<<blocks, row_block_threads(hidden, V), 0, as_stream(stream)>>>(x, y, h, s);
+  });
 }
 
 // ---- the storage types the chains use: float and bf16 bits

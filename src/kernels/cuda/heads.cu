@@ -83,26 +83,19 @@ void split_qkv(const float* qkv, float* q, float* k_cache, float* v_cache, std::
                std::size_t heads, std::size_t head_dim, std::size_t capacity, std::size_t pos0, void* stream) {
   const std::size_t n = batch * len * 3 * heads * head_dim;
   if (n == 0) return;
-  if (use_vector4(head_dim, qkv, q, k_cache, v_cache)) {
-    split_qkv_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(qkv, q, k_cache, v_cache, len, heads,
+  launch_vectorized(use_vector4(head_dim, qkv, q, k_cache, v_cache), [&]<int V>() {
+    split_qkv_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(qkv, q, k_cache, v_cache, len, heads,
                                                                                    head_dim, capacity, pos0, n);
-  } else {
-    split_qkv_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(qkv, q, k_cache, v_cache, len, heads,
-                                                                               head_dim, capacity, pos0, n);
-  }
-  CUDA_CHECK_LAUNCH();
+  });
 }
 
 void merge_heads(const float* x, float* y, std::size_t batch, std::size_t len, std::size_t heads,
                  std::size_t head_dim, void* stream) {
   const std::size_t n = batch * len * heads * head_dim;
   if (n == 0) return;
-  if (use_vector4(head_dim, x, y)) {
-    merge_heads_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, len, heads, head_dim, n);
-  } else {
-    merge_heads_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, len, heads, head_dim, n);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(head_dim, x, y), [&]<int V>() {
+    merge_heads_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, y, len, heads, head_dim, n);
+  });
 }
 
 void merge_qkv(const float* q, const float* k, const float* v, float* qkv, std::size_t batch, std::size_t len,

@@ -86,12 +86,9 @@ void layernorm(const T* x_, const float* gamma, const float* beta, T* y_, std::s
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_vector4(hidden, x, gamma, beta, y)) {
-    layernorm_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
-  } else {
-    layernorm_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, gamma, beta, y), [&]<int V>() {
+    layernorm_kernel<V><<<blocks, row_block_threads(hidden, V), 0, as_stream(stream)>>>(x, gamma, beta, y, h, eps);
+  });
 }
 
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,

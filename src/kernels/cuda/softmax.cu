@@ -38,12 +38,9 @@ void causal_mask(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void*
   const auto* x = device_ptr(x_);
   auto* y = device_ptr(y_);
   const std::size_t n = rows * hidden;
-  if (use_vector4(hidden, x, y)) {
-    causal_mask_kernel<4><<<elementwise_blocks(n / 4), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
-  } else {
-    causal_mask_kernel<1><<<elementwise_blocks(n), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, y), [&]<int V>() {
+    causal_mask_kernel<V><<<elementwise_blocks(n / V), 256, 0, as_stream(stream)>>>(x, y, n, hidden);
+  });
 }
 
 template <class T>
@@ -53,12 +50,9 @@ void softmax(const T* x_, T* y_, std::size_t rows, std::size_t hidden, void* str
   auto* y = device_ptr(y_);
   const int h = static_cast<int>(hidden);
   const unsigned blocks = row_blocks(rows);
-  if (use_vector4(hidden, x, y)) {
-    softmax_kernel<4><<<blocks, row_block_threads(hidden, 4), 0, as_stream(stream)>>>(x, y, h);
-  } else {
-    softmax_kernel<1><<<blocks, row_block_threads(hidden, 1), 0, as_stream(stream)>>>(x, y, h);
-  }
-  CUDA_CHECK_LAUNCH();
+  launch_vectorized(use_vector4(hidden, x, y), [&]<int V>() {
+    softmax_kernel<V><<<blocks, row_block_threads(hidden, V), 0, as_stream(stream)>>>(x, y, h);
+  });
 }
 
 template void causal_mask(const float*, float*, std::size_t, std::size_t, void*);
