@@ -10,21 +10,17 @@
 
 #include "core/cuda_check.hpp"
 #include "core/dtype.hpp"
+#include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/gemm.hpp"
 
 namespace aiopt::kernels::cuda {
 
 namespace {
 
-cudaStream_t as_cuda_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 constexpr int threads_per_block = 256;
+static_assert(threads_per_block == 256, "elementwise_blocks (device_math.cuh) counts blocks of 256 threads");
 constexpr int warps_per_block = threads_per_block / 32;
 
-// Blocks for a grid-stride loop over n elements.
-unsigned int blocks_for(std::size_t n) {
-  return static_cast<unsigned int>(std::min<std::size_t>((n + threads_per_block - 1) / threads_per_block, 1u << 20));
-}
 // Blocks for one warp per row.
 unsigned int warp_row_blocks(std::size_t rows) {
   if ((rows + warps_per_block - 1) / warps_per_block > 0x7fffffffu)
@@ -36,16 +32,6 @@ void gemm_batched(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k,
                   std::size_t lda, std::size_t sa, const float* b, std::size_t ldb, std::size_t sb, float beta,
                   float* c, std::size_t ldc, std::size_t sc, std::size_t batch, void* stream) {
   gemm_strided_batched(ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch, DType::f32, stream);
-}
-
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // ---- kernels
@@ -68,7 +54,7 @@ __global__ void favor_prepare_kernel(const float* x, float* phi, float* row_max,
   const float* xr = x + r * d;
   float norm = 0.0f;
   for (int j = lane; j < d; j += 32) norm += xr[j] * xr[j];
-  norm = warp_sum(norm);
+  norm = warp_reduce(norm, Sum{});
   const float half = 0.5f * c * c * norm;
   float* p = phi + r * m;
   float mx = -INFINITY;
@@ -77,24 +63,17 @@ __global__ void favor_prepare_kernel(const float* x, float* phi, float* row_max,
     p[j] = v;
     mx = fmaxf(mx, v);
   }
-  mx = warp_max(mx);
+  mx = warp_reduce(mx, Max{});
   if (lane == 0) row_max[r] = mx;
 }
 
 // One block per group: group_max[g] = max over the group's rows of row_max.
 __global__ void group_max_kernel(const float* row_max, float* group_max, std::size_t rows) {
-  __shared__ float part[warps_per_block];
   const float* rm = row_max + blockIdx.x * rows;
   float mx = -INFINITY;
   for (std::size_t i = threadIdx.x; i < rows; i += blockDim.x) mx = fmaxf(mx, rm[i]);
-  mx = warp_max(mx);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = mx;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    mx = threadIdx.x < warps_per_block ? part[threadIdx.x] : -INFINITY;
-    mx = warp_max(mx);
-    if (threadIdx.x == 0) group_max[blockIdx.x] = mx;
-  }
+  mx = block_reduce(mx, Max{}, -INFINITY);
+  if (threadIdx.x == 0) group_max[blockIdx.x] = mx;
 }
 
 // phi = exp(phi − stabilizer)/sqrt(m); the stabilizer of element i is stab[i / (m·per)]:
@@ -171,7 +150,7 @@ __global__ void normalize_kernel(const float* phi_q, const float* z, std::size_t
     const float* ar = a + r * C;
     for (std::size_t t = lane; t <= i % C; t += 32) den += ar[t];
   }
-  den = warp_sum(den);
+  den = warp_reduce(den, Sum{});
   const float inv = 1.0f / den;
   const float* nr = num + r * d;
   float* o = out + (g * n + i) * d;
@@ -180,62 +159,42 @@ __global__ void normalize_kernel(const float* phi_q, const float* z, std::size_t
 
 // Row softmax in place, one block per row; each thread writes only the elements it read.
 __global__ void softmax_rows_kernel(float* x, std::size_t cols) {
-  __shared__ float part[warps_per_block];
-  __shared__ float total;
   float* row = x + blockIdx.x * cols;
   float mx = -INFINITY;
   for (std::size_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, row[j]);
-  mx = warp_max(mx);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = mx;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < warps_per_block ? part[threadIdx.x] : -INFINITY;
-    v = warp_max(v);
-    if (threadIdx.x == 0) total = v;
-  }
-  __syncthreads();
-  mx = total;
-  __syncthreads();  // every thread has read the max before `total` is reused for the sum
+  mx = block_reduce(mx, Max{}, -INFINITY);
   float sum = 0.0f;
   for (std::size_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float e = expf(row[j] - mx);
     row[j] = e;
     sum += e;
   }
-  sum = warp_sum(sum);
-  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = sum;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < warps_per_block ? part[threadIdx.x] : 0.0f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) total = v;
-  }
-  __syncthreads();
-  const float inv = 1.0f / total;
+  const float inv = 1.0f / block_reduce(sum, Sum{}, 0.0f);
   for (std::size_t j = threadIdx.x; j < cols; j += blockDim.x) row[j] *= inv;
 }
 
 void column_sums(const float* x, float* out, std::size_t blocks, std::size_t rows, std::size_t F, void* stream) {
-  column_sums_kernel<<<blocks_for(blocks * F), threads_per_block, 0, as_cuda_stream(stream)>>>(x, out, blocks, rows, F);
+  column_sums_kernel<<<elementwise_blocks(blocks * F), threads_per_block, 0, as_stream(stream)>>>(x, out, blocks,
+                                                                                                rows, F);
   CUDA_CHECK_LAUNCH();
 }
 
 void exclusive_chunk_scan(float* x, std::size_t groups, std::size_t chunks, std::size_t width, void* stream) {
-  exclusive_chunk_scan_kernel<<<blocks_for(groups * width), threads_per_block, 0, as_cuda_stream(stream)>>>(
+  exclusive_chunk_scan_kernel<<<elementwise_blocks(groups * width), threads_per_block, 0, as_stream(stream)>>>(
       x, groups, chunks, width);
   CUDA_CHECK_LAUNCH();
 }
 
 void pad_rows(const float* x, float* y, std::size_t groups, std::size_t n, std::size_t padded, std::size_t width,
               void* stream) {
-  pad_rows_kernel<<<blocks_for(groups * padded * width), threads_per_block, 0, as_cuda_stream(stream)>>>(
+  pad_rows_kernel<<<elementwise_blocks(groups * padded * width), threads_per_block, 0, as_stream(stream)>>>(
       x, y, groups, n, padded, width);
   CUDA_CHECK_LAUNCH();
 }
 
 void normalize(const float* phi_q, const float* z, std::size_t z_rows, const float* a, std::size_t C,
                const float* num, float* out, const LinearAttentionShape& s, std::size_t padded, void* stream) {
-  normalize_kernel<<<warp_row_blocks(s.groups() * padded), threads_per_block, 0, as_cuda_stream(stream)>>>(
+  normalize_kernel<<<warp_row_blocks(s.groups() * padded), threads_per_block, 0, as_stream(stream)>>>(
       phi_q, z, z_rows, a, C, num, out, s.groups(), s.seq_len, padded, static_cast<int>(s.head_dim),
       static_cast<int>(s.features));
   CUDA_CHECK_LAUNCH();
@@ -247,7 +206,7 @@ void normalize(const float* phi_q, const float* z, std::size_t z_rows, const flo
 
 void elu_feature_map(const float* x, float* phi, std::size_t n, void* stream) {
   if (n == 0) return;
-  elu_kernel<<<blocks_for(n), threads_per_block, 0, as_cuda_stream(stream)>>>(x, phi, n);
+  elu_kernel<<<elementwise_blocks(n), threads_per_block, 0, as_stream(stream)>>>(x, phi, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -264,20 +223,20 @@ void favor_feature_map(const float* x, const float* w, float* phi, float* worksp
   float* group_max = workspace + total;    // (groups)
   // phi = (c·x)·Wᵀ: (groups·rows, m).
   gemm(false, true, total, m, d, c, x, d, w, d, 0.0f, phi, m, DType::f32, stream);
-  favor_prepare_kernel<<<warp_row_blocks(total), threads_per_block, 0, as_cuda_stream(stream)>>>(
+  favor_prepare_kernel<<<warp_row_blocks(total), threads_per_block, 0, as_stream(stream)>>>(
       x, phi, row_max, total, static_cast<int>(d), static_cast<int>(m), c);
   CUDA_CHECK_LAUNCH();
   const float* stab = row_max;
   std::size_t span = m;
   if (role == FavorRole::key) {
     if (groups > 0x7fffffff) throw std::invalid_argument("favor_feature_map (CUDA): too many groups");
-    group_max_kernel<<<static_cast<unsigned int>(groups), threads_per_block, 0, as_cuda_stream(stream)>>>(
+    group_max_kernel<<<static_cast<unsigned int>(groups), threads_per_block, 0, as_stream(stream)>>>(
         row_max, group_max, rows);
     CUDA_CHECK_LAUNCH();
     stab = group_max;
     span = rows * m;
   }
-  favor_exp_kernel<<<blocks_for(total * m), threads_per_block, 0, as_cuda_stream(stream)>>>(phi, stab, total * m, span,
+  favor_exp_kernel<<<elementwise_blocks(total * m), threads_per_block, 0, as_stream(stream)>>>(phi, stab, total * m, span,
                                                                                             inv_sqrt_m);
   CUDA_CHECK_LAUNCH();
 }
@@ -313,7 +272,7 @@ void linear_attention(const float* phi_q, const float* phi_k, const float* v, fl
     v = pv;
   }
   gemm_batched(false, true, C, C, F, 1.0f, phi_q, F, C * F, phi_k, F, C * F, 0.0f, a, C, C * C, batch, stream);
-  causal_block_mask_kernel<<<blocks_for(batch * C * C), threads_per_block, 0, as_cuda_stream(stream)>>>(
+  causal_block_mask_kernel<<<elementwise_blocks(batch * C * C), threads_per_block, 0, as_stream(stream)>>>(
       a, batch * C * C, C);
   CUDA_CHECK_LAUNCH();
   gemm_batched(true, false, F, d, C, 1.0f, phi_k, F, C * F, v, d, C * d, 0.0f, state, d, F * d, batch, stream);
@@ -340,7 +299,7 @@ void linformer_attention(const float* q, const float* k, const float* v, const f
   gemm_batched(false, false, kr, d, N, 1.0f, e, N, 0, k, d, N * d, 0.0f, kp, d, kr * d, G, stream);
   gemm_batched(false, false, kr, d, N, 1.0f, f, N, 0, v, d, N * d, 0.0f, vp, d, kr * d, G, stream);
   gemm_batched(false, true, N, kr, d, s.scale, q, d, N * d, kp, d, kr * d, 0.0f, scores, kr, N * kr, G, stream);
-  softmax_rows_kernel<<<static_cast<unsigned int>(G * N), threads_per_block, 0, as_cuda_stream(stream)>>>(scores, kr);
+  softmax_rows_kernel<<<static_cast<unsigned int>(G * N), threads_per_block, 0, as_stream(stream)>>>(scores, kr);
   CUDA_CHECK_LAUNCH();
   gemm_batched(false, false, N, d, kr, 1.0f, scores, kr, N * kr, vp, d, kr * d, 0.0f, out, d, N * d, G, stream);
 }
