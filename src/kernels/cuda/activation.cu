@@ -11,12 +11,11 @@ namespace {
 
 template <int V, class T>
 __global__ void gelu_kernel(const T* x, T* y, std::size_t n) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> a = load<V>(x + i);
     for (int k = 0; k < V; ++k) a.v[k] = gelu_tanh(a.v[k]);
     store<V>(y + i, a);
-  }
+  });
 }
 
 // gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³):

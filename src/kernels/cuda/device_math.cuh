@@ -139,6 +139,15 @@ inline bool use_vector4(std::size_t width, const T*... pointers) {
   return width % 4 == 0 && ((reinterpret_cast<std::uintptr_t>(pointers) % (4 * sizeof(T)) == 0) && ...);
 }
 
+// An elementwise kernel's grid-stride loop over n elements in vectors of V: body(i) for every
+// i = 0, V, 2V, ... below n, each in one thread.
+template <int V, class Body>
+__device__ __forceinline__ void for_each_vector(std::size_t n, Body body) {
+  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V)
+    body(i);
+}
+
 // Every vectorised launcher's one branch: launch.template operator()<4>() when use_vector4 allows
 // float4-wide access, else <1>, then the launch check. The launch lambda takes the width as V:
 //   launch_vectorized(use_vector4(n, x, y), [&]<int V>() { kernel<V><<<blocks(n / V), ...>>>(...); });

@@ -12,44 +12,40 @@ namespace {
 
 template <int V, class T>
 __global__ void bias_add_kernel(const T* x, const float* b, T* y, std::size_t n, std::size_t hidden) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> a = load<V>(x + i);
     const Pack<V> c = load<V>(b + i % hidden);
     for (int k = 0; k < V; ++k) a.v[k] += c.v[k];
     store<V>(y + i, a);
-  }
+  });
 }
 
 template <int V, class T>
 __global__ void dropout_kernel(const T* x, T* y, std::size_t n, DropoutMask mask) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> a = load<V>(x + i);
     for (int k = 0; k < V; ++k) a.v[k] = mask.apply(a.v[k], i + k);
     store<V>(y + i, a);
-  }
+  });
 }
 
 template <int V, class T>
 __global__ void residual_add_kernel(const T* a, const T* b, T* y, std::size_t n) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> s = load<V>(a + i);
     const Pack<V> t = load<V>(b + i);
     for (int k = 0; k < V; ++k) s.v[k] += t.v[k];
     store<V>(y + i, s);
-  }
+  });
 }
 
 template <int V, class T>
 __global__ void scale_kernel(const T* x, T* y, std::size_t n, float s) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> a = load<V>(x + i);
     for (int k = 0; k < V; ++k) a.v[k] *= s;
     store<V>(y + i, a);
-  }
+  });
 }
 
 // The column-sum term of the bias gradient: dy.

@@ -12,13 +12,12 @@ namespace {
 
 template <int V, class T>
 __global__ void bias_gelu_kernel(const T* x, const float* b, T* y, std::size_t n, std::size_t hidden) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     Pack<V> a = load<V>(x + i);
     const Pack<V> c = load<V>(b + i % hidden);
     for (int k = 0; k < V; ++k) a.v[k] = gelu_tanh(a.v[k] + c.v[k]);
     store<V>(y + i, a);
-  }
+  });
 }
 
 // One block per row. float: build residual + dropout(x + b) in the output row, then normalize it

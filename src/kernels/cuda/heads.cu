@@ -32,13 +32,12 @@ template <int V>
 __global__ void split_qkv_kernel(const float* qkv, float* q, float* k_cache, float* v_cache, std::size_t len,
                                  std::size_t heads, std::size_t head_dim, std::size_t capacity, std::size_t pos0,
                                  std::size_t n) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     const TokenIndex e = token_index(i, len, 3, heads, head_dim);
     float* dst = e.part == 0 ? q + head_major(e, heads, len, e.t, head_dim)
                              : (e.part == 1 ? k_cache : v_cache) + head_major(e, heads, capacity, pos0 + e.t, head_dim);
     store<V>(dst, load<V>(qkv + i));
-  }
+  });
 }
 
 // Grid-stride over the output in vectors of V (V divides head_dim).
@@ -46,11 +45,10 @@ __global__ void split_qkv_kernel(const float* qkv, float* q, float* k_cache, flo
 template <int V>
 __global__ void merge_heads_kernel(const float* x, float* y, std::size_t len, std::size_t heads, std::size_t head_dim,
                                    std::size_t n) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     const TokenIndex e = token_index(i, len, 1, heads, head_dim);
     store<V>(y + i, load<V>(x + head_major(e, heads, len, e.t, head_dim)));
-  }
+  });
 }
 
 // q, k, v: (batch, heads, len, head_dim) -> qkv: (batch, len, 3, heads, head_dim); one thread

@@ -11,15 +11,14 @@ namespace {
 
 template <int V, class T>
 __global__ void causal_mask_kernel(const T* x, T* y, std::size_t n, std::size_t hidden) {
-  for (std::size_t i = (blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x) * V; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x * V) {
+  for_each_vector<V>(n, [&](std::size_t i) {
     const std::size_t q = (i / hidden) % hidden;
     const std::size_t j = i % hidden;  // V divides hidden, so the V elements share a row
     Pack<V> a = load<V>(x + i);
     for (int k = 0; k < V; ++k)
       if (j + k > q) a.v[k] = -INFINITY;
     store<V>(y + i, a);
-  }
+  });
 }
 
 template <int V, class T>
