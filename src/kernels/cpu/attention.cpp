@@ -1,32 +1,21 @@
 #include "kernels/cpu/attention.hpp"
 
-#include <cblas.h>
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <limits>
-#include <string>
+#include <stdexcept>
 #include <vector>
 
-#include "core/memory.hpp"
-#include "core/threads.hpp"
 #include "kernels/cpu/activation.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "kernels/cpu/thread_workspace.hpp"
 
 namespace aiopt::kernels::cpu {
 
 namespace {
 
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-
-// Per-thread workspace sizes are rounded up to whole cache lines so that no two threads share one.
-std::size_t whole_lines(std::size_t floats) {
-  constexpr std::size_t per_line = memory::host_alignment / sizeof(float);
-  return (floats + per_line - 1) / per_line * per_line;
-}
 
 // Offsets of (b, h) in q/out and in k/v, in elements.
 struct HeadOffsets {
@@ -35,13 +24,6 @@ struct HeadOffsets {
 };
 HeadOffsets head_offsets(const AttentionShape& s, std::size_t bh) {
   return {bh * s.q_len * s.head_dim, bh * s.kv_capacity * s.head_dim};
-}
-
-// BLAS takes int dimensions; checked before a parallel region, which an exception may not leave.
-void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) {
-  for (std::size_t dim : dims)
-    if (dim > static_cast<std::size_t>(std::numeric_limits<blasint>::max()))
-      throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
 }
 
 }  // namespace
@@ -117,84 +99,76 @@ void attention_flash(const float* q, const float* k, const float* v, float* out,
   check_blas_range({bq, bk, d}, "attention_flash");
   const std::size_t q_tiles = (tq + bq - 1) / bq;
   const std::size_t tasks = shape.batch * shape.heads * q_tiles;
-  const int workers = static_cast<int>(std::min<std::size_t>(threads(), tasks));
 
   // Per thread: scores (bq, bk), accumulator (bq, d), row max and sum (bq).
   const std::size_t s_size = whole_lines(bq * bk), acc_size = whole_lines(bq * d);
   const std::size_t row_size = whole_lines(bq);
   const std::size_t per_thread = s_size + acc_size + 2 * row_size;
-  memory::Buffer<float> workspace(Device::cpu(), per_thread * static_cast<std::size_t>(workers));
-
-  // The two tile products go through single-threaded BLAS; the threads share the tiles.
-#pragma omp parallel num_threads(workers)
-  {
-    float* const s = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());
+  // The two tile products go through single-threaded BLAS; the threads share the tiles. Causal
+  // work grows with the query tile, so tiles are handed out as threads free up.
+  over_tasks_in_workspace(tasks, per_thread, [&](std::size_t task, float* const s) {
     float* const acc = s + s_size;
     float* const row_max = acc + acc_size;
     float* const row_sum = row_max + row_size;
 
-    // Causal work grows with the query tile, so tiles are handed out as threads free up.
-#pragma omp for schedule(dynamic, 1)
-    for (std::size_t task = 0; task < tasks; ++task) {
-      const std::size_t head = task / q_tiles, i0 = (task % q_tiles) * bq;
-      const std::size_t rows = std::min(bq, tq - i0);
-      const auto [qo, kvo] = head_offsets(shape, head);
-      const float* qt = q + qo + i0 * d;  // (rows, d)
-      // The tile's last query sees the most keys; tiles of keys past it are skipped whole.
-      const std::size_t keys = shape.visible_keys(i0 + rows - 1);
+    const std::size_t head = task / q_tiles, i0 = (task % q_tiles) * bq;
+    const std::size_t rows = std::min(bq, tq - i0);
+    const auto [qo, kvo] = head_offsets(shape, head);
+    const float* qt = q + qo + i0 * d;  // (rows, d)
+    // The tile's last query sees the most keys; tiles of keys past it are skipped whole.
+    const std::size_t keys = shape.visible_keys(i0 + rows - 1);
 
-      std::fill(acc, acc + rows * d, 0.0f);
-      std::fill(row_max, row_max + rows, neg_inf);
-      std::fill(row_sum, row_sum + rows, 0.0f);
+    std::fill(acc, acc + rows * d, 0.0f);
+    std::fill(row_max, row_max + rows, neg_inf);
+    std::fill(row_sum, row_sum + rows, 0.0f);
 
-      for (std::size_t j0 = 0; j0 < keys; j0 += bk) {
-        const std::size_t cols = std::min(bk, keys - j0);
-        // s = scale·q_tile·k_tileᵀ: (rows, d)·(d, cols).
-        sgemm(false, true, rows, cols, d, shape.scale, qt, d, k + kvo + j0 * d, d, 0.0f, s, bk);
-        for (std::size_t i = 0; i < rows; ++i) {
-          float* si = s + i * bk;  // (cols)
-          // Causal mask inside a diagonal tile: keys past the query's position.
-          const std::size_t seen = shape.visible_keys(i0 + i);
-          const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
-          float tile_max = neg_inf;
-#pragma omp simd reduction(max : tile_max)
-          for (std::size_t j = 0; j < cols; ++j) {
-            si[j] = j < valid ? si[j] : neg_inf;
-            tile_max = si[j] > tile_max ? si[j] : tile_max;
-          }
-          // Online softmax: the new running max rescales what was summed under the old one.
-          // Key 0 is visible to every query, so the running max is finite after the first tile;
-          // a masked score becomes exp_poly(−inf) = 0.
-          const float new_max = std::max(row_max[i], tile_max);
-          const float correction = exp_poly(row_max[i] - new_max);
-          float tile_sum = 0.0f;
-#pragma omp simd reduction(+ : tile_sum)
-          for (std::size_t j = 0; j < cols; ++j) {
-            si[j] = exp_poly(si[j] - new_max);
-            tile_sum += si[j];
-          }
-          row_max[i] = new_max;
-          row_sum[i] = row_sum[i] * correction + tile_sum;
-          float* ai = acc + i * d;
-#pragma omp simd
-          for (std::size_t t = 0; t < d; ++t) ai[t] *= correction;
-        }
-        // acc += p·v_tile: (rows, cols)·(cols, d).
-        sgemm(false, false, rows, d, cols, 1.0f, s, bk, v + kvo + j0 * d, d, 1.0f, acc, d);
-      }
-
+    for (std::size_t j0 = 0; j0 < keys; j0 += bk) {
+      const std::size_t cols = std::min(bk, keys - j0);
+      // s = scale·q_tile·k_tileᵀ: (rows, d)·(d, cols).
+      sgemm(false, true, rows, cols, d, shape.scale, qt, d, k + kvo + j0 * d, d, 0.0f, s, bk);
       for (std::size_t i = 0; i < rows; ++i) {
-        const float inv = 1.0f / row_sum[i];
-        float* oi = out + qo + (i0 + i) * d;
-        const float* ai = acc + i * d;
+        float* si = s + i * bk;  // (cols)
+        // Causal mask inside a diagonal tile: keys past the query's position.
+        const std::size_t seen = shape.visible_keys(i0 + i);
+        const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
+        float tile_max = neg_inf;
+#pragma omp simd reduction(max : tile_max)
+        for (std::size_t j = 0; j < cols; ++j) {
+          si[j] = j < valid ? si[j] : neg_inf;
+          tile_max = si[j] > tile_max ? si[j] : tile_max;
+        }
+        // Online softmax: the new running max rescales what was summed under the old one.
+        // Key 0 is visible to every query, so the running max is finite after the first tile;
+        // a masked score becomes exp_poly(−inf) = 0.
+        const float new_max = std::max(row_max[i], tile_max);
+        const float correction = exp_poly(row_max[i] - new_max);
+        float tile_sum = 0.0f;
+#pragma omp simd reduction(+ : tile_sum)
+        for (std::size_t j = 0; j < cols; ++j) {
+          si[j] = exp_poly(si[j] - new_max);
+          tile_sum += si[j];
+        }
+        row_max[i] = new_max;
+        row_sum[i] = row_sum[i] * correction + tile_sum;
+        float* ai = acc + i * d;
 #pragma omp simd
-        for (std::size_t t = 0; t < d; ++t) oi[t] = ai[t] * inv;
+        for (std::size_t t = 0; t < d; ++t) ai[t] *= correction;
       }
-      // The softmax denominator of row i is row_sum·e^row_max, so its log is row_max + log(row_sum).
-      if (lse != nullptr)
-        for (std::size_t i = 0; i < rows; ++i) lse[head * tq + i0 + i] = row_max[i] + std::log(row_sum[i]);
+      // acc += p·v_tile: (rows, cols)·(cols, d).
+      sgemm(false, false, rows, d, cols, 1.0f, s, bk, v + kvo + j0 * d, d, 1.0f, acc, d);
     }
-  }
+
+    for (std::size_t i = 0; i < rows; ++i) {
+      const float inv = 1.0f / row_sum[i];
+      float* oi = out + qo + (i0 + i) * d;
+      const float* ai = acc + i * d;
+#pragma omp simd
+      for (std::size_t t = 0; t < d; ++t) oi[t] = ai[t] * inv;
+    }
+    // The softmax denominator of row i is row_sum·e^row_max, so its log is row_max + log(row_sum).
+    if (lse != nullptr)
+      for (std::size_t i = 0; i < rows; ++i) lse[head * tq + i0 + i] = row_max[i] + std::log(row_sum[i]);
+  });
 }
 
 void attention_memory_efficient(const float* q, const float* k, const float* v, float* out,
@@ -205,34 +179,26 @@ void attention_memory_efficient(const float* q, const float* k, const float* v, 
   const std::size_t bq = std::min(chunk, tq);
   const std::size_t chunks = (tq + bq - 1) / bq;
   const std::size_t tasks = shape.batch * shape.heads * chunks;
-  const int workers = static_cast<int>(std::min<std::size_t>(threads(), tasks));
 
   // Per thread: the chunk's full score rows (bq, Tk).
   const std::size_t per_thread = whole_lines(bq * tk);
-  memory::Buffer<float> workspace(Device::cpu(), per_thread * static_cast<std::size_t>(workers));
   check_blas_range({bq, tk, d}, "attention_memory_efficient");
-
   // One BLAS thread per product while our threads share the chunks.
-#pragma omp parallel num_threads(workers)
-  {
-    float* const s = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
-    for (std::size_t task = 0; task < tasks; ++task) {
-      const std::size_t head = task / chunks, i0 = (task % chunks) * bq;
-      const std::size_t rows = std::min(bq, tq - i0);
-      const auto [qo, kvo] = head_offsets(shape, head);
-      // Keys past the chunk's last visible one are never needed: (rows, keys) of scores.
-      const std::size_t keys = shape.visible_keys(i0 + rows - 1);
-      sgemm(false, true, rows, keys, d, shape.scale, q + qo + i0 * d, d, k + kvo, d, 0.0f, s, keys);
-      for (std::size_t i = 0; i < rows; ++i) {
-        float* row = s + i * keys;
-        const std::size_t n = shape.visible_keys(i0 + i);
-        softmax_row(row, row, n);
-        std::fill(row + n, row + keys, 0.0f);
-      }
-      sgemm(false, false, rows, d, keys, 1.0f, s, keys, v + kvo, d, 0.0f, out + qo + i0 * d, d);
+  over_tasks_in_workspace(tasks, per_thread, [&](std::size_t task, float* const s) {
+    const std::size_t head = task / chunks, i0 = (task % chunks) * bq;
+    const std::size_t rows = std::min(bq, tq - i0);
+    const auto [qo, kvo] = head_offsets(shape, head);
+    // Keys past the chunk's last visible one are never needed: (rows, keys) of scores.
+    const std::size_t keys = shape.visible_keys(i0 + rows - 1);
+    sgemm(false, true, rows, keys, d, shape.scale, q + qo + i0 * d, d, k + kvo, d, 0.0f, s, keys);
+    for (std::size_t i = 0; i < rows; ++i) {
+      float* row = s + i * keys;
+      const std::size_t n = shape.visible_keys(i0 + i);
+      softmax_row(row, row, n);
+      std::fill(row + n, row + keys, 0.0f);
     }
-  }
+    sgemm(false, false, rows, d, keys, 1.0f, s, keys, v + kvo, d, 0.0f, out + qo + i0 * d, d);
+  });
 }
 
 void attention_uniform(const float* v, float* out, const AttentionShape& shape) {

@@ -1,38 +1,20 @@
 #include "kernels/cpu/attention_backward.hpp"
 
-#include <cblas.h>
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <limits>
 #include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "core/memory.hpp"
-#include "core/threads.hpp"
 #include "kernels/cpu/activation.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "kernels/cpu/thread_workspace.hpp"
 
 namespace aiopt::kernels::cpu {
 
 namespace {
-
-// BLAS takes int dimensions; checked before a parallel region, which an exception may not leave.
-void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) {
-  for (std::size_t dim : dims)
-    if (dim > static_cast<std::size_t>(std::numeric_limits<blasint>::max()))
-      throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
-}
-
-// Per-thread workspace sizes are rounded up to whole cache lines so that no two threads share one.
-std::size_t whole_lines(std::size_t floats) {
-  constexpr std::size_t per_line = memory::host_alignment / sizeof(float);
-  return (floats + per_line - 1) / per_line * per_line;
-}
 
 float row_dot(const float* a, const float* b, std::size_t d) {
   float sum = 0.0f;
@@ -65,28 +47,21 @@ void attention_naive_backward(const float* q, const float* k, const float* v, co
   // per-thread (chunk, N) workspace, so only one N×N buffer exists.
   const std::size_t chunk = std::min<std::size_t>(64, n);
   const std::size_t chunks = (n + chunk - 1) / chunk, tasks = bh * chunks;
-  const int workers = static_cast<int>(std::min<std::size_t>(threads(), tasks));
   const std::size_t per_thread = whole_lines(chunk * n);
-  memory::Buffer<float> workspace(Device::cpu(), per_thread * static_cast<std::size_t>(workers));
-#pragma omp parallel num_threads(workers)
-  {
-    float* const dp = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
-    for (std::size_t task = 0; task < tasks; ++task) {
-      const std::size_t head = task / chunks, i0 = (task % chunks) * chunk;
-      const std::size_t rows = std::min(chunk, n - i0);
-      const std::size_t off = head * n * d;
-      // dP = dO_chunk·Vᵀ: (rows, d)·(d, N).
-      sgemm(false, true, rows, n, d, 1.0f, dout + off + i0 * d, d, v + off, d, 0.0f, dp, n);
-      for (std::size_t i = 0; i < rows; ++i) {
-        const float di = row_dot(dout + off + (i0 + i) * d, out + off + (i0 + i) * d, d);
-        float* p = scores + (head * n + i0 + i) * n;
-        const float* dpi = dp + i * n;
+  over_tasks_in_workspace(tasks, per_thread, [&](std::size_t task, float* const dp) {
+    const std::size_t head = task / chunks, i0 = (task % chunks) * chunk;
+    const std::size_t rows = std::min(chunk, n - i0);
+    const std::size_t off = head * n * d;
+    // dP = dO_chunk·Vᵀ: (rows, d)·(d, N).
+    sgemm(false, true, rows, n, d, 1.0f, dout + off + i0 * d, d, v + off, d, 0.0f, dp, n);
+    for (std::size_t i = 0; i < rows; ++i) {
+      const float di = row_dot(dout + off + (i0 + i) * d, out + off + (i0 + i) * d, d);
+      float* p = scores + (head * n + i0 + i) * n;
+      const float* dpi = dp + i * n;
 #pragma omp simd
-        for (std::size_t j = 0; j < n; ++j) p[j] = p[j] * (dpi[j] - di);
-      }
+      for (std::size_t j = 0; j < n; ++j) p[j] = p[j] * (dpi[j] - di);
     }
-  }
+  });
   // dQ = scale·dS·K and dK = scale·dSᵀ·Q: (B·H) products of (N, N)·(N, d).
   sgemm_strided_batched(false, false, n, d, n, shape.scale, scores, n, n * n, k, d, n * d, 0.0f, dq, d, n * d, bh);
   sgemm_strided_batched(true, false, n, d, n, shape.scale, scores, n, n * n, q, d, n * d, 0.0f, dk, d, n * d, bh);
@@ -113,63 +88,55 @@ void attention_flash_backward(const float* q, const float* k, const float* v, co
   memory::Buffer<float> dq_part(Device::cpu(), (key_tiles - 1) * bh * n * d);
 
   const std::size_t tasks = bh * key_tiles;
-  const int workers = static_cast<int>(std::min<std::size_t>(threads(), tasks));
   // Per thread: P (bq, bk) and dP, then dS in its place (bq, bk).
   const std::size_t tile_size = whole_lines(bq * bk), per_thread = 2 * tile_size;
-  memory::Buffer<float> workspace(Device::cpu(), per_thread * static_cast<std::size_t>(workers));
-
-#pragma omp parallel num_threads(workers)
-  {
-    float* const p = workspace.data() + per_thread * static_cast<std::size_t>(omp_get_thread_num());
+  // Under the causal mask a key tile's work shrinks with its position, so tiles are handed out
+  // as threads free up.
+  over_tasks_in_workspace(tasks, per_thread, [&](std::size_t task, float* const p) {
     float* const ds = p + tile_size;
-    // Under the causal mask a key tile's work shrinks with its position, so tiles are handed
-    // out as threads free up.
-#pragma omp for schedule(dynamic, 1)
-    for (std::size_t task = 0; task < tasks; ++task) {
-      const std::size_t head = task / key_tiles, tile = task % key_tiles;
-      const std::size_t j0 = tile * bk, cols = std::min(bk, n - j0);
-      const std::size_t off = head * n * d;
-      const float* kt = k + off + j0 * d;  // (cols, d)
-      const float* vt = v + off + j0 * d;  // (cols, d)
-      float* dkt = dk + off + j0 * d;      // (cols, d), this task's alone
-      float* dvt = dv + off + j0 * d;      // (cols, d), this task's alone
-      float* dq_tile = tile == 0 ? dq + off : dq_part.data() + ((tile - 1) * bh + head) * n * d;  // (N, d)
-      std::fill(dkt, dkt + cols * d, 0.0f);
-      std::fill(dvt, dvt + cols * d, 0.0f);
+    const std::size_t head = task / key_tiles, tile = task % key_tiles;
+    const std::size_t j0 = tile * bk, cols = std::min(bk, n - j0);
+    const std::size_t off = head * n * d;
+    const float* kt = k + off + j0 * d;  // (cols, d)
+    const float* vt = v + off + j0 * d;  // (cols, d)
+    float* dkt = dk + off + j0 * d;      // (cols, d), this task's alone
+    float* dvt = dv + off + j0 * d;      // (cols, d), this task's alone
+    float* dq_tile = tile == 0 ? dq + off : dq_part.data() + ((tile - 1) * bh + head) * n * d;  // (N, d)
+    std::fill(dkt, dkt + cols * d, 0.0f);
+    std::fill(dvt, dvt + cols * d, 0.0f);
 
-      // Queries before the tile's first key see none of it under the causal mask.
-      for (std::size_t i0 = shape.causal ? j0 : 0; i0 < n; i0 += bq) {
-        const std::size_t rows = std::min(bq, n - i0);
-        const float* qt = q + off + i0 * d;      // (rows, d)
-        const float* dot = dout + off + i0 * d;  // (rows, d)
-        // P = exp(scale·q·kᵀ − lse): (rows, d)·(d, cols); keys past a query's position are 0.
-        sgemm(false, true, rows, cols, d, shape.scale, qt, d, kt, d, 0.0f, p, bk);
-        for (std::size_t i = 0; i < rows; ++i) {
-          float* pi = p + i * bk;
-          const float li = lse[head * n + i0 + i];
-          const std::size_t seen = shape.visible_keys(i0 + i);
-          const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
+    // Queries before the tile's first key see none of it under the causal mask.
+    for (std::size_t i0 = shape.causal ? j0 : 0; i0 < n; i0 += bq) {
+      const std::size_t rows = std::min(bq, n - i0);
+      const float* qt = q + off + i0 * d;      // (rows, d)
+      const float* dot = dout + off + i0 * d;  // (rows, d)
+      // P = exp(scale·q·kᵀ − lse): (rows, d)·(d, cols); keys past a query's position are 0.
+      sgemm(false, true, rows, cols, d, shape.scale, qt, d, kt, d, 0.0f, p, bk);
+      for (std::size_t i = 0; i < rows; ++i) {
+        float* pi = p + i * bk;
+        const float li = lse[head * n + i0 + i];
+        const std::size_t seen = shape.visible_keys(i0 + i);
+        const std::size_t valid = seen > j0 ? std::min(cols, seen - j0) : 0;
 #pragma omp simd
-          for (std::size_t j = 0; j < cols; ++j) pi[j] = j < valid ? exp_poly(pi[j] - li) : 0.0f;
-        }
-        // dV_tile += Pᵀ·dO: (cols, rows)·(rows, d).
-        sgemm(true, false, cols, d, rows, 1.0f, p, bk, dot, d, 1.0f, dvt, d);
-        // dP = dO·V_tileᵀ: (rows, d)·(d, cols); then dS = P∘(dP − D) in its place.
-        sgemm(false, true, rows, cols, d, 1.0f, dot, d, vt, d, 0.0f, ds, bk);
-        for (std::size_t i = 0; i < rows; ++i) {
-          const float* pi = p + i * bk;
-          float* dsi = ds + i * bk;
-          const float di = row_d[head * n + i0 + i];
-#pragma omp simd
-          for (std::size_t j = 0; j < cols; ++j) dsi[j] = pi[j] * (dsi[j] - di);
-        }
-        // dK_tile += scale·dSᵀ·Q: (cols, rows)·(rows, d).
-        sgemm(true, false, cols, d, rows, shape.scale, ds, bk, qt, d, 1.0f, dkt, d);
-        // This tile's dQ rows = scale·dS·K_tile: (rows, cols)·(cols, d).
-        sgemm(false, false, rows, d, cols, shape.scale, ds, bk, kt, d, 0.0f, dq_tile + i0 * d, d);
+        for (std::size_t j = 0; j < cols; ++j) pi[j] = j < valid ? exp_poly(pi[j] - li) : 0.0f;
       }
+      // dV_tile += Pᵀ·dO: (cols, rows)·(rows, d).
+      sgemm(true, false, cols, d, rows, 1.0f, p, bk, dot, d, 1.0f, dvt, d);
+      // dP = dO·V_tileᵀ: (rows, d)·(d, cols); then dS = P∘(dP − D) in its place.
+      sgemm(false, true, rows, cols, d, 1.0f, dot, d, vt, d, 0.0f, ds, bk);
+      for (std::size_t i = 0; i < rows; ++i) {
+        const float* pi = p + i * bk;
+        float* dsi = ds + i * bk;
+        const float di = row_d[head * n + i0 + i];
+#pragma omp simd
+        for (std::size_t j = 0; j < cols; ++j) dsi[j] = pi[j] * (dsi[j] - di);
+      }
+      // dK_tile += scale·dSᵀ·Q: (cols, rows)·(rows, d).
+      sgemm(true, false, cols, d, rows, shape.scale, ds, bk, qt, d, 1.0f, dkt, d);
+      // This tile's dQ rows = scale·dS·K_tile: (rows, cols)·(cols, d).
+      sgemm(false, false, rows, d, cols, shape.scale, ds, bk, kt, d, 0.0f, dq_tile + i0 * d, d);
     }
-  }
+  });
 
   if (key_tiles == 1) return;
   // dQ = Σ over key tiles in tile order; query i has shares from the tiles it sees.

@@ -18,6 +18,16 @@ void check_targets(const std::int32_t* targets, std::size_t rows, std::size_t vo
                               std::to_string(r) + " is outside [0, " + std::to_string(vocab) + ")");
 }
 
+// A negative target marks a row to ignore: no loss and a zero gradient (g, when not null).
+// Returns whether the row is one.
+bool ignored_row(std::int32_t target, float* loss, float* g, std::size_t vocab) {
+  if (target >= 0) return false;
+  *loss = 0.0f;
+  if (g != nullptr)
+    for (std::size_t j = 0; j < vocab; ++j) g[j] = 0.0f;
+  return true;
+}
+
 }  // namespace
 
 void softmax_cross_entropy(const float* logits, const std::int32_t* targets, float* losses, float* dlogits,
@@ -27,12 +37,7 @@ void softmax_cross_entropy(const float* logits, const std::int32_t* targets, flo
   for (std::size_t r = 0; r < rows; ++r) {
     const float* x = logits + r * vocab;  // (V)
     float* g = dlogits != nullptr ? dlogits + r * vocab : nullptr;
-    if (targets[r] < 0) {
-      losses[r] = 0.0f;
-      if (g != nullptr)
-        for (std::size_t j = 0; j < vocab; ++j) g[j] = 0.0f;
-      continue;
-    }
+    if (ignored_row(targets[r], losses + r, g, vocab)) continue;
     // Everything read from the row (max, sum, the target's logit) is read before the gradient
     // overwrites it when dlogits aliases logits.
     float max = x[0];
@@ -60,12 +65,7 @@ void softmax_cross_entropy_reference(const float* logits, const std::int32_t* ta
   for (std::size_t r = 0; r < rows; ++r) {
     const float* x = logits + r * vocab;
     float* g = dlogits != nullptr ? dlogits + r * vocab : nullptr;
-    if (targets[r] < 0) {
-      losses[r] = 0.0f;
-      if (g != nullptr)
-        for (std::size_t j = 0; j < vocab; ++j) g[j] = 0.0f;
-      continue;
-    }
+    if (ignored_row(targets[r], losses + r, g, vocab)) continue;
     double max = x[0];
     for (std::size_t j = 0; j < vocab; ++j) max = std::max<double>(max, x[j]);
     double sum = 0.0;

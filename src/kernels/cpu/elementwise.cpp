@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cpu/biased_rows.hpp"
+
 namespace aiopt::kernels::cpu {
 
 void bias_add_reference(const float* x, const float* b, float* y, std::size_t rows, std::size_t hidden) {
@@ -13,13 +15,7 @@ void bias_add_reference(const float* x, const float* b, float* y, std::size_t ro
 
 template <class T>
 void bias_add(const T* x, const float* b, T* y, std::size_t rows, std::size_t hidden) {
-#pragma omp parallel for schedule(static)
-  for (std::size_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * hidden;
-    T* yr = y + r * hidden;
-#pragma omp simd
-    for (std::size_t j = 0; j < hidden; ++j) yr[j] = from_float<T>(to_float(xr[j]) + b[j]);
-  }
+  map_biased_rows(x, b, y, rows, hidden, [](float v) { return v; });
 }
 
 namespace {

@@ -4,6 +4,7 @@
 
 #include "core/memory.hpp"
 #include "kernels/cpu/activation.hpp"
+#include "kernels/cpu/biased_rows.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/softmax.hpp"
 
@@ -26,13 +27,7 @@ float* fp32_row(T* out_row, memory::Buffer<float>& scratch) {
 
 template <class T>
 void bias_gelu_fused(const T* x, const float* b, T* y, std::size_t rows, std::size_t hidden) {
-#pragma omp parallel for schedule(static)
-  for (std::size_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * hidden;
-    T* yr = y + r * hidden;
-#pragma omp simd
-    for (std::size_t j = 0; j < hidden; ++j) yr[j] = from_float<T>(gelu_tanh(to_float(xr[j]) + b[j]));
-  }
+  map_biased_rows(x, b, y, rows, hidden, [](float v) { return gelu_tanh(v); });
 }
 
 template <class T>

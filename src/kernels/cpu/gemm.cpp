@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 #include "core/threads.hpp"
 #include "kernels/cpu/over_columns.hpp"
@@ -56,6 +57,12 @@ constexpr std::size_t parallel_min_macs = std::size_t{1} << 18;
 constexpr std::size_t block_align = 16;
 
 }  // namespace
+
+void check_blas_range(std::initializer_list<std::size_t> dims, const char* who) {
+  for (std::size_t dim : dims)
+    if (dim > static_cast<std::size_t>(std::numeric_limits<blasint>::max()))
+      throw std::invalid_argument(std::string(who) + ": a dimension exceeds the BLAS integer range");
+}
 
 void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k,
            float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta,

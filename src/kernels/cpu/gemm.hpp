@@ -3,6 +3,7 @@
 // that of a linear layer: W is (out, in), so a layer computes y = x·Wᵀ + b. GPT-2's Conv1D
 // checkpoints store (in, out) and are transposed on load (nn/checkpoint).
 #include <cstddef>
+#include <initializer_list>
 
 namespace aiopt::kernels::cpu {
 
@@ -36,5 +37,9 @@ void sgemm_strided_batched(bool transpose_a, bool transpose_b, std::size_t m, st
                            std::size_t stride_a, const float* b, std::size_t ldb, std::size_t stride_b,
                            float beta, float* c, std::size_t ldc, std::size_t stride_c,
                            std::size_t batch);
+
+// Throws std::invalid_argument, naming who, when a dimension exceeds BLAS's int range: for the
+// kernels that call sgemm inside a parallel region, which an exception may not leave.
+void check_blas_range(std::initializer_list<std::size_t> dims, const char* who);
 
 }  // namespace aiopt::kernels::cpu

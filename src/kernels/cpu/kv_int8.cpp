@@ -5,6 +5,7 @@
 #include "core/memory.hpp"
 #include "kernels/cpu/activation.hpp"
 #include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/split_qkv_rows.hpp"
 
 namespace aiopt::kernels::cpu {
 
@@ -32,20 +33,11 @@ void quantize_row_int8(const float* x, std::int8_t* q, float* scale, std::size_t
 void split_qkv_int8(const float* qkv, float* q, std::int8_t* k8, float* k_scale, std::int8_t* v8,
                     float* v_scale, std::size_t batch, std::size_t len, std::size_t heads,
                     std::size_t head_dim, std::size_t capacity, std::size_t pos0) {
-  const std::size_t c = heads * head_dim;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (std::size_t b = 0; b < batch; ++b) {
-    for (std::size_t h = 0; h < heads; ++h) {
-      for (std::size_t t = 0; t < len; ++t) {
-        const float* row = qkv + ((b * len + t) * 3) * c + h * head_dim;  // q of (b, t, h); k, v at +C, +2C
-        const std::size_t slot = (b * heads + h) * capacity + pos0 + t;    // (b, h, pos0 + t)
-        float* qr = q + ((b * heads + h) * len + t) * head_dim;
-        for (std::size_t i = 0; i < head_dim; ++i) qr[i] = row[i];
-        quantize_row_int8(row + c, k8 + slot * head_dim, k_scale + slot, head_dim);
-        quantize_row_int8(row + 2 * c, v8 + slot * head_dim, v_scale + slot, head_dim);
-      }
-    }
-  }
+  split_qkv_rows(qkv, q, batch, len, heads, head_dim, capacity, pos0,
+                 [&](const float* k_row, const float* v_row, std::size_t slot) {
+                   quantize_row_int8(k_row, k8 + slot * head_dim, k_scale + slot, head_dim);
+                   quantize_row_int8(v_row, v8 + slot * head_dim, v_scale + slot, head_dim);
+                 });
 }
 
 namespace {

@@ -12,3 +12,11 @@
 
 #define AIOPT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
 #define AIOPT_TARGET_AVX2 __attribute__((target("avx2,f16c,fma")))
+
+// The sum of v's 8 lanes: AVX2's counterpart of AVX-512's _mm512_reduce_add_ps.
+inline AIOPT_TARGET_AVX2 float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}

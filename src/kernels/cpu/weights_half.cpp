@@ -93,13 +93,6 @@ AIOPT_TARGET_AVX2 __m256 widen_avx2(__m128i h) {
   }
 }
 
-AIOPT_TARGET_AVX2 float hsum_avx2(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 template <int R, bool F16>
 AIOPT_TARGET_AVX2 void gemv_rows_avx2(const std::uint16_t* w, const float* x, const float* b, float* y,
                                       std::size_t row0, std::size_t k) {

@@ -197,13 +197,6 @@ AIOPT_TARGET_AVX512 void gemv_rows_avx512(const Int4Matrix& w, std::size_t row0,
 
 // ---- AVX2 kernel: blocks of 64 elements (32 bytes, 8 lanes of 8 nibbles)
 
-AIOPT_TARGET_AVX2 float hsum_avx2(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 AIOPT_TARGET_AVX2 float zero_correction_avx2(const std::uint16_t* scales, const std::uint8_t* zeros,
                                              const float* xz, std::size_t groups) {
   __m256 acc = _mm256_setzero_ps();
