@@ -204,7 +204,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
 TEST_CASE("a CUDA run records the same LR series and trains", "[lr_scheduling][gpu]") {
   const Case c = make_case("warmup_cosine");
   const nn::TrainConfig config = ls::train_config(c);
-  auto run = *technique.prepare(c, Device::cuda());
+  auto run = technique->prepare(c, Device::cuda());
   run->step();
   std::vector<Metric> m;
   REQUIRE_NOTHROW(m = run->finish());

@@ -185,13 +185,13 @@ TEST_CASE("a huge static scale overflows fp16 and its steps are skipped", "[mixe
   CHECK(overflowed == skipped);
   CHECK(o.final_loss_scale == 1099511627776.0f);  // a static scale never moves
   // The run as a case fails its check: nothing was learned.
-  auto run = *technique.prepare(c, Device::cpu());
+  auto run = technique->prepare(c, Device::cpu());
   CHECK_THROWS_AS(run->finish(), CheckFailed);
 }
 
 TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then trains", "[mixed_precision][cpu]") {
   const Case c = make_case("fp16_dynamic_scaling", {{"initial_scale", 1099511627776.0}});
-  auto run = *technique.prepare(c, Device::cpu());
+  auto run = technique->prepare(c, Device::cpu());
   std::vector<Metric> m;
   REQUIRE_NOTHROW(m = run->finish());
   const std::vector<Series> series = run->series();
