@@ -16,15 +16,15 @@ const TechniqueList& techniques() {
   static const TechniqueList list = [] {
     TechniqueList l;
     // In the order of README's technique table.
-    l.push_back(std::make_unique<KvCaching>());
-    l.push_back(std::make_unique<FlashAttention>());
-    l.push_back(std::make_unique<Quantization>());
-    l.push_back(std::make_unique<GradientCheckpointing>());
-    l.push_back(std::make_unique<MixedPrecision>());
-    l.push_back(std::make_unique<LinearAttention>());
-    l.push_back(std::make_unique<TensorFusion>());
-    l.push_back(std::make_unique<GradientAccumulation>());
-    l.push_back(std::make_unique<LrScheduling>());
+    l.push_back(make_kv_caching());
+    l.push_back(make_flash_attention());
+    l.push_back(make_quantization());
+    l.push_back(make_gradient_checkpointing());
+    l.push_back(make_mixed_precision());
+    l.push_back(make_linear_attention());
+    l.push_back(make_tensor_fusion());
+    l.push_back(make_gradient_accumulation());
+    l.push_back(make_lr_scheduling());
     return l;
   }();
   return list;

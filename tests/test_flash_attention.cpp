@@ -27,10 +27,12 @@ using json = nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_flash_attention();
+
 Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false,
                const std::string& head_dim = "64", const std::string& dtype = "f32") {
   return aiopt::test::quick_case(
-      FlashAttention{}, variant,
+      *technique, variant,
       {{"batch", std::int64_t{1}}, {"heads", std::int64_t{2}}, {"seq_len", seq_len}, {"head_dim", head_dim},
        {"causal", causal}, {"dtype", dtype}, {"q_tile", std::int64_t{32}}, {"kv_tile", std::int64_t{48}},
        {"chunk", std::int64_t{40}}, {"score_std", 3.0}},
@@ -42,7 +44,7 @@ using aiopt::test::metric;
 }  // namespace
 
 TEST_CASE("the technique declares its contract", "[flash_attention]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   CHECK(t.name() == "flash_attention");
   CHECK(t.baseline() == "naive");
   for (const std::string v : {"naive", "flash", "memory_efficient"}) {
@@ -86,7 +88,7 @@ TEST_CASE("the scores have the stated standard deviation and the running max ris
 }
 
 TEST_CASE("CPU runs pass their checks and report the workspace and its growth", "[flash_attention][cpu]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   for (bool causal : {false, true}) {
     for (const std::string head_dim : {"64", "128"}) {
       double naive_bytes = 0.0;
@@ -126,7 +128,7 @@ TEST_CASE("CPU runs pass their checks and report the workspace and its growth", 
 }
 
 TEST_CASE("flash uses far less workspace than naive at N = 1024", "[flash_attention][cpu]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   auto naive = t.prepare(make_case("naive", 1024), Device::cpu());
   auto flash = t.prepare(make_case("flash", 1024), Device::cpu());
   naive->step();
@@ -170,19 +172,19 @@ TEST_CASE("the bound grows with the dtype's rounding and the scores' size and st
 TEST_CASE("a kernel that skips the online rescale or ignores the scores fails its run", "[flash_attention][fault]") {
   for (const bool causal : {false, true}) {
     INFO("causal " << causal);
-    const Result ok = aiopt::test::run_through_runner(FlashAttention{}, make_case("flash", 160, causal));
+    const Result ok = aiopt::test::run_through_runner(*technique, make_case("flash", 160, causal));
     INFO(ok.message);
     REQUIRE(ok.status == Status::ok);
     {
       const fault::Scope f("flash_attention.skip_rescale");
-      const Result r = aiopt::test::run_through_runner(FlashAttention{}, make_case("flash", 160, causal));
+      const Result r = aiopt::test::run_through_runner(*technique, make_case("flash", 160, causal));
       CHECK(r.status == Status::failed);
       CHECK_THAT(r.message, Catch::Contains("variant flash") && Catch::Contains("exceeds the tolerance"));
     }
     const fault::Scope f("flash_attention.ignore_scores");
     for (const std::string variant : {"naive", "flash", "memory_efficient"}) {
       INFO(variant);
-      const Result r = aiopt::test::run_through_runner(FlashAttention{}, make_case(variant, 160, causal));
+      const Result r = aiopt::test::run_through_runner(*technique, make_case(variant, 160, causal));
       CHECK(r.status == Status::failed);
       CHECK_THAT(r.message, Catch::Contains("exceeds the tolerance"));
     }
@@ -219,7 +221,7 @@ TEST_CASE("the workspace exponent is the least-squares log-log slope", "[flash_a
 }
 
 TEST_CASE("bad parameters are input errors that say what is allowed", "[flash_attention]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.prepare(make_case("flash", 64, false, "64", "f16"), Device::cpu()),
                     Catch::Contains("dtype=f16") && Catch::Contains("cuda only"));
   // fp16/bf16 on the CPU does not apply (skipped with the reason); on CUDA it is valid.
@@ -237,7 +239,7 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[flash_at
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[flash_attention]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) CHECK_THROWS_WITH(t.prepare(make_case("flash", 64), Device::cuda()), Catch::Contains(why));
   CHECK_THROWS_AS(t.prepare(make_case("flash", 64), Device::cuda(cuda::device_count())), DeviceUnavailable);
@@ -261,7 +263,7 @@ TEST_CASE("aiopt bench --technique flash_attention --quick writes a valid report
 // ---- CUDA against the float64 reference (tolerance per dtype: fa::tolerance)
 
 TEST_CASE("every CUDA variant and dtype matches the reference", "[flash_attention][gpu]") {
-  const FlashAttention t;
+  const Technique& t = *technique;
   // 200: a partial last query tile and key tile; 64: a single tile.
   for (std::int64_t n : {std::int64_t{200}, std::int64_t{64}})
     for (bool causal : {false, true})

@@ -33,25 +33,27 @@ using nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_gradient_accumulation();
+
 // A quick case (tiny, L2 d64, micro_batch 2, k 4, 32 tokens, 2 noise batches) of 6 steps, with
 // `overrides`.
 Case make_case(const std::string& variant, const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 5) {
   std::map<std::string, Value> changes = {{"steps", std::int64_t{6}}};
   for (const auto& [k, v] : overrides) changes[k] = v;
-  return aiopt::test::quick_case(GradientAccumulation{}, variant, changes, seed);
+  return aiopt::test::quick_case(*technique, variant, changes, seed);
 }
 
 // Prepares, steps twice and finishes one case.
 std::vector<Metric> run_case(const Case& c, const Device& device = Device::cpu(),
                              std::vector<Series>* series = nullptr) {
-  return aiopt::test::run_case(GradientAccumulation{}, c, device, 2, series);
+  return aiopt::test::run_case(*technique, c, device, 2, series);
 }
 
 }  // namespace
 
 TEST_CASE("the technique declares its contract", "[gradient_accumulation]") {
-  const GradientAccumulation t;
+  const Technique& t = *technique;
   CHECK(t.baseline() == "large_batch");
   std::vector<std::string> names;
   for (const auto& v : t.variants()) {
@@ -113,7 +115,7 @@ TEST_CASE("the noise-scale estimator recovers the gradient norm and the noise tr
 }
 
 TEST_CASE("bad parameters are input errors that say what is allowed", "[gradient_accumulation]") {
-  const GradientAccumulation t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.validate(make_case("accumulate", {{"seq_len", 200}}), DeviceKind::cpu),
                     Catch::Contains("'seq_len' = 200") && Catch::Contains("context of 128"));
   CHECK_THROWS_WITH(t.validate(make_case("accumulate", {{"k", 0}}), DeviceKind::cpu), Catch::Contains("parameter 'k': value '0' is out of range"));
@@ -190,7 +192,7 @@ TEST_CASE("CUDA runs of both variants pass their checks", "[gradient_accumulatio
 
 TEST_CASE("micro-batch gradients summed without the 1/k fail the gradient check", "[gradient_accumulation][fault]") {
   const fault::Scope no_average("gradient_accumulation.no_average");
-  const Result r = aiopt::test::run_through_runner(GradientAccumulation{}, make_case("accumulate"));
+  const Result r = aiopt::test::run_through_runner(*technique, make_case("accumulate"));
   INFO(r.message);
   CHECK(r.status == Status::failed);
   // k = 4 micro-batches summed: the gradient is 4× large_batch's, 3 of its largest entry off.

@@ -36,17 +36,19 @@ using nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_gradient_checkpointing();
+
 // A quick case (tiny, L2 d64, k 2, flash) of batch 2 × 32 tokens, with `overrides`.
 Case make_case(const std::string& variant, const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 7) {
   std::map<std::string, Value> changes = {{"batch", std::int64_t{2}}, {"seq_len", std::int64_t{32}}};
   for (const auto& [k, v] : overrides) changes[k] = v;
-  return aiopt::test::quick_case(GradientCheckpointing{}, variant, changes, seed);
+  return aiopt::test::quick_case(*technique, variant, changes, seed);
 }
 
 // Prepares, steps twice and finishes one case.
 std::vector<Metric> run_case(const Case& c, const Device& device = Device::cpu()) {
-  return aiopt::test::run_case(GradientCheckpointing{}, c, device, 2);
+  return aiopt::test::run_case(*technique, c, device, 2);
 }
 
 double activation_peak(const Case& c) { return metric(run_case(c), "activation_peak_bytes").value; }
@@ -54,7 +56,7 @@ double activation_peak(const Case& c) { return metric(run_case(c), "activation_p
 }  // namespace
 
 TEST_CASE("the technique declares its contract", "[gradient_checkpointing]") {
-  const GradientCheckpointing t;
+  const Technique& t = *technique;
   CHECK(t.baseline() == "store_all");
   std::vector<std::string> names;
   for (const auto& v : t.variants()) {
@@ -83,7 +85,7 @@ TEST_CASE("sqrt_n rounds the square root of the layers to the nearest integer", 
 }
 
 TEST_CASE("a bad k or sequence length is an input error at validate", "[gradient_checkpointing]") {
-  const GradientCheckpointing t;
+  const Technique& t = *technique;
   // tiny has 2 layers.
   CHECK_THROWS_AS(t.validate(make_case("checkpoint_every_k", {{"k", 0}}), DeviceKind::cpu), InputError);
   CHECK_THROWS_AS(t.validate(make_case("checkpoint_every_k", {{"k", 3}}), DeviceKind::cpu), InputError);
@@ -214,14 +216,14 @@ TEST_CASE("a recomputation from a stale residual stream fails the gradient check
   for (const auto& [variant, k] : {std::pair{"checkpoint_every_k", 2}, std::pair{"checkpoint_every_k", 1},
                                    std::pair{"sqrt_n", 2}}) {
     const Result r = aiopt::test::run_through_runner(
-        GradientCheckpointing{}, make_case(variant, {{"layers", std::int64_t{4}}, {"k", std::int64_t{k}}}));
+        *technique, make_case(variant, {{"layers", std::int64_t{4}}, {"k", std::int64_t{k}}}));
     INFO(variant << " k " << k << ": " << r.message);
     CHECK(r.status == Status::failed);
     CHECK_THAT(r.message, Catch::Contains("max relative gradient difference"));
   }
   // store_all and selective re-run no block: the fault leaves them as they are.
   for (const char* variant : {"store_all", "selective"}) {
-    const Result r = aiopt::test::run_through_runner(GradientCheckpointing{}, make_case(variant));
+    const Result r = aiopt::test::run_through_runner(*technique, make_case(variant));
     INFO(variant << ": " << r.message);
     CHECK(r.status == Status::ok);
   }

@@ -46,13 +46,15 @@ Params model(const std::string& preset, const std::map<std::string, std::int64_t
   return p;
 }
 
+const std::unique_ptr<Technique> technique = make_kv_caching();
+
 Case make_case(const std::string& variant, std::int64_t prompt_len, std::int64_t gen_tokens, std::int64_t batch = 1,
                const std::string& preset = "tiny", const std::map<std::string, std::int64_t>& overrides = {},
                std::uint64_t seed = 7) {
   std::map<std::string, Value> changes = {{"prompt_len", prompt_len}, {"gen_tokens", gen_tokens}, {"batch", batch}};
   const Params model_values = model(preset, overrides);
   for (const auto& [name, value] : model_values.values()) changes[name] = value;
-  return aiopt::test::quick_case(KvCaching{}, variant, changes, seed);
+  return aiopt::test::quick_case(*technique, variant, changes, seed);
 }
 
 using aiopt::test::metric;
@@ -103,7 +105,7 @@ TEST_CASE("model params reject a combination that is no model", "[kv_caching][mo
 // ---- the case
 
 TEST_CASE("the technique declares its contract", "[kv_caching]") {
-  const KvCaching t;
+  const Technique& t = *technique;
   CHECK(t.name() == "kv_caching");
   CHECK(t.trade_off() == "memory vs compute in autoregressive decoding");
   CHECK(t.baseline() == "recompute");
@@ -118,7 +120,7 @@ TEST_CASE("the technique declares its contract", "[kv_caching]") {
 }
 
 TEST_CASE("bad cases are input errors that say what is allowed", "[kv_caching]") {
-  const KvCaching t;
+  const Technique& t = *technique;
   // tiny's context is 128.
   CHECK_THROWS_AS(t.prepare(make_case("kv_cache", 100, 29), Device::cpu()), InputError);
   CHECK_THROWS_WITH(t.prepare(make_case("kv_cache", 100, 29), Device::cpu()),
@@ -219,13 +221,13 @@ TEST_CASE("teacher forcing feeds the given tokens", "[kv_caching][cpu]") {
 
 TEST_CASE("the per-token figures come from the timed steps", "[kv_caching]") {
   // finish() reads each model call's median over the steps; with no step there is none to read.
-  const KvCaching t;
+  const Technique& t = *technique;
   auto run = t.prepare(make_case("kv_cache", 24, 9, 1), Device::cpu());
   CHECK_THROWS_AS(run->finish(), std::logic_error);
 }
 
 TEST_CASE("every variant passes its checks and measures its cache", "[kv_caching][cpu]") {
-  const KvCaching t;
+  const Technique& t = *technique;
   for (const std::string variant : {"recompute", "kv_cache", "kv_cache_int8"}) {
     for (std::int64_t batch : {1, 2}) {
       INFO(variant << " batch " << batch);
@@ -310,7 +312,7 @@ TEST_CASE("a bad model or a sequence past the context exits 2 with the reason be
 // ---- CUDA against the CPU
 
 TEST_CASE("CUDA generations match the CPU's and pass their checks", "[kv_caching][gpu]") {
-  const KvCaching t;
+  const Technique& t = *technique;
   const kc::Shape s = kc::Shape::from(make_case("kv_cache", 48, 12, 2, "small"));
   kc::Generator cpu(s, kc::Method::recompute, Device::cpu());
   const kc::Trace want = cpu.generate(kc::Method::recompute, true, false);
@@ -333,7 +335,7 @@ TEST_CASE("CUDA generations match the CPU's and pass their checks", "[kv_caching
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[kv_caching]") {
-  const KvCaching t;
+  const Technique& t = *technique;
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) CHECK_THROWS_AS(t.prepare(make_case("kv_cache", 8, 8), Device::cuda()), DeviceUnavailable);
   CHECK_THROWS_AS(t.prepare(make_case("kv_cache", 8, 8), Device::cuda(cuda::device_count())), DeviceUnavailable);
@@ -342,7 +344,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
 TEST_CASE("a stale cache entry fails both cached variants' own checks through the runner", "[kv_caching][cpu][fault]") {
   // Position P's keys and values left holding position P − 1's: the cache check against a fresh
   // prefill names it. Without the fault the same cases pass.
-  const KvCaching t;
+  const Technique& t = *technique;
   for (const std::string variant : {"kv_cache", "kv_cache_int8"}) {
     for (std::int64_t batch : {1, 2}) {
       INFO(variant << " batch " << batch);

@@ -94,11 +94,13 @@ Features features(const std::string& kind, const std::vector<float>& q, const st
   return f;
 }
 
+const std::unique_ptr<Technique> technique = make_linear_attention();
+
 Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = false, std::int64_t heads = 1,
                std::int64_t features = 32, std::int64_t proj_rows = 32, std::int64_t head_dim = 32,
                std::uint64_t seed = 7, double score_std = 1.0) {
   return aiopt::test::quick_case(
-      LinearAttention{}, variant,
+      *technique, variant,
       {{"batch", std::int64_t{1}}, {"heads", heads}, {"seq_len", seq_len}, {"head_dim", head_dim},
        {"causal", causal}, {"features", features}, {"proj_rows", proj_rows},
        {"projection_seed", std::int64_t{1}}, {"score_std", score_std}},
@@ -291,7 +293,7 @@ TEST_CASE("Linformer with random projections matches its float64 reference, and 
 // ---- the technique
 
 TEST_CASE("the technique declares its contract", "[linear_attention]") {
-  const LinearAttention t;
+  const Technique& t = *technique;
   CHECK(t.name() == "linear_attention");
   CHECK(t.trade_off() == "attention quality vs complexity");
   CHECK(t.baseline() == "softmax");
@@ -308,7 +310,7 @@ TEST_CASE("the technique declares its contract", "[linear_attention]") {
 
 TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents and crossover",
           "[linear_attention][cpu]") {
-  const LinearAttention t;
+  const Technique& t = *technique;
   for (const bool causal : {false, true})
     for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
       if (causal && variant == "linformer") continue;
@@ -419,7 +421,7 @@ TEST_CASE("an output of zeros or of the mean of v fails its run", "[linear_atten
         const Case c = make_case(variant, 128, causal, 2, 32, 32, 32, 7, score_std);
         for (const std::string fault_name : {"linear_attention.zeros", "linear_attention.ignore_scores"}) {
           INFO(fault_name);
-          const Result r = aiopt::test::broken_run(LinearAttention{}, c, fault_name);
+          const Result r = aiopt::test::broken_run(*technique, c, fault_name);
           CHECK_THAT(r.message, Catch::Contains("variant " + variant) && Catch::Contains("exceeds"));
         }
       }
@@ -456,7 +458,7 @@ TEST_CASE("the log-log slope recovers a power law", "[linear_attention]") {
 }
 
 TEST_CASE("bad parameters are input errors that say what is allowed", "[linear_attention]") {
-  const LinearAttention t;
+  const Technique& t = *technique;
   // A causal linformer is not an error but a case that does not apply: skipped with the reason.
   CHECK_THROWS_AS(t.validate(make_case("linformer", 256, true), DeviceKind::cpu), NotApplicable);
   CHECK_THROWS_WITH(t.prepare(make_case("linformer", 256, true), Device::cpu()),
@@ -475,7 +477,7 @@ TEST_CASE("bad parameters are input errors that say what is allowed", "[linear_a
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[linear_attention]") {
-  const LinearAttention t;
+  const Technique& t = *technique;
   const std::string why = cuda::unavailable_reason();
   if (!why.empty()) {
     CHECK_THROWS_AS(t.prepare(make_case("linear_elu", 64), Device::cuda()), DeviceUnavailable);
@@ -526,7 +528,7 @@ TEST_CASE("a causal grid runs every variant that applies and skips the causal li
 // ---- CUDA against the CPU
 
 TEST_CASE("every CUDA variant passes its checks and matches the CPU forward", "[linear_attention][gpu]") {
-  const LinearAttention t;
+  const Technique& t = *technique;
   for (const bool causal : {false, true})
     for (const std::int64_t n : {256, 200})
       for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {

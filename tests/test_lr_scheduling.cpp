@@ -37,9 +37,11 @@ using nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_lr_scheduling();
+
 // The quick parameters: tiny, batch 4 × 64 tokens, 150 steps.
 Case make_case(const std::string& variant, const std::map<std::string, Value>& changes = {}) {
-  return aiopt::test::quick_case(LrScheduling{}, variant, changes, 5);
+  return aiopt::test::quick_case(*technique, variant, changes, 5);
 }
 
 std::vector<nn::StepRecord> history(const std::vector<double>& losses) {
@@ -56,7 +58,7 @@ std::vector<nn::StepRecord> history(const std::vector<double>& losses) {
 // ---- the case
 
 TEST_CASE("the technique declares its contract", "[lr_scheduling]") {
-  const LrScheduling t;
+  const Technique& t = *technique;
   CHECK(t.name() == "lr_scheduling");
   CHECK(t.trade_off() == "training time vs final quality");
   CHECK(t.baseline() == "constant");
@@ -89,7 +91,7 @@ TEST_CASE("each variant trains under its own schedule from the parameters", "[lr
 }
 
 TEST_CASE("bad parameters are input errors naming the parameter", "[lr_scheduling]") {
-  const LrScheduling t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.validate(make_case("constant", {{"min_lr", 1.0}}), DeviceKind::cpu),
                     Catch::Contains("'min_lr' = 1") && Catch::Contains("peak_lr"));
   CHECK_THROWS_WITH(t.validate(make_case("constant", {{"peak_lr", 0.0}}), DeviceKind::cpu),
@@ -137,7 +139,7 @@ TEST_CASE("a run diverged when a loss is not finite or it ends above its start",
 // ---- runs
 
 TEST_CASE("every schedule's quick run reports its metrics and its LR series is LrSchedule::at", "[lr_scheduling][cpu]") {
-  const LrScheduling t;
+  const Technique& t = *technique;
   for (const auto& name : nn::schedule_names()) {
     INFO(name);
     const Case c = make_case(name);
@@ -163,7 +165,7 @@ TEST_CASE("every schedule's quick run reports its metrics and its LR series is L
 }
 
 TEST_CASE("a high peak LR ends much worse than a moderate one, with or without warmup, and diverges in neither", "[lr_scheduling][cpu]") {
-  const LrScheduling t;
+  const Technique& t = *technique;
   auto final_val = [&](const std::string& variant, double peak) {
     auto run = t.prepare(make_case(variant, {{"steps", std::int64_t{300}}, {"peak_lr", peak}}), Device::cpu());
     const std::vector<Metric> m = run->finish();
@@ -193,7 +195,7 @@ TEST_CASE("the eight schedules' quick runs give a valid report with their curves
 // ---- CUDA
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[lr_scheduling]") {
-  const LrScheduling t;
+  const Technique& t = *technique;
   if (!cuda::unavailable_reason().empty())
     CHECK_THROWS_AS(t.prepare(make_case("wsd"), Device::cuda()), DeviceUnavailable);
   CHECK_THROWS_AS(t.prepare(make_case("wsd"), Device::cuda(cuda::device_count())), DeviceUnavailable);
@@ -202,7 +204,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
 TEST_CASE("a CUDA run records the same LR series and trains", "[lr_scheduling][gpu]") {
   const Case c = make_case("warmup_cosine");
   const nn::TrainConfig config = ls::train_config(c);
-  auto run = LrScheduling{}.prepare(c, Device::cuda());
+  auto run = technique->prepare(c, Device::cuda());
   run->step();
   std::vector<Metric> m;
   REQUIRE_NOTHROW(m = run->finish());
@@ -240,21 +242,21 @@ TEST_CASE("a skipped warmup or an LR read one step ahead fails the run's LR chec
   const std::map<std::string, Value> short_budget = {{"steps", std::int64_t{30}}};
   {
     const fault::Scope skipped("lr_scheduling.warmup_skipped");
-    const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case("warmup_cosine", short_budget));
+    const Result r = aiopt::test::run_through_runner(*technique, make_case("warmup_cosine", short_budget));
     INFO(r.message);
     CHECK(r.status == Status::failed);
     CHECK_THAT(r.message, Catch::Contains("step 1 was given LR 0.003") && Catch::Contains("W = 3"));
   }
   for (const char* variant : {"step", "cosine", "wsd"}) {
     const fault::Scope ahead("lr_scheduling.off_by_one");
-    const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case(variant, short_budget));
+    const Result r = aiopt::test::run_through_runner(*technique, make_case(variant, short_budget));
     INFO(variant << ": " << r.message);
     CHECK(r.status == Status::failed);
     CHECK_THAT(r.message, Catch::Contains("was given LR"));
   }
   // A constant LR has no step to be off by: the fault changes nothing and the run passes.
   const fault::Scope ahead("lr_scheduling.off_by_one");
-  const Result r = aiopt::test::run_through_runner(LrScheduling{}, make_case("constant", short_budget));
+  const Result r = aiopt::test::run_through_runner(*technique, make_case("constant", short_budget));
   INFO(r.message);
   CHECK(r.status == Status::ok);
 }

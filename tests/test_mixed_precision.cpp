@@ -36,13 +36,15 @@ using nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_mixed_precision();
+
 // The quick parameters: tiny, batch 4 × 64 tokens, 60 steps.
 Case make_case(const std::string& variant, const std::map<std::string, Value>& changes = {}) {
-  return aiopt::test::quick_case(MixedPrecision{}, variant, changes, 3);
+  return aiopt::test::quick_case(*technique, variant, changes, 3);
 }
 
 std::vector<Metric> quick_run(const std::string& variant, std::vector<Series>* series = nullptr) {
-  return aiopt::test::run_case(MixedPrecision{}, make_case(variant), Device::cpu(), 1, series);
+  return aiopt::test::run_case(*technique, make_case(variant), Device::cpu(), 1, series);
 }
 
 }  // namespace
@@ -50,7 +52,7 @@ std::vector<Metric> quick_run(const std::string& variant, std::vector<Series>* s
 // ---- the case
 
 TEST_CASE("the technique declares its contract", "[mixed_precision]") {
-  const MixedPrecision t;
+  const Technique& t = *technique;
   CHECK(t.name() == "mixed_precision");
   CHECK(t.trade_off() == "numerical stability vs speed and memory");
   CHECK(t.baseline() == "fp32");
@@ -87,7 +89,7 @@ TEST_CASE("each variant trains with its storage and loss scaler", "[mixed_precis
 }
 
 TEST_CASE("bad parameters are input errors naming the parameter", "[mixed_precision]") {
-  const MixedPrecision t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.validate(make_case("fp32", {{"seq_len", std::int64_t{129}}}), DeviceKind::cpu),
                     Catch::Contains("'seq_len' = 129") && Catch::Contains("context of 128"));
   CHECK_THROWS_WITH(t.validate(make_case("fp16_static_scaling", {{"loss_scale", 0.0}}), DeviceKind::cpu),
@@ -183,13 +185,13 @@ TEST_CASE("a huge static scale overflows fp16 and its steps are skipped", "[mixe
   CHECK(overflowed == skipped);
   CHECK(o.final_loss_scale == 1099511627776.0f);  // a static scale never moves
   // The run as a case fails its check: nothing was learned.
-  auto run = MixedPrecision{}.prepare(c, Device::cpu());
+  auto run = technique->prepare(c, Device::cpu());
   CHECK_THROWS_AS(run->finish(), CheckFailed);
 }
 
 TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then trains", "[mixed_precision][cpu]") {
   const Case c = make_case("fp16_dynamic_scaling", {{"initial_scale", 1099511627776.0}});
-  auto run = MixedPrecision{}.prepare(c, Device::cpu());
+  auto run = technique->prepare(c, Device::cpu());
   std::vector<Metric> m;
   REQUIRE_NOTHROW(m = run->finish());
   const std::vector<Series> series = run->series();
@@ -218,14 +220,14 @@ TEST_CASE("the five variants' quick runs give a valid report with checks passing
 // ---- CUDA
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[mixed_precision]") {
-  const MixedPrecision t;
+  const Technique& t = *technique;
   if (!cuda::unavailable_reason().empty())
     CHECK_THROWS_AS(t.prepare(make_case("bf16"), Device::cuda()), DeviceUnavailable);
   CHECK_THROWS_AS(t.prepare(make_case("bf16"), Device::cuda(cuda::device_count())), DeviceUnavailable);
 }
 
 TEST_CASE("CUDA runs pass their checks and end where the CPU's do", "[mixed_precision][gpu]") {
-  const MixedPrecision t;
+  const Technique& t = *technique;
   for (const char* v : {"fp32", "fp16_dynamic_scaling", "bf16"}) {
     INFO(v);
     const std::vector<Metric> cpu = quick_run(v);
@@ -273,13 +275,13 @@ TEST_CASE("the first applied step agrees with fp32 within rounding and reports f
 TEST_CASE("a scaled variant that applies its gradients still scaled fails its run's check", "[mixed_precision][fault]") {
   const fault::Scope unscaled("mixed_precision.unscaled_gradient");
   for (const char* variant : {"fp16_static_scaling", "fp16_dynamic_scaling"}) {
-    const Result r = aiopt::test::run_through_runner(MixedPrecision{}, make_case(variant, {{"steps", std::int64_t{20}}}));
+    const Result r = aiopt::test::run_through_runner(*technique, make_case(variant, {{"steps", std::int64_t{20}}}));
     INFO(variant << ": " << r.message);
     CHECK(r.status == Status::failed);
     CHECK_THAT(r.message, Catch::Contains("loss scale divided out"));
   }
   // fp16 without a scale and bf16 divide nothing out: the fault leaves them passing.
-  const Result r = aiopt::test::run_through_runner(MixedPrecision{}, make_case("fp16_no_scaling", {{"steps", std::int64_t{20}}}));
+  const Result r = aiopt::test::run_through_runner(*technique, make_case("fp16_no_scaling", {{"steps", std::int64_t{20}}}));
   INFO(r.message);
   CHECK(r.status == Status::ok);
 }

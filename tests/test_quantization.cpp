@@ -31,17 +31,19 @@ using json = nlohmann::json;
 
 namespace {
 
+const std::unique_ptr<Technique> technique = make_quantization();
+
 Case make_case(const std::string& variant, std::int64_t m, std::int64_t n, std::int64_t k,
                const std::string& group = "64", bool zero_point = false) {
   return aiopt::test::quick_case(
-      Quantization{}, variant,
+      *technique, variant,
       {{"m", m}, {"n", n}, {"k", k}, {"group_size", group}, {"zero_point", zero_point},
        {"calibration_rows", std::int64_t{32}}, {"qat_steps", std::int64_t{20}}, {"qat_lr", 2e-4}},
       11);
 }
 
 // `c` through the harness's runner on the CPU: what `aiopt bench` records for it.
-Result run_through_runner(const Case& c) { return aiopt::test::run_through_runner(Quantization{}, c); }
+Result run_through_runner(const Case& c) { return aiopt::test::run_through_runner(*technique, c); }
 
 Case model_case(const std::string& variant) {
   Case c = make_case(variant, 1, 64, 64);
@@ -61,7 +63,7 @@ void use_test_model_cache() {
 }
 
 std::map<std::string, double> run_case(const Case& c, const Device& device = Device::cpu()) {
-  const Quantization t;
+  const Technique& t = *technique;
   auto run = t.prepare(c, device);
   run->step();
   std::map<std::string, double> out;
@@ -115,7 +117,7 @@ TEST_CASE("a static scale from a calibration batch clips the tokens larger than 
 TEST_CASE("a GEMM level run declares as its working set every buffer it holds", "[quantization][cpu]") {
   // What a step touches is what the run keeps on the tracked allocator: the stored weights, x, y
   // and the int8 activations (the fp32 reference weights are untracked).
-  const Quantization t;
+  const Technique& t = *technique;
   for (const std::string f : {"fp32", "bf16", "int8_dynamic", "int8_static", "int4_weight_only"}) {
     INFO(f);
     const std::size_t before = memory::usage(Device::cpu()).current;
@@ -138,7 +140,7 @@ TEST_CASE("the inputs are deterministic and the checked rows spread", "[quantiza
 }
 
 TEST_CASE("k that is not a multiple of the int4 group is an input error", "[quantization]") {
-  const Quantization t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.validate(make_case("int4_weight_only", 1, 8, 100, "64"), DeviceKind::cpu),
                     Catch::Contains("group_size = 64"));
   CHECK_NOTHROW(t.validate(make_case("int8_dynamic", 1, 8, 100, "64"), DeviceKind::cpu));
@@ -149,7 +151,7 @@ TEST_CASE("k that is not a multiple of the int4 group is an input error", "[quan
 }
 
 TEST_CASE("cuda shapes the kernels cannot take, and fp8 on the cpu, are not applicable", "[quantization]") {
-  const Quantization t;
+  const Technique& t = *technique;
   // The rules come from the kernels' own checks: int8 n, k multiples of 4; fp8 of 16; int4 up
   // to 8 rows of symmetric groups.
   CHECK_THROWS_AS(t.validate(make_case("int8_dynamic", 3, 64, 130), DeviceKind::cuda), NotApplicable);
@@ -255,7 +257,7 @@ TEST_CASE("level=model runs on the cpu only", "[quantization][model]") {
   c.params.set("prompt_len", std::int64_t{100});
   c.params.set("gen_tokens", std::int64_t{100});
   c.params.set("eval_windows", std::int64_t{4});
-  const Quantization t;
+  const Technique& t = *technique;
   CHECK_THROWS_AS(t.validate(c, DeviceKind::cpu), InputError);  // 200 tokens > tiny's context of 128
   c.params.set("gen_tokens", std::int64_t{8});
   CHECK_NOTHROW(t.validate(c, DeviceKind::cpu));
@@ -283,7 +285,7 @@ TEST_CASE("stored scales of zero fail every scaled format's own check through th
   for (const std::string f : {"int8_dynamic", "int8_static", "int4_weight_only"}) {
     for (std::int64_t m : {1, 19}) {
       INFO(f << " m=" << m);
-      const Result broken = aiopt::test::broken_run(Quantization{}, make_case(f, m, 67, 256), "quantization.zero_scales");
+      const Result broken = aiopt::test::broken_run(*technique, make_case(f, m, 67, 256), "quantization.zero_scales");
       CHECK_THAT(broken.message, Catch::Contains("the fp32 product") && Catch::Contains("scales are wrong"));
     }
   }
@@ -357,7 +359,7 @@ TEST_CASE("a quantized model holds its format's weights in tracked memory and fr
   // peak_bytes of each format at level=model (tiny); the run's current bytes after prepare hold
   // the format's linear weights in place of the fp32 ones.
   use_test_model_cache();
-  const Quantization t;
+  const Technique& t = *technique;
   std::map<std::string, double> held;
   std::map<std::string, double> weights;
   for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {

@@ -116,10 +116,12 @@ cpu::bf16 round_reference(float f) {
   return (down & 1u) ? up : down;
 }
 
+const std::unique_ptr<Technique> technique = make_tensor_fusion();
+
 Case make_case(const std::string& variant, const std::string& chain, std::int64_t rows, std::int64_t hidden,
                double dropout = 0.1, std::uint64_t seed = 7, const std::string& dtype = "f32") {
   return aiopt::test::quick_case(
-      TensorFusion{}, variant,
+      *technique, variant,
       {{"chain", chain}, {"rows", rows}, {"hidden", hidden}, {"dropout", dropout}, {"dtype", dtype}}, seed);
 }
 
@@ -506,7 +508,7 @@ TEST_CASE("bf16 fused chains agree with the bf16 unfused passes within the chain
 // ---- the technique
 
 TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   CHECK(t.name() == "tensor_fusion");
   CHECK(t.trade_off() == "development complexity vs memory traffic");
   CHECK(t.baseline() == "unfused");
@@ -519,7 +521,7 @@ TEST_CASE("the technique declares its contract", "[tensor_fusion]") {
 }
 
 TEST_CASE("CPU runs pass their checks and report counted bytes, measured intermediates and their working set", "[tensor_fusion][cpu]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   struct Shape {
     std::string chain;
     std::int64_t rows, hidden;
@@ -554,7 +556,7 @@ TEST_CASE("CPU runs pass their checks and report counted bytes, measured interme
 }
 
 TEST_CASE("bytes moved follow the per-chain formulas of the README", "[tensor_fusion]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   const double N = 8192.0 * 1024 * 4, P = 1024.0 * 4;
   const auto bytes = [&](const std::string& chain, bool fused) {
     return tf::bytes_moved(tf::Shape::from(make_case("unfused", chain, 8192, 1024)), fused);
@@ -599,7 +601,7 @@ TEST_CASE("different seeds give different inputs and masks and the same seed giv
 }
 
 TEST_CASE("bad parameters are input errors that say what is allowed", "[tensor_fusion]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   CHECK_THROWS_WITH(t.prepare(make_case("fused", "softmax", 100, 64), Device::cpu()),
                     Catch::Contains("rows must be a multiple of hidden") && Catch::Contains("rows = 100") &&
                         Catch::Contains("e.g. 64"));
@@ -634,7 +636,7 @@ TEST_CASE("bf16 inputs are the f32 inputs rounded, and the bf16 check widens the
 }
 
 TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[tensor_fusion]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   const std::string why = cuda::unavailable_reason();
   if (why.empty()) {
     CHECK_NOTHROW(t.prepare(make_case("fused", "bias_gelu", 16, 32), Device::cuda()));
@@ -650,7 +652,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
 // ---- CUDA against the CPU reference
 
 TEST_CASE("every CUDA variant matches the CPU reference", "[tensor_fusion][gpu]") {
-  const TensorFusion t;
+  const Technique& t = *technique;
   struct Shape {
     std::string chain;
     std::int64_t rows, hidden;
@@ -688,7 +690,7 @@ TEST_CASE("a dropout without its rescale fails the layernorm chain's own check t
   // Kept values not scaled by 1/(1 − p): at p = 0.1 a kept input of the norm moves by 0.11·|t|,
   // which the bf16 bound (derived per element, layernorm_bf16_bounds) and the f32 tolerance
   // both exclude. Without the fault the same cases pass, on seeds the other tests do not use.
-  const TensorFusion t;
+  const Technique& t = *technique;
   for (const std::string dtype : {"bf16", "f32"}) {
     for (const std::string variant : {"unfused", "fused"}) {
       for (std::uint64_t seed : {31, 32}) {
@@ -711,7 +713,7 @@ TEST_CASE("the bf16 layernorm bound is tighter than a missing rescale and holds 
       const tf::Shape shape = tf::Shape::from(make_case("unfused", "layernorm", 32, 512, p, seed, "bf16"));
       const double tolerance = tf::tolerance(shape);
       if (p == 0.1) CHECK(tolerance < 0.17);
-      const TensorFusion t;
+      const Technique& t = *technique;
       for (const std::string variant : {"unfused", "fused"}) {
         auto run = t.prepare(make_case(variant, "layernorm", 32, 512, p, seed, "bf16"), Device::cpu());
         run->step();

@@ -20,7 +20,6 @@ struct BenchOptions {
   std::string device;
   std::vector<std::string> sets;
   std::string config;
-  bool dry_run = false;
   RunFlags flags;
 };
 
@@ -86,9 +85,7 @@ int run_bench(const BenchOptions& o, const std::vector<std::string>& argv) {
     if (!devices.empty()) e.devices = devices;
     for (const auto& s : o.sets) apply_set(e, t, s);
   }
-  Execution ex = plan_execution(experiments, o.flags, settings);
-  ex.dry_run = o.dry_run;
-  return execute(ex, o.flags, argv);
+  return execute(plan_execution(experiments, o.flags, settings), o.flags, argv);
 }
 
 }  // namespace
@@ -104,7 +101,6 @@ void add_bench(CLI::App& app, int& exit_code) {
                   "Parameter values: key=v1,v2 (a list is an axis), key=16-1024*2 or key=0-100+25 (ranges); may repeat");
   cmd->add_option("--config", o->config, "Experiment file (YAML or JSON); --technique picks its experiments")
       ->check(CLI::ExistingFile);
-  cmd->add_flag("--dry-run", o->dry_run, "Print the cases that would run, and stop");
   o->flags.add_to(*cmd);
   cmd->footer("Formats: table, md, csv, json, jsonl. Techniques: " + technique_names() + ".");
   cmd->callback([o, &exit_code] { exit_code = run_bench(*o, command_line()); });

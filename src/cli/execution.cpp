@@ -145,7 +145,7 @@ ojson run_context(const Execution& ex, int threads, const std::vector<std::strin
 int execute(const Execution& ex, const RunFlags& flags, const std::vector<std::string>& argv) {
   const std::vector<const PlanEntry*> cases = shard_cases(ex);
   check_outputs(flags.outputs);
-  if (ex.dry_run) {
+  if (flags.dry_run) {
     for (std::size_t i = 0; i < cases.size(); ++i) {
       const auto& pc = cases[i]->planned;
       std::printf("%zu\t%s\t%s%s\t%s\t%s\n", i + 1, pc.c.technique.c_str(), pc.c.variant.c_str(),

@@ -29,7 +29,6 @@ struct Execution {
   bool quick = false;
   std::optional<Shard> shard;
   std::string resume_path;  // a .jsonl of an earlier run: its cases are skipped, new ones appended
-  bool dry_run = false;
 };
 
 // The plan of `experiments` (validated, expansion order kept) with the sampling and quick mode

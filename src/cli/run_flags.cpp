@@ -7,6 +7,7 @@
 namespace aiopt::cli {
 
 void RunFlags::add_to(CLI::App& cmd) {
+  cmd.add_flag("--dry-run", dry_run, "Print the cases that would run, and stop");
   cmd.add_flag("--quick", quick, "Small sizes and short sampling: shows each trade-off in seconds");
   cmd.add_option("--warmup", warmup, "Runs before sampling (default 1)")->check(non_negative_number());
   cmd.add_option("--min-samples", min_samples, "Fewest samples per case (default 5; quick 3)")

@@ -1,5 +1,6 @@
 #pragma once
-// The flags that bench and sweep share: sampling, threads, seed, outputs, progress, verbosity.
+// The flags that bench and sweep share: dry run, sampling, threads, seed, outputs, progress,
+// verbosity.
 #include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 namespace aiopt::cli {
 
 struct RunFlags {
+  bool dry_run = false;  // print the planned cases, and stop
   bool quick = false;
   std::optional<int> warmup;
   std::optional<int> min_samples;

@@ -12,7 +12,6 @@ struct SweepOptions {
   std::string file;
   std::string resume;
   std::string shard;
-  bool dry_run = false;
   RunFlags flags;
 };
 
@@ -22,7 +21,6 @@ int run_sweep(const SweepOptions& o, const std::vector<std::string>& argv) {
   Execution ex = plan_execution(file.experiments, o.flags, file.settings);
   if (!o.shard.empty()) ex.shard = Shard::parse(o.shard);
   ex.resume_path = o.resume;
-  ex.dry_run = o.dry_run;
   return execute(ex, o.flags, argv);
 }
 
@@ -35,7 +33,6 @@ void add_sweep(CLI::App& app, int& exit_code) {
   cmd->add_option("--resume", o->resume,
                   "JSONL file of an earlier run of this sweep: skip its finished cases, append new ones");
   cmd->add_option("--shard", o->shard, "Run only shard i of N (i/N, 0 <= i < N), e.g. a job array's index");
-  cmd->add_flag("--dry-run", o->dry_run, "Print the expanded cases, and stop");
   o->flags.add_to(*cmd);
   cmd->callback([o, &exit_code] { exit_code = run_sweep(*o, command_line()); });
 }

@@ -22,26 +22,24 @@ Tensor f32(std::vector<std::int64_t> shape, const Device& device) {
 // Every tensor in the fixed order of named(), for both constnesses.
 template <class W, class Visit>
 void visit_named(W& w, Visit&& visit) {
+  // Every layer after the embeddings is a weight and its bias, named LAYER.weight, LAYER.bias.
+  const auto layer = [&](const std::string& name, auto& weight, auto& bias) {
+    visit(name + ".weight", weight);
+    visit(name + ".bias", bias);
+  };
   visit("wte", w.wte);
   visit("wpe", w.wpe);
   for (std::size_t l = 0; l < w.blocks.size(); ++l) {
     auto& b = w.blocks[l];
     const std::string h = "h." + std::to_string(l) + ".";
-    visit(h + "ln_1.weight", b.ln_1_weight);
-    visit(h + "ln_1.bias", b.ln_1_bias);
-    visit(h + "attn.c_attn.weight", b.attn_c_attn_weight);
-    visit(h + "attn.c_attn.bias", b.attn_c_attn_bias);
-    visit(h + "attn.c_proj.weight", b.attn_c_proj_weight);
-    visit(h + "attn.c_proj.bias", b.attn_c_proj_bias);
-    visit(h + "ln_2.weight", b.ln_2_weight);
-    visit(h + "ln_2.bias", b.ln_2_bias);
-    visit(h + "mlp.c_fc.weight", b.mlp_c_fc_weight);
-    visit(h + "mlp.c_fc.bias", b.mlp_c_fc_bias);
-    visit(h + "mlp.c_proj.weight", b.mlp_c_proj_weight);
-    visit(h + "mlp.c_proj.bias", b.mlp_c_proj_bias);
+    layer(h + "ln_1", b.ln_1_weight, b.ln_1_bias);
+    layer(h + "attn.c_attn", b.attn_c_attn_weight, b.attn_c_attn_bias);
+    layer(h + "attn.c_proj", b.attn_c_proj_weight, b.attn_c_proj_bias);
+    layer(h + "ln_2", b.ln_2_weight, b.ln_2_bias);
+    layer(h + "mlp.c_fc", b.mlp_c_fc_weight, b.mlp_c_fc_bias);
+    layer(h + "mlp.c_proj", b.mlp_c_proj_weight, b.mlp_c_proj_bias);
   }
-  visit("ln_f.weight", w.ln_f_weight);
-  visit("ln_f.bias", w.ln_f_bias);
+  layer("ln_f", w.ln_f_weight, w.ln_f_bias);
 }
 
 // How GPT-2 initializes a parameter, read from its name.

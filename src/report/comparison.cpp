@@ -102,11 +102,8 @@ std::vector<Comparison> compare_to_baselines(const std::vector<Result>& results)
     if (it == baselines.end()) continue;
     const Result& base = *it->second;
     Comparison c;
-    c.technique = var.technique;
-    c.device = var.device;
-    c.params = var.params;
+    static_cast<CaseIdentity&>(c) = var;
     c.baseline = base.variant;
-    c.variant = var.variant;
     add_speed(base, var, c);
     add_memory(base, var, c);
     for (const auto& m : var.metrics)

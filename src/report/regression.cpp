@@ -76,10 +76,7 @@ MetricChange compare_metric(const Metric& b, const Metric& n, double threshold) 
 
 Verdict verdict_of(const Result& b, const Result& n, double threshold, double timing_floor) {
   Verdict v;
-  v.technique = n.technique;
-  v.variant = n.variant;
-  v.device = n.device;
-  v.params = n.params;
+  static_cast<CaseIdentity&>(v) = n;
   v.base_status = b.status;
   v.new_status = n.status;
   v.new_message = n.message;

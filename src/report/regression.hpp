@@ -23,9 +23,7 @@ struct MetricChange {
   std::string verdict;
 };
 
-struct Verdict {
-  std::string technique, variant, device;
-  ojson params = ojson::object();
+struct Verdict : CaseIdentity {
   Status base_status = Status::ok, new_status = Status::ok;
   std::string new_message;         // why NEW failed or was skipped
   std::optional<double> base_ms;   // medians in milliseconds, when both runs are ok and timed

@@ -18,10 +18,10 @@ const Metric* Result::metric(const std::string& name) const {
   return nullptr;
 }
 
-std::string Result::key() const {
+std::string CaseIdentity::key() const {
   return technique + "|" + variant + "|" + device + "|" + params.dump();
 }
 
-std::string Result::case_key() const { return technique + "|" + device + "|" + params.dump(); }
+std::string CaseIdentity::case_key() const { return technique + "|" + device + "|" + params.dump(); }
 
 }  // namespace aiopt

@@ -38,12 +38,21 @@ struct WorkingSet {
   bool cache_flushed = false;   // --flush-cache evicted the caches before every sample
 };
 
-struct Result {
+// Which case a record is about: what a Result, a Comparison and a compare Verdict each carry.
+struct CaseIdentity {
   std::string technique;
   std::string variant;
-  bool baseline = false;
-  std::string device;   // "cpu" or "cuda:N"
+  std::string device;  // "cpu" or "cuda:N"
   ojson params = ojson::object();
+
+  // technique|variant|device|params: how sweeps resume and how compare matches results.
+  std::string key() const;
+  // technique|device|params: the case a baseline and its variants share.
+  std::string case_key() const;
+};
+
+struct Result : CaseIdentity {
+  bool baseline = false;
   std::uint64_t seed = 0;
   Status status = Status::ok;
   std::string message;
@@ -57,10 +66,6 @@ struct Result {
   std::string repro;            // the command line that reruns this one case
 
   const Metric* metric(const std::string& name) const;
-  // technique|variant|device|params: how sweeps resume and how compare matches results.
-  std::string key() const;
-  // technique|device|params: the case a baseline and its variants share.
-  std::string case_key() const;
 };
 
 struct MetricRatio {
@@ -69,12 +74,9 @@ struct MetricRatio {
   std::string verdict;  // "gain", "cost" or "same"
 };
 
-struct Comparison {
-  std::string technique;
-  std::string device;
-  ojson params = ojson::object();
+// variant: the compared variant; baseline: the variant it is compared with.
+struct Comparison : CaseIdentity {
   std::string baseline;
-  std::string variant;
   std::optional<double> speedup;       // baseline median / variant median
   std::optional<double> memory_ratio;  // variant peak_bytes / baseline peak_bytes
   std::vector<MetricRatio> metrics;

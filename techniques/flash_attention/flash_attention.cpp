@@ -9,6 +9,7 @@
 #include "core/fault.hpp"
 #include "core/half.hpp"
 #include "core/rng.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -17,7 +18,7 @@ namespace cpu = kernels::cpu;
 
 // ---- parameters and variants
 
-std::string FlashAttention::summary() const {
+static std::string summary() {
   return "exact attention: N×N scores materialized (naive) vs tiled online softmax (flash) vs query chunks";
 }
 
@@ -31,7 +32,7 @@ const Choices<DType>& dtypes() {
 
 }  // namespace
 
-std::vector<ParamSpec> FlashAttention::params() const {
+static std::vector<ParamSpec> params() {
   ParamSpec causal;
   causal.name = "causal";
   causal.type = ParamType::boolean;
@@ -72,7 +73,7 @@ const VariantTable<fa::Method>& fa::methods() {
   return table;
 }
 
-std::vector<Variant> FlashAttention::variants() const { return fa::methods().variants(); }
+static std::vector<Variant> variants() { return fa::methods().variants(); }
 
 // ---- the case
 
@@ -381,14 +382,14 @@ class CpuRun : public Run {
 
 // ---- prepare
 
-void FlashAttention::check(const Case& c, DeviceKind device) const {
+static void check(const Case& c, DeviceKind device) {
   const fa::Shape shape = fa::Shape::from(c);
   if (device == DeviceKind::cpu && shape.dtype != DType::f32)
     throw NotApplicable("flash_attention: dtype=" + to_string(shape.dtype) +
                         " runs on cuda only (tensor cores); the cpu kernels are fp32");
 }
 
-std::unique_ptr<Run> FlashAttention::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const fa::Shape shape = fa::Shape::from(c);
   const fa::Method method = fa::parse_method(c.variant);
   if (device.is_cpu()) return std::make_unique<CpuRun>(shape, method);
@@ -397,6 +398,11 @@ std::unique_ptr<Run> FlashAttention::start(const Case& c, const Device& device) 
 #else
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif
+}
+
+std::unique_ptr<Technique> make_flash_attention() {
+  return make_technique(
+      {"flash_attention", "recomputation and tiling complexity vs N² memory", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

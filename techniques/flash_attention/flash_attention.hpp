@@ -18,18 +18,8 @@
 
 namespace aiopt {
 
-class FlashAttention : public Technique {
- public:
-  std::string name() const override { return "flash_attention"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "recomputation and tiling complexity vs N² memory"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_flash_attention();
 
 // The pieces the CPU and CUDA runs share.
 namespace flash_attention {

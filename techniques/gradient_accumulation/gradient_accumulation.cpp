@@ -12,6 +12,7 @@
 #include "core/rng.hpp"
 #include "nn/training.hpp"
 #include "techniques/model_params.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -19,12 +20,12 @@ namespace ga = gradient_accumulation;
 
 // ---- parameters and variants
 
-std::string GradientAccumulation::summary() const {
+static std::string summary() {
   return "one optimizer step's gradient from one pass over b·k sequences vs k accumulated micro-batches of b; "
          "equal gradients and loss trajectories, and the gradient noise scale";
 }
 
-std::vector<ParamSpec> GradientAccumulation::params() const {
+static std::vector<ParamSpec> params() {
   std::vector<ParamSpec> out = model_params::specs("small", "tiny");
   out.push_back(integer_param("micro_batch", 4, 2, 1, unbounded, "sequences", "b: sequences per micro-batch"));
   out.push_back(integer_param("k", 4, std::nullopt, 1, unbounded, "micro-batches",
@@ -49,7 +50,7 @@ const VariantTable<ga::Method>& ga::methods() {
   return table;
 }
 
-std::vector<Variant> GradientAccumulation::variants() const { return ga::methods().variants(); }
+static std::vector<Variant> variants() { return ga::methods().variants(); }
 
 // ---- the case
 
@@ -294,12 +295,17 @@ class AccumulationRun : public Run {
 
 // ---- prepare
 
-void GradientAccumulation::check(const Case& c, DeviceKind) const { (void)ga::Shape::from(c); }
+static void check(const Case& c, DeviceKind) { (void)ga::Shape::from(c); }
 
-std::unique_ptr<Run> GradientAccumulation::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const ga::Method method = ga::parse_method(c.variant);
   const ga::Shape shape = ga::Shape::from(c);
   return std::make_unique<AccumulationRun>(shape, method, device);
+}
+
+std::unique_ptr<Technique> make_gradient_accumulation() {
+  return make_technique(
+      {"gradient_accumulation", "memory vs training dynamics", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

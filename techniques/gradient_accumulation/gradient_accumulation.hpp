@@ -24,18 +24,8 @@
 
 namespace aiopt {
 
-class GradientAccumulation : public Technique {
- public:
-  std::string name() const override { return "gradient_accumulation"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "memory vs training dynamics"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_gradient_accumulation();
 
 // The pieces the run and the tests share.
 namespace gradient_accumulation {

@@ -9,6 +9,7 @@
 #include "core/rng.hpp"
 #include "nn/corpus.hpp"
 #include "techniques/model_params.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -16,7 +17,7 @@ namespace gc = gradient_checkpointing;
 
 // ---- parameters and variants
 
-std::string GradientCheckpointing::summary() const {
+static std::string summary() {
   return "one training pass keeping every block's activations vs recomputing them from checkpoints every k "
          "blocks, every round(sqrt(L)) blocks, or only the cheap LayerNorm/GELU outputs";
 }
@@ -32,7 +33,7 @@ const Choices<nn::TrainAttention>& attentions() {
 
 }  // namespace
 
-std::vector<ParamSpec> GradientCheckpointing::params() const {
+static std::vector<ParamSpec> params() {
   std::vector<ParamSpec> out = model_params::specs("small", "tiny");
 
   out.push_back(integer_param("k", 2, std::nullopt, 1, unbounded, "blocks",
@@ -63,7 +64,7 @@ const VariantTable<gc::Policy>& gc::policies() {
   return table;
 }
 
-std::vector<Variant> GradientCheckpointing::variants() const { return gc::policies().variants(); }
+static std::vector<Variant> variants() { return gc::policies().variants(); }
 
 // ---- the case
 
@@ -218,14 +219,19 @@ class CheckpointRun : public Run {
 
 // ---- prepare
 
-void GradientCheckpointing::check(const Case& c, DeviceKind) const {
+static void check(const Case& c, DeviceKind) {
   (void)gc::Shape::from(c, gc::parse_policy(c.variant));
 }
 
-std::unique_ptr<Run> GradientCheckpointing::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const gc::Policy policy = gc::parse_policy(c.variant);
   const gc::Shape shape = gc::Shape::from(c, policy);
   return std::make_unique<CheckpointRun>(shape, policy, device);
+}
+
+std::unique_ptr<Technique> make_gradient_checkpointing() {
+  return make_technique(
+      {"gradient_checkpointing", "training time vs activation memory", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

@@ -16,6 +16,7 @@
 #include "nn/decode_loop.hpp"
 #include "nn/decoding.hpp"
 #include "techniques/model_params.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -23,12 +24,12 @@ namespace kc = kv_caching;
 
 // ---- parameters and variants
 
-std::string KvCaching::summary() const {
+static std::string summary() {
   return "greedy generation recomputing the whole prefix per token vs one new position per token "
          "with a KV cache (f32 or int8)";
 }
 
-std::vector<ParamSpec> KvCaching::params() const {
+static std::vector<ParamSpec> params() {
   std::vector<ParamSpec> out = model_params::specs("small");
   // The small preset's 512 positions cannot hold the default 512-token prompt and 128 new
   // tokens: by default the model learns 1024 positions (the cost per token does not change).
@@ -61,7 +62,7 @@ const VariantTable<kc::Method>& kc::methods() {
   return table;
 }
 
-std::vector<Variant> KvCaching::variants() const { return kc::methods().variants(); }
+static std::vector<Variant> variants() { return kc::methods().variants(); }
 
 // ---- the case
 
@@ -431,12 +432,17 @@ class KvRun : public Run {
 
 // ---- prepare
 
-void KvCaching::check(const Case& c, DeviceKind) const { (void)kc::Shape::from(c); }
+static void check(const Case& c, DeviceKind) { (void)kc::Shape::from(c); }
 
-std::unique_ptr<Run> KvCaching::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const kc::Method method = kc::parse_method(c.variant);
   const kc::Shape shape = kc::Shape::from(c);
   return std::make_unique<KvRun>(shape, method, device);
+}
+
+std::unique_ptr<Technique> make_kv_caching() {
+  return make_technique(
+      {"kv_caching", "memory vs compute in autoregressive decoding", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

@@ -21,18 +21,8 @@
 
 namespace aiopt {
 
-class KvCaching : public Technique {
- public:
-  std::string name() const override { return "kv_caching"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "memory vs compute in autoregressive decoding"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_kv_caching();
 
 // The pieces the run and the tests share.
 namespace kv_caching {

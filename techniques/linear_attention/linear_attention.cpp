@@ -11,6 +11,7 @@
 #include "core/fault.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/attention.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -19,11 +20,11 @@ namespace cpu = kernels::cpu;
 
 // ---- parameters and variants
 
-std::string LinearAttention::summary() const {
+static std::string summary() {
   return "exact softmax attention (O(N²), flash kernel) vs kernelized attention in O(N): elu+1, Performer's FAVOR+, Linformer";
 }
 
-std::vector<ParamSpec> LinearAttention::params() const {
+static std::vector<ParamSpec> params() {
   ParamSpec causal;
   causal.name = "causal";
   causal.type = ParamType::boolean;
@@ -67,7 +68,7 @@ const VariantTable<la::Kind>& la::kinds() {
   return table;
 }
 
-std::vector<Variant> LinearAttention::variants() const { return la::kinds().variants(); }
+static std::vector<Variant> variants() { return la::kinds().variants(); }
 
 // ---- the case
 
@@ -688,14 +689,19 @@ void require_supported(const la::Shape& s, DeviceKind device) {
 
 }  // namespace
 
-void LinearAttention::check(const Case& c, DeviceKind device) const {
+static void check(const Case& c, DeviceKind device) {
   require_supported(la::Shape::from(c), device);
 }
 
-std::unique_ptr<Run> LinearAttention::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const la::Shape shape = la::Shape::from(c);
   require_supported(shape, device.kind);
   return std::make_unique<LinearAttentionRun>(shape, device);
+}
+
+std::unique_ptr<Technique> make_linear_attention() {
+  return make_technique(
+      {"linear_attention", "attention quality vs complexity", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
+#include "techniques/technique_parts.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -15,11 +16,11 @@ namespace ls = lr_scheduling;
 
 // ---- parameters and variants
 
-std::string LrScheduling::summary() const {
+static std::string summary() {
   return "the same training budget from the same initialization under each of eight learning-rate schedules";
 }
 
-std::vector<ParamSpec> LrScheduling::params() const {
+static std::vector<ParamSpec> params() {
   std::vector<ParamSpec> out =
       training_case::params(300, 150, "the training budget every schedule is shaped for and finish() trains");
   out.push_back(real_param("peak_lr", 3e-3, std::nullopt, 0.0, unbounded, "",
@@ -52,7 +53,7 @@ const VariantTable<nn::ScheduleKind>& ls::schedules() {
   return table;
 }
 
-std::vector<Variant> LrScheduling::variants() const { return ls::schedules().variants(); }
+static std::vector<Variant> variants() { return ls::schedules().variants(); }
 
 // ---- the case
 
@@ -270,12 +271,16 @@ class ScheduleRun : public Run {
 
 // ---- prepare
 
-void LrScheduling::check(const Case& c, DeviceKind) const { (void)ls::train_config(c); }
+static void check(const Case& c, DeviceKind) { (void)ls::train_config(c); }
 
-std::unique_ptr<Run> LrScheduling::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   nn::TrainConfig config = ls::train_config(c);
   const nn::LrSchedule intended = ls::schedule(c, config.steps);
   return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, c.params.real("target_loss"), device);
+}
+
+std::unique_ptr<Technique> make_lr_scheduling() {
+  return make_technique({"lr_scheduling", "training time vs final quality", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

@@ -16,18 +16,8 @@
 
 namespace aiopt {
 
-class LrScheduling : public Technique {
- public:
-  std::string name() const override { return "lr_scheduling"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "training time vs final quality"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_lr_scheduling();
 
 // The pieces the run and the tests share.
 namespace lr_scheduling {

@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/memory.hpp"
 #include "nn/optimizer.hpp"
+#include "techniques/technique_parts.hpp"
 #include "techniques/training_case.hpp"
 
 namespace aiopt {
@@ -16,12 +17,12 @@ namespace mp = mixed_precision;
 
 // ---- parameters and variants
 
-std::string MixedPrecision::summary() const {
+static std::string summary() {
   return "training a fixed budget with fp32, fp16 (no, static or dynamic loss scaling) or bf16 storage of "
          "activations, weights and gradients; fp32 master weights and optimizer state";
 }
 
-std::vector<ParamSpec> MixedPrecision::params() const {
+static std::vector<ParamSpec> params() {
   std::vector<ParamSpec> out = training_case::params(
       300, 60, "the training budget finish() trains from a fresh initialization, for the variant and for fp32");
   out.push_back(real_param("lr", 3e-3, std::nullopt, 0.0, unbounded, "",
@@ -51,7 +52,7 @@ const VariantTable<mp::Precision>& mp::precisions() {
   return table;
 }
 
-std::vector<Variant> MixedPrecision::variants() const { return mp::precisions().variants(); }
+static std::vector<Variant> variants() { return mp::precisions().variants(); }
 
 // ---- the case
 
@@ -375,15 +376,20 @@ class MixedPrecisionRun : public Run {
 
 // ---- prepare
 
-void MixedPrecision::check(const Case& c, DeviceKind) const {
+static void check(const Case& c, DeviceKind) {
   (void)mp::train_config(c, mp::parse_precision(c.variant));
 }
 
-std::unique_ptr<Run> MixedPrecision::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const mp::Precision precision = mp::parse_precision(c.variant);
   nn::TrainConfig config = mp::train_config(c, precision);
   nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
   return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32), device);
+}
+
+std::unique_ptr<Technique> make_mixed_precision() {
+  return make_technique(
+      {"mixed_precision", "numerical stability vs speed and memory", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

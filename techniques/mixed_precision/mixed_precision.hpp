@@ -20,18 +20,8 @@
 
 namespace aiopt {
 
-class MixedPrecision : public Technique {
- public:
-  std::string name() const override { return "mixed_precision"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "numerical stability vs speed and memory"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_mixed_precision();
 
 // The pieces the run and the tests share.
 namespace mixed_precision {

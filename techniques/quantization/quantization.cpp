@@ -18,6 +18,7 @@
 #include "kernels/cpu/weights_half.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
 #include "kernels/cuda/gemv_int4.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -25,12 +26,12 @@ namespace cpu = kernels::cpu;
 namespace gpu = kernels::cuda;
 namespace qz = quantization;
 
-std::string Quantization::summary() const {
+static std::string summary() {
   return "a linear layer's product with fp32 weights vs fp16, bf16, int8 (dynamic or static activation "
          "scales), group-wise int4 weights and (CUDA) fp8 e4m3";
 }
 
-std::vector<ParamSpec> Quantization::params() const {
+static std::vector<ParamSpec> params() {
   ParamSpec zero_point;
   zero_point.name = "zero_point";
   zero_point.type = ParamType::boolean;
@@ -92,7 +93,7 @@ const VariantTable<qz::Scheme>& qz::schemes() {
   return table;
 }
 
-std::vector<Variant> Quantization::variants() const { return qz::schemes().variants(); }
+static std::vector<Variant> variants() { return qz::schemes().variants(); }
 
 // ---- the case
 
@@ -349,7 +350,7 @@ std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes
 // On CUDA the kernels' own shape rules (gemm_lt.hpp, gemv_int4.hpp) decide, pointers aside (the
 // tracked allocator aligns device buffers to 256 bytes), so a grid valid on the CPU still runs
 // and the cases CUDA cannot take are NotApplicable, naming the rule.
-void Quantization::check(const Case& c, DeviceKind device) const {
+static void check(const Case& c, DeviceKind device) {
   if (qz::is_model_level(c)) return qz::validate_model(c, device);
   if (qz::schemes().parse(c.variant).qat)
     throw NotApplicable("quantization: qat fine-tunes the trained model, so it runs at level=model only");
@@ -531,7 +532,7 @@ std::vector<Metric> CpuRun::finish() {
 
 }  // namespace
 
-std::unique_ptr<Run> Quantization::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   if (qz::is_model_level(c)) return qz::prepare_model(c);
   const qz::Shape shape = qz::Shape::from(c);
   const qz::Format format = qz::parse_format(c.variant);
@@ -541,6 +542,10 @@ std::unique_ptr<Run> Quantization::start(const Case& c, const Device& device) co
 #else
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif
+}
+
+std::unique_ptr<Technique> make_quantization() {
+  return make_technique({"quantization", "accuracy vs speed and memory", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

@@ -17,18 +17,8 @@
 
 namespace aiopt {
 
-class Quantization : public Technique {
- public:
-  std::string name() const override { return "quantization"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "accuracy vs speed and memory"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_quantization();
 
 // The pieces the CPU and CUDA runs and the tests share.
 namespace quantization {

@@ -15,6 +15,7 @@
 #include "kernels/cpu/fused_chains.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/softmax.hpp"
+#include "techniques/technique_parts.hpp"
 
 namespace aiopt {
 
@@ -23,11 +24,11 @@ namespace cpu = kernels::cpu;
 
 // ---- parameters and variants
 
-std::string TensorFusion::summary() const {
+static std::string summary() {
   return "bias+GELU, bias+dropout+residual+LayerNorm and scale+mask+softmax, one pass per op vs fused";
 }
 
-std::vector<ParamSpec> TensorFusion::params() const {
+static std::vector<ParamSpec> params() {
   return {
       tf::chains().param("chain", tf::Chain::layernorm, std::nullopt, "",
                    "bias_gelu: gelu(x + b); layernorm: LayerNorm(residual + dropout(x + b)); "
@@ -56,7 +57,7 @@ const VariantTable<tf::Form>& tf::forms() {
   return table;
 }
 
-std::vector<Variant> TensorFusion::variants() const { return tf::forms().variants(); }
+static std::vector<Variant> variants() { return tf::forms().variants(); }
 
 // ---- the case
 
@@ -451,9 +452,9 @@ class CpuRun : public Run {
 
 // ---- prepare
 
-void TensorFusion::check(const Case& c, DeviceKind) const { (void)tf::Shape::from(c); }
+static void check(const Case& c, DeviceKind) { (void)tf::Shape::from(c); }
 
-std::unique_ptr<Run> TensorFusion::start(const Case& c, const Device& device) const {
+static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const tf::Form form = tf::forms().parse(c.variant);
   const tf::Shape shape = tf::Shape::from(c);
   if (device.is_cpu()) {
@@ -466,6 +467,11 @@ std::unique_ptr<Run> TensorFusion::start(const Case& c, const Device& device) co
 #else
   throw DeviceUnavailable("aiopt was built without CUDA");
 #endif
+}
+
+std::unique_ptr<Technique> make_tensor_fusion() {
+  return make_technique(
+      {"tensor_fusion", "development complexity vs memory traffic", summary, params, variants, check, start});
 }
 
 }  // namespace aiopt

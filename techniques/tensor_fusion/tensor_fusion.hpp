@@ -16,18 +16,8 @@
 
 namespace aiopt {
 
-class TensorFusion : public Technique {
- public:
-  std::string name() const override { return "tensor_fusion"; }
-  std::string summary() const override;
-  std::string trade_off() const override { return "development complexity vs memory traffic"; }
-  std::vector<ParamSpec> params() const override;
-  std::vector<Variant> variants() const override;
-
- protected:
-  void check(const Case& c, DeviceKind device) const override;
-  std::unique_ptr<Run> start(const Case& c, const Device& device) const override;
-};
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_tensor_fusion();
 
 // The pieces the CPU and CUDA runs share.
 namespace tensor_fusion {
