@@ -283,13 +283,9 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
 
 TEST_CASE("save then load gives bit-identical tensors and the same config", "[checkpoint]") {
   TempDir dir;
-  GptConfig config;
-  config.layers = 3;
-  config.channels = 24;
-  config.heads = 3;
-  config.context = 20;
-  config.vocab = 37;
-  config.layernorm_eps = 3.3e-6f;  // not a round decimal: the metadata must carry it exactly
+  // layernorm_eps is not a round decimal: the metadata must carry it exactly.
+  const GptConfig config{
+      .layers = 3, .channels = 24, .heads = 3, .context = 20, .vocab = 37, .layernorm_eps = 3.3e-6f};
   const GptWeights saved = GptWeights::initialize(config, 11, Device::cpu());
   save_checkpoint(saved, dir.file("m.safetensors"));
   const GptWeights loaded = load_checkpoint(dir.file("m.safetensors"), Device::cpu());
