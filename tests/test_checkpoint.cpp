@@ -209,73 +209,40 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
     write_bytes(path, le64(1000) + "{}");
     fails_with("header length 1000 reaches past the end of the file");
   }
-  SECTION("header not JSON") {
-    write_raw(path, "{\"x\": [", "");
-    fails_with("the header is not JSON");
-  }
-  SECTION("header not an object") {
-    write_raw(path, "[1, 2]", "");
-    fails_with("must be a JSON object");
-  }
-  SECTION("entry not an object") {
-    write_raw(path, one_tensor_header("3"), two_floats);
-    fails_with("tensor 'x': the header entry must be an object");
-  }
-  SECTION("missing field") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[2]})"), two_floats);
-    fails_with("tensor 'x': the header entry has no 'data_offsets'");
-  }
-  SECTION("dtype not a string") {
-    write_raw(path, one_tensor_header(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("'dtype' must be a string");
-  }
-  SECTION("negative dimension") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("'shape' must be an array of non-negative integers");
-  }
-  SECTION("offsets not a pair") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), two_floats);
-    fails_with("'data_offsets' must be [begin, end]");
-  }
-  SECTION("offsets backwards") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), two_floats);
-    fails_with("end before they begin");
-  }
-  SECTION("unknown dtype") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F17","shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("unknown dtype 'F17'");
-  }
-  SECTION("unsupported dtype") {
-    write_raw(path, one_tensor_header(R"({"dtype":"I32","shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("tensor 'x': dtype I32 is not supported; supported: F32, F16, BF16");
-  }
-  SECTION("size not dtype x shape") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), two_floats);
-    fails_with("hold 8 bytes, but dtype F32 × shape [3] is 12 bytes");
-  }
-  SECTION("offsets past the data (a truncated file)") {
-    write_raw(path, one_tensor_header(good_entry), two_floats.substr(0, 6));
-    fails_with("reach past the data section's 6 bytes");
-  }
-  SECTION("overlapping tensors") {
-    write_raw(path,
-              R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-              two_floats);
-    fails_with("overlap tensor 'a'");
-  }
-  SECTION("a gap between tensors") {
-    write_raw(path,
-              R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
-              two_floats + two_floats);
-    fails_with("of the data section to no tensor");
-  }
-  SECTION("trailing garbage") {
-    write_raw(path, one_tensor_header(good_entry), two_floats + "junk");
-    fails_with("4 trailing bytes after the last tensor");
-  }
-  SECTION("metadata not strings") {
-    write_raw(path, R"({"__metadata__":{"layers":2},"x":)" + good_entry + "}", two_floats);
-    fails_with("'__metadata__' key 'layers' must be a string");
+  // Each damaged file as its header text, its data section, and the reason the error must name.
+  struct Damage {
+    const char* what;
+    std::string header;
+    std::string data;
+    const char* reason;
+  };
+  const std::string overlapping =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  const std::string gapped =
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  const Damage damages[] = {
+      {"header not JSON", "{\"x\": [", "", "the header is not JSON"},
+      {"header not an object", "[1, 2]", "", "must be a JSON object"},
+      {"entry not an object", one_tensor_header("3"), two_floats, "tensor 'x': the header entry must be an object"},
+      {"missing field", one_tensor_header(R"({"dtype":"F32","shape":[2]})"), two_floats, "tensor 'x': the header entry has no 'data_offsets'"},
+      {"dtype not a string", one_tensor_header(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), two_floats, "'dtype' must be a string"},
+      {"negative dimension", one_tensor_header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), two_floats, "'shape' must be an array of non-negative integers"},
+      {"offsets not a pair", one_tensor_header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), two_floats, "'data_offsets' must be [begin, end]"},
+      {"offsets backwards", one_tensor_header(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), two_floats, "end before they begin"},
+      {"unknown dtype", one_tensor_header(R"({"dtype":"F17","shape":[2],"data_offsets":[0,8]})"), two_floats, "unknown dtype 'F17'"},
+      {"unsupported dtype", one_tensor_header(R"({"dtype":"I32","shape":[2],"data_offsets":[0,8]})"), two_floats, "tensor 'x': dtype I32 is not supported; supported: F32, F16, BF16"},
+      {"size not dtype x shape", one_tensor_header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), two_floats, "hold 8 bytes, but dtype F32 × shape [3] is 12 bytes"},
+      {"offsets past the data (a truncated file)", one_tensor_header(good_entry), two_floats.substr(0, 6), "reach past the data section's 6 bytes"},
+      {"overlapping tensors", overlapping, two_floats, "overlap tensor 'a'"},
+      {"a gap between tensors", gapped, two_floats + two_floats, "of the data section to no tensor"},
+      {"trailing garbage", one_tensor_header(good_entry), two_floats + "junk", "4 trailing bytes after the last tensor"},
+      {"metadata not strings", R"({"__metadata__":{"layers":2},"x":)" + good_entry + "}", two_floats, "'__metadata__' key 'layers' must be a string"},
+  };
+  for (const Damage& d : damages) {
+    DYNAMIC_SECTION(d.what) {
+      write_raw(path, d.header, d.data);
+      fails_with(d.reason);
+    }
   }
 }
 
