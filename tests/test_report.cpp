@@ -138,6 +138,14 @@ Report sample_report() {
   return report;
 }
 
+// Streams results [first, last) of `report` to the JSONL file at `path`: a new stream under
+// `context`, or, when `resume`, appended to the stream there (whose header stays).
+void stream_results(const std::string& path, const ojson& context, bool resume, const Report& report,
+                    std::size_t first, std::size_t last) {
+  JsonlWriter writer(path, context, resume);
+  for (std::size_t i = first; i < last; ++i) writer.write(report.results[i]);
+}
+
 // ---- schema validation
 
 // Validates `doc` against the report schema, or against one of its definitions.
@@ -627,10 +635,7 @@ TEST_CASE("load_report reads what the printers and the JSONL writer wrote", "[re
   write_text(dir.file("r.json"), render(report, Format::json));
   CHECK(to_json(load_report(dir.file("r.json"), warnings)) == to_json(report));
 
-  {
-    JsonlWriter writer(dir.file("r.jsonl"), report.context, false);
-    for (const auto& r : report.results) writer.write(r);
-  }
+  stream_results(dir.file("r.jsonl"), report.context, false, report, 0, report.results.size());
   CHECK(read_text(dir.file("r.jsonl")) == render(report, Format::jsonl));
   const auto streamed = load_report(dir.file("r.jsonl"), warnings);
   CHECK(to_json(streamed) == to_json(report));  // comparisons recomputed from the results
@@ -641,10 +646,7 @@ TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a wa
   const TempDir dir;
   const auto report = sample_report();
   const auto path = dir.file("sweep.jsonl");
-  {
-    JsonlWriter writer(path, report.context, false);
-    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
-  }
+  stream_results(path, report.context, false, report, 0, 3);
   const auto cut = to_json(report.results[3]).dump();
   std::ofstream(path, std::ios::app | std::ios::binary) << cut.substr(0, cut.size() / 2);
 
@@ -655,10 +657,7 @@ TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a wa
   CHECK_THAT(warnings[0], Catch::Contains("sweep.jsonl:5") && Catch::Contains("incomplete"));
 
   // A resumed sweep appends after cutting the fragment off, under the original header.
-  {
-    JsonlWriter writer(path, ojson{{"other", "context"}}, true);
-    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
-  }
+  stream_results(path, ojson{{"other", "context"}}, true, report, 3, report.results.size());
   warnings.clear();
   const auto resumed = load_report(path, warnings);
   CHECK(warnings.empty());
@@ -670,19 +669,13 @@ TEST_CASE("resuming a stream whose last line lacks only its newline keeps that r
   const TempDir dir;
   const auto report = sample_report();
   const auto path = dir.file("sweep.jsonl");
-  {
-    JsonlWriter writer(path, report.context, false);
-    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
-  }
+  stream_results(path, report.context, false, report, 0, 3);
   auto text = read_text(path);
   text.pop_back();  // interrupted between the result and its newline
   write_text(path, text);
   std::vector<std::string> warnings;
   REQUIRE(load_report(path, warnings).results.size() == 3);  // what --resume skips
-  {
-    JsonlWriter writer(path, report.context, true);
-    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
-  }
+  stream_results(path, report.context, true, report, 3, report.results.size());
   const auto resumed = load_report(path, warnings);
   CHECK(warnings.empty());
   CHECK(to_json(resumed) == to_json(report));
