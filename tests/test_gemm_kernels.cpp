@@ -298,8 +298,7 @@ TEST_CASE("sgemm_strided_batched matches per-matrix sgemm, batch below and above
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 namespace {
 

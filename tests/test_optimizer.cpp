@@ -254,9 +254,8 @@ TEST_CASE("Optimizer: mismatched gradients and unknown names are input errors", 
 
 namespace {
 constexpr double u = aiopt::test::fp32_unit_roundoff;
-using aiopt::test::download;
+using aiopt::test::download, aiopt::test::upload;
 using aiopt::test::outside;
-using aiopt::test::upload;
 namespace gpu = aiopt::kernels::cuda;
 }  // namespace
 

@@ -359,8 +359,7 @@ TEST_CASE("the test's int4 packing puts element 2i in the low nibble", "[weights
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 TEST_CASE("cuda gemv_int4 matches the CPU on the dequantized weights", "[weights_int4][gpu]") {
   struct Shape {
