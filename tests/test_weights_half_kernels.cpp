@@ -33,7 +33,6 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24
 
-using aiopt::test::linear_double;
 using aiopt::test::random_vector;
 
 std::vector<std::uint16_t> stored(const std::vector<float>& w, DType dtype) {
@@ -49,8 +48,8 @@ void check_product(const std::vector<float>& y, const std::vector<std::uint16_t>
   const double u_h = dtype == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
   std::vector<float> wide(h.size());
   convert(h.data(), wide.data(), h.size(), dtype);
-  const std::vector<double> stored_product = linear_double(wide, x, b, m, n, k);
-  const std::vector<double> original_product = linear_double(w, x, b, m, n, k);
+  const std::vector<double> stored_product = test::linear_double(wide, x, b, m, n, k);
+  const std::vector<double> original_product = test::linear_double(w, x, b, m, n, k);
   std::size_t failures = 0;
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {

@@ -49,7 +49,6 @@ namespace {
 
 constexpr double u = 1.0 / 16777216.0;  // 2^-24
 
-using aiopt::test::linear_double;
 using aiopt::test::random_vector;
 
 int nibble(const cpu::Int4Matrix& w, std::size_t row, std::size_t i) {
@@ -76,7 +75,7 @@ Expected expected(const cpu::Int4Matrix& q, const std::vector<float>& w, const s
   const std::size_t n = q.n, k = q.k;
   std::vector<float> deq(n * k);
   cpu::dequantize_int4(q, deq.data());
-  Expected e{linear_double(deq, x, b, m, n, k), linear_double(w, x, b, m, n, k), {}, {}};
+  Expected e{test::linear_double(deq, x, b, m, n, k), test::linear_double(w, x, b, m, n, k), {}, {}};
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       const double yd = e.dequantized[i * n + j];
