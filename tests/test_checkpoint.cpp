@@ -146,6 +146,37 @@ const std::string two_floats = f32_bytes({1.5f, -2.0f});
 std::string one_tensor_header(const std::string& entry) { return "{\"x\":" + entry + "}"; }
 const std::string good_entry = R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
 
+// Runs `load`, which must throw an InputError whose message names `path` and gives `reason`.
+template <class Load>
+void check_input_error(const Load& load, const std::string& path, const std::string& reason) {
+  INFO("expected: " << reason);
+  try {
+    load();
+    FAIL("no error");
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find(path) != std::string::npos);
+    CHECK(what.find(reason) != std::string::npos);
+  }
+}
+
+// A default model saved by save_checkpoint at `path`, read back as the independent writer's
+// tensors and metadata, for rewriting with one thing spoilt.
+struct SavedModel {
+  std::vector<RawTensor> tensors;
+  json metadata;
+};
+SavedModel save_default_model(const std::string& path) {
+  const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
+  save_checkpoint(w, path);
+  SavedModel saved{{}, json(SafetensorsFile(path).metadata())};
+  for (const auto& [name, t] : w.named())
+    saved.tensors.push_back(
+        {name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
+  return saved;
+}
+
 }  // namespace
 
 // ---- the safetensors reader
@@ -187,17 +218,11 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
   const auto fails_with = [&](const std::string& reason) {
-    INFO("expected: " << reason);
-    try {
+    const auto read_all = [&] {
       const SafetensorsFile file(path);
       for (const auto& [name, e] : file.entries()) file.read_f32(name);
-      FAIL("no error");
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(what.find(path) != std::string::npos);
-      CHECK(what.find(reason) != std::string::npos);
-    }
+    };
+    check_input_error(read_all, path, reason);
   };
 
   SECTION("missing file") { fails_with("cannot open"); }
@@ -330,16 +355,7 @@ TEST_CASE("bad checkpoints are InputErrors naming the file and the tensor", "[ch
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
   const auto fails_with = [&](const std::string& reason) {
-    INFO("expected: " << reason);
-    try {
-      load_checkpoint(path, Device::cpu());
-      FAIL("no error");
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(what.find(path) != std::string::npos);
-      CHECK(what.find(reason) != std::string::npos);
-    }
+    check_input_error([&] { load_checkpoint(path, Device::cpu()); }, path, reason);
   };
   auto tensors = gpt2_tensors(2, 8, 11, 6);
 
@@ -382,27 +398,15 @@ TEST_CASE("bad checkpoints are InputErrors naming the file and the tensor", "[ch
     fails_with("\"format\" is 'other'");
   }
   SECTION("our format with a bad config") {
-    const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
-    save_checkpoint(w, path);
-    const SafetensorsFile file(path);
-    // Rewrite the same tensors with one metadata value spoilt.
-    std::vector<RawTensor> raw;
-    for (const auto& [name, t] : w.named())
-      raw.push_back({name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
-    json metadata = file.metadata();
-    metadata["layers"] = "two";
-    write_file(path, raw, metadata);
+    SavedModel saved = save_default_model(path);
+    saved.metadata["layers"] = "two";
+    write_file(path, saved.tensors, saved.metadata);
     fails_with("__metadata__ 'layers' = 'two' is not a non-negative integer");
   }
   SECTION("our format with a tensor of another model") {
-    const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
-    save_checkpoint(w, path);
-    const SafetensorsFile file(path);
-    std::vector<RawTensor> raw;
-    for (const auto& [name, t] : w.named())
-      raw.push_back({name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
-    raw.push_back({"h.2.ln_1.weight", "F32", {64}, f32_bytes(random_values(64, 3))});
-    write_file(path, raw, json(file.metadata()));
+    SavedModel saved = save_default_model(path);
+    saved.tensors.push_back({"h.2.ln_1.weight", "F32", {64}, f32_bytes(random_values(64, 3))});
+    write_file(path, saved.tensors, saved.metadata);
     fails_with("tensor 'h.2.ln_1.weight' is not a parameter of model L2 d64");
   }
   SECTION("a damaged file") {
