@@ -146,6 +146,24 @@ void stream_results(const std::string& path, const ojson& context, bool resume, 
   for (std::size_t i = first; i < last; ++i) writer.write(report.results[i]);
 }
 
+// A sweep interrupted after its first three results: sample_report streamed to sweep.jsonl.
+struct InterruptedSweep {
+  const TempDir dir;
+  const Report report = sample_report();
+  const std::string path = dir.file("sweep.jsonl");
+
+  InterruptedSweep() { stream_results(path, report.context, false, report, 0, 3); }
+
+  // Resumes the sweep, appending the other results with `context` (the stream keeps its own
+  // header), and checks that the whole report loads back with no warning added to `warnings`.
+  void resume_and_check(const ojson& context, std::vector<std::string>& warnings) const {
+    stream_results(path, context, true, report, 3, report.results.size());
+    const auto resumed = load_report(path, warnings);
+    CHECK(warnings.empty());
+    CHECK(to_json(resumed) == to_json(report));
+  }
+};
+
 // ---- schema validation
 
 // Validates `doc` against the report schema, or against one of its definitions.
@@ -642,11 +660,8 @@ TEST_CASE("load_report reads what the printers and the JSONL writer wrote", "[re
   CHECK(warnings.empty());
 }
 
-TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a warning", "[report]") {
-  const TempDir dir;
-  const auto report = sample_report();
-  const auto path = dir.file("sweep.jsonl");
-  stream_results(path, report.context, false, report, 0, 3);
+TEST_CASE_METHOD(InterruptedSweep, "an interrupted JSONL stream loads without its cut-off line, with a warning",
+                 "[report]") {
   const auto cut = to_json(report.results[3]).dump();
   std::ofstream(path, std::ios::app | std::ios::binary) << cut.substr(0, cut.size() / 2);
 
@@ -657,28 +672,18 @@ TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a wa
   CHECK_THAT(warnings[0], Catch::Contains("sweep.jsonl:5") && Catch::Contains("incomplete"));
 
   // A resumed sweep appends after cutting the fragment off, under the original header.
-  stream_results(path, ojson{{"other", "context"}}, true, report, 3, report.results.size());
   warnings.clear();
-  const auto resumed = load_report(path, warnings);
-  CHECK(warnings.empty());
-  CHECK(to_json(resumed) == to_json(report));
+  resume_and_check(ojson{{"other", "context"}}, warnings);
 }
 
-TEST_CASE("resuming a stream whose last line lacks only its newline keeps that result",
-          "[report]") {
-  const TempDir dir;
-  const auto report = sample_report();
-  const auto path = dir.file("sweep.jsonl");
-  stream_results(path, report.context, false, report, 0, 3);
+TEST_CASE_METHOD(InterruptedSweep, "resuming a stream whose last line lacks only its newline keeps that result",
+                 "[report]") {
   auto text = read_text(path);
   text.pop_back();  // interrupted between the result and its newline
   write_text(path, text);
   std::vector<std::string> warnings;
   REQUIRE(load_report(path, warnings).results.size() == 3);  // what --resume skips
-  stream_results(path, report.context, true, report, 3, report.results.size());
-  const auto resumed = load_report(path, warnings);
-  CHECK(warnings.empty());
-  CHECK(to_json(resumed) == to_json(report));
+  resume_and_check(report.context, warnings);
 }
 
 TEST_CASE("bad report files are InputErrors naming file, line, key, value and what is allowed",
