@@ -146,6 +146,15 @@ const std::string two_floats = f32_bytes({1.5f, -2.0f});
 std::string one_tensor_header(const std::string& entry) { return "{\"x\":" + entry + "}"; }
 const std::string good_entry = R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
 
+// The model dimensions `got` holds are `want`'s.
+void check_dimensions(const GptConfig& got, const GptConfig& want) {
+  CHECK(got.layers == want.layers);
+  CHECK(got.channels == want.channels);
+  CHECK(got.heads == want.heads);
+  CHECK(got.context == want.context);
+  CHECK(got.vocab == want.vocab);
+}
+
 // Runs `load`, which must throw an InputError whose message names `path` and gives `reason`.
 template <class Load>
 void check_input_error(const Load& load, const std::string& path, const std::string& reason) {
@@ -282,11 +291,7 @@ TEST_CASE("save then load gives bit-identical tensors and the same config", "[ch
   save_checkpoint(saved, dir.file("m.safetensors"));
   const GptWeights loaded = load_checkpoint(dir.file("m.safetensors"), Device::cpu());
 
-  CHECK(loaded.config.layers == 3);
-  CHECK(loaded.config.channels == 24);
-  CHECK(loaded.config.heads == 3);
-  CHECK(loaded.config.context == 20);
-  CHECK(loaded.config.vocab == 37);
+  check_dimensions(loaded.config, config);
   CHECK(loaded.config.layernorm_eps == config.layernorm_eps);
   const auto a = saved.named();
   const auto b = loaded.named();
@@ -308,11 +313,7 @@ TEST_CASE("a GPT-2 checkpoint loads with its Conv1D weights transposed", "[check
   write_file(dir.file("gpt2.safetensors"), tensors, {{"heads", "2"}});
   const GptWeights w = load_checkpoint(dir.file("gpt2.safetensors"), Device::cpu());
 
-  CHECK(w.config.layers == 2);
-  CHECK(w.config.channels == 8);
-  CHECK(w.config.heads == 2);
-  CHECK(w.config.context == 6);
-  CHECK(w.config.vocab == 11);
+  check_dimensions(w.config, {.layers = 2, .channels = 8, .heads = 2, .context = 6, .vocab = 11});
 
   // One element by hand: our c_attn weight (3C, C) at (out 13, in 5) is GPT-2's (C, 3C) at (5, 13).
   const RawTensor& c_attn = find(tensors, "transformer.h.1.attn.c_attn.weight");
