@@ -77,6 +77,7 @@
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/heads.hpp"
 #include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/optimizer.hpp"
 #include "kernels/cuda/precision.hpp"
 #include "support/device_copy.hpp"
 #endif
