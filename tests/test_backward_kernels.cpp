@@ -721,8 +721,7 @@ TEST_CASE("value_census counts zeros and non-finite values", "[backward_kernels]
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 namespace gpu = aiopt::kernels::cuda;
 

@@ -146,6 +146,46 @@ const std::string two_floats = f32_bytes({1.5f, -2.0f});
 std::string one_tensor_header(const std::string& entry) { return "{\"x\":" + entry + "}"; }
 const std::string good_entry = R"({"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
 
+// The model dimensions `got` holds are `want`'s.
+void check_dimensions(const GptConfig& got, const GptConfig& want) {
+  CHECK(got.layers == want.layers);
+  CHECK(got.channels == want.channels);
+  CHECK(got.heads == want.heads);
+  CHECK(got.context == want.context);
+  CHECK(got.vocab == want.vocab);
+}
+
+// Runs `load`, which must throw an InputError whose message names `path` and gives `reason`.
+template <class Load>
+void check_input_error(const Load& load, const std::string& path, const std::string& reason) {
+  INFO("expected: " << reason);
+  try {
+    load();
+    FAIL("no error");
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find(path) != std::string::npos);
+    CHECK(what.find(reason) != std::string::npos);
+  }
+}
+
+// A default model saved by save_checkpoint at `path`, read back as the independent writer's
+// tensors and metadata, for rewriting with one thing spoilt.
+struct SavedModel {
+  std::vector<RawTensor> tensors;
+  json metadata;
+};
+SavedModel save_default_model(const std::string& path) {
+  const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
+  save_checkpoint(w, path);
+  SavedModel saved{{}, json(SafetensorsFile(path).metadata())};
+  for (const auto& [name, t] : w.named())
+    saved.tensors.push_back(
+        {name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
+  return saved;
+}
+
 }  // namespace
 
 // ---- the safetensors reader
@@ -187,17 +227,11 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
   const auto fails_with = [&](const std::string& reason) {
-    INFO("expected: " << reason);
-    try {
+    const auto read_all = [&] {
       const SafetensorsFile file(path);
       for (const auto& [name, e] : file.entries()) file.read_f32(name);
-      FAIL("no error");
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(what.find(path) != std::string::npos);
-      CHECK(what.find(reason) != std::string::npos);
-    }
+    };
+    check_input_error(read_all, path, reason);
   };
 
   SECTION("missing file") { fails_with("cannot open"); }
@@ -209,73 +243,40 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
     write_bytes(path, le64(1000) + "{}");
     fails_with("header length 1000 reaches past the end of the file");
   }
-  SECTION("header not JSON") {
-    write_raw(path, "{\"x\": [", "");
-    fails_with("the header is not JSON");
-  }
-  SECTION("header not an object") {
-    write_raw(path, "[1, 2]", "");
-    fails_with("must be a JSON object");
-  }
-  SECTION("entry not an object") {
-    write_raw(path, one_tensor_header("3"), two_floats);
-    fails_with("tensor 'x': the header entry must be an object");
-  }
-  SECTION("missing field") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[2]})"), two_floats);
-    fails_with("tensor 'x': the header entry has no 'data_offsets'");
-  }
-  SECTION("dtype not a string") {
-    write_raw(path, one_tensor_header(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("'dtype' must be a string");
-  }
-  SECTION("negative dimension") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("'shape' must be an array of non-negative integers");
-  }
-  SECTION("offsets not a pair") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), two_floats);
-    fails_with("'data_offsets' must be [begin, end]");
-  }
-  SECTION("offsets backwards") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), two_floats);
-    fails_with("end before they begin");
-  }
-  SECTION("unknown dtype") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F17","shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("unknown dtype 'F17'");
-  }
-  SECTION("unsupported dtype") {
-    write_raw(path, one_tensor_header(R"({"dtype":"I32","shape":[2],"data_offsets":[0,8]})"), two_floats);
-    fails_with("tensor 'x': dtype I32 is not supported; supported: F32, F16, BF16");
-  }
-  SECTION("size not dtype x shape") {
-    write_raw(path, one_tensor_header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), two_floats);
-    fails_with("hold 8 bytes, but dtype F32 × shape [3] is 12 bytes");
-  }
-  SECTION("offsets past the data (a truncated file)") {
-    write_raw(path, one_tensor_header(good_entry), two_floats.substr(0, 6));
-    fails_with("reach past the data section's 6 bytes");
-  }
-  SECTION("overlapping tensors") {
-    write_raw(path,
-              R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-              two_floats);
-    fails_with("overlap tensor 'a'");
-  }
-  SECTION("a gap between tensors") {
-    write_raw(path,
-              R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
-              two_floats + two_floats);
-    fails_with("of the data section to no tensor");
-  }
-  SECTION("trailing garbage") {
-    write_raw(path, one_tensor_header(good_entry), two_floats + "junk");
-    fails_with("4 trailing bytes after the last tensor");
-  }
-  SECTION("metadata not strings") {
-    write_raw(path, R"({"__metadata__":{"layers":2},"x":)" + good_entry + "}", two_floats);
-    fails_with("'__metadata__' key 'layers' must be a string");
+  // Each damaged file as its header text, its data section, and the reason the error must name.
+  struct Damage {
+    const char* what;
+    std::string header;
+    std::string data;
+    const char* reason;
+  };
+  const std::string overlapping =
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  const std::string gapped =
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  const Damage damages[] = {
+      {"header not JSON", "{\"x\": [", "", "the header is not JSON"},
+      {"header not an object", "[1, 2]", "", "must be a JSON object"},
+      {"entry not an object", one_tensor_header("3"), two_floats, "tensor 'x': the header entry must be an object"},
+      {"missing field", one_tensor_header(R"({"dtype":"F32","shape":[2]})"), two_floats, "tensor 'x': the header entry has no 'data_offsets'"},
+      {"dtype not a string", one_tensor_header(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})"), two_floats, "'dtype' must be a string"},
+      {"negative dimension", one_tensor_header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), two_floats, "'shape' must be an array of non-negative integers"},
+      {"offsets not a pair", one_tensor_header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})"), two_floats, "'data_offsets' must be [begin, end]"},
+      {"offsets backwards", one_tensor_header(R"({"dtype":"F32","shape":[0],"data_offsets":[8,0]})"), two_floats, "end before they begin"},
+      {"unknown dtype", one_tensor_header(R"({"dtype":"F17","shape":[2],"data_offsets":[0,8]})"), two_floats, "unknown dtype 'F17'"},
+      {"unsupported dtype", one_tensor_header(R"({"dtype":"I32","shape":[2],"data_offsets":[0,8]})"), two_floats, "tensor 'x': dtype I32 is not supported; supported: F32, F16, BF16"},
+      {"size not dtype x shape", one_tensor_header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), two_floats, "hold 8 bytes, but dtype F32 × shape [3] is 12 bytes"},
+      {"offsets past the data (a truncated file)", one_tensor_header(good_entry), two_floats.substr(0, 6), "reach past the data section's 6 bytes"},
+      {"overlapping tensors", overlapping, two_floats, "overlap tensor 'a'"},
+      {"a gap between tensors", gapped, two_floats + two_floats, "of the data section to no tensor"},
+      {"trailing garbage", one_tensor_header(good_entry), two_floats + "junk", "4 trailing bytes after the last tensor"},
+      {"metadata not strings", R"({"__metadata__":{"layers":2},"x":)" + good_entry + "}", two_floats, "'__metadata__' key 'layers' must be a string"},
+  };
+  for (const Damage& d : damages) {
+    DYNAMIC_SECTION(d.what) {
+      write_raw(path, d.header, d.data);
+      fails_with(d.reason);
+    }
   }
 }
 
@@ -283,22 +284,14 @@ TEST_CASE("every damaged safetensors file is an InputError naming the file and t
 
 TEST_CASE("save then load gives bit-identical tensors and the same config", "[checkpoint]") {
   TempDir dir;
-  GptConfig config;
-  config.layers = 3;
-  config.channels = 24;
-  config.heads = 3;
-  config.context = 20;
-  config.vocab = 37;
-  config.layernorm_eps = 3.3e-6f;  // not a round decimal: the metadata must carry it exactly
+  // layernorm_eps is not a round decimal: the metadata must carry it exactly.
+  const GptConfig config{
+      .layers = 3, .channels = 24, .heads = 3, .context = 20, .vocab = 37, .layernorm_eps = 3.3e-6f};
   const GptWeights saved = GptWeights::initialize(config, 11, Device::cpu());
   save_checkpoint(saved, dir.file("m.safetensors"));
   const GptWeights loaded = load_checkpoint(dir.file("m.safetensors"), Device::cpu());
 
-  CHECK(loaded.config.layers == 3);
-  CHECK(loaded.config.channels == 24);
-  CHECK(loaded.config.heads == 3);
-  CHECK(loaded.config.context == 20);
-  CHECK(loaded.config.vocab == 37);
+  check_dimensions(loaded.config, config);
   CHECK(loaded.config.layernorm_eps == config.layernorm_eps);
   const auto a = saved.named();
   const auto b = loaded.named();
@@ -320,11 +313,7 @@ TEST_CASE("a GPT-2 checkpoint loads with its Conv1D weights transposed", "[check
   write_file(dir.file("gpt2.safetensors"), tensors, {{"heads", "2"}});
   const GptWeights w = load_checkpoint(dir.file("gpt2.safetensors"), Device::cpu());
 
-  CHECK(w.config.layers == 2);
-  CHECK(w.config.channels == 8);
-  CHECK(w.config.heads == 2);
-  CHECK(w.config.context == 6);
-  CHECK(w.config.vocab == 11);
+  check_dimensions(w.config, {.layers = 2, .channels = 8, .heads = 2, .context = 6, .vocab = 11});
 
   // One element by hand: our c_attn weight (3C, C) at (out 13, in 5) is GPT-2's (C, 3C) at (5, 13).
   const RawTensor& c_attn = find(tensors, "transformer.h.1.attn.c_attn.weight");
@@ -367,16 +356,7 @@ TEST_CASE("bad checkpoints are InputErrors naming the file and the tensor", "[ch
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
   const auto fails_with = [&](const std::string& reason) {
-    INFO("expected: " << reason);
-    try {
-      load_checkpoint(path, Device::cpu());
-      FAIL("no error");
-    } catch (const InputError& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(what.find(path) != std::string::npos);
-      CHECK(what.find(reason) != std::string::npos);
-    }
+    check_input_error([&] { load_checkpoint(path, Device::cpu()); }, path, reason);
   };
   auto tensors = gpt2_tensors(2, 8, 11, 6);
 
@@ -419,27 +399,15 @@ TEST_CASE("bad checkpoints are InputErrors naming the file and the tensor", "[ch
     fails_with("\"format\" is 'other'");
   }
   SECTION("our format with a bad config") {
-    const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
-    save_checkpoint(w, path);
-    const SafetensorsFile file(path);
-    // Rewrite the same tensors with one metadata value spoilt.
-    std::vector<RawTensor> raw;
-    for (const auto& [name, t] : w.named())
-      raw.push_back({name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
-    json metadata = file.metadata();
-    metadata["layers"] = "two";
-    write_file(path, raw, metadata);
+    SavedModel saved = save_default_model(path);
+    saved.metadata["layers"] = "two";
+    write_file(path, saved.tensors, saved.metadata);
     fails_with("__metadata__ 'layers' = 'two' is not a non-negative integer");
   }
   SECTION("our format with a tensor of another model") {
-    const GptWeights w = GptWeights::initialize(GptConfig{}, 1, Device::cpu());
-    save_checkpoint(w, path);
-    const SafetensorsFile file(path);
-    std::vector<RawTensor> raw;
-    for (const auto& [name, t] : w.named())
-      raw.push_back({name, "F32", t->shape(), std::string(reinterpret_cast<const char*>(t->data<float>()), t->bytes())});
-    raw.push_back({"h.2.ln_1.weight", "F32", {64}, f32_bytes(random_values(64, 3))});
-    write_file(path, raw, json(file.metadata()));
+    SavedModel saved = save_default_model(path);
+    saved.tensors.push_back({"h.2.ln_1.weight", "F32", {64}, f32_bytes(random_values(64, 3))});
+    write_file(path, saved.tensors, saved.metadata);
     fails_with("tensor 'h.2.ln_1.weight' is not a parameter of model L2 d64");
   }
   SECTION("a damaged file") {

@@ -187,15 +187,22 @@ struct LinearShape {
 // Odd sizes, a single row, and GPT-2 small's fused qkv projection (768 -> 2304) over 64 tokens.
 const std::vector<LinearShape> linear_shapes = {{37, 53, 29}, {1, 17, 5}, {64, 768, 2304}};
 
+// One shape's random x (m, k), w (n, k) and b (n), from seeds base + k, base + 1 + k, base + 2 + k.
+struct LinearInputs {
+  std::vector<float> x, w, b;
+};
+LinearInputs linear_inputs(const LinearShape& s, std::uint64_t base) {
+  return {random_vector(s.m * s.k, base + s.k), random_vector(s.n * s.k, base + 1 + s.k),
+          random_vector(s.n, base + 2 + s.k)};
+}
+
 }  // namespace
 
 // ---- CPU
 
 TEST_CASE("linear matches linear_reference with and without bias", "[gemm][cpu]") {
   for (const auto& s : linear_shapes) {
-    const auto x = random_vector(s.m * s.k, 1 + s.k);
-    const auto w = random_vector(s.n * s.k, 2 + s.k);
-    const auto b = random_vector(s.n, 3 + s.k);
+    const auto [x, w, b] = linear_inputs(s, 1);
     for (const float* bias : {static_cast<const float*>(nullptr), b.data()}) {
       INFO("m=" << s.m << " k=" << s.k << " n=" << s.n << (bias ? " with bias" : " without bias"));
       std::vector<float> want(s.m * s.n), got(s.m * s.n, std::numeric_limits<float>::quiet_NaN());
@@ -291,8 +298,7 @@ TEST_CASE("sgemm_strided_batched matches per-matrix sgemm, batch below and above
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 namespace {
 
@@ -358,9 +364,7 @@ const std::vector<DType> gemm_dtypes = {DType::f32, DType::f16, DType::bf16};
 
 TEST_CASE("cuda linear matches the CPU, with and without bias, in true fp32", "[gemm][gpu]") {
   for (const auto& s : linear_shapes) {
-    const auto x = random_vector(s.m * s.k, 31 + s.k);
-    const auto w = random_vector(s.n * s.k, 32 + s.k);
-    const auto b = random_vector(s.n, 33 + s.k);
+    const auto [x, w, b] = linear_inputs(s, 31);
     auto dx = upload(x), dw = upload(w), db = upload(b);
     for (bool with_bias : {false, true}) {
       INFO("m=" << s.m << " k=" << s.k << " n=" << s.n << (with_bias ? " with bias" : " without bias"));

@@ -39,16 +39,15 @@ TEST_CASE("every schedule follows its formula at every step", "[lr_schedule]") {
   };
   for (ScheduleKind kind : kKinds)
     for (Budget b : {Budget{20, 0}, Budget{20, 5}, Budget{7, 7}, Budget{1, 0}, Budget{33, 4}}) {
-      LrSchedule s;
-      s.kind = kind;
-      s.peak_lr = 3e-3f;
-      s.min_lr = 2e-4f;
-      s.total_steps = b.total;
-      s.warmup_steps = b.warmup;
-      s.step_every = 6;
-      s.step_gamma = 0.5f;
-      s.one_cycle_div = 10.0f;
-      s.decay_fraction = 0.3f;
+      const LrSchedule s{.kind = kind,
+                         .peak_lr = 3e-3f,
+                         .min_lr = 2e-4f,
+                         .total_steps = b.total,
+                         .warmup_steps = b.warmup,
+                         .step_every = 6,
+                         .step_gamma = 0.5f,
+                         .one_cycle_div = 10.0f,
+                         .decay_fraction = 0.3f};
       REQUIRE_NOTHROW(s.validate());
       for (std::size_t t = 0; t < b.total + 3; ++t) {
         const double want = lr_scheduling::reference_lr(s, t);
@@ -62,12 +61,8 @@ TEST_CASE("every schedule follows its formula at every step", "[lr_schedule]") {
 }
 
 TEST_CASE("schedules hit their landmarks", "[lr_schedule]") {
-  LrSchedule s;
-  s.peak_lr = 1.0f;
-  s.min_lr = 0.1f;
-  s.total_steps = 100;
-  s.warmup_steps = 10;
-  s.kind = ScheduleKind::warmup_cosine;
+  LrSchedule s{
+      .kind = ScheduleKind::warmup_cosine, .peak_lr = 1.0f, .min_lr = 0.1f, .total_steps = 100, .warmup_steps = 10};
   CHECK(s.at(0) == Approx(0.1));    // peak·1/W: the first step already trains
   CHECK(s.at(9) == Approx(1.0));    // warmup ends at peak
   CHECK(s.at(10) == Approx(1.0));   // the cosine starts at peak

@@ -64,10 +64,9 @@
 using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
 using kernels::AttentionShape;
+using aiopt::test::random_vector;
 
 namespace {
-
-using aiopt::test::random_vector;
 
 // The plain int8 rounding: nearbyint rounds to nearest even in the default rounding mode.
 std::int8_t quantize_reference(float x, float s) {
@@ -242,8 +241,7 @@ TEST_CASE("attention over the int8 cache equals attention over its dequantized v
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 namespace gpu = aiopt::kernels::cuda;
 

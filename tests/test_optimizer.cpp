@@ -37,15 +37,7 @@ using aiopt::test::random_vector;
 
 namespace {
 
-nn::GptConfig tiny_config() {
-  nn::GptConfig c;
-  c.layers = 1;
-  c.channels = 16;
-  c.heads = 2;
-  c.context = 8;
-  c.vocab = 32;
-  return c;
-}
+nn::GptConfig tiny_config() { return {.layers = 1, .channels = 16, .heads = 2, .context = 8, .vocab = 32}; }
 
 // Gradients of the config's shapes filled from `seed` in [-1, 1), each tensor
 // its own stream.
@@ -262,9 +254,8 @@ TEST_CASE("Optimizer: mismatched gradients and unknown names are input errors", 
 
 namespace {
 constexpr double u = aiopt::test::fp32_unit_roundoff;
-using aiopt::test::download;
+using aiopt::test::download, aiopt::test::upload;
 using aiopt::test::outside;
-using aiopt::test::upload;
 namespace gpu = aiopt::kernels::cuda;
 }  // namespace
 

@@ -311,8 +311,7 @@ TEST_CASE("the test's e4m3 rounding rounds to nearest even and saturates", "[qua
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 namespace {
 

@@ -78,6 +78,14 @@ MemoryRecord memory(double peak_bytes) {
                       static_cast<std::size_t>(300 * MiB)};
 }
 
+// `r` as a measured case: its timing, its memory peaking at `peak_bytes`, and its metrics.
+Result measured(Result r, Timing timing, double peak_bytes, std::vector<Metric> metrics) {
+  r.timing = std::move(timing);
+  r.memory = memory(peak_bytes);
+  r.metrics = std::move(metrics);
+  return r;
+}
+
 const std::string failure_message =
     "max_abs_error 0.5 exceeds tolerance 1e-3, see \"check\"\nsecond line";
 
@@ -94,27 +102,23 @@ Report sample_report() {
   const ojson p128{{"gen_tokens", 64}, {"prompt_len", 128}};
   const ojson p512{{"gen_tokens", 64}, {"prompt_len", 512}};
 
-  auto base = result("kv_caching", "recompute", true, "cpu", p128);
-  base.timing = timing_around(1, 10.0, 0.04);
-  base.memory = memory(100 * MiB);
-  base.metrics = {{"tokens_per_s", 100.0, "tok/s", Better::higher},
-                  {"max_abs_error", 0.0, "", Better::lower},
-                  {"perplexity", 10.0, "", Better::lower},
-                  {"bytes_per_token", 1000.0, "B", Better::lower},
-                  {"log_likelihood", -2.0, "nat", Better::higher}};
-  auto cached = result("kv_caching", "kv_cache", false, "cpu", p128);
-  cached.timing = timing_around(2, 2.5, 0.06);
-  cached.memory = memory(62 * MiB);
-  cached.metrics = {{"tokens_per_s", 400.0, "tok/s", Better::higher},
-                    {"max_abs_error", 3.1e-6, "", Better::lower},
-                    {"perplexity", 10.4, "", Better::lower},
-                    {"bytes_per_token", 1005.0, "B", Better::lower},
-                    {"log_likelihood", -1.0, "nat", Better::higher}};
+  const auto base = measured(result("kv_caching", "recompute", true, "cpu", p128), timing_around(1, 10.0, 0.04),
+                             100 * MiB,
+                             {{"tokens_per_s", 100.0, "tok/s", Better::higher},
+                              {"max_abs_error", 0.0, "", Better::lower},
+                              {"perplexity", 10.0, "", Better::lower},
+                              {"bytes_per_token", 1000.0, "B", Better::lower},
+                              {"log_likelihood", -2.0, "nat", Better::higher}});
+  const auto cached = measured(result("kv_caching", "kv_cache", false, "cpu", p128), timing_around(2, 2.5, 0.06),
+                               62 * MiB,
+                               {{"tokens_per_s", 400.0, "tok/s", Better::higher},
+                                {"max_abs_error", 3.1e-6, "", Better::lower},
+                                {"perplexity", 10.4, "", Better::lower},
+                                {"bytes_per_token", 1005.0, "B", Better::lower},
+                                {"log_likelihood", -1.0, "nat", Better::higher}});
 
-  auto base512 = result("kv_caching", "recompute", true, "cpu", p512);
-  base512.timing = timing_around(3, 41.0, 0.05);
-  base512.memory = memory(180 * MiB);
-  base512.metrics = {{"tokens_per_s", 24.4, "tok/s", Better::higher}};
+  const auto base512 = measured(result("kv_caching", "recompute", true, "cpu", p512), timing_around(3, 41.0, 0.05),
+                                180 * MiB, {{"tokens_per_s", 24.4, "tok/s", Better::higher}});
   auto failed512 = result("kv_caching", "kv_cache", false, "cpu", p512);
   failed512.status = Status::failed;
   failed512.message = failure_message;
@@ -124,19 +128,41 @@ Report sample_report() {
   skipped.message = "no CUDA device: this build has no CUDA";
 
   const ojson q{{"dtype", "int8"}, {"hidden", 1024}};
-  auto fp32 = result("quantization", "fp32", true, "cpu", q);
-  fp32.timing = timing_around(4, 1.0, 0.03);
-  fp32.memory = memory(64 * MiB);
-  fp32.metrics = {{"nmse", std::numeric_limits<double>::quiet_NaN(), "", Better::lower}};
-  auto int8 = result("quantization", "int8_dequant", false, "cpu", q);
-  int8.timing = timing_around(5, 2.1, 0.03);
-  int8.memory = memory(128 * MiB);
-  int8.metrics = {{"nmse", 2.5e-5, "", Better::lower}};
+  const auto fp32 = measured(result("quantization", "fp32", true, "cpu", q), timing_around(4, 1.0, 0.03), 64 * MiB,
+                             {{"nmse", std::numeric_limits<double>::quiet_NaN(), "", Better::lower}});
+  const auto int8 = measured(result("quantization", "int8_dequant", false, "cpu", q), timing_around(5, 2.1, 0.03),
+                             128 * MiB, {{"nmse", 2.5e-5, "", Better::lower}});
 
   report.results = {base, cached, base512, failed512, skipped, fp32, int8};
   report.comparisons = compare_to_baselines(report.results);
   return report;
 }
+
+// Streams results [first, last) of `report` to the JSONL file at `path`: a new stream under
+// `context`, or, when `resume`, appended to the stream there (whose header stays).
+void stream_results(const std::string& path, const ojson& context, bool resume, const Report& report,
+                    std::size_t first, std::size_t last) {
+  JsonlWriter writer(path, context, resume);
+  for (std::size_t i = first; i < last; ++i) writer.write(report.results[i]);
+}
+
+// A sweep interrupted after its first three results: sample_report streamed to sweep.jsonl.
+struct InterruptedSweep {
+  const TempDir dir;
+  const Report report = sample_report();
+  const std::string path = dir.file("sweep.jsonl");
+
+  InterruptedSweep() { stream_results(path, report.context, false, report, 0, 3); }
+
+  // Resumes the sweep, appending the other results with `context` (the stream keeps its own
+  // header), and checks that the whole report loads back with no warning added to `warnings`.
+  void resume_and_check(const ojson& context, std::vector<std::string>& warnings) const {
+    stream_results(path, context, true, report, 3, report.results.size());
+    const auto resumed = load_report(path, warnings);
+    CHECK(warnings.empty());
+    CHECK(to_json(resumed) == to_json(report));
+  }
+};
 
 // ---- schema validation
 
@@ -627,24 +653,15 @@ TEST_CASE("load_report reads what the printers and the JSONL writer wrote", "[re
   write_text(dir.file("r.json"), render(report, Format::json));
   CHECK(to_json(load_report(dir.file("r.json"), warnings)) == to_json(report));
 
-  {
-    JsonlWriter writer(dir.file("r.jsonl"), report.context, false);
-    for (const auto& r : report.results) writer.write(r);
-  }
+  stream_results(dir.file("r.jsonl"), report.context, false, report, 0, report.results.size());
   CHECK(read_text(dir.file("r.jsonl")) == render(report, Format::jsonl));
   const auto streamed = load_report(dir.file("r.jsonl"), warnings);
   CHECK(to_json(streamed) == to_json(report));  // comparisons recomputed from the results
   CHECK(warnings.empty());
 }
 
-TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a warning", "[report]") {
-  const TempDir dir;
-  const auto report = sample_report();
-  const auto path = dir.file("sweep.jsonl");
-  {
-    JsonlWriter writer(path, report.context, false);
-    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
-  }
+TEST_CASE_METHOD(InterruptedSweep, "an interrupted JSONL stream loads without its cut-off line, with a warning",
+                 "[report]") {
   const auto cut = to_json(report.results[3]).dump();
   std::ofstream(path, std::ios::app | std::ios::binary) << cut.substr(0, cut.size() / 2);
 
@@ -655,37 +672,18 @@ TEST_CASE("an interrupted JSONL stream loads without its cut-off line, with a wa
   CHECK_THAT(warnings[0], Catch::Contains("sweep.jsonl:5") && Catch::Contains("incomplete"));
 
   // A resumed sweep appends after cutting the fragment off, under the original header.
-  {
-    JsonlWriter writer(path, ojson{{"other", "context"}}, true);
-    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
-  }
   warnings.clear();
-  const auto resumed = load_report(path, warnings);
-  CHECK(warnings.empty());
-  CHECK(to_json(resumed) == to_json(report));
+  resume_and_check(ojson{{"other", "context"}}, warnings);
 }
 
-TEST_CASE("resuming a stream whose last line lacks only its newline keeps that result",
-          "[report]") {
-  const TempDir dir;
-  const auto report = sample_report();
-  const auto path = dir.file("sweep.jsonl");
-  {
-    JsonlWriter writer(path, report.context, false);
-    for (std::size_t i = 0; i < 3; ++i) writer.write(report.results[i]);
-  }
+TEST_CASE_METHOD(InterruptedSweep, "resuming a stream whose last line lacks only its newline keeps that result",
+                 "[report]") {
   auto text = read_text(path);
   text.pop_back();  // interrupted between the result and its newline
   write_text(path, text);
   std::vector<std::string> warnings;
   REQUIRE(load_report(path, warnings).results.size() == 3);  // what --resume skips
-  {
-    JsonlWriter writer(path, report.context, true);
-    for (std::size_t i = 3; i < report.results.size(); ++i) writer.write(report.results[i]);
-  }
-  const auto resumed = load_report(path, warnings);
-  CHECK(warnings.empty());
-  CHECK(to_json(resumed) == to_json(report));
+  resume_and_check(report.context, warnings);
 }
 
 TEST_CASE("bad report files are InputErrors naming file, line, key, value and what is allowed",

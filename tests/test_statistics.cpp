@@ -60,11 +60,7 @@ TEST_CASE("noise is the relative standard error of the mean", "[statistics]") {
 }
 
 TEST_CASE("the stopping rule needs count, time and low noise, or the timeout", "[sampling]") {
-  Sampling p;
-  p.min_samples = 4;
-  p.min_time_s = 1.0;
-  p.max_noise = 0.05;
-  p.timeout_s = 10.0;
+  const Sampling p{.min_samples = 4, .min_time_s = 1.0, .max_noise = 0.05, .timeout_s = 10.0};
 
   const std::vector<double> steady{0.3, 0.3, 0.3, 0.3};
   CHECK_FALSE(sampling_done(p, {}, 0.0));

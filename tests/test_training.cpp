@@ -30,15 +30,7 @@ using namespace aiopt::nn;
 
 namespace {
 
-GptConfig micro_config() {
-  GptConfig c;
-  c.layers = 3;
-  c.channels = 32;
-  c.heads = 4;
-  c.context = 32;
-  c.vocab = 256;
-  return c;
-}
+GptConfig micro_config() { return {.layers = 3, .channels = 32, .heads = 4, .context = 32, .vocab = 256}; }
 
 // Training the micro model on a small synthetic corpus: `batch` windows of 16 tokens for `steps`
 // steps, the schedule spanning them.

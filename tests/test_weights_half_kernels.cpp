@@ -22,6 +22,7 @@
 #include "core/half.hpp"
 #include "core/rng.hpp"
 #include "kernels/cpu/weights_half.hpp"
+#include "support/linear_double.hpp"
 #include "support/random.hpp"
 
 using namespace aiopt;
@@ -47,14 +48,15 @@ void check_product(const std::vector<float>& y, const std::vector<std::uint16_t>
   const double u_h = dtype == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
   std::vector<float> wide(h.size());
   convert(h.data(), wide.data(), h.size(), dtype);
+  const std::vector<double> stored_product = test::linear_double(wide, x, b, m, n, k);
+  const std::vector<double> original_product = test::linear_double(w, x, b, m, n, k);
   std::size_t failures = 0;
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
-      double ys = b ? b[j] : 0.0, yo = ys, abs_sum = 0.0, storage = 0.0;
+      const double ys = stored_product[i * n + j], yo = original_product[i * n + j];
+      double abs_sum = 0.0, storage = 0.0;
       for (std::size_t p = 0; p < k; ++p) {
         const double xv = x[i * k + p];
-        ys += static_cast<double>(wide[j * k + p]) * xv;
-        yo += static_cast<double>(w[j * k + p]) * xv;
         abs_sum += std::fabs(wide[j * k + p] * xv);
         storage += std::fabs(xv) * (u_h * std::fabs(w[j * k + p]) + std::ldexp(1.0, -25));
       }

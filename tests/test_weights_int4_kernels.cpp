@@ -31,6 +31,7 @@
 #include "core/threads.hpp"
 #include "kernels/cpu/weights_int4.hpp"
 #include "kernels/cuda/gemv_int4.hpp"
+#include "support/linear_double.hpp"
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
@@ -74,19 +75,16 @@ Expected expected(const cpu::Int4Matrix& q, const std::vector<float>& w, const s
   const std::size_t n = q.n, k = q.k;
   std::vector<float> deq(n * k);
   cpu::dequantize_int4(q, deq.data());
-  Expected e;
+  Expected e{test::linear_double(deq, x, b, m, n, k), test::linear_double(w, x, b, m, n, k), {}, {}};
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
-      double yd = b ? b[j] : 0.0, yo = yd, bound = 0.0, format = 0.0;
+      const double yd = e.dequantized[i * n + j];
+      double bound = 0.0, format = 0.0;
       for (std::size_t p = 0; p < k; ++p) {
         const double xv = x[i * k + p];
-        yd += static_cast<double>(deq[j * k + p]) * xv;
-        yo += static_cast<double>(w[j * k + p]) * xv;
         bound += scale(q, j, p) * nibble_plus_zero(q, j, p) * std::fabs(xv);
         format += std::fabs(xv) * scale(q, j, p) / 2.0 * (1.0 + std::ldexp(1.0, -19));
       }
-      e.dequantized.push_back(yd);
-      e.original.push_back(yo);
       e.tol_fp32.push_back((static_cast<double>(k) + 10.0) * u * bound +
                            4.0 * u * (std::fabs(yd) + (b ? std::fabs(b[j]) : 0.0)));
       e.tol_format.push_back(format);
@@ -359,8 +357,7 @@ TEST_CASE("the test's int4 packing puts element 2i in the low nibble", "[weights
 
 #ifdef AIOPT_HAVE_CUDA
 
-using aiopt::test::download;
-using aiopt::test::upload;
+using aiopt::test::download, aiopt::test::upload;
 
 TEST_CASE("cuda gemv_int4 matches the CPU on the dequantized weights", "[weights_int4][gpu]") {
   struct Shape {
