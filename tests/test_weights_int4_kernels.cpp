@@ -30,7 +30,7 @@
 #include "core/rng.hpp"
 #include "core/threads.hpp"
 #include "kernels/cpu/weights_int4.hpp"
-#include "kernels/cuda/gemv_int4.hpp"
+#include "kernels/cuda/weights_int4.hpp"
 #include "support/linear_double.hpp"
 #include "support/random.hpp"
 
@@ -299,7 +299,7 @@ TEST_CASE("int4 GEMV and GEMM: a NaN input gives NaN outputs") {
 
 namespace {
 
-// The CUDA GEMV's int4 format (kernels/cuda/gemv_int4.hpp): symmetric, fp16 scales, no zero
+// The CUDA GEMV's int4 format (kernels/cuda/weights_int4.hpp): symmetric, fp16 scales, no zero
 // point.
 
 struct Int4Weights {

@@ -17,7 +17,7 @@
 #include "kernels/cpu/quantize.hpp"
 #include "kernels/cpu/weights_half.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
-#include "kernels/cuda/gemv_int4.hpp"
+#include "kernels/cuda/weights_int4.hpp"
 #include "techniques/technique_parts.hpp"
 
 namespace aiopt {
@@ -146,7 +146,7 @@ std::vector<std::size_t> qz::checked_rows(std::size_t m) {
 // The bound's terms (see Rounding in the header), u = 2^-24 the fp32 unit roundoff:
 //  - fp32 sums of k products err by at most (k + 2)·u·Σ|x̂·ŵ| in any order, fused multiply-adds
 //    included (Higham §3.1); the CPU int4 kernel's bound is (k + 8)·u·Σ|x̂·ŵ| (weights_int4.hpp),
-//    the CUDA one's (k + 5)·u·Σ|x̂·ŵ| (gemv_int4.hpp); int8 sums are exact in int32 and only the
+//    the CUDA one's (k + 5)·u·Σ|x̂·ŵ| (cuda/weights_int4.hpp); int8 sums are exact in int32 and only the
 //    final scale multiplies round (2u·|y|). So per_addition = output = u, on both devices.
 //  - CUDA fp16/bf16: products of two halves are exact in fp32, but the tensor cores' fp32
 //    accumulation truncates instead of rounding to nearest (Fasi, Higham, Mikaitis and Pranesh,
@@ -347,7 +347,7 @@ std::vector<Metric> qz::product_metrics(const Shape& s, std::size_t weight_bytes
   return metrics;
 }
 
-// On CUDA the kernels' own shape rules (gemm_lt.hpp, gemv_int4.hpp) decide, pointers aside (the
+// On CUDA the kernels' own shape rules (gemm_lt.hpp, cuda/weights_int4.hpp) decide, pointers aside (the
 // tracked allocator aligns device buffers to 256 bytes), so a grid valid on the CPU still runs
 // and the cases CUDA cannot take are NotApplicable, naming the rule.
 static void check(const Case& c, DeviceKind device) {

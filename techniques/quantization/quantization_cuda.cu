@@ -22,7 +22,7 @@
 #include "kernels/cpu/weights_int4.hpp"
 #include "kernels/cuda/gemm.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
-#include "kernels/cuda/gemv_int4.hpp"
+#include "kernels/cuda/weights_int4.hpp"
 #include "kernels/cuda/quantize.hpp"
 #include "techniques/quantization/quantization.hpp"
 
@@ -86,7 +86,7 @@ class CudaRun : public Run {
         w_scale_ = memory::Buffer<float>(device, s.n);
         break;
       case Format::int4_weight_only:
-        // Symmetric groups: the CPU quantizer's layout is the GEMV's (gemv_int4.hpp).
+        // Symmetric groups: the CPU quantizer's layout is the GEMV's (cuda/weights_int4.hpp).
         w4_host = cpu::quantize_int4(w_host_.data(), s.n, s.k, s.group, cpu::Int4Mode::symmetric);
         w4_packed_ = upload(w4_host.packed.data(), w4_host.packed.size());
         w4_scales_ = upload(w4_host.scales.data(), w4_host.scales.size());

@@ -1,4 +1,4 @@
-// Int4 weight-only GEMV; format in kernels/cuda/gemv_int4.hpp.
+// Int4 weight-only GEMV; format in kernels/cuda/weights_int4.hpp.
 //
 // The work is split in chunks of 32 weights: 16 bytes of one row, loaded as one 128-bit load.
 // A group holds a whole number of chunks (group is a multiple of 32), so each chunk needs one
@@ -8,7 +8,7 @@
 // dequantized in registers (sign-extending shifts, then fp32 FMAs against x) and multiplied by
 // its scale once: s·Σ q·x instead of Σ (s·q)·x. The LANES partial sums of a row meet through
 // warp shuffles.
-#include "kernels/cuda/gemv_int4.hpp"
+#include "kernels/cuda/weights_int4.hpp"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
