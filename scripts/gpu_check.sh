@@ -39,7 +39,7 @@ if [ "${1:-}" = "--prepare" ]; then
   cp -r configs schemas "$stage/"
   mkdir -p "$stage/scripts" && cp scripts/sdpa_reference.py "$stage/scripts/"
   # Compressed with gzip, which every machine has (68 MB -> 23 MB), so that it travels well
-  # within the device tool's 64 MiB.
+  # within 64 MiB.
   rm -rf "$bundle" && mkdir -p "$bundle"
   tar -czf "$bundle/bundle.tar.gz" -C "$stage" .
   du -sh "$stage" "$bundle"
