@@ -145,6 +145,9 @@ TEST_CASE("busy_cores leaves out this process's own threads", "[hardware]") {
   // what remains is other processes' share, which our threads hold down to well under all cores
   // (with one other process busy beside them on 2 cores: about 0.7).
   const int cores = hardware::cpu().logical_cores;
+  // Other processes' load first: where they already hold all but half a core, ours beside them
+  // cannot show whether they are left out.
+  const auto before = hardware::busy_cores(std::chrono::milliseconds(200));
   std::atomic<bool> stop{false};
   std::vector<std::thread> spinners;
   for (int i = 0; i < cores; ++i)
@@ -158,8 +161,12 @@ TEST_CASE("busy_cores leaves out this process's own threads", "[hardware]") {
 #ifdef __linux__
   REQUIRE(busy.has_value());
 #endif
-  if (!busy) return;
-  INFO("busy cores beside " << cores << " spinning threads of ours: " << *busy);
+  if (!busy || !before) return;
+  INFO("busy cores beside " << cores << " spinning threads of ours: " << *busy << ", before them: " << *before);
+  if (*before > cores - 0.5) {
+    WARN("not judged: other processes already held " << *before << " of " << cores << " cores");
+    return;
+  }
   CHECK(*busy <= cores - 0.5);
 }
 
