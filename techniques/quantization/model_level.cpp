@@ -119,7 +119,7 @@ class ModelRun : public Run {
     }
     trained_loss_ = trained.validation_loss;
     model_ = std::make_unique<nn::Gpt>(std::move(trained.weights));
-    const nn::GptConfig& cfg = model_->config();
+    const nn::GptConfig cfg = model_->config();  // a copy: the QAT branch replaces model_
     if (mc.prompt_len + mc.gen_tokens > cfg.context)
       throw InputError("quantization: prompt_len + gen_tokens = " + std::to_string(mc.prompt_len + mc.gen_tokens) +
                        " exceeds the " + mc.preset + " model's context of " + std::to_string(cfg.context));
