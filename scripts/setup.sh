@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
 done
 
 packages=(cmake make g++ git libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
-          libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev python3)
+          libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev python3 python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
