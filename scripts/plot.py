@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draw the figures that tell each technique's story from aiopt reports.
 
-  python3 scripts/plot.py REPORT [REPORT ...] -o OUTDIR [--formats png,svg]
+  python3 scripts/plot.py REPORT [REPORT ...] -o OUTDIR [--formats png,svg] [--html FILE]
 
 REPORT is any aiopt report: JSON (`-o r.json`), JSONL (`-o r.jsonl`, streamed by bench and sweep)
 or several shards of one sweep given together. For every technique present it writes, as PNG and
@@ -20,6 +20,9 @@ and OUTDIR/figures.json, which lists every figure with the number of points draw
 from the drawn artists), and every figure it could not draw with the reason. A technique it does
 not know gets the generic trade-off (speedup against memory) and a note saying so. A report that
 cannot be read exits 2 with the reason.
+
+--html FILE also writes one self-contained page (scripts/report_html.py): the summary of gains
+and costs, each technique's figures inline as SVG, every result's repro command, the context.
 """
 import argparse
 import collections
@@ -59,7 +62,8 @@ class BadReport(Exception):
 
 
 def read_report(path):
-    """(context, results) of one JSON or JSONL report."""
+    """(context, results, comparisons) of one JSON or JSONL report; comparisons is None for a
+    JSONL stream, which carries none."""
     try:
         text = pathlib.Path(path).read_text()
     except OSError as e:
@@ -80,7 +84,7 @@ def read_report(path):
                         raise BadReport(f"{path}:{number}: not JSON: {e.msg}")
     except json.JSONDecodeError as e:
         raise BadReport(f"{path}: not JSON: {e.msg} at line {e.lineno}")
-    context, results = None, []
+    context, results, comparisons = None, [], None
     for record in records:
         if not isinstance(record, dict):
             raise BadReport(f"{path}: a record is not a JSON object")
@@ -89,6 +93,8 @@ def read_report(path):
                 raise BadReport(f"{path}: schema {record['schema']!r}, expected {SCHEMA!r}")
             context = record.get("context", {})
             results.extend(record.get("results", []))
+            if "comparisons" in record:
+                comparisons = record["comparisons"]
         elif "technique" in record:
             results.append(record)
         else:
@@ -99,19 +105,23 @@ def read_report(path):
         for key in ("technique", "variant", "device", "params", "status"):
             if key not in r:
                 raise BadReport(f"{path}: result {i + 1} has no '{key}'")
-    return context, results
+    return context, results, comparisons
 
 
 def read_reports(paths):
-    """Results of every report, later files' results replacing earlier ones of the same case."""
-    by_key = {}
+    """(the first report's context, every report's results, their comparisons or None):
+    later files' results replace earlier ones of the same case; comparisons only when one report
+    holding them is given (shards carry none)."""
+    by_key, context, comparisons = {}, None, None
     for path in paths:
-        _, results = read_report(path)
+        ctx, results, comps = read_report(path)
+        context = context if context is not None else ctx
+        comparisons = comps if len(paths) == 1 else None
         for r in results:
             by_key[result_key(r)] = r
     if not by_key:
         raise BadReport("no results in " + ", ".join(paths))
-    return list(by_key.values())
+    return context, list(by_key.values()), comparisons
 
 
 def params_text(params, leave_out=()):
@@ -592,20 +602,30 @@ def main(argv):
     parser.add_argument("reports", nargs="+", help="aiopt reports (.json or .jsonl; shards together)")
     parser.add_argument("-o", "--out", required=True, help="folder for the figures")
     parser.add_argument("--formats", default="png,svg", help="comma-separated: png, svg (default both)")
+    parser.add_argument("--html", help="also write one self-contained HTML page of the report here")
+    parser.add_argument("--title", default="aiopt report", help="the HTML page's title")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     if not formats or any(f not in ("png", "svg") for f in formats):
         print(f"plot.py: error: --formats takes png and/or svg, not {args.formats!r}", file=sys.stderr)
         return 2
+    if args.html and "svg" not in formats:
+        formats.append("svg")  # the page embeds the SVGs
     try:
-        results = read_reports(args.reports)
+        context, results, comparisons = read_reports(args.reports)
     except BadReport as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2
-    manifest = draw(results, pathlib.Path(args.out), formats)
+    out = pathlib.Path(args.out)
+    manifest = draw(results, out, formats)
     for skipped in manifest["not_drawn"]:
         print(f"plot.py: {skipped['technique']} {skipped['kind']}: not drawn: {skipped['why']}", file=sys.stderr)
     print(f"plot.py: {len(manifest['figures'])} figures in {args.out}")
+    if args.html:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+        import report_html
+        pathlib.Path(args.html).write_text(report_html.page(context, results, comparisons, manifest, out, args.title))
+        print(f"plot.py: wrote {args.html}")
     return 0
 
 

@@ -18,19 +18,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-packages=(cmake make g++ git libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
-          libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev python3 python3-matplotlib)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup.sh: installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+./scripts/install_packages.sh cmake make g++ git libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev \
+  libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev python3 python3-matplotlib
 
 # nvcc is often installed outside PATH; CMake's AUTO detection looks on PATH.
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then

@@ -10,25 +10,13 @@ checked are those plot.py reads back from the artists it drew (figures.json).
 """
 import json
 import pathlib
-import subprocess
 import sys
 import tempfile
+
 import xml.etree.ElementTree as ET
 
-failures = []
+from script_checks import check, run, verdict
 
-
-def check(condition, what):
-    if not condition:
-        failures.append(what)
-        print("FAILED: " + what)
-
-
-def run(command, expect=0):
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != expect:
-        sys.exit(f"{' '.join(command)} exited {done.returncode}, expected {expect}\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def results_of(path):
@@ -173,11 +161,7 @@ def main():
         done = run([sys.executable, plot, str(tmp / "absent.json"), "-o", str(tmp / "bad")], expect=2)
         check("cannot read" in done.stderr, "a missing report: exit 2, cannot read")
 
-    if failures:
-        print(f"{len(failures)} checks failed")
-        return 1
-    print("all checks passed")
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

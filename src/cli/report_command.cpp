@@ -15,8 +15,8 @@ void add_report(CLI::App& app, int& exit_code) {
   cmd->add_option("files", *files, "Reports to merge; a later result of the same case replaces an earlier one")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("-f,--format", *format, "Format on stdout: table, md, csv, json, jsonl (default table)")
-      ->check(CLI::IsMember({"table", "md", "csv", "json", "jsonl"}));
+  cmd->add_option("-f,--format", *format, "Format on stdout: table, md, csv, json, jsonl, gbench (default table)")
+      ->check(CLI::IsMember(format_names()));
   cmd->add_option("-o,--output", *outputs, "Also write to FILE; the format follows the extension; may repeat");
   cmd->callback([files, format, outputs, &exit_code] {
     check_outputs(*outputs);

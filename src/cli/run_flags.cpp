@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/number_checks.hpp"
+#include "report/printers.hpp"
 
 namespace aiopt::cli {
 
@@ -28,12 +29,12 @@ void RunFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--threads", threads, "CPU threads for OpenMP and OpenBLAS (default: all cores)")
       ->check(positive_number());
   cmd.add_option("--seed", seed, "Seed for inputs and weights (default 1)");
-  cmd.add_option("-f,--format", format, "Format on stdout: table, md, csv, json, jsonl (default table)")
-      ->check(CLI::IsMember({"table", "md", "csv", "json", "jsonl"}))
+  cmd.add_option("-f,--format", format, "Format on stdout: table, md, csv, json, jsonl, gbench (default table)")
+      ->check(CLI::IsMember(format_names()))
       ->take_last();
   cmd.add_option("-o,--output", outputs,
                  "Also write the report to FILE; the format follows the extension "
-                 "(.json .jsonl .csv .md .txt); may repeat. A .jsonl file is written as each case finishes");
+                 "(.json .jsonl .csv .md .gbench.json .txt); may repeat. A .jsonl file is written as each case finishes");
   cmd.add_option("--progress", progress, "Progress on stderr: auto (live bar on a terminal), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->take_last();

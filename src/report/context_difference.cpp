@@ -5,20 +5,11 @@
 #include <set>
 
 #include "core/device.hpp"
+#include "report/json_path.hpp"
 
 namespace aiopt {
 
 namespace {
-
-// The value at a path of object keys, or null.
-ojson at_path(const ojson& context, std::initializer_list<const char*> path) {
-  const ojson* v = &context;
-  for (const char* key : path) {
-    if (!v->is_object() || !v->contains(key)) return nullptr;
-    v = &(*v)[key];
-  }
-  return *v;
-}
 
 std::string text_of(const ojson& v) {
   if (v.is_null()) return "absent";

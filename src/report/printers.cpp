@@ -1,5 +1,6 @@
 #include "report/printers.hpp"
 
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -11,6 +12,7 @@
 #include "core/spelling.hpp"
 #include "report/comparison.hpp"
 #include "report/context_rows.hpp"
+#include "report/gbench.hpp"
 #include "report/number_text.hpp"
 #include "report/report_json.hpp"
 #include "report/roofline_note.hpp"
@@ -19,11 +21,12 @@ namespace aiopt {
 
 namespace {
 
-constexpr std::array<std::pair<const char*, Format>, 5> format_names{{{"table", Format::table},
+constexpr std::array<std::pair<const char*, Format>, 6> named_formats{{{"table", Format::table},
                                                                       {"md", Format::md},
                                                                       {"csv", Format::csv},
                                                                       {"json", Format::json},
-                                                                      {"jsonl", Format::jsonl}}};
+                                                                      {"jsonl", Format::jsonl},
+                                                                      {"gbench", Format::gbench}}};
 
 // ---- cells shared by the table and Markdown
 
@@ -313,18 +316,23 @@ std::string render_jsonl(const Report& report) {
 }  // namespace
 
 std::string to_string(Format format) {
-  for (const auto& [name, f] : format_names)
+  for (const auto& [name, f] : named_formats)
     if (f == format) return name;
   return "?";
 }
 
 Format format_from_name(std::string_view name) {
-  for (const auto& [n, f] : format_names)
+  for (const auto& [n, f] : named_formats)
     if (name == n) return f;
-  std::vector<std::string> names;
-  for (const auto& [n, f] : format_names) names.push_back(n);
+  const std::vector<std::string> names = format_names();
   throw InputError("unknown report format '" + std::string(name) + "'" + did_you_mean(name, names) +
                    "; allowed: " + join_names(names));
+}
+
+std::vector<std::string> format_names() {
+  std::vector<std::string> names;
+  for (const auto& [n, f] : named_formats) names.push_back(n);
+  return names;
 }
 
 Format format_from_path(const std::string& path) {
@@ -333,13 +341,17 @@ Format format_from_path(const std::string& path) {
   const std::string ext =
       dot == std::string::npos || (slash != std::string::npos && dot < slash) ? ""
                                                                                : path.substr(dot);
-  if (ext == ".json") return Format::json;
+  if (ext == ".json") {
+    const std::string gbench = ".gbench.json";
+    const bool is_gbench = path.size() >= gbench.size() && path.compare(path.size() - gbench.size(), gbench.size(), gbench) == 0;
+    return is_gbench ? Format::gbench : Format::json;
+  }
   if (ext == ".jsonl") return Format::jsonl;
   if (ext == ".csv") return Format::csv;
   if (ext == ".md") return Format::md;
   if (ext == ".txt") return Format::table;
   throw InputError(path + ": cannot tell the report format from the extension '" + ext +
-                   "'; allowed: .json, .jsonl, .csv, .md, .txt (a table)");
+                   "'; allowed: .json, .jsonl, .csv, .md, .gbench.json (Google Benchmark's JSON), .txt (a table)");
 }
 
 std::string render(const Report& report, Format format) {
@@ -349,6 +361,7 @@ std::string render(const Report& report, Format format) {
     case Format::csv: return render_csv(report);
     case Format::json: return to_json(report).dump(2) + "\n";
     case Format::jsonl: return render_jsonl(report);
+    case Format::gbench: return render_gbench(report);
   }
   return "";
 }

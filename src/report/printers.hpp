@@ -1,5 +1,5 @@
 #pragma once
-// Printers: one Report, five formats. A printer only lays out what the report holds; every
+// Printers: one Report, six formats. A printer only lays out what the report holds; every
 // number it shows was computed before (printers never compute a metric).
 #include <string>
 #include <string_view>
@@ -9,12 +9,14 @@
 
 namespace aiopt {
 
-enum class Format { table, md, csv, json, jsonl };
+enum class Format { table, md, csv, json, jsonl, gbench };
 std::string to_string(Format format);
 
-// "table", "md", "csv", "json", "jsonl"; anything else is an InputError listing those.
+// "table", "md", "csv", "json", "jsonl", "gbench"; anything else is an InputError listing those.
 Format format_from_name(std::string_view name);
-// By extension: .json .jsonl .csv .md, and .txt for the table; anything else is an InputError
+// Every format's name, in the order above.
+std::vector<std::string> format_names();
+// By extension: .json .jsonl .csv .md, .gbench.json (Google Benchmark's JSON), and .txt for the table; anything else is an InputError
 // listing the extensions.
 Format format_from_path(const std::string& path);
 
@@ -25,6 +27,7 @@ Format format_from_path(const std::string& path);
 // csv: one row per result, every parameter, timing (in ms), memory (raw bytes), working set and
 // metric as a column.
 // json: the whole report, indented by 2. jsonl: the header line, then one result per line.
+// gbench: Google Benchmark's JSON (report/gbench.hpp).
 std::string render(const Report& report, Format format);
 
 // One CSV field quoted by RFC 4180: fields holding a comma, a double quote, CR or LF are
