@@ -2,6 +2,7 @@
 #include "cli/app.hpp"
 #include "cli/commands.hpp"
 #include "cli/execution.hpp"
+#include "cli/experiment_path.hpp"
 #include "techniques/registry.hpp"
 
 namespace aiopt::cli {
@@ -17,7 +18,7 @@ struct SweepOptions {
 
 int run_sweep(const SweepOptions& o, const std::vector<std::string>& argv) {
   o.flags.apply_verbosity();
-  ExperimentFile file = load_experiment_file(o.file, techniques());
+  ExperimentFile file = load_experiment_file(find_experiment_file(o.file), techniques());
   Execution ex = plan_execution(file.experiments, o.flags, file.settings);
   if (!o.shard.empty()) ex.shard = Shard::parse(o.shard);
   ex.resume_path = o.resume;
@@ -29,7 +30,11 @@ int run_sweep(const SweepOptions& o, const std::vector<std::string>& argv) {
 void add_sweep(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<SweepOptions>();
   auto* cmd = app.add_subcommand("sweep", "Run an experiment file (YAML or JSON): many techniques and parameter grids");
-  cmd->add_option("file", o->file, "Experiment file (see docs/configs.md)")->required()->check(CLI::ExistingFile);
+  std::string shipped;
+  for (const auto& name : shipped_experiments()) shipped += (shipped.empty() ? "" : ", ") + name;
+  cmd->add_option("file", o->file,
+                  "Experiment file (see docs/configs.md), or the name of one that ships with aiopt: " + shipped)
+      ->required();
   cmd->add_option("--resume", o->resume,
                   "JSONL file of an earlier run of this sweep: skip its finished cases, append new ones");
   cmd->add_option("--shard", o->shard, "Run only shard i of N (i/N, 0 <= i < N), e.g. a job array's index");
