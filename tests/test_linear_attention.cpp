@@ -1,7 +1,8 @@
 // linear_attention: each CPU feature map against its float64 reference, the non-causal and the
 // chunked causal forms against the plain quadratic form of the same kernel, Performer's
 // convergence in m, Linformer's exactness with identity projections, the technique's runs,
-// checks and input errors, the CLI report, and ([gpu]) every CUDA kernel against the CPU.
+// checks and input errors on generated inputs and on q, k, v of the trained tiny model, the CLI
+// report, and ([gpu]) every CUDA kernel against the CPU.
 //
 // Tolerances, and why:
 //   elu+1: 1e-6 relative (exp_poly is within 2e-7 of e^x; x + 1 is one rounding);
@@ -38,6 +39,7 @@
 #include "support/error_metric.hpp"
 #include "support/files.hpp"
 #include "support/metrics.hpp"
+#include "support/model_cache.hpp"
 #include "support/process.hpp"
 #include "support/random.hpp"
 #include "support/schema.hpp"
@@ -105,6 +107,17 @@ Case make_case(const std::string& variant, std::int64_t seq_len, bool causal = f
        {"causal", causal}, {"features", features}, {"proj_rows", proj_rows},
        {"projection_seed", std::int64_t{1}}, {"score_std", score_std}},
       seed);
+}
+
+// inputs=trained at the trained tiny model's shape (heads 4, head_dim 16, its context of 128
+// positions), from its last block, on two windows of validation text; m = k = 32.
+Case trained_case(const std::string& variant, bool causal) {
+  Case c = make_case(variant, 128, causal, 4, 32, 32, 16);
+  c.params.set("inputs", std::string("trained"));
+  c.params.set("preset", std::string("tiny"));
+  c.params.set("layer", std::int64_t{1});
+  c.params.set("batch", std::int64_t{2});
+  return c;
 }
 
 using aiopt::test::find_metric;
@@ -305,7 +318,7 @@ TEST_CASE("the technique declares its contract", "[linear_attention]") {
   std::vector<std::string> names;
   for (const auto& p : t.params()) names.push_back(p.name);
   CHECK(names == std::vector<std::string>{"batch", "heads", "seq_len", "head_dim", "causal", "features", "proj_rows",
-                                          "projection_seed", "score_std"});
+                                          "projection_seed", "score_std", "inputs", "preset", "layer"});
 }
 
 TEST_CASE("CPU runs pass their checks and report errors, workspace, exponents and crossover",
@@ -425,6 +438,56 @@ TEST_CASE("an output of zeros or of the mean of v fails its run", "[linear_atten
           CHECK_THAT(r.message, Catch::Contains("variant " + variant) && Catch::Contains("exceeds"));
         }
       }
+}
+
+TEST_CASE("on the trained model's q k v every variant passes its check and reports its error and the trivial one",
+          "[linear_attention][cpu]") {
+  const aiopt::test::TestModelCache cache_dir;
+  for (const bool causal : {false, true})
+    for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
+      if (causal && variant == "linformer") continue;
+      INFO(variant << (causal ? " causal" : ""));
+      const auto metrics = aiopt::test::run_case(*technique, trained_case(variant, causal), Device::cpu(), 1);
+      const double kernel_error = find_metric(metrics, "kernel_error")->value;
+      INFO("kernel error " << kernel_error << " within " << find_metric(metrics, "kernel_tolerance")->value);
+      CHECK(kernel_error <= find_metric(metrics, "kernel_tolerance")->value);
+      const double error = find_metric(metrics, "mean_rel_error")->value;
+      CHECK(std::isfinite(find_metric(metrics, "max_abs_error")->value));
+      CHECK(std::isfinite(error));
+      if (la::is_exact(la::kinds().parse(variant))) continue;
+      // The approximation's distance from exact attention, in the trivial predictor's units: reported,
+      // finite, and whether it is below 1 is the finding (README "Quality against exact attention").
+      const double trivial = find_metric(metrics, "trivial_mean_rel_error")->value;
+      INFO("mean rel error " << error << ", trivial " << trivial);
+      CHECK(error > 0.0);
+      CHECK(trivial > 0.0);
+      CHECK(find_metric(metrics, "error_vs_trivial")->value == Approx(error / trivial));
+    }
+}
+
+TEST_CASE("on trained inputs an output of zeros or of the mean of v fails its run", "[linear_attention][fault]") {
+  const aiopt::test::TestModelCache cache_dir;
+  for (const bool causal : {false, true})
+    for (const std::string variant : {"softmax", "naive", "linear_elu", "performer", "linformer"}) {
+      if (causal && variant == "linformer") continue;
+      INFO(variant << (causal ? " causal" : ""));
+      for (const std::string fault_name : {"linear_attention.zeros", "linear_attention.ignore_scores"}) {
+        INFO(fault_name);
+        const Result r = aiopt::test::broken_run(*technique, trained_case(variant, causal), fault_name);
+        CHECK_THAT(r.message, Catch::Contains("variant " + variant) && Catch::Contains("exceeds"));
+      }
+    }
+}
+
+TEST_CASE("inputs=trained takes its shape from the model and says which", "[linear_attention]") {
+  const Technique& t = *technique;
+  CHECK_NOTHROW(t.validate(trained_case("performer", true), DeviceKind::cpu));
+  Case c = make_case("performer", 256);
+  c.params.set("inputs", std::string("trained"));
+  CHECK_THROWS_WITH(t.validate(c, DeviceKind::cpu),
+                    Catch::Contains("layer 0 of the trained tiny model") &&
+                        Catch::Contains("heads = 4, head_dim = 16, seq_len <= 128") &&
+                        Catch::Contains("got heads = 1, head_dim = 32, seq_len = 256"));
 }
 
 TEST_CASE("a NaN in the inputs makes a NaN output, which the check fails", "[linear_attention][cpu]") {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
@@ -39,12 +40,13 @@ static std::vector<ParamSpec> params() {
   causal.default_value = false;
   causal.help = "mask keys after the query (decoder self-attention): about half the work";
 
-  return {
+  std::vector<ParamSpec> out = {
       integer_param("batch", 1, std::nullopt, 1, 4096, "", "B"),
       integer_param("heads", 8, 4, 1, 4096, "", "H, attention heads"),
       integer_param("seq_len", 2048, 256, 4, 1 << 20, "tokens", "N: queries and keys per head"),
-      choice_param("head_dim", "64", std::nullopt, {"64", "128"}, "elements",
-                   "d, the width of one head (the CUDA tensor-core kernel is built for 64 and 128)"),
+      choice_param("head_dim", "64", std::nullopt, {"16", "32", "64", "128"}, "elements",
+                   "d, the width of one head (the CUDA tensor-core kernel is built for 64 and 128; 16 and 32 are "
+                   "the tiny and small models' heads, for inputs=trained)"),
       causal,
       dtypes().param("dtype", DType::f32, std::nullopt, "",
                    "how q, k, v and the output are stored; f16/bf16 (CUDA only) accumulate in fp32 on tensor "
@@ -56,6 +58,8 @@ static std::vector<ParamSpec> params() {
                  "standard deviation of the scores q·k/sqrt(d) on the generated inputs: 3 concentrates attention "
                  "on few keys and makes the online softmax rescale; below 1 attention is nearly a mean of v"),
   };
+  for (ParamSpec& p : attention_inputs::specs()) out.push_back(std::move(p));
+  return out;
 }
 
 const VariantTable<fa::Method>& fa::methods() {
@@ -85,7 +89,15 @@ fa::Shape fa::Shape::at_length(std::size_t n) const {
   Shape s = *this;
   s.attention = kernels::AttentionShape::self(attention.batch, attention.heads, n, attention.head_dim,
                                               attention.causal);
+  s.trained.reset();
   return s;
+}
+
+std::string fa::Shape::describe_inputs() const {
+  if (trained) return "q, k, v of " + trained->describe();
+  std::ostringstream m;
+  m << "score s.d. " << score_std;
+  return m.str();
 }
 
 fa::Shape fa::Shape::from(const Case& c) {
@@ -98,6 +110,7 @@ fa::Shape fa::Shape::from(const Case& c) {
   s.chunk = count("chunk");
   s.score_std = c.params.real("score_std");
   s.input_seed = rng::bits(c.seed, 1);
+  s.trained = attention_inputs::trained(c.params);
   return s;
 }
 
@@ -105,24 +118,34 @@ fa::Shape fa::Shape::from(const Case& c) {
 
 fa::Inputs fa::make_inputs(const Shape& s) {
   const std::size_t n = s.q_elements();
-  Inputs in{memory::Buffer<float>(Device::cpu(), n), memory::Buffer<float>(Device::cpu(), n),
-            memory::Buffer<float>(Device::cpu(), n)};
-  // q and k uniform in [-a, a]: variance a²/3 each, so a score (d products of variance a⁴/9, times
-  // 1/√d) has s.d. a²/3 = score_std. v uniform in [-1, 1].
-  const float a = static_cast<float>(std::sqrt(3.0 * s.score_std));
-  std::uint64_t stream = 0;
-  for (memory::Buffer<float>* t : {&in.q, &in.k, &in.v}) {
-    const std::uint64_t seed = rng::bits(s.input_seed, stream++);
-    const float range = t == &in.v ? 1.0f : a;
-    float* p = t->data();
-    const DType dtype = s.dtype;
+  Inputs in;
+  if (s.trained) {
+    nn::AttentionCapture c = s.trained->capture(s.attention.batch, s.attention.q_len);
+    if (c.q.size() != n)  // check() holds heads and head_dim to the model's
+      throw std::logic_error("flash_attention: the captured q, k, v do not have the case's shape");
+    in = {std::move(c.q), std::move(c.k), std::move(c.v)};
+  } else {
+    in = {memory::Buffer<float>(Device::cpu(), n), memory::Buffer<float>(Device::cpu(), n),
+          memory::Buffer<float>(Device::cpu(), n)};
+    // q and k uniform in [-a, a]: variance a²/3 each, so a score (d products of variance a⁴/9,
+    // times 1/√d) has s.d. a²/3 = score_std. v uniform in [-1, 1].
+    const float a = static_cast<float>(std::sqrt(3.0 * s.score_std));
+    std::uint64_t stream = 0;
+    for (memory::Buffer<float>* t : {&in.q, &in.k, &in.v}) {
+      const std::uint64_t seed = rng::bits(s.input_seed, stream++);
+      const float range = t == &in.v ? 1.0f : a;
+      float* p = t->data();
 #pragma omp parallel for schedule(static)
-    for (std::size_t i = 0; i < n; ++i) {
-      const float x = range * (-1.0f + 2.0f * rng::uniform(seed, i));
-      p[i] = dtype == DType::f16    ? f16_to_float(float_to_f16(x))
-             : dtype == DType::bf16 ? bf16_to_float(float_to_bf16(x))
-                                    : x;
+      for (std::size_t i = 0; i < n; ++i) p[i] = range * (-1.0f + 2.0f * rng::uniform(seed, i));
     }
+  }
+  if (s.dtype == DType::f32) return in;
+  const DType dtype = s.dtype;
+  for (memory::Buffer<float>* t : {&in.q, &in.k, &in.v}) {
+    float* p = t->data();
+#pragma omp parallel for schedule(static)
+    for (std::size_t i = 0; i < n; ++i)
+      p[i] = dtype == DType::f16 ? f16_to_float(float_to_f16(p[i])) : bf16_to_float(float_to_bf16(p[i]));
   }
   return in;
 }
@@ -157,10 +180,12 @@ fa::Errors fa::errors(const float* got, const double* want, std::size_t n) {
   return e;
 }
 
-double fa::tolerance(DType dtype, Method method, double score_bound, std::size_t seq_len, std::size_t head_dim) {
-  // Every output is a softmax-weighted mean of v rows, |v| <= 1, so a relative error ε in every
-  // probability moves it by at most 2ε, and rounding in the sums over N keys (of p·v, of p, and
-  // the running rescalings) adds a relative error of each sum.
+double fa::tolerance(DType dtype, Method method, double score_bound, double value_bound, std::size_t seq_len,
+                     std::size_t head_dim) {
+  // Every output is a softmax-weighted mean of v rows, |v| <= V = value_bound (1 for the
+  // generated inputs; the model's values are larger), so a relative error ε in every probability
+  // moves it by at most 2ε·V, and rounding in the sums over N keys (of p·v, of p, and the running
+  // rescalings) adds a relative error of each sum, of V.
   //
   // A sum of K fp32 terms is off by at most λ·√K·u·Σ|terms|, u = 2^-24, with probability at least
   // 1 − 2·exp(−λ²/2) (Higham and Mary 2019, Theorem 3.1); λ = 8 makes that 1 − 3e-14, so no correct
@@ -180,8 +205,8 @@ double fa::tolerance(DType dtype, Method method, double score_bound, std::size_t
   // rounding to the dtype before P·v.
   const double probability_error = score_error + 3e-7 + ut;
   // The sums over N keys (p·v, p, and at most one rescaling per key tile), and the output's
-  // rounding to the dtype (ut·|out| <= ut).
-  return 2.0 * probability_error + 3.0 * sum_error(seq_len) + ut;
+  // rounding to the dtype (ut·|out| <= ut·V).
+  return (2.0 * probability_error + 3.0 * sum_error(seq_len) + ut) * value_bound;
 }
 
 double fa::score_bound(const Shape& s, const Inputs& in) {
@@ -201,6 +226,17 @@ double fa::score_bound(const Shape& s, const Inputs& in) {
     k_norm = std::max(k_norm, largest_norm(in.k.data() + bh * k_rows * d, s.attention.kv_len));
   }
   return static_cast<double>(s.attention.scale) * q_norm * k_norm;
+}
+
+double fa::value_bound(const Shape& s, const Inputs& in) {
+  const std::size_t kv_stride = s.attention.kv_capacity * s.attention.head_dim;
+  double m = 0.0;
+  for (std::size_t bh : checked_heads(s)) {
+    const float* v = in.v.data() + bh * kv_stride;
+    for (std::size_t i = 0; i < s.attention.kv_len * s.attention.head_dim; ++i)
+      m = std::max(m, static_cast<double>(std::fabs(v[i])));
+  }
+  return m;
 }
 
 std::vector<std::size_t> fa::checked_heads(const Shape& s) {
@@ -230,13 +266,14 @@ fa::Errors fa::check_output(const Shape& s, const Inputs& in, const float* outpu
   for (std::size_t i = 0; i < heads.size(); ++i)
     std::copy_n(output + heads[i] * q_stride, q_stride, got.data() + i * q_stride);
   Errors e = errors(got.data(), want.data(), got.size());
-  e.tolerance = tolerance(s.dtype, parse_method(variant), score_bound(s, in), one.kv_len, one.head_dim);
+  e.tolerance =
+      tolerance(s.dtype, parse_method(variant), score_bound(s, in), value_bound(s, in), one.kv_len, one.head_dim);
   if (!(e.max_abs <= e.tolerance)) {
     const auto& a = s.attention;
     std::ostringstream m;
     m << "flash_attention: variant " << variant << " (B " << a.batch << ", H " << a.heads << ", N " << a.q_len
       << ", d " << a.head_dim << (a.causal ? ", causal" : "") << ", " << to_string(s.dtype)
-      << ", score s.d. " << s.score_std << "): max abs error " << e.max_abs
+      << ", " << s.describe_inputs() << "): max abs error " << e.max_abs
       << " vs the float64 reference exceeds the tolerance " << e.tolerance;
     throw CheckFailed(m.str());
   }
@@ -384,9 +421,16 @@ class CpuRun : public Run {
 
 static void check(const Case& c, DeviceKind device) {
   const fa::Shape shape = fa::Shape::from(c);
+  const kernels::AttentionShape& a = shape.attention;
+  attention_inputs::check_shape("flash_attention", c.params, a.batch, a.heads, a.q_len, a.head_dim);
   if (device == DeviceKind::cpu && shape.dtype != DType::f32)
     throw NotApplicable("flash_attention: dtype=" + to_string(shape.dtype) +
                         " runs on cuda only (tensor cores); the cpu kernels are fp32");
+  if (device == DeviceKind::cuda && shape.dtype != DType::f32 && fa::parse_method(c.variant) == fa::Method::flash &&
+      a.head_dim != 64 && a.head_dim != 128)
+    throw NotApplicable("flash_attention: variant flash with dtype=" + to_string(shape.dtype) +
+                        " is the tensor-core kernel, built for head_dim 64 and 128, not " +
+                        std::to_string(a.head_dim) + "; allowed: dtype=f32 at this width");
 }
 
 static std::unique_ptr<Run> start(const Case& c, const Device& device) {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "harness/variant_table.hpp"
 #include "kernels/attention_shape.hpp"
 #include "kernels/cpu/attention.hpp"
+#include "techniques/attention_inputs.hpp"
 
 namespace aiopt {
 
@@ -37,21 +39,25 @@ struct Shape {
   std::size_t chunk = 128;            // memory_efficient: queries per chunk
   double score_std = 3.0;             // s.d. of the scores q·k/√d on the generated inputs
   std::uint64_t input_seed = 0;
+  std::optional<attention_inputs::Trained> trained;  // inputs=trained: the model layer q, k, v come from
 
   std::size_t q_elements() const;  // (B, H, N, d)
-  // The same case at sequence length n (the workspace-growth fit).
+  // The same case at sequence length n (the workspace-growth fit), on generated inputs: the
+  // workspace does not depend on the values, and the model's text gives windows of one length.
   Shape at_length(std::size_t n) const;
+  std::string describe_inputs() const;  // "score s.d. 3", or the trained model's layer
 
   // The case's values, which Technique::validate has checked against params().
   static Shape from(const Case& c);
 };
 
-// q, k, v: (B, H, N, d) from the case seed, rounded to the dtype so that the reference sees
-// exactly the numbers a GPU run stores; held as fp32. v is uniform in [-1, 1]; q and k uniform in
-// [-a, a] with a = √(3·score_std), so that a score q·k/√d (d products of variance a⁴/9, over √d)
-// has standard deviation score_std: at the default 3 a query's largest scores stand ~10 above
-// the rest, attention follows q·k rather than averaging v, and the online softmax's running max
-// rises across key tiles, so its rescaling is exercised.
+// q, k, v: (B, H, N, d), rounded to the dtype so that the reference sees exactly the numbers a
+// GPU run stores; held as fp32. Generated from the case seed: v is uniform in [-1, 1]; q and k
+// uniform in [-a, a] with a = √(3·score_std), so that a score q·k/√d (d products of variance
+// a⁴/9, over √d) has standard deviation score_std: at the default 3 a query's largest scores
+// stand ~10 above the rest, attention follows q·k rather than averaging v, and the online
+// softmax's running max rises across key tiles, so its rescaling is exercised. Or, with
+// `trained`, the model layer's q, k, v on validation text (attention_inputs.hpp).
 struct Inputs {
   memory::Buffer<float> q, k, v;
 };
@@ -69,10 +75,13 @@ Errors errors(const float* got, const double* want, std::size_t n);
 
 // The bound on max_abs_error of a correct kernel (flash_attention.cpp gives the derivation): of
 // `method` storing scores and probabilities in `dtype`, for scores of magnitude at most
-// score_bound (scale·max|q_i|·max|k_j|, Cauchy–Schwarz) over seq_len keys of head_dim terms.
-double tolerance(DType dtype, Method method, double score_bound, std::size_t seq_len, std::size_t head_dim);
-// score_bound for the checked heads of `in`.
+// score_bound (scale·max|q_i|·max|k_j|, Cauchy–Schwarz) and values of magnitude at most
+// value_bound, over seq_len keys of head_dim terms.
+double tolerance(DType dtype, Method method, double score_bound, double value_bound, std::size_t seq_len,
+                 std::size_t head_dim);
+// score_bound and value_bound (max|v|) for the checked heads of `in`.
 double score_bound(const Shape& shape, const Inputs& in);
+double value_bound(const Shape& shape, const Inputs& in);
 
 // The (batch, head) pairs the check compares: all of them up to 4, else 4 spread evenly from the
 // first to the last. The float64 reference costs 4·N²·d scalar operations per head: checking all

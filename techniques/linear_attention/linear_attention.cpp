@@ -6,6 +6,7 @@
 #include <limits>
 #include <numbers>
 #include <sstream>
+#include <stdexcept>
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
@@ -31,7 +32,7 @@ static std::vector<ParamSpec> params() {
   causal.default_value = false;
   causal.help = "decoder attention: query i sees keys j <= i (linear forms by prefix sums; linformer does not "
                 "support it)";
-  return {
+  std::vector<ParamSpec> out = {
       integer_param("batch", 1, std::nullopt, 1, 256, "sequences", "sequences per call"),
       integer_param("heads", 4, 2, 1, 256, "heads", "attention heads"),
       integer_param("seq_len", 4096, 256, 1, 1 << 20, "tokens", "sequence length N (queries = keys)"),
@@ -46,6 +47,8 @@ static std::vector<ParamSpec> params() {
                  "standard deviation of the scores q·k/sqrt(d) on the generated inputs (q and k of variance "
                  "score_std each): 1 is nearly uniform attention, 3 or more concentrates it on few keys"),
   };
+  for (ParamSpec& p : attention_inputs::specs()) out.push_back(std::move(p));
+  return out;
 }
 
 const VariantTable<la::Kind>& la::kinds() {
@@ -98,6 +101,7 @@ cpu::LinearAttentionShape la::Shape::linear() const {
 la::Shape la::Shape::at(std::size_t n) const {
   Shape s = *this;
   s.seq_len = n;
+  s.trained.reset();
   return s;
 }
 
@@ -124,6 +128,7 @@ la::Shape la::Shape::from(const Case& c) {
   s.projection_seed = static_cast<std::uint64_t>(c.params.integer("projection_seed"));
   s.score_std = c.params.real("score_std");
   s.input_seed = rng::bits(c.seed, 3);
+  s.trained = attention_inputs::trained(c.params);
   return s;
 }
 
@@ -145,6 +150,15 @@ void fill_gaussian(float* x, std::size_t n, std::uint64_t seed, double stddev) {
 
 la::Inputs la::make_inputs(const Shape& s) {
   Inputs in;
+  if (s.trained) {
+    nn::AttentionCapture c = s.trained->capture(s.batch, s.seq_len);
+    if (c.q.size() != s.elements())  // check() holds heads and head_dim to the model's
+      throw std::logic_error("linear_attention: the captured q, k, v do not have the case's shape");
+    in.q = std::move(c.q);
+    in.k = std::move(c.k);
+    in.v = std::move(c.v);
+    return in;
+  }
   const Device host = Device::cpu();
   in.q = memory::Buffer<float>(host, s.elements());
   in.k = memory::Buffer<float>(host, s.elements());
@@ -690,7 +704,9 @@ void require_supported(const la::Shape& s, DeviceKind device) {
 }  // namespace
 
 static void check(const Case& c, DeviceKind device) {
-  require_supported(la::Shape::from(c), device);
+  const la::Shape s = la::Shape::from(c);
+  attention_inputs::check_shape("linear_attention", c.params, s.batch, s.heads, s.seq_len, s.head_dim);
+  require_supported(s, device);
 }
 
 static std::unique_ptr<Run> start(const Case& c, const Device& device) {
