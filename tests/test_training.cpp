@@ -74,46 +74,52 @@ TEST_CASE("the whole model's gradient matches central finite differences", "[tra
   const GptConfig config = preset("tiny");
   GptWeights w = GptWeights::initialize(config, 11, Device::cpu());
   const Batch b = corpus_batch(2, 12, 3);
-  GptWeights g = GptWeights::zeros(config, Device::cpu());
-  forward_backward(w, b, g, TrainingOptions{});
+  // Softmax attention (flash) and the two causal linear attentions, each a model of its own.
+  for (const TrainAttention attention : {TrainAttention::flash, TrainAttention::linear_elu, TrainAttention::performer}) {
+    TrainingOptions o;
+    o.attention = attention;
+    GptWeights g = GptWeights::zeros(config, Device::cpu());
+    forward_backward(w, b, g, o);
 
-  // In every tensor, the entries with the largest gradients (where a difference quotient in fp32
-  // is meaningful) and a few at random.
-  std::size_t checked = 0;
-  double worst = 0.0;
-  auto wn = w.named();
-  auto gn = g.named();
-  for (std::size_t t = 0; t < wn.size(); ++t) {
-    float* p = wn[t].second->data<float>();
-    const float* d = gn[t].second->data<float>();
-    const auto n = static_cast<std::size_t>(wn[t].second->numel());
-    std::vector<std::size_t> order(n);
-    for (std::size_t i = 0; i < n; ++i) order[i] = i;
-    std::partial_sort(order.begin(), order.begin() + 3, order.end(),
-                      [&](std::size_t a, std::size_t c) { return std::abs(d[a]) > std::abs(d[c]); });
-    for (std::size_t j = 0; j < 3; ++j) {
-      const std::size_t i = order[j];
-      const float saved = p[i];
-      // h = 1e-2: the loss (≈ 5.5) is stored in fp32 per position, so its rounding noise is
-      // ≈ 5e-7 and the quotient's ≈ 5e-5; the O(h²) truncation is below that for these weights.
-      const float h = 1e-2f;
-      p[i] = saved + h;
-      const double up = evaluate_loss(w, b);
-      p[i] = saved - h;
-      const double down = evaluate_loss(w, b);
-      p[i] = saved;
-      const double fd = (up - down) / (2.0 * h);
-      const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
-      INFO(wn[t].first << "[" << i << "]: analytic " << d[i] << ", finite difference " << fd);
-      // 1 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries
-      // (the worst entry on tiny measures 1.2e-3).
-      CHECK(err < 1e-2);
-      worst = std::max(worst, err);
-      ++checked;
+    // In every tensor, the entries with the largest gradients (where a difference quotient in
+    // fp32 is meaningful) and a few at random.
+    std::size_t checked = 0;
+    double worst = 0.0;
+    auto wn = w.named();
+    auto gn = g.named();
+    for (std::size_t t = 0; t < wn.size(); ++t) {
+      float* p = wn[t].second->data<float>();
+      const float* d = gn[t].second->data<float>();
+      const auto n = static_cast<std::size_t>(wn[t].second->numel());
+      std::vector<std::size_t> order(n);
+      for (std::size_t i = 0; i < n; ++i) order[i] = i;
+      std::partial_sort(order.begin(), order.begin() + 3, order.end(),
+                        [&](std::size_t a, std::size_t c) { return std::abs(d[a]) > std::abs(d[c]); });
+      for (std::size_t j = 0; j < 3; ++j) {
+        const std::size_t i = order[j];
+        const float saved = p[i];
+        // h = 1e-2: the loss (≈ 5.5) is stored in fp32 per position, so its rounding noise is
+        // ≈ 5e-7 and the quotient's ≈ 5e-5; the O(h²) truncation is below that for these weights.
+        const float h = 1e-2f;
+        p[i] = saved + h;
+        const double up = evaluate_loss(w, b, o);
+        p[i] = saved - h;
+        const double down = evaluate_loss(w, b, o);
+        p[i] = saved;
+        const double fd = (up - down) / (2.0 * h);
+        const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
+        INFO(to_string(attention) << " " << wn[t].first << "[" << i << "]: analytic " << d[i]
+                                  << ", finite difference " << fd);
+        // 1 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries
+        // (the worst entry on tiny measures 1.2e-3).
+        CHECK(err < 1e-2);
+        worst = std::max(worst, err);
+        ++checked;
+      }
     }
+    CHECK(checked == wn.size() * 3);
+    WARN(to_string(attention) << ": worst relative error " << worst << " over " << checked << " entries");
   }
-  CHECK(checked == wn.size() * 3);
-  WARN("worst relative error " << worst << " over " << checked << " entries");
 }
 
 TEST_CASE("every activation policy gives store_all's gradient", "[training]") {

@@ -74,9 +74,12 @@ nn::TrainConfig make_config(const TrainOptions& o) {
   c.schedule.min_lr = o.min_lr.value_or(c.schedule.peak_lr / 10.0f);
   c.schedule.total_steps = c.steps;
   c.schedule.warmup_steps = o.warmup.value_or(c.steps / 10);
-  if (o.attention != "flash" && o.attention != "naive")
-    throw InputError("--attention '" + o.attention + "' is unknown (allowed: flash, naive)");
-  c.training.attention = o.attention == "flash" ? nn::TrainAttention::flash : nn::TrainAttention::naive;
+  try {
+    c.training.attention = nn::parse_train_attention(o.attention);
+  } catch (const InputError& e) {
+    throw InputError(std::string("--attention: ") + e.what());
+  }
+  c.training.feature_seed = o.seed;
   c.training.checkpoint_every = o.checkpoint_every;
   c.training.selective = o.selective;
   c.training.storage = parse_dtype(o.precision);
@@ -162,7 +165,7 @@ int run_train(const TrainOptions& o) {
   std::cout << line;
   report_throughput(trainer, device);
   if (!o.out.empty()) {
-    nn::save_checkpoint(trainer.weights(), o.out);
+    nn::save_checkpoint(trainer.weights(), o.out, {{"attention", std::string(to_string(config.training.attention))}});
     std::cout << "weights: " << o.out << "\n";
   }
   if (!o.save_state.empty()) {
@@ -204,7 +207,9 @@ void add_train(CLI::App& app, int& exit_code) {
   cmd->add_option("--eval-every", o->eval_every, "Validation every N steps; 0: at the end only (default 100)");
   cmd->add_option("--eval-batches", o->eval_batches, "Validation batches (default 8)")->check(positive_number());
   cmd->add_option("--log-every", o->log_every, "Progress line every N steps (default 10)");
-  cmd->add_option("--attention", o->attention, "flash (default) or naive")->check(CLI::IsMember({"flash", "naive"}));
+  cmd->add_option("--attention", o->attention,
+                  "flash (default) or naive: exact softmax; linear_elu or performer: causal linear attention, CPU "
+                  "only, not loadable by generate");
   cmd->add_option("--checkpoint-every", o->checkpoint_every,
                   "Gradient checkpointing: keep every k-th block's input and recompute; 0: keep all (default)");
   cmd->add_flag("--selective", o->selective, "Recompute LayerNorm and GELU outputs in the backward");

@@ -16,7 +16,8 @@ namespace aiopt::nn {
 
 // Our files: the tensors of GptWeights::named() under those names, (out, in) linear weights, and
 // the config in __metadata__ {"format": "aiopt-gpt", "layers", "channels", "heads", "context",
-// "vocab", "layernorm_eps"}. Anything else is read as a GPT-2 checkpoint.
+// "vocab", "layernorm_eps"} and, from `aiopt train`, "attention": the attention the weights were
+// trained with. Anything else is read as a GPT-2 checkpoint.
 //
 // GPT-2 checkpoints (HF GPT2Model / GPT2LMHeadModel): "wte.weight", "wpe.weight",
 // "h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}.{weight,bias}", "ln_f.{weight,bias}",
@@ -130,7 +131,19 @@ void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::s
   }
 }
 
+// The model's forward (nn/gpt.hpp) computes softmax attention: weights trained with another
+// attention (linear_elu, performer) are a different model, and running them with softmax would
+// give a wrong model silently.
+void check_attention(const SafetensorsFile& file) {
+  const auto it = file.metadata().find("attention");
+  if (it == file.metadata().end() || it->second == "flash" || it->second == "naive") return;
+  throw InputError(where(file.path()) + ": trained with '" + it->second +
+                   "' attention, but the model's forward (generation, the KV cache) computes softmax attention "
+                   "only; it cannot run these weights");
+}
+
 GptWeights load_ours(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip = {}) {
+  check_attention(file);
   GptConfig config;
   config.layers = metadata_size(file, "layers");
   config.channels = metadata_size(file, "channels");

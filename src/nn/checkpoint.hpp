@@ -20,7 +20,8 @@ void save_checkpoint(const GptWeights& weights, const std::string& path,
 
 // Throws InputError (exit code 2) naming the file and the reason for a missing, truncated or
 // inconsistent file: a header that is not JSON, offsets outside the data, a missing or
-// misshapen tensor, an unsupported dtype.
+// misshapen tensor, an unsupported dtype; and for weights whose __metadata__ "attention" (written
+// by `aiopt train`) is not softmax attention (flash or naive), which the model cannot run.
 GptWeights load_checkpoint(const std::string& path, const Device& device);
 // The same from a file already opened (its header read and checked).
 GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device);

@@ -79,6 +79,9 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
                           const std::function<void(const StepRecord&)>& on_step,
                           const std::function<void(const EvalRecord&)>& on_eval) {
   config.validate();
+  if (!is_softmax(config.training.attention))
+    throw InputError("model cache: a model trained with '" + std::string(to_string(config.training.attention)) +
+                     "' attention cannot be served: its users run the model's softmax forward (nn/gpt.hpp)");
   const std::string identity = config.identity().dump();
   const std::filesystem::path dir = model_cache_directory();
   const std::string key = model_cache_key(config);

@@ -72,7 +72,7 @@ void TrainConfig::validate() const {
 }
 
 nlohmann::json TrainConfig::identity() const {
-  return {
+  nlohmann::json id = {
       {"model", config_json(model)},
       {"seed", seed},
       {"data",
@@ -117,6 +117,10 @@ nlohmann::json TrainConfig::identity() const {
         {"backoff", scaling.backoff},
         {"growth_interval", scaling.growth_interval}}},
   };
+  // The projections' seed changes the trained model only under performer; elsewhere it is left
+  // out, so the identity (and the model cache's key) of every other run stays what it was.
+  if (training.attention == TrainAttention::performer) id["training"]["feature_seed"] = training.feature_seed;
+  return id;
 }
 
 TrainConfig standard_training(const std::string& preset_name) {
@@ -194,7 +198,7 @@ StepRecord Trainer::step() {
 
 double Trainer::evaluate() const {
   double sum = 0.0;
-  for (const Batch& b : validation_) sum += evaluate_loss(weights_, b, stream_);
+  for (const Batch& b : validation_) sum += evaluate_loss(weights_, b, config_.training, stream_);
   return sum / static_cast<double>(validation_.size());
 }
 

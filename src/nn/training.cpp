@@ -7,13 +7,39 @@
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
+#include "core/memory.hpp"
+#include "core/rng.hpp"
+#include "kernels/cpu/linear_attention.hpp"
+#include "kernels/cpu/linear_attention_backward.hpp"
 #include "nn/device_ops.hpp"
 
 namespace aiopt::nn {
 
 std::string_view to_string(TrainAttention attention) {
-  return attention == TrainAttention::flash ? "flash" : "naive";
+  switch (attention) {
+    case TrainAttention::flash: return "flash";
+    case TrainAttention::naive: return "naive";
+    case TrainAttention::linear_elu: return "linear_elu";
+    case TrainAttention::performer: return "performer";
+  }
+  return "?";
 }
+
+TrainAttention parse_train_attention(std::string_view name) {
+  for (auto a : {TrainAttention::flash, TrainAttention::naive, TrainAttention::linear_elu, TrainAttention::performer})
+    if (name == to_string(a)) return a;
+  if (name == "linformer")
+    throw InputError("attention 'linformer' cannot train the GPT: it projects the keys and values along the whole "
+                     "sequence, so every projected row mixes in later positions and no causal mask applies "
+                     "(allowed: flash, naive, linear_elu, performer)");
+  throw InputError("attention '" + std::string(name) + "' is unknown (allowed: flash, naive, linear_elu, performer)");
+}
+
+bool is_softmax(TrainAttention attention) {
+  return attention == TrainAttention::flash || attention == TrainAttention::naive;
+}
+
+std::size_t performer_features(std::size_t head_dim) { return 4 * head_dim; }
 
 void TrainingOptions::validate() const {
   if (storage != DType::f32 && storage != DType::f16 && storage != DType::bf16)
@@ -34,6 +60,7 @@ struct BlockActivations {
   Tensor q, k, v;                    // (B, H, T, d)
   Tensor att;                        // (B, H, T, d) attention output
   Tensor lse;                        // (B, H, T) flash only
+  Tensor phi_q, phi_k;               // (B, H, T, F) linear attention only: the feature maps of q, k
   Tensor merged;                     // (B, T, C) att with the heads merged, c_proj's input
   Tensor mid;                        // (B, T, C) x + attention projection
   Tensor ln2, ln2_mean, ln2_rstd;    // (B, T, C), (B, T), (B, T)
@@ -48,13 +75,31 @@ class Pass {
       : w_(weights), cfg_(weights.config), opt_(options), ops_{weights.wte.device(), stream, options.storage},
         B_(batch), T_(len),
         C_(cfg_.channels), H_(cfg_.heads), d_(cfg_.head_dim()), V_(cfg_.vocab), rows_(batch * len),
-        shape_(AttentionShape::self(batch, cfg_.heads, len, cfg_.head_dim(), true)) {}
+        shape_(AttentionShape::self(batch, cfg_.heads, len, cfg_.head_dim(), true)) {
+    if (is_softmax(opt_.attention)) return;
+    if (!device().is_cpu())
+      throw InputError("training attention '" + std::string(to_string(opt_.attention)) + "' is not implemented on " +
+                       to_string(device()) + "; it runs on the CPU only");
+    linear_.batch = B_;
+    linear_.heads = H_;
+    linear_.seq_len = T_;
+    linear_.head_dim = d_;
+    linear_.features = opt_.attention == TrainAttention::performer ? performer_features(d_) : d_;
+    linear_.causal = true;
+    if (opt_.attention == TrainAttention::performer)
+      for (std::size_t l = 0; l < cfg_.layers; ++l) {
+        projections_.emplace_back(Device::cpu(), linear_.features * d_);
+        kernels::cpu::orthogonal_gaussian_projection(projections_.back().data(), linear_.features, d_,
+                                                     rng::bits(opt_.feature_seed, l));
+      }
+  }
 
   const Device& device() const { return ops_.device; }
 
   Tensor f32(std::vector<std::int64_t> shape) const { return Tensor::empty(std::move(shape), DType::f32, device()); }
   Tensor btc() const { return f32({dim(B_), dim(T_), dim(C_)}); }
   Tensor bhtd() const { return f32({dim(B_), dim(H_), dim(T_), dim(d_)}); }
+  Tensor bhtf() const { return f32({dim(B_), dim(H_), dim(T_), dim(linear_.features)}); }
 
   // Rounds t to the storage precision, as a 16-bit tensor would hold it.
   void store(Tensor& t) const { ops_.round_through(opt_.storage, t.data<float>(), static_cast<std::size_t>(t.numel())); }
@@ -70,7 +115,8 @@ class Pass {
   // The block's forward from a.x; fills `a` by the policy and returns the block's output, or
   // nothing with `output` false: re-running a segment's last block for its activations needs
   // everything but its final projection, whose output the forward already passed on.
-  Tensor block_forward(const BlockWeights& w, BlockActivations& a, bool output = true) const {
+  Tensor block_forward(std::size_t layer, BlockActivations& a, bool output = true) const {
+    const BlockWeights& w = w_.blocks[layer];
     const std::size_t bt = rows_;
     a.ln1_mean = f32({dim(bt)});
     a.ln1_rstd = f32({dim(bt)});
@@ -92,10 +138,12 @@ class Pass {
       a.lse = f32({dim(B_), dim(H_), dim(T_)});
       ops_.attention_flash(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
                            a.lse.data<float>(), shape_);
-    } else {
+    } else if (opt_.attention == TrainAttention::naive) {
       Tensor scores = f32({dim(B_), dim(H_), dim(T_), dim(T_)});  // (B, H, T, T)
       ops_.attention_naive(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
                            scores.data<float>(), shape_);
+    } else {
+      linear_attention_forward(layer, a);
     }
     store(a.att);
     Tensor merged = merge(a);
@@ -131,7 +179,8 @@ class Pass {
 
   // The block's backward: accumulates its parameter gradients into g and returns ∂L/∂(a.x) from
   // dout = ∂L/∂(block output). Releases a's tensors as soon as they are no longer needed.
-  Tensor block_backward(const BlockWeights& w, BlockWeights& g, BlockActivations& a, Tensor dout) const {
+  Tensor block_backward(std::size_t layer, BlockWeights& g, BlockActivations& a, Tensor dout) const {
+    const BlockWeights& w = w_.blocks[layer];
     const std::size_t bt = rows_;
     // out = mid + gelu·Wᵀ + b
     {
@@ -180,13 +229,16 @@ class Pass {
         ops_.attention_flash_backward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
                                       datt.data<float>(), a.lse.data<float>(), dq.data<float>(), dk.data<float>(),
                                       dv.data<float>(), shape_);
-      } else {
+      } else if (opt_.attention == TrainAttention::naive) {
         Tensor scores = f32({dim(B_), dim(H_), dim(T_), dim(T_)});  // (B, H, T, T)
         ops_.attention_naive_backward(a.q.data<float>(), a.k.data<float>(), a.v.data<float>(), a.att.data<float>(),
                                       datt.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(),
                                       scores.data<float>(), shape_);
+      } else {
+        linear_attention_backward(layer, a, datt, dq, dk, dv);
       }
       a.q = Tensor(), a.k = Tensor(), a.v = Tensor(), a.att = Tensor(), a.lse = Tensor();
+      a.phi_q = Tensor(), a.phi_k = Tensor();
       datt = Tensor();
       ops_.merge_qkv(dq.data<float>(), dk.data<float>(), dv.data<float>(), dqkv.data<float>(), B_, T_, H_, d_);
       store(dqkv);
@@ -246,6 +298,55 @@ class Pass {
   }
 
  private:
+  // Causal linear attention (CPU): the feature maps of q and k, kept in `a` for the backward,
+  // then linear_attention over them into a.att.
+  void linear_attention_forward(std::size_t layer, BlockActivations& a) const {
+    namespace cpu = kernels::cpu;
+    const std::size_t G = B_ * H_, F = linear_.features;
+    a.phi_q = bhtf();
+    a.phi_k = bhtf();
+    if (opt_.attention == TrainAttention::linear_elu) {
+      cpu::elu_feature_map(a.q.data<float>(), a.phi_q.data<float>(), G * T_ * F);
+      cpu::elu_feature_map(a.k.data<float>(), a.phi_k.data<float>(), G * T_ * F);
+    } else {
+      // Queries stabilized per row, keys per (b, h): constants that cancel in every out_i
+      // (cpu::favor_feature_map), so the backward holds them fixed.
+      const float* w = projections_[layer].data();
+      cpu::favor_feature_map(a.q.data<float>(), w, a.phi_q.data<float>(), G, T_, d_, F, cpu::FavorRole::query);
+      cpu::favor_feature_map(a.k.data<float>(), w, a.phi_k.data<float>(), G, T_, d_, F, cpu::FavorRole::key);
+    }
+    Tensor workspace = f32({dim(cpu::linear_attention_workspace_elements(linear_))});
+    cpu::linear_attention(a.phi_q.data<float>(), a.phi_k.data<float>(), a.v.data<float>(), a.att.data<float>(),
+                          workspace.data<float>(), linear_);
+  }
+
+  // Its backward: datt through the attention to dφq, dφk, dv, then through the feature maps to
+  // dq, dk. a.att is the forward's output.
+  void linear_attention_backward(std::size_t layer, const BlockActivations& a, const Tensor& datt, Tensor& dq,
+                                 Tensor& dk, Tensor& dv) const {
+    namespace cpu = kernels::cpu;
+    const std::size_t G = B_ * H_, F = linear_.features;
+    Tensor dphi_q = bhtf(), dphi_k = bhtf();
+    {
+      Tensor workspace = f32({dim(cpu::linear_attention_backward_workspace_elements(linear_))});
+      cpu::linear_attention_causal_backward(a.phi_q.data<float>(), a.phi_k.data<float>(), a.v.data<float>(),
+                                            a.att.data<float>(), datt.data<float>(), dphi_q.data<float>(),
+                                            dphi_k.data<float>(), dv.data<float>(), workspace.data<float>(), linear_);
+    }
+    if (opt_.attention == TrainAttention::linear_elu) {
+      cpu::elu_feature_map_backward(a.q.data<float>(), a.phi_q.data<float>(), dphi_q.data<float>(), dq.data<float>(),
+                                    G * T_ * F);
+      cpu::elu_feature_map_backward(a.k.data<float>(), a.phi_k.data<float>(), dphi_k.data<float>(), dk.data<float>(),
+                                    G * T_ * F);
+    } else {
+      const float* w = projections_[layer].data();
+      cpu::favor_feature_map_backward(a.q.data<float>(), w, a.phi_q.data<float>(), dphi_q.data<float>(),
+                                      dq.data<float>(), G * T_, d_, F);
+      cpu::favor_feature_map_backward(a.k.data<float>(), w, a.phi_k.data<float>(), dphi_k.data<float>(),
+                                      dk.data<float>(), G * T_, d_, F);
+    }
+  }
+
   Tensor layernorm_1(const BlockWeights& w, BlockActivations& a) const {
     Tensor y = btc();
     ops_.layernorm_forward(a.x.data<float>(), w.ln_1_weight.data<float>(), w.ln_1_bias.data<float>(), y.data<float>(),
@@ -279,6 +380,8 @@ class Pass {
   DeviceOps ops_;
   std::size_t B_, T_, C_, H_, d_, V_, rows_;
   AttentionShape shape_;
+  kernels::cpu::LinearAttentionShape linear_;          // linear attention only
+  std::vector<memory::Buffer<float>> projections_;     // performer: W (F, d) of every layer
 };
 
 void check_batch(const GptConfig& cfg, const Batch& batch) {
@@ -379,7 +482,7 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
   for (std::size_t l = 0; l < L; ++l) {
     BlockActivations a;
     a.x = std::move(x);
-    x = pass.block_forward(w.blocks[l], a);
+    x = pass.block_forward(l, a);
     if (k == 0)
       kept[l] = std::move(a);
     else if (l % k == 0)
@@ -402,13 +505,13 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
     if (k != 0) {
       if (stale && begin > 0) kept[begin].x = kept[begin - k].x.to(pass.device());
       for (std::size_t l = begin; l + 1 < end; ++l) {
-        Tensor out = pass.block_forward(w.blocks[l], kept[l]);
+        Tensor out = pass.block_forward(l, kept[l]);
         kept[l + 1].x = stale ? kept[l].x.to(pass.device()) : std::move(out);
       }
-      pass.block_forward(w.blocks[end - 1], kept[end - 1], false);
+      pass.block_forward(end - 1, kept[end - 1], false);
     }
     for (std::size_t l = end; l-- > begin;)
-      dx = pass.block_backward(w.blocks[l], grads.blocks[l], kept[l], std::move(dx));
+      dx = pass.block_backward(l, grads.blocks[l], kept[l], std::move(dx));
     end = begin;
   }
   pass.embedding_backward(inputs.ptr, dx, grads);
@@ -452,16 +555,18 @@ GradientCensus gradient_census(const GptWeights& grads, void* stream) {
   return census;
 }
 
-double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream) {
+double evaluate_loss(const GptWeights& weights, const Batch& batch, const TrainingOptions& training, void* stream) {
   check_batch(weights.config, batch);
-  const TrainingOptions options;
+  TrainingOptions options;
+  options.attention = training.attention;
+  options.feature_seed = training.feature_seed;
   const Pass pass(weights, batch.batch, batch.seq_len, options, stream);
   const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
   Tensor x = pass.embed(inputs.ptr);
-  for (const BlockWeights& bw : weights.blocks) {
+  for (std::size_t l = 0; l < weights.blocks.size(); ++l) {
     BlockActivations a;
     a.x = std::move(x);
-    x = pass.block_forward(bw, a);
+    x = pass.block_forward(l, a);
   }
   Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
   pass.head(x, targets.ptr, losses, nullptr, 1.0f);

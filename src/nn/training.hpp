@@ -21,8 +21,20 @@ namespace aiopt::nn {
 enum class TrainAttention {
   flash,  // tiled forward saving the log-sum-exp; the backward recomputes P tile by tile
   naive,  // the (B, H, T, T) scores materialized in the forward and recomputed in the backward
+  // Causal linear attention (kernels/cpu/linear_attention*.hpp), CPU only: a different model, not
+  // an implementation of softmax attention, so a model trained with it is evaluated with it.
+  linear_elu,  // φ(x) = elu(x) + 1 on q and k (Katharopoulos et al. 2020)
+  performer,   // FAVOR+ with performer_features(d) fixed orthogonal random features per layer
 };
 std::string_view to_string(TrainAttention attention);
+// Throws InputError for an unknown name and for linformer, which is not causal.
+TrainAttention parse_train_attention(std::string_view name);
+// Whether the attention is exact softmax attention (flash, naive): what the model's forward
+// (nn/gpt.hpp: generation, the KV cache) computes.
+bool is_softmax(TrainAttention attention);
+// performer's m, the random features per head: 4·d (Choromanski et al. 2021 use m = Θ(d log d);
+// 4·d is above d·ln d for every d <= 54, and the variance of the estimate falls as 1/m).
+std::size_t performer_features(std::size_t head_dim);
 
 struct TrainingOptions {
   TrainAttention attention = TrainAttention::flash;
@@ -38,6 +50,9 @@ struct TrainingOptions {
   // parameter gradients are rounded to this format wherever a mixed-precision implementation
   // stores them (kernels/cpu/precision.hpp); arithmetic and accumulation stay fp32. f32: none.
   DType storage = DType::f32;
+  // performer: seed of the random projections W (m × d), one per layer drawn from
+  // rng::bits(feature_seed, layer) and fixed for the whole run.
+  std::uint64_t feature_seed = 1;
 
   // Quantization-aware training (fake quantization with the straight-through estimator): when
   // set, `apply` replaces the weights the products read, a copy of the fp32 master weights, with
@@ -74,7 +89,10 @@ struct GradientCensus {
 };
 GradientCensus gradient_census(const GptWeights& grads, void* stream = nullptr);
 
-// The forward only: mean cross-entropy of the batch's targets (for evaluation).
-double evaluate_loss(const GptWeights& weights, const Batch& batch, void* stream = nullptr);
+// The forward only: mean cross-entropy of the batch's targets (for evaluation), with `options`'
+// attention (and feature_seed); the rest of options is not used: evaluation reads the fp32
+// weights and stores in fp32.
+double evaluate_loss(const GptWeights& weights, const Batch& batch, const TrainingOptions& options = {},
+                     void* stream = nullptr);
 
 }  // namespace aiopt::nn
