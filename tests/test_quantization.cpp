@@ -214,6 +214,35 @@ TEST_CASE("every CUDA format passes its kernel check and reports its metrics", "
   }
 }
 
+TEST_CASE("on CUDA the int8 and fp8 peaks sit below fp32's by the weight bytes they save", "[quantization][gpu]") {
+  // A decode GEMV, m = 1, n = k = 1024, whose weights are most of what a run holds. prepare()
+  // uploads only the stored weights and scales (the fp32 weights stay on the host), so from the
+  // buffers CudaRun allocates:
+  //   fp32: x 4k + y 4n + W 4nk
+  //   int8: x 4k + y 4n + W nk + scales 4n + quantized x k + int32 sums 4n + x scale 4
+  //         = fp32 − (3nk − 8n − k − 4)
+  //   fp8:  x 4k + y 4n + W nk + scale 4 + quantized x k + x scale 4 = fp32 − (3nk − k − 8)
+  // (cuBLASLt's workspace is not the tracked allocator's). Quantized on the device from uploaded
+  // fp32 weights, int8 and fp8 held W in fp32 too and peaked 4nk above this.
+  const auto devices = aiopt::cuda::devices();
+  REQUIRE(!devices.empty());
+  const bool fp8_capable = devices[0].sm_major > 8 || (devices[0].sm_major == 8 && devices[0].sm_minor >= 9);
+  const std::size_t n = 1024, k = 1024;
+  std::map<std::string, std::size_t> peak;
+  for (const char* f : {"fp32", "int8_dynamic", "int8_static", "fp8"}) {
+    if (std::string(f) == "fp8" && !fp8_capable) continue;
+    INFO(f);
+    memory::Scope scope(Device::cuda());
+    auto run = technique->prepare(make_case(f, 1, n, k), Device::cuda());
+    run->step();
+    run->finish();
+    peak[f] = scope.peak_bytes();
+  }
+  CHECK(peak["int8_dynamic"] <= peak["fp32"] - (3 * n * k - 8 * n - k - 4));
+  CHECK(peak["int8_static"] <= peak["fp32"] - (3 * n * k - 8 * n - k - 4));
+  if (fp8_capable) CHECK(peak["fp8"] <= peak["fp32"] - (3 * n * k - k - 8));
+}
+
 TEST_CASE("the quantized trained model keeps its perplexity and next-token choices", "[quantization][model]") {
   use_test_model_cache();
   std::map<std::string, std::map<std::string, double>> m;

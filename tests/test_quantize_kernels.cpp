@@ -2,10 +2,12 @@
 // (kernels/cpu/quantize.hpp): rounding to nearest even on exact ties, saturation at ±127 (never
 // −128), zero rows, the static clip count, the biased activation format and its padding, the
 // error bound s/2 on fresh random rows, and non-finite input, which must throw rather than
-// quantize silently. On CUDA: the activation quantizers and the int32 dequantizer
-// (kernels/cuda/quantize.hpp) and the cuBLASLt int8 and fp8 GEMMs (gemm_lt.hpp), each against a
-// plain CPU reference written here; their shape checks are host functions and run without a
-// GPU, the kernels under [gpu].
+// quantize silently. The host quantizers the CUDA runs store their weights with (int8 rows, fp8
+// e4m3 with one scale), bit for bit against the device quantizers' rule written plainly here,
+// and under [gpu] against the device too. On CUDA: the activation quantizers and the int32
+// dequantizer (kernels/cuda/quantize.hpp) and the cuBLASLt int8 and fp8 GEMMs (gemm_lt.hpp),
+// each against a plain CPU reference written here; their shape checks are host functions and run
+// without a GPU, the kernels under [gpu].
 //
 // CUDA tolerances:
 //   quantize_int8_rows, quantize_int8_static, quantize_fp8_e4m3(_static): bit-exact. Both sides
@@ -254,6 +256,68 @@ std::uint8_t e4m3_bits(float f) {
   return static_cast<std::uint8_t>(sign | ((exponent + 7) * 8 + units - 8));
 }
 
+
+// Values that try e4m3's rounding: every e4m3 value, its float neighbours, the exact ties between
+// neighbours and theirs, saturation, non-finite values and signed zeros, then fresh random values
+// over 34 binades (2^-22 to 2^12: subnormals, normals and past 448).
+std::vector<float> e4m3_cases(std::uint64_t seed) {
+  constexpr float infinity = std::numeric_limits<float>::infinity();
+  std::vector<float> values;
+  for (int b = 0; b < 256; ++b) {
+    const float v = e4m3_value(static_cast<std::uint8_t>(b));
+    if (std::isnan(v)) continue;
+    values.push_back(v);
+    values.push_back(std::nextafter(v, infinity));
+    values.push_back(std::nextafter(v, -infinity));
+    const float next = e4m3_value(static_cast<std::uint8_t>(b + 1));
+    if ((b & 0x7f) < 0x7e && !std::isnan(next)) {
+      const float mid = 0.5f * (v + next);  // exact: e4m3 neighbours differ in few bits
+      values.insert(values.end(), {mid, std::nextafter(mid, infinity), std::nextafter(mid, -infinity)});
+    }
+  }
+  rng::Stream s(seed);
+  for (int i = 0; i < 100000; ++i)
+    values.push_back(std::ldexp(s.uniform(-1.0f, 1.0f), static_cast<int>(s.next_bits() % 34) - 22));
+  values.insert(values.end(), {464.0f, 460.0f, 470.0f, infinity, -infinity, quiet_nan, 0.0f, -0.0f});
+  return values;
+}
+
+// `count` values uniform in [−3, 3), every third scaled down by up to 2^-15: a wide range of
+// magnitudes, so that the tensor's e4m3 values include subnormals.
+std::vector<float> wide_range_vector(std::size_t count, std::uint64_t seed) {
+  auto x = random_vector(count, seed, -3.0f, 3.0f);
+  rng::Stream s(seed + 1);
+  for (std::size_t i = 0; i < count; i += 3) x[i] = std::ldexp(x[i], -static_cast<int>(s.next_bits() % 16));
+  return x;
+}
+
+// ---- int8 as kernels/cuda/quantize.hpp describes it, written plainly: the device's rule
+
+std::int8_t to_int8(float x, float s) {
+  const float v = std::nearbyint(x / s);
+  return std::isnan(v) ? std::int8_t{0} : static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+}
+
+// The maximum of |x| over bit patterns, so that a NaN wins, as the kernels take it.
+float max_magnitude(const float* x, std::size_t n) {
+  std::uint32_t bits = 0;
+  for (std::size_t i = 0; i < n; ++i) bits = std::max(bits, std::bit_cast<std::uint32_t>(std::fabs(x[i])));
+  return std::bit_cast<float>(bits);
+}
+
+// x: (rows, cols) -> q: (rows, cols), scale: (rows).
+void quantize_int8_rows_reference(const std::vector<float>& x, std::vector<std::int8_t>& q, std::vector<float>& scale,
+                                  std::size_t rows, std::size_t cols) {
+  q.assign(rows * cols, 0);
+  scale.assign(rows, 0.0f);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float s = max_magnitude(x.data() + r * cols, cols) / 127.0f;
+    scale[r] = s;
+    if (s > 0.0f && std::isfinite(s))
+      for (std::size_t c = 0; c < cols; ++c) q[r * cols + c] = to_int8(x[r * cols + c], s);
+  }
+}
+
 }  // namespace
 
 // ---- shape checks: host functions, no device needed
@@ -309,6 +373,72 @@ TEST_CASE("the test's e4m3 rounding rounds to nearest even and saturates", "[qua
   }
 }
 
+// ---- the host quantizers the CUDA runs store their weights with: the device's bits
+
+TEST_CASE("the host e4m3 conversion rounds as the reference on ties and fresh random values", "[quantize_kernels]") {
+  std::size_t mismatches = 0;
+  for (float v : e4m3_cases(78)) {
+    const std::uint8_t got = cpu::to_e4m3(v), want = e4m3_bits(v);
+    if (got != want && ++mismatches <= 5) std::printf("e4m3 of %a: host 0x%02x, reference 0x%02x\n", v, got, want);
+  }
+  CHECK(mismatches == 0);
+  CHECK(cpu::to_e4m3(-0.0f) == 0x80);
+  CHECK(cpu::to_e4m3(std::numeric_limits<float>::infinity()) == 0x7e);  // satfinite
+  CHECK(cpu::to_e4m3(-quiet_nan) == 0xff);
+}
+
+TEST_CASE("the host e4m3 quantizer takes max|x| / 448 and rounds x / s as the device does", "[quantize_kernels]") {
+  for (const std::size_t count : {std::size_t{1}, std::size_t{17}, std::size_t{100003}}) {
+    INFO("count=" << count);
+    const auto x = wide_range_vector(count, 51 + count);
+    std::vector<std::uint8_t> q(count, 0x55);
+    const float scale = cpu::quantize_e4m3(x.data(), q.data(), count);
+    const float want_scale = max_magnitude(x.data(), count) / 448.0f;
+    CHECK(scale == want_scale);
+    std::size_t mismatches = 0;
+    for (std::size_t i = 0; i < count; ++i) mismatches += q[i] != e4m3_bits(x[i] / want_scale);
+    CHECK(mismatches == 0);
+    // The largest |x| lands on ±448 (0x7e / 0xfe): the scale is what makes that so.
+    const auto largest = std::max_element(x.begin(), x.end(), [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+    CHECK((q[static_cast<std::size_t>(largest - x.begin())] & 0x7f) == 0x7e);
+  }
+  SECTION("an all-zero tensor gets scale 0 and zeros; a NaN or an infinity throws") {
+    std::vector<float> zeros(5, 0.0f);
+    zeros[2] = -0.0f;
+    std::vector<std::uint8_t> q(5, 0x55);
+    CHECK(cpu::quantize_e4m3(zeros.data(), q.data(), q.size()) == 0.0f);
+    CHECK(q == std::vector<std::uint8_t>(5, 0));
+    for (float bad : {quiet_nan, std::numeric_limits<float>::infinity()}) {
+      std::vector<float> x = {1.0f, 2.0f, bad, 3.0f};
+      CHECK_THROWS_WITH(cpu::quantize_e4m3(x.data(), q.data(), x.size()), Contains("element 2"));
+    }
+  }
+}
+
+TEST_CASE("the host int8 row quantizer gives the device rule's bits on finite rows", "[quantize_kernels]") {
+  // The device's rule (kernels/cuda/quantize.hpp) written plainly, against kernels/cpu's
+  // quantize_rows_int8 that the CUDA runs store their int8 weights with: both divide in fp32 and
+  // round to nearest even, so every bit must agree, exact ties and zero rows included.
+  const std::size_t shapes[][2] = {{1, 1}, {5, 6}, {7, 33}, {64, 768}, {9, 1000}};
+  for (const auto& [rows, cols] : shapes) {
+    INFO("rows=" << rows << " cols=" << cols);
+    auto x = random_vector(rows * cols, 61 + cols, -3.0f, 3.0f);
+    if (rows >= 3 && cols >= 6) {
+      std::fill(x.begin() + static_cast<std::ptrdiff_t>(cols), x.begin() + static_cast<std::ptrdiff_t>(2 * cols), 0.0f);
+      const float ties[] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f};  // scale 1: q = 127, 0, 2, 2, 0, -2
+      std::copy(std::begin(ties), std::end(ties), x.begin() + static_cast<std::ptrdiff_t>(2 * cols));
+      std::fill(x.begin() + static_cast<std::ptrdiff_t>(2 * cols + 6), x.begin() + static_cast<std::ptrdiff_t>(3 * cols),
+                0.25f);
+    }
+    std::vector<std::int8_t> want_q, q(rows * cols);
+    std::vector<float> want_s, scale(rows);
+    quantize_int8_rows_reference(x, want_q, want_s, rows, cols);
+    cpu::quantize_rows_int8(x.data(), q.data(), scale.data(), rows, cols);
+    CHECK(q == want_q);
+    CHECK(scale == want_s);
+  }
+}
+
 #ifdef AIOPT_HAVE_CUDA
 
 using aiopt::test::download, aiopt::test::upload;
@@ -319,33 +449,6 @@ constexpr float infinity = std::numeric_limits<float>::infinity();
 
 bool same_e4m3(std::uint8_t a, std::uint8_t b) {
   return a == b || (std::isnan(e4m3_value(a)) && std::isnan(e4m3_value(b)));
-}
-
-// ---- int8 on the host, as kernels/cuda/quantize.hpp describes it
-
-std::int8_t to_int8(float x, float s) {
-  const float v = std::nearbyint(x / s);
-  return std::isnan(v) ? std::int8_t{0} : static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
-}
-
-// The maximum of |x| over bit patterns, so that a NaN wins, as the kernels take it.
-float max_magnitude(const float* x, std::size_t n) {
-  std::uint32_t bits = 0;
-  for (std::size_t i = 0; i < n; ++i) bits = std::max(bits, std::bit_cast<std::uint32_t>(std::fabs(x[i])));
-  return std::bit_cast<float>(bits);
-}
-
-// x: (rows, cols) -> q: (rows, cols), scale: (rows).
-void quantize_int8_rows_reference(const std::vector<float>& x, std::vector<std::int8_t>& q, std::vector<float>& scale,
-                                  std::size_t rows, std::size_t cols) {
-  q.assign(rows * cols, 0);
-  scale.assign(rows, 0.0f);
-  for (std::size_t r = 0; r < rows; ++r) {
-    const float s = max_magnitude(x.data() + r * cols, cols) / 127.0f;
-    scale[r] = s;
-    if (s > 0.0f && std::isfinite(s))
-      for (std::size_t c = 0; c < cols; ++c) q[r * cols + c] = to_int8(x[r * cols + c], s);
-  }
 }
 
 // A device buffer of `n` elements filled with `value`: outputs start as garbage that must go.
@@ -381,23 +484,7 @@ bool fp8_capable() {
 TEST_CASE("the test's e4m3 rounding agrees with cuda_fp8.h's host conversion", "[quantize_kernels]") {
   // cuda_fp8.h's conversion is host-callable; on sm_89+ the device uses cvt.rn.satfinite, whose
   // results the GPU cases compare against this same reference.
-  std::vector<float> values;
-  for (int b = 0; b < 256; ++b) {
-    const float v = e4m3_value(static_cast<std::uint8_t>(b));
-    if (std::isnan(v)) continue;
-    values.push_back(v);
-    values.push_back(std::nextafter(v, infinity));
-    values.push_back(std::nextafter(v, -infinity));
-    const float next = e4m3_value(static_cast<std::uint8_t>(b + 1));
-    if ((b & 0x7f) < 0x7e && !std::isnan(next)) {
-      const float mid = 0.5f * (v + next);  // exact: e4m3 neighbours differ in few bits
-      values.insert(values.end(), {mid, std::nextafter(mid, infinity), std::nextafter(mid, -infinity)});
-    }
-  }
-  rng::Stream s(77);
-  for (int i = 0; i < 100000; ++i)
-    values.push_back(std::ldexp(s.uniform(-1.0f, 1.0f), static_cast<int>(s.next_bits() % 34) - 22));
-  values.insert(values.end(), {464.0f, 460.0f, 470.0f, infinity, -infinity, quiet_nan, 0.0f, -0.0f});
+  const std::vector<float> values = e4m3_cases(77);
   std::size_t mismatches = 0;
   for (float v : values) {
     const auto nv = static_cast<std::uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
@@ -498,10 +585,7 @@ TEST_CASE("cuda dequantize_int32 matches the CPU bit for bit", "[quantize_kernel
 TEST_CASE("cuda quantize_fp8_e4m3 matches the CPU bit for bit, scale included", "[quantize_kernels][gpu]") {
   for (const std::size_t count : {std::size_t{1}, std::size_t{17}, std::size_t{100003}}) {
     INFO("count=" << count);
-    auto x = random_vector(count, 41 + count, -3.0f, 3.0f);
-    // A wide range of magnitudes, so that subnormal e4m3 values occur.
-    rng::Stream s(43);
-    for (std::size_t i = 0; i < count; i += 3) x[i] = std::ldexp(x[i], -static_cast<int>(s.next_bits() % 16));
+    const auto x = wide_range_vector(count, 41 + count);
     const float want_scale = max_magnitude(x.data(), count) / 448.0f;
     auto dx = upload(x);
     auto dq = filled<std::uint8_t>(count, 0x55);
@@ -513,6 +597,10 @@ TEST_CASE("cuda quantize_fp8_e4m3 matches the CPU bit for bit, scale included", 
     std::size_t mismatches = 0;
     for (std::size_t i = 0; i < count; ++i) mismatches += !same_e4m3(q[i], e4m3_bits(x[i] / want_scale));
     CHECK(mismatches == 0);
+    // The host quantizer the CUDA runs store their fp8 weights with: the same bits.
+    std::vector<std::uint8_t> host_q(count);
+    CHECK(cpu::quantize_e4m3(x.data(), host_q.data(), count) == scale);
+    CHECK(host_q == q);
   }
   SECTION("a NaN makes the dynamic scale NaN; an all-zero tensor gets scale 0 and zeros") {
     auto dx = upload(std::vector<float>{1.0f, quiet_nan, -2.0f});

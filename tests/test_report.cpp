@@ -384,6 +384,16 @@ TEST_CASE("JSON round trip: JSON -> Report -> JSON is identical", "[report]") {
   CHECK_FALSE(to_json(report.results[3]).contains("memory"));
 }
 
+TEST_CASE("a CUDA run's reserved peak is written valid and read back", "[report]") {
+  auto r = sample_report().results[1];
+  CHECK_FALSE(to_json(r)["memory"].contains("reserved_peak_bytes"));  // a host run holds none
+  r.memory->reserved_peak_bytes = 5 * MiB;
+  const auto j = to_json(r);
+  CHECK(j["memory"]["reserved_peak_bytes"] == 5 * MiB);
+  CHECK(valid(nlohmann::json::parse(j.dump()), "result"));
+  CHECK(result_from_json(j, "memory").memory->reserved_peak_bytes == 5 * MiB);
+}
+
 TEST_CASE("non-finite times are written as null, valid, and read back as NaN", "[report]") {
   auto r = sample_report().results[1];
   r.timing->median = std::numeric_limits<double>::quiet_NaN();

@@ -1,6 +1,9 @@
 #pragma once
 // The tracked allocator: every tensor buffer, on the host or a CUDA device, is allocated here,
 // so each device's current and peak bytes are exact, and a Scope gives the peak of one region.
+// A CUDA device's blocks come through a caching allocator (core/block_cache.hpp), which keeps
+// released blocks for reuse: the ledger still counts exactly the bytes callers hold, and counts
+// apart what the device holds for the cache ("reserved": blocks in use, rounded up, and cached).
 #include <cstddef>
 #include <utility>
 
@@ -8,19 +11,36 @@
 
 namespace aiopt::memory {
 
+class BlockSource;  // core/block_cache.hpp
+
 inline constexpr std::size_t host_alignment = 64;  // one cache line; a full AVX-512 vector
 
-// Host memory is `host_alignment`-aligned; CUDA memory comes from cudaMalloc.
-// Throws std::bad_alloc when the device has no room, DeviceUnavailable when it is absent, and
-// std::runtime_error for any other CUDA error (a fault left by an earlier kernel: cuda_error.hpp).
+// Host memory is `host_alignment`-aligned; CUDA memory comes from the device's block cache
+// (cudaMalloc underneath; at least 256-byte aligned).
+// Throws std::bad_alloc when the device has no room (for CUDA, after the cache gave back its
+// unused blocks), DeviceUnavailable when it is absent, and std::runtime_error for any other CUDA
+// error (a fault left by an earlier kernel: cuda_error.hpp).
 void* allocate(const Device& device, std::size_t bytes);
+// For CUDA the block goes back to the cache, for reuse once the device has finished the work
+// queued so far.
 void release(const Device& device, void* ptr, std::size_t bytes) noexcept;
 
 struct Usage {
-  std::size_t current = 0;  // bytes live now
-  std::size_t peak = 0;     // most bytes live at once since the process started
+  std::size_t current = 0;   // bytes live now
+  std::size_t peak = 0;      // most bytes live at once since the process started
+  std::size_t reserved = 0;  // bytes held from the device now: on the host `current`; on CUDA the
+                             // cache's blocks, in use (at their rounded sizes) and cached
 };
 Usage usage(const Device& device);
+
+// Gives a CUDA device's cached blocks (those not in use) back to the device, so that what it
+// holds is what is in use; a no-op for the host and for a CUDA device not used yet.
+void release_cached(const Device& device);
+
+// Serves a CUDA device's allocations from `source`, through a block cache, instead of the CUDA
+// runtime: a stand-in device for tests of the cache under the ledger. The source must outlive
+// every allocation. Throws std::logic_error when the device is the host or already has a cache.
+void serve_from(const Device& device, BlockSource& source);
 
 // The peak of tracked bytes on one device from construction on, above what was live at
 // construction. Scopes nest: an inner scope does not disturb the outer one's peak.
@@ -32,6 +52,8 @@ class Scope {
   Scope& operator=(const Scope&) = delete;
 
   std::size_t peak_bytes() const;  // most bytes above the start level live at once so far
+  // The same for the bytes held from the device (Usage::reserved): peak_bytes() on the host.
+  std::size_t reserved_peak_bytes() const;
   const Device& device() const { return device_; }
 
  private:
@@ -39,6 +61,8 @@ class Scope {
   Device device_;
   std::size_t start_ = 0;
   std::size_t peak_ = 0;  // absolute peak seen while the scope is open
+  std::size_t reserved_start_ = 0;
+  std::size_t reserved_peak_ = 0;
 };
 
 // An owning, typed, uninitialized buffer of `count` elements on one device.

@@ -154,6 +154,8 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
   }
 
   try {
+    // A CUDA case starts with no cached blocks, so that its reserved peak is its own.
+    memory::release_cached(device);
     memory::Scope device_scope(device);
     std::optional<memory::Scope> host_scope;
     if (device.is_cuda()) host_scope.emplace(Device::cpu());
@@ -203,6 +205,7 @@ Result run_case(const Technique& technique, const PlannedCase& planned, const Ru
     mem.peak_bytes = device_scope.peak_bytes();
     mem.host_peak_bytes = host_scope ? host_scope->peak_bytes() : mem.peak_bytes;
     if (rss_from_here) mem.peak_rss_bytes = memory::peak_rss_bytes();
+    if (device.is_cuda()) mem.reserved_peak_bytes = device_scope.reserved_peak_bytes();
 
     r.metrics = run->finish();
     r.series = run->series();

@@ -155,6 +155,7 @@ MemoryRecord memory_from(const ojson& j, const std::string& where) {
                           ? count_field(j, "host_peak_bytes", where, path)
                           : m.peak_bytes;
   if (j.contains("peak_rss_bytes")) m.peak_rss_bytes = count_field(j, "peak_rss_bytes", where, path);
+  if (j.contains("reserved_peak_bytes")) m.reserved_peak_bytes = count_field(j, "reserved_peak_bytes", where, path);
   return m;
 }
 
@@ -295,6 +296,7 @@ ojson to_json(const Timing& t) {
 ojson to_json(const MemoryRecord& m) {
   ojson j{{"peak_bytes", m.peak_bytes}, {"host_peak_bytes", m.host_peak_bytes}};
   if (m.peak_rss_bytes) j["peak_rss_bytes"] = *m.peak_rss_bytes;
+  if (m.reserved_peak_bytes) j["reserved_peak_bytes"] = *m.reserved_peak_bytes;
   return j;
 }
 

@@ -27,6 +27,9 @@ struct MemoryRecord {
   // The process's peak RSS from the case's start (its peak reset then); absent where the OS could
   // not reset it, since a peak since the process began says nothing of this case.
   std::optional<std::size_t> peak_rss_bytes;
+  // CUDA runs: the most device memory the block cache held during the run, cached blocks included,
+  // above what it held at the start (core/block_cache.hpp); absent for the host, which caches nothing.
+  std::optional<std::size_t> reserved_peak_bytes;
 };
 
 // The working set a run declared (Work::working_set_bytes) and the smallest memory level that

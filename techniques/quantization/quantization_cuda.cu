@@ -1,8 +1,11 @@
 // The CUDA runs of quantization: fp32 (cuBLAS sgemm), fp16 and bf16 (cuBLAS on tensor cores with
 // both operands and y in the half dtype, fp32 sums), int8 with dynamic or static activation
-// scales (device quantize, cuBLASLt IMMA, dequantize), int4 weight-only (the int4 GEMV) and fp8
-// e4m3 (device quantize, cuBLASLt). finish() copies y and the stored operands back and checks
-// them as the CPU run does (check_product).
+// scales (activations quantized on the device, cuBLASLt IMMA, dequantize), int4 weight-only (the
+// int4 GEMV) and fp8 e4m3 (activations quantized on the device, cuBLASLt). Every format's weights
+// are made on the host (converted or quantized, kernels/cpu/quantize.hpp giving the device
+// quantizers' bits) and only the stored bytes and scales are uploaded: the device never holds
+// fp32 weights for another format, so its peak reflects the format. finish() copies y and the
+// stored operands back and checks them as the CPU run does (check_product).
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
@@ -54,8 +57,10 @@ class CudaRun : public Run {
     const std::size_t mk = s.m * s.k, nk = s.n * s.k;
     // Host staging that must outlive the asynchronous uploads: freed after the synchronize below.
     std::vector<std::uint16_t> x_half, w_half;
+    std::vector<std::int8_t> w8_host;
+    std::vector<std::uint8_t> w_fp8_host;
+    std::vector<float> w_scale_host;
     cpu::Int4Matrix w4_host;
-    memory::Buffer<float> w_fp32;  // the fp32 weights the int8 and fp8 formats quantize on the device
     if (half()) {
       // The half GEMM's activations are half too: a half model keeps them so.
       x_half.resize(mk);
@@ -66,8 +71,6 @@ class CudaRun : public Run {
       x_ = upload(x_host_.data(), mk);
       y_ = memory::Buffer<float>(device, s.m * s.n);
     }
-    if (format_ == Format::int8_dynamic || format_ == Format::int8_static || format_ == Format::fp8)
-      w_fp32 = upload(w_host_.data(), nk);
     // The stored weights: the bytes this format keeps, measured as what stays allocated.
     const std::size_t before = memory::usage(device).current;
     switch (format_) {
@@ -82,8 +85,12 @@ class CudaRun : public Run {
         break;
       case Format::int8_dynamic:
       case Format::int8_static:
-        w8_ = memory::Buffer<std::int8_t>(device, nk);
-        w_scale_ = memory::Buffer<float>(device, s.n);
+        // Per output channel, as the CPU's int8 weights: s_j = max|W_j| / 127.
+        w8_host.resize(nk);
+        w_scale_host.resize(s.n);
+        cpu::quantize_rows_int8(w_host_.data(), w8_host.data(), w_scale_host.data(), s.n, s.k);
+        w8_ = upload(w8_host.data(), nk);
+        w_scale_ = upload(w_scale_host.data(), s.n);
         break;
       case Format::int4_weight_only:
         // Symmetric groups: the CPU quantizer's layout is the GEMV's (cuda/weights_int4.hpp).
@@ -92,16 +99,17 @@ class CudaRun : public Run {
         w4_scales_ = upload(w4_host.scales.data(), w4_host.scales.size());
         break;
       case Format::fp8:
-        w_fp8_ = memory::Buffer<std::uint8_t>(device, nk);
-        w_scale_ = memory::Buffer<float>(device, 1);
+        // One scale for the tensor, max|W| / 448.
+        w_fp8_host.resize(nk);
+        w_scale_host.assign(1, cpu::quantize_e4m3(w_host_.data(), w_fp8_host.data(), nk));
+        w_fp8_ = upload(w_fp8_host.data(), nk);
+        w_scale_ = upload(w_scale_host.data(), 1);
         break;
     }
     weight_bytes_ = memory::usage(device).current - before;
     switch (format_) {
       case Format::int8_dynamic:
       case Format::int8_static:
-        // Per output channel, as the CPU's int8 weights: s_j = max|W_j| / 127.
-        gpu::quantize_int8_rows(w_fp32.data(), w8_.data(), w_scale_.data(), s.n, s.k, stream);
         xq8_ = memory::Buffer<std::int8_t>(device, mk);
         acc_ = memory::Buffer<std::int32_t>(device, s.m * s.n);
         x_scale_ = memory::Buffer<float>(device, format_ == Format::int8_dynamic ? s.m : 1);
@@ -115,15 +123,14 @@ class CudaRun : public Run {
         }
         break;
       case Format::fp8:
-        gpu::quantize_fp8_e4m3(w_fp32.data(), w_fp8_.data(), w_scale_.data(), nk, stream);
         xq_fp8_ = memory::Buffer<std::uint8_t>(device, mk);
         x_scale_ = memory::Buffer<float>(device, 1);
         break;
       default:
         break;
     }
-    // The uploads and the weights' quantization run on stream_; they must land before the
-    // staging above goes and before any step reads them.
+    // The uploads run on stream_; they must land before the staging above goes and before any
+    // step reads them.
     CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 

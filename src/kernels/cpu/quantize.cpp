@@ -157,4 +157,42 @@ ClipCount quantize_activations_static(const float* x, float scale, QuantizedActi
   return ClipCount{clipped, out.m * k};
 }
 
+std::uint8_t to_e4m3(float v) {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(v);
+  const auto sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);
+  const std::uint32_t magnitude = bits & abs_mask;
+  if (magnitude > infinity_bits) return sign | 0x7f;
+  const float a = std::bit_cast<float>(magnitude);
+  // From 448 up every value rounds to 448 or past it (464, the tie with the absent 480, rounds to
+  // 448's even mantissa 6), and satfinite keeps 448.
+  if (a >= e4m3_max) return sign | 0x7e;
+  // a's binary exponent, but not below −6, e4m3's smallest normal one: there and below, the
+  // values are the multiples of 2^-9 (subnormals). The e4m3 values next to a are then multiples
+  // of 2^(exponent − 3); a in those units is exact (a power-of-two scaling), and rounding it to
+  // the nearest even integer is e4m3's rounding. units ∈ [0, 16]: 8..15 are the mantissas 1.000
+  // to 1.111 of that exponent, 16 carries into the next exponent, below 8 only at −6
+  // (subnormals) — the code (exponent + 7)·8 + units − 8 covers all.
+  const int exponent = std::max(-6, static_cast<int>(magnitude >> 23) - 127);
+  const float units = std::nearbyint(std::ldexp(a, 3 - exponent));
+  return sign | static_cast<std::uint8_t>((exponent + 6) * 8 + static_cast<int>(units));
+}
+
+float quantize_e4m3(const float* x, std::uint8_t* q, std::size_t count) {
+  const std::uint32_t max_bits = max_abs_bits(x, count);
+  if (max_bits >= infinity_bits) {
+    std::size_t i = 0;
+    while ((std::bit_cast<std::uint32_t>(x[i]) & abs_mask) < infinity_bits) ++i;
+    throw std::invalid_argument("quantize_e4m3: element " + std::to_string(i) +
+                                " is not finite (NaN or inf); only finite values can be quantized");
+  }
+  const float s = std::bit_cast<float>(max_bits) / e4m3_max;
+  if (s == 0.0f) {
+    std::fill(q, q + count, std::uint8_t{0});
+    return s;
+  }
+#pragma omp parallel for schedule(static) if (parallel_worth(count))
+  for (std::size_t i = 0; i < count; ++i) q[i] = to_e4m3(x[i] / s);
+  return s;
+}
+
 }  // namespace aiopt::kernels::cpu

@@ -71,4 +71,19 @@ struct ClipCount {
 // std::invalid_argument); values beyond ±127.5·scale saturate and are counted.
 ClipCount quantize_activations_static(const float* x, float scale, QuantizedActivations& out);
 
+// ---- fp8 e4m3: 1 sign bit, 4 exponent bits (bias 7), 3 mantissa bits; largest value 448, no
+// infinity, 0x7f/0xff NaN. The format of the CUDA fp8 GEMM (kernels/cuda/gemm_lt.hpp); quantized
+// here, on the host, as kernels/cuda/quantize.hpp does on the device, bit for bit.
+
+inline constexpr float e4m3_max = 448.0f;
+
+// v as e4m3 bits: rounded to nearest even, saturated to ±448 (±inf too), NaN to NaN (0x7f with
+// v's sign): cuda_fp8.h's __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3).
+std::uint8_t to_e4m3(float v);
+
+// One scale for the tensor: x (count) -> q (count) e4m3 bits with s = max|x| / 448 and
+// q = e4m3(x / s) (x / s one IEEE division), all zeros when s = 0; returns s. Non-finite input
+// throws std::invalid_argument, as the int8 quantizers do.
+float quantize_e4m3(const float* x, std::uint8_t* q, std::size_t count);
+
 }  // namespace aiopt::kernels::cpu
