@@ -17,8 +17,8 @@ esac
 
 ./scripts/setup.sh "${setup_args[@]}"
 # What only tests use: Chromium renders the HTML report; Google Benchmark's compare.py (with
-# scipy) reads the gbench export.
-./scripts/install_packages.sh chromium libbenchmark-tools python3-scipy
+# scipy) reads the gbench export; Slurm and munge run scripts/slurm_sweep.sh.
+./scripts/install_packages.sh chromium libbenchmark-tools python3-scipy slurm-wlm munge
 if [ "$build_dir" = build-sanitize ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
