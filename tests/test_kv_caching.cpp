@@ -12,6 +12,7 @@
 //   that the error is positive (the cache really is quantized) and inside the bound.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -22,6 +23,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "harness/step_timer.hpp"
 #include "nn/kv_cache.hpp"
 #include "support/error_metric.hpp"
 #include "support/metrics.hpp"
@@ -192,24 +194,33 @@ TEST_CASE("the f32 cache reproduces recompute's logits on every step, batch 1 an
     INFO("batch " << batch);
     const kc::Shape s = kc::Shape::from(make_case("kv_cache", 40, 12, batch));
     kc::Generator g(s, kc::Method::kv_cache, Device::cpu());
-    const kc::Trace cached = g.generate(kc::Method::kv_cache, true, true);
-    const kc::Trace recomputed = g.generate(kc::Method::recompute, true, false);
+    StepTimer timer(Device::cpu(), nullptr);
+    const kc::Trace cached = g.generate(kc::Method::kv_cache, true, &timer);
+    const kc::Trace recomputed = g.generate(kc::Method::recompute, true);
     CHECK(cached.tokens == recomputed.tokens);
     CHECK(max_rel_error(cached.logits, recomputed.logits, s.model.vocab) <= 1e-4);
-    CHECK(cached.decode_ms.size() == 11);
-    CHECK(cached.prefill_ms > 0);
+    CHECK_FALSE(recomputed.times.has_value());
+    REQUIRE(cached.times.has_value());
+    CHECK(cached.times->prefill_ms > 0);
+    // The quarters split the decode calls: their sum is the decode total, up to the order of sums.
+    double quarters = 0;
+    for (double ms : cached.times->quarter_ms) {
+      CHECK(ms > 0);
+      quarters += ms;
+    }
+    CHECK(quarters == Approx(cached.times->decode_ms).epsilon(1e-12));
     // A second generation reuses the cache from position 0.
-    CHECK(g.generate(kc::Method::kv_cache, false, false).tokens == cached.tokens);
+    CHECK(g.generate(kc::Method::kv_cache, false).tokens == cached.tokens);
   }
 }
 
 TEST_CASE("teacher forcing feeds the given tokens", "[kv_caching][cpu]") {
   const kc::Shape s = kc::Shape::from(make_case("recompute", 16, 6));
   kc::Generator g(s, kc::Method::recompute, Device::cpu());
-  const kc::Trace free = g.generate(kc::Method::recompute, true, false);
+  const kc::Trace free = g.generate(kc::Method::recompute, true);
   std::vector<std::int32_t> other = free.tokens;
   other[1] = (other[1] + 1) % 256;
-  const kc::Trace forced = g.generate(kc::Method::recompute, true, false, &other);
+  const kc::Trace forced = g.generate(kc::Method::recompute, true, nullptr, &other);
   // Steps 0..1 see the same prefix; step 2 on sees the changed token.
   CHECK(forced.tokens[0] == free.tokens[0]);
   CHECK(forced.tokens[1] == free.tokens[1]);
@@ -219,8 +230,24 @@ TEST_CASE("teacher forcing feeds the given tokens", "[kv_caching][cpu]") {
                       std::vector<float>(free.logits.begin() + 2 * 256, free.logits.begin() + 3 * 256), 256) > 0.0);
 }
 
+TEST_CASE("decode calls fall into four quarters of the generated positions in order", "[kv_caching]") {
+  for (std::size_t calls : {4u, 5u, 7u, 127u}) {
+    INFO(calls << " decode calls");
+    std::array<std::size_t, 4> counts{};
+    std::size_t previous = 0;
+    for (std::size_t i = 0; i < calls; ++i) {
+      const std::size_t q = kc::decode_quarter(i, calls);
+      REQUIRE(q < 4);
+      CHECK(q >= previous);
+      previous = q;
+      ++counts[q];
+    }
+    for (std::size_t n : counts) CHECK(n >= calls / 4);
+  }
+}
+
 TEST_CASE("the per-token figures come from the timed steps", "[kv_caching]") {
-  // finish() reads each model call's median over the steps; with no step there is none to read.
+  // finish() takes each phase's median over the steps; with no step there is none to read.
   const Technique& t = *technique;
   auto run = t.prepare(make_case("kv_cache", 24, 9, 1), Device::cpu());
   CHECK_THROWS_AS(run->finish(), std::logic_error);
@@ -315,12 +342,14 @@ TEST_CASE("CUDA generations match the CPU's and pass their checks", "[kv_caching
   const Technique& t = *technique;
   const kc::Shape s = kc::Shape::from(make_case("kv_cache", 48, 12, 2, "small"));
   kc::Generator cpu(s, kc::Method::recompute, Device::cpu());
-  const kc::Trace want = cpu.generate(kc::Method::recompute, true, false);
+  const kc::Trace want = cpu.generate(kc::Method::recompute, true);
   for (auto method : {kc::Method::recompute, kc::Method::kv_cache, kc::Method::kv_cache_int8}) {
     INFO(kc::to_string(method));
     kc::Generator gpu(s, method, Device::cuda());
     // Teacher-forced on the CPU's tokens, so the logits compare on the same prefixes.
-    const kc::Trace got = gpu.generate(method, true, true, &want.tokens);
+    StepTimer timer(Device::cuda(), gpu.stream());
+    const kc::Trace got = gpu.generate(method, true, &timer, &want.tokens);
+    CHECK(got.times.has_value());
     const double rel = max_rel_error(got.logits, want.logits, s.model.vocab);
     if (method == kc::Method::kv_cache_int8) {
       CHECK(rel <= kc::int8_rel_bound(s.model));
@@ -354,3 +383,4 @@ TEST_CASE("a stale cache entry fails both cached variants' own checks through th
     }
   }
 }
+
