@@ -8,8 +8,9 @@
 //   of fp32 sums (a GEMM of one row vs many, cached keys read in another blocking), ~1e-6
 //   relative per op, through a few layers: well under 1e-4. Greedy tokens must be identical.
 //   kv_cache_int8: the run's own checks (the first layer's cached rows within half their int8
-//   step of a fresh prefill; the logits within the first-order bound 2·layers/254), and here
-//   that the error is positive (the cache really is quantized) and inside the bound.
+//   step of a fresh prefill; every layer's attention output within the bound the rows' rounding
+//   allows, int8_attention_check.cpp; the logits within the first-order bound 2·layers/254), and
+//   here that the errors are positive (the cache really is quantized) and inside the bounds.
 #include <catch2/catch.hpp>
 
 #include <array>
@@ -23,6 +24,7 @@
 
 #include "core/cuda_runtime.hpp"
 #include "core/error.hpp"
+#include "core/fault.hpp"
 #include "harness/step_timer.hpp"
 #include "nn/kv_cache.hpp"
 #include "support/error_metric.hpp"
@@ -290,6 +292,11 @@ TEST_CASE("every variant passes its checks and measures its cache", "[kv_caching
         // Half an int8 step of the row's largest magnitude, 1/254, plus fp32 rounding.
         CHECK(metric(m, "first_layer_cache_rel_error").value > 0.0);
         CHECK(metric(m, "first_layer_cache_rel_error").value <= 0.5 / 127 + kc::f32_rel_tolerance);
+        // Every layer's attention output within its bound, and off from exact attention (the
+        // rounding reaches it).
+        CHECK(metric(m, "attention_error_of_bound").value > 0.0);
+        CHECK(metric(m, "attention_error_of_bound").value <= 1.0);
+        CHECK(metric(m, "max_rel_attention_error").value > 0.0);
       }
     }
   }
@@ -384,3 +391,33 @@ TEST_CASE("a stale cache entry fails both cached variants' own checks through th
   }
 }
 
+TEST_CASE("a correct int8 cache passes every layer's attention check on several seeds", "[kv_caching][cpu]") {
+  // The bound holds but for a probability of 1e-12 per element (int8_attention_check.cpp); each
+  // case here checks 2 layers x 9 positions x 64 elements per sequence.
+  const Technique& t = *technique;
+  for (std::uint64_t seed : {1u, 2u, 3u, 4u, 5u}) {
+    for (std::int64_t batch : {1, 2}) {
+      INFO("seed " << seed << " batch " << batch);
+      auto run = t.prepare(make_case("kv_cache_int8", 40, 9, batch, "tiny", {}, seed), Device::cpu());
+      run->step();
+      std::vector<Metric> m;
+      REQUIRE_NOTHROW(m = run->finish());
+      CHECK(metric(m, "attention_error_of_bound").value > 0.0);
+      CHECK(metric(m, "attention_error_of_bound").value <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("a wrong int8 scale past the first layer fails the attention check through the runner", "[kv_caching][cpu][fault]") {
+  // The last layer's prompt rows stored with scales 1/16 above the step they were rounded with.
+  // The first layer's rows are intact, so the cache-row check passes, and the logits move less
+  // than the end-to-end bound 2·layers/254 (0.0042 against 0.0157 here); the last layer's
+  // attention check names it.
+  const Technique& t = *technique;
+  for (std::int64_t batch : {1, 2}) {
+    INFO("batch " << batch);
+    const Result broken =
+        aiopt::test::broken_run(t, make_case("kv_cache_int8", 24, 9, batch, "tiny", {}, 19), "kv_caching.wrong_scale");
+    CHECK_THAT(broken.message, Catch::Contains("attention output of layer 1") && Catch::Contains("int8 rounding"));
+  }
+}

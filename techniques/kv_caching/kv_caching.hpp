@@ -110,6 +110,10 @@ class Generator {
   const Shape& shape() const { return shape_; }
   const Device& device() const { return model_.device(); }
   void* stream() const { return model_.stream(); }
+  const nn::GptWeights& weights() const { return model_.weights(); }
+  // Computes the model's block linear layers with `layers` (a recorder) from now on; nullptr:
+  // the fp32 weights again.
+  void set_linear_layers(std::shared_ptr<const nn::LinearLayers> layers) { model_.set_linear_layers(std::move(layers)); }
 
  private:
   Shape shape_;
@@ -132,8 +136,9 @@ Agreement compare(const std::vector<float>& got, const std::vector<float>& want,
 // kv_cache: the fp32 cache changes only the order of fp32 sums, so tokens must be identical and
 // logits within this relative error.
 inline constexpr double f32_rel_tolerance = 1e-4;
-// kv_cache_int8: a first-order bound on the relative logit error, 2·layers/254 (kv_caching.cpp
-// derives it); the check fails beyond it.
+// kv_cache_int8: a first-order worst-case bound on the relative logit error, 2·layers/254
+// (kv_caching.cpp derives it); the check fails beyond it. It is far above what a correct cache
+// does; the tight check sits at every layer's attention output (int8_attention_check.hpp).
 double int8_rel_bound(const nn::GptConfig& model);
 
 // Throws CheckFailed when `agreement` breaks the method's rule above (recompute: none).
