@@ -5,6 +5,7 @@
 // step computes one new position (kv_cache: f32; kv_cache_int8: int8 with a scale per row). One
 // code path for the CPU and CUDA: the device is where the weights live. See README.md beside
 // this file.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include "core/device.hpp"
 #include "core/dtype.hpp"
+#include "harness/step_timer.hpp"
 #include "harness/technique.hpp"
 #include "harness/variant_table.hpp"
 #include "nn/config.hpp"
@@ -63,12 +65,21 @@ double call_flops(const Shape& shape, std::size_t len, std::size_t pos0);
 // positions from 0; the cached methods one call of P, then G−1 calls of 1 position.
 double generation_flops(const Shape& shape, Method method);
 
+// One generation's phases, timed per model call (StepTimer: the host clock, or CUDA events then a
+// synchronize where the host reads the call's logits anyway). Decode call i of the G − 1 falls in
+// quarter decode_quarter(i, G − 1) of the generated positions.
+struct PhaseTimes {
+  double prefill_ms = 0.0;             // the prompt's call and the first token's choice
+  double decode_ms = 0.0;              // the G − 1 later calls together
+  std::array<double, 4> quarter_ms{};  // the decode calls of each quarter together
+};
+inline std::size_t decode_quarter(std::size_t call, std::size_t calls) { return call * 4 / calls; }
+
 // One generation as the checks and the prefill/decode split see it.
 struct Trace {
   std::vector<std::int32_t> tokens;  // (gen_tokens, batch): the greedy token of each step
   std::vector<float> logits;         // (gen_tokens, batch, vocab): each step's last logits, when recorded
-  double prefill_ms = 0.0;           // the prompt's call and the first token's choice, when timed
-  std::vector<double> decode_ms;     // (gen_tokens − 1): each later step, when timed
+  std::optional<PhaseTimes> times;   // when timed
 };
 
 // The model, the prompt, and (for a cached method) the preallocated cache of one case.
@@ -78,12 +89,13 @@ class Generator {
   Generator(const Shape& shape, Method method, const Device& device);
 
   // One greedy generation with `method` (recompute, or this generator's cached method, else
-  // std::logic_error). `record`: keep every step's logits; `timed`: time the prefill and every
-  // decode step on the device (StepTimer: host clock, or CUDA events then a synchronize). With
+  // std::logic_error). `record`: keep every step's logits; `timer` (on this generator's device and
+  // stream), when given: time the prefill and the decode calls into the trace's PhaseTimes. With
   // `forced` ((gen_tokens, batch)), the token fed after step t is forced[t] instead of the
   // model's own choice (teacher forcing), so recompute is evaluated on another method's
   // sequence; the trace's tokens stay the model's choices.
-  Trace generate(Method method, bool record, bool timed, const std::vector<std::int32_t>* forced = nullptr);
+  Trace generate(Method method, bool record, StepTimer* timer = nullptr,
+                 const std::vector<std::int32_t>* forced = nullptr);
 
   // The first layer's cached keys and values after `trace`, a generation with this generator's
   // cached method, against a fresh f32 prefill of the same sequence: the first layer's keys and
@@ -97,6 +109,11 @@ class Generator {
   const nn::KvCache* cache() const { return cache_ ? &*cache_ : nullptr; }
   const Shape& shape() const { return shape_; }
   const Device& device() const { return model_.device(); }
+  void* stream() const { return model_.stream(); }
+  const nn::GptWeights& weights() const { return model_.weights(); }
+  // Computes the model's block linear layers with `layers` (a recorder) from now on; nullptr:
+  // the fp32 weights again.
+  void set_linear_layers(std::shared_ptr<const nn::LinearLayers> layers) { model_.set_linear_layers(std::move(layers)); }
 
  private:
   Shape shape_;
@@ -119,8 +136,9 @@ Agreement compare(const std::vector<float>& got, const std::vector<float>& want,
 // kv_cache: the fp32 cache changes only the order of fp32 sums, so tokens must be identical and
 // logits within this relative error.
 inline constexpr double f32_rel_tolerance = 1e-4;
-// kv_cache_int8: a first-order bound on the relative logit error, 2·layers/254 (kv_caching.cpp
-// derives it); the check fails beyond it.
+// kv_cache_int8: a first-order worst-case bound on the relative logit error, 2·layers/254
+// (kv_caching.cpp derives it); the check fails beyond it. It is far above what a correct cache
+// does; the tight check sits at every layer's attention output (int8_attention_check.hpp).
 double int8_rel_bound(const nn::GptConfig& model);
 
 // Throws CheckFailed when `agreement` breaks the method's rule above (recompute: none).
