@@ -27,10 +27,10 @@ struct Metric {
   // than an outcome: variants moving different bytes are not better or worse for it, so
   // comparisons with the baseline leave it out. Reports keep it.
   bool compared = true;
-  // true for a figure computed from a measured time (ms per token, tokens per second, a length
-  // found by timing): it moves with the machine's noise as a timing does, but from a single
-  // measurement, so `aiopt compare` shows it without judging it and leaves speed to the case's
-  // timing median, which has samples to measure its noise by (docs/report-format.md).
+  // true for a figure computed from measured times (ms per token, tokens per second, a length
+  // found by timing): it moves with the machine's noise as a timing does, but carries no spread
+  // of its own to measure that noise by, so `aiopt compare` shows it without judging it and
+  // leaves speed to the case's timing median, which has its samples (docs/report-format.md).
   bool from_time = false;
 };
 

@@ -19,7 +19,7 @@ struct MetricChange {
   std::string unit;
   double base = 0, now = 0;
   // "same", "better" or "worse" by the metric's direction; "unjudged" for a metric computed from
-  // a single timed run (Metric::from_time), whose speed the case's timing median judges instead.
+  // measured times (Metric::from_time), whose speed the case's timing median judges instead.
   std::string verdict;
 };
 
