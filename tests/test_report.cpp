@@ -648,11 +648,14 @@ TEST_CASE("formats by name and by file extension", "[report]") {
   CHECK(format_from_path("r.csv") == Format::csv);
   CHECK(format_from_path("r.md") == Format::md);
   CHECK(format_from_path("summary.txt") == Format::table);
+  CHECK(format_from_name("gbench") == Format::gbench);
+  CHECK(format_from_path("out/results.gbench.json") == Format::gbench);
+  CHECK(format_from_path("gbench.json") == Format::json);  // the suffix, not a name ending in it
   CHECK_THROWS_WITH(format_from_name("markdown"),
-                    Catch::Contains("'markdown'") && Catch::Contains("table, md, csv, json, jsonl"));
+                    Catch::Contains("'markdown'") && Catch::Contains("table, md, csv, json, jsonl, gbench"));
   CHECK_THROWS_WITH(format_from_name("jsnol"), Catch::Contains("did you mean 'jsonl'?"));
   CHECK_THROWS_AS(format_from_path("r.xlsx"), InputError);
-  CHECK_THROWS_WITH(format_from_path("dir.v2/report"), Catch::Contains(".json, .jsonl, .csv, .md, .txt"));
+  CHECK_THROWS_WITH(format_from_path("dir.v2/report"), Catch::Contains(".json, .jsonl, .csv, .md, .gbench.json") && Catch::Contains(".txt"));
 }
 
 TEST_CASE("load_report reads what the printers and the JSONL writer wrote", "[report]") {
