@@ -1,6 +1,7 @@
 // lr_scheduling: the case's parameters and their errors, the warmup parameter, the smoothed loss,
 // steps to target and divergence on known histories, every schedule's quick run with its LR
-// series equal to LrSchedule::at, and warmup saving a high peak LR that diverges without it.
+// series equal to LrSchedule::at, a high peak LR with and without warmup, and the metrics over
+// several seeds equal to the means of single-seed runs.
 //
 // Tolerances, and why:
 //   The LR series must equal LrSchedule::at exactly: the trainer records the float at() returns.
@@ -142,7 +143,7 @@ TEST_CASE("every schedule's quick run reports its metrics and its LR series is L
   const Technique& t = *technique;
   for (const auto& name : nn::schedule_names()) {
     INFO(name);
-    const Case c = make_case(name);
+    const Case c = make_case(name, {{"seeds", std::int64_t{1}}});  // one seed: the seeds have their own test
     const nn::TrainConfig config = ls::train_config(c);
     std::vector<Series> series;
     const std::vector<Metric> m = aiopt::test::run_case(t, c, Device::cpu(), 1, &series);
@@ -167,7 +168,8 @@ TEST_CASE("every schedule's quick run reports its metrics and its LR series is L
 TEST_CASE("a high peak LR ends much worse than a moderate one, with or without warmup, and diverges in neither", "[lr_scheduling][cpu]") {
   const Technique& t = *technique;
   auto final_val = [&](const std::string& variant, double peak) {
-    auto run = t.prepare(make_case(variant, {{"steps", std::int64_t{300}}, {"peak_lr", peak}}), Device::cpu());
+    auto run = t.prepare(
+        make_case(variant, {{"steps", std::int64_t{300}}, {"peak_lr", peak}, {"seeds", std::int64_t{1}}}), Device::cpu());
     const std::vector<Metric> m = run->finish();
     CHECK(metric(m, "diverged").value == 0.0);
     return metric(m, "final_val_loss").value;
@@ -179,6 +181,56 @@ TEST_CASE("a high peak LR ends much worse than a moderate one, with or without w
                                           << ", constant at 3e-3 " << constant_moderate);
   CHECK(constant_high > constant_moderate + 0.2);
   CHECK(warmup_high > constant_moderate + 0.2);
+}
+
+TEST_CASE("seeds trains one run per seed and the metrics are the single-seed runs' means", "[lr_scheduling][cpu]") {
+  // warmup_cosine against the constant baseline, 30 steps: seeds = 2 from seed 5 against seeds = 1
+  // at seeds 5 and 6. The runs are deterministic, so the means agree to double rounding.
+  const Technique& t = *technique;
+  auto run = [&](const std::string& variant, std::int64_t seeds, std::uint64_t seed, std::vector<Series>* series) {
+    Case c = make_case(variant, {{"steps", std::int64_t{30}}, {"seeds", seeds}});
+    c.seed = seed;
+    return aiopt::test::run_case(t, c, Device::cpu(), 1, series);
+  };
+  std::vector<Series> two_series;
+  const std::vector<Metric> two = run("warmup_cosine", 2, 5, &two_series);
+  const std::vector<Metric> five = run("warmup_cosine", 1, 5, nullptr), six = run("warmup_cosine", 1, 6, nullptr);
+  const std::vector<Metric> base5 = run("constant", 1, 5, nullptr), base6 = run("constant", 1, 6, nullptr);
+  for (const char* name : {"final_val_loss", "final_train_loss", "steps_to_target"}) {
+    INFO(name);
+    const double a = metric(five, name).value, b = metric(six, name).value;
+    CHECK(metric(two, name).value == Approx((a + b) / 2).epsilon(1e-12));
+    CHECK(metric(two, std::string(name) + "_min").value == std::min(a, b));
+    CHECK(metric(two, std::string(name) + "_max").value == std::max(a, b));
+    CHECK(metric(two, std::string(name) + "_std").value == Approx(std::fabs(a - b) / std::sqrt(2.0)).epsilon(1e-9));
+    CHECK_FALSE(metric(two, std::string(name) + "_std").compared);
+    // One seed: no spread and no verdict.
+    CHECK(aiopt::test::find_metric(five, std::string(name) + "_std") == nullptr);
+  }
+  // Two seeds of real training differ.
+  CHECK(metric(two, "final_val_loss_std").value > 0);
+  CHECK(aiopt::test::find_metric(five, "final_val_loss_within_noise") == nullptr);
+  // The verdict against constant from the same seeds: the mean paired difference, and whether it is within noise.
+  const double d5 = metric(five, "final_val_loss").value - metric(base5, "final_val_loss").value;
+  const double d6 = metric(six, "final_val_loss").value - metric(base6, "final_val_loss").value;
+  CHECK(metric(two, "final_val_loss_vs_baseline").value == Approx((d5 + d6) / 2).epsilon(1e-9));
+  // t_{0.975, 1} · s_d / √2 with s_d = |d5 − d6| / √2.
+  const double noise = 12.7062 * std::fabs(d5 - d6) / 2;
+  CHECK(metric(two, "final_val_loss_vs_baseline_noise").value == Approx(noise).epsilon(1e-4));
+  CHECK(metric(two, "final_val_loss_within_noise").value == (std::fabs(d5 + d6) / 2 <= noise ? 1.0 : 0.0));
+  CHECK(aiopt::test::find_metric(two, "steps_to_target_within_noise"));
+  const Series& by_seed = find_series(two_series, "final_val_loss_by_seed");
+  CHECK(by_seed.x == std::vector<double>{5, 6});
+  CHECK(by_seed.y == std::vector<double>{metric(five, "final_val_loss").value, metric(six, "final_val_loss").value});
+  // The curves are the first seed's.
+  CHECK(find_series(two_series, "train_loss").y.size() == 30);
+}
+
+TEST_CASE("the baseline is within noise of itself", "[lr_scheduling][cpu]") {
+  const std::vector<Metric> m = aiopt::test::run_case(
+      *technique, make_case("constant", {{"steps", std::int64_t{20}}, {"seeds", std::int64_t{2}}}), Device::cpu(), 1);
+  CHECK(metric(m, "final_val_loss_vs_baseline").value == 0.0);
+  CHECK(metric(m, "final_val_loss_within_noise").value == 1.0);
 }
 
 // ---- through the CLI
@@ -202,7 +254,7 @@ TEST_CASE("a CUDA case without a usable GPU is unavailable, with the reason", "[
 }
 
 TEST_CASE("a CUDA run records the same LR series and trains", "[lr_scheduling][gpu]") {
-  const Case c = make_case("warmup_cosine");
+  const Case c = make_case("warmup_cosine", {{"seeds", std::int64_t{1}}});
   const nn::TrainConfig config = ls::train_config(c);
   auto run = technique->prepare(c, Device::cuda());
   run->step();

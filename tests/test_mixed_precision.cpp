@@ -1,6 +1,7 @@
 // mixed_precision: the case's parameters and their errors, the training configs each variant
 // builds, the gap check, every variant's quick run (directly and through the CLI), fp16's lost
-// gradients, overflow and the dynamic scale's response to it.
+// gradients, overflow and the dynamic scale's response to it, and the metrics over several seeds
+// equal to the means of single-seed runs.
 //
 // Tolerances, and why:
 //   bf16 and fp16 with a loss scale vs fp32: the run's own check, |final val loss − fp32's| <=
@@ -43,8 +44,9 @@ Case make_case(const std::string& variant, const std::map<std::string, Value>& c
   return aiopt::test::quick_case(*technique, variant, changes, 3);
 }
 
+// One seed: the seeds have their own test.
 std::vector<Metric> quick_run(const std::string& variant, std::vector<Series>* series = nullptr) {
-  return aiopt::test::run_case(*technique, make_case(variant), Device::cpu(), 1, series);
+  return aiopt::test::run_case(*technique, make_case(variant, {{"seeds", std::int64_t{1}}}), Device::cpu(), 1, series);
 }
 
 }  // namespace
@@ -107,15 +109,23 @@ TEST_CASE("the gap check holds the tracking variants to the tolerance and fails 
   CHECK(mp::gap_tolerance(1.0) == 0.05);
   CHECK(mp::gap_tolerance(3.0) == Approx(0.09));
   const double nan = std::numeric_limits<double>::quiet_NaN();
+  using V = std::vector<double>;
   for (auto p : {mp::Precision::fp16_static_scaling, mp::Precision::fp16_dynamic_scaling, mp::Precision::bf16}) {
-    CHECK_NOTHROW(mp::check(p, 2.04, 2.0));
-    CHECK_THROWS_AS(mp::check(p, 2.06, 2.0), CheckFailed);
-    CHECK_THROWS_AS(mp::check(p, nan, 2.0), CheckFailed);
+    CHECK_NOTHROW(mp::check(p, V{2.04}, V{2.0}));
+    CHECK_THROWS_AS(mp::check(p, V{2.06}, V{2.0}), CheckFailed);
+    CHECK_THROWS_AS(mp::check(p, V{nan}, V{2.0}), CheckFailed);
+    // Over seeds the mean gap is held to the tolerance, here 0.06 (3 % of 2.0): gaps 0.01, 0.09 and
+    // 0.02 average 0.04; gaps 0.06, 0.06 and 0.07 of both signs average 0.0633, though their signed
+    // mean is 0.0233.
+    CHECK_NOTHROW(mp::check(p, V{2.01, 2.09, 1.98}, V{2.0, 2.0, 2.0}));
+    CHECK_THROWS_WITH(mp::check(p, V{2.06, 1.94, 2.07}, V{2.0, 2.0, 2.0}), Catch::Contains("over 3 seeds"));
+    CHECK_THROWS_AS(mp::check(p, V{2.0, nan, 2.0}, V{2.0, 2.0, 2.0}), CheckFailed);
   }
   // fp16 without a scale may fail to train: that is the failure the technique shows.
-  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, nan, 2.0));
-  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, 4.0, 2.0));
-  CHECK_THROWS_AS(mp::check(mp::Precision::fp32, nan, nan), CheckFailed);
+  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, V{nan}, V{2.0}));
+  CHECK_NOTHROW(mp::check(mp::Precision::fp16_no_scaling, V{4.0}, V{2.0}));
+  CHECK_THROWS_AS(mp::check(mp::Precision::fp32, V{nan}, V{nan}), CheckFailed);
+  CHECK_THROWS_WITH(mp::check(mp::Precision::bf16, V{2.0, 2.0}, V{2.0, nan}), Catch::Contains("run 2 of 2"));
 }
 
 TEST_CASE("the final training loss is the mean of the last tenth of the steps", "[mixed_precision]") {
@@ -172,7 +182,8 @@ TEST_CASE("every variant's quick run passes its checks and reports its metrics a
 
 TEST_CASE("a huge static scale overflows fp16 and its steps are skipped", "[mixed_precision][cpu]") {
   // 2^40 times gradients of order 1e-3 is far past fp16's largest finite 65504.
-  const Case c = make_case("fp16_static_scaling", {{"loss_scale", 1099511627776.0}, {"steps", std::int64_t{10}}});
+  const Case c = make_case("fp16_static_scaling",
+                           {{"loss_scale", 1099511627776.0}, {"steps", std::int64_t{10}}, {"seeds", std::int64_t{1}}});
   const nn::TrainConfig config = mp::train_config(c, mp::Precision::fp16_static_scaling);
   const nn::TokenSplit tokens = nn::load_tokens(config.data, config.seq_len);
   const mp::Outcome o = mp::train_budget(config, tokens, Device::cpu());
@@ -190,7 +201,7 @@ TEST_CASE("a huge static scale overflows fp16 and its steps are skipped", "[mixe
 }
 
 TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then trains", "[mixed_precision][cpu]") {
-  const Case c = make_case("fp16_dynamic_scaling", {{"initial_scale", 1099511627776.0}});
+  const Case c = make_case("fp16_dynamic_scaling", {{"initial_scale", 1099511627776.0}, {"seeds", std::int64_t{1}}});
   auto run = technique->prepare(c, Device::cpu());
   std::vector<Metric> m;
   REQUIRE_NOTHROW(m = run->finish());
@@ -205,6 +216,54 @@ TEST_CASE("the dynamic scale halves on overflow until the gradients fit, then tr
   for (std::size_t i = 1; i < scale.y.size(); ++i)
     CHECK((scale.y[i] == scale.y[i - 1] || scale.y[i] == scale.y[i - 1] / 2 || scale.y[i] == scale.y[i - 1] * 2));
   CHECK(metric(m, "val_loss_gap_vs_fp32").value <= mp::gap_tolerance(metric(m, "fp32_final_val_loss").value));
+}
+
+TEST_CASE("seeds trains one pair of runs per seed and the metrics are the single-seed runs' means", "[mixed_precision][cpu]") {
+  // bf16 against fp32, 20 steps: seeds = 2 from seed 3 against seeds = 1 at seeds 3 and 4. The
+  // runs are deterministic, so the means agree to double rounding.
+  auto run = [&](std::int64_t seeds, std::uint64_t seed, std::vector<Series>* series) {
+    Case c = make_case("bf16", {{"steps", std::int64_t{20}}, {"seeds", seeds}});
+    c.seed = seed;
+    return aiopt::test::run_case(*technique, c, Device::cpu(), 1, series);
+  };
+  std::vector<Series> two_series;
+  const std::vector<Metric> two = run(2, 3, &two_series), three = run(1, 3, nullptr), four = run(1, 4, nullptr);
+  for (const char* name : {"final_val_loss", "final_train_loss", "val_loss_gap_vs_fp32", "fp32_final_val_loss",
+                           "zero_grad_fraction", "first_step_grad_error"}) {
+    INFO(name);
+    CHECK(metric(two, name).value ==
+          Approx((metric(three, name).value + metric(four, name).value) / 2).epsilon(1e-12));
+  }
+  for (const char* name : {"final_val_loss", "final_train_loss", "val_loss_gap_vs_fp32"}) {
+    INFO(name);
+    const double a = metric(three, name).value, b = metric(four, name).value;
+    CHECK(metric(two, std::string(name) + "_min").value == std::min(a, b));
+    CHECK(metric(two, std::string(name) + "_max").value == std::max(a, b));
+    CHECK(metric(two, std::string(name) + "_std").value == Approx(std::fabs(a - b) / std::sqrt(2.0)).epsilon(1e-9));
+    CHECK(aiopt::test::find_metric(three, std::string(name) + "_std") == nullptr);
+  }
+  // Two seeds of real training differ.
+  CHECK(metric(two, "final_val_loss_std").value > 0);
+  // The verdict against fp32 from the same seeds.
+  const double d3 = metric(three, "final_val_loss").value - metric(three, "fp32_final_val_loss").value;
+  const double d4 = metric(four, "final_val_loss").value - metric(four, "fp32_final_val_loss").value;
+  CHECK(metric(two, "final_val_loss_vs_baseline").value == Approx((d3 + d4) / 2).epsilon(1e-9));
+  const double noise = 12.7062 * std::fabs(d3 - d4) / 2;  // t_{0.975, 1} · s_d / √2, s_d = |d3 − d4| / √2
+  CHECK(metric(two, "final_val_loss_vs_baseline_noise").value == Approx(noise).epsilon(1e-4));
+  CHECK(metric(two, "final_val_loss_within_noise").value == (std::fabs(d3 + d4) / 2 <= noise ? 1.0 : 0.0));
+  CHECK(aiopt::test::find_metric(three, "final_val_loss_within_noise") == nullptr);
+  CHECK(find_series(two_series, "final_val_loss_by_seed").x == std::vector<double>{3, 4});
+  // The memory figures are one pass's, the same for any number of seeds.
+  CHECK(metric(two, "activation_peak_bytes").value == metric(three, "activation_peak_bytes").value);
+}
+
+TEST_CASE("a failed check names the seed it failed on", "[mixed_precision][cpu]") {
+  // The huge static scale skips every step on every seed; the first seed's failure ends the case.
+  Case c = make_case("fp16_static_scaling",
+                     {{"loss_scale", 1099511627776.0}, {"steps", std::int64_t{5}}, {"seeds", std::int64_t{2}}});
+  c.seed = 7;
+  auto run = technique->prepare(c, Device::cpu());
+  CHECK_THROWS_WITH(run->finish(), Catch::Contains("no step was applied") && Catch::Contains("(seed 7)"));
 }
 
 // ---- through the CLI
@@ -231,7 +290,7 @@ TEST_CASE("CUDA runs pass their checks and end where the CPU's do", "[mixed_prec
   for (const char* v : {"fp32", "fp16_dynamic_scaling", "bf16"}) {
     INFO(v);
     const std::vector<Metric> cpu = quick_run(v);
-    auto run = t.prepare(make_case(v), Device::cuda());
+    auto run = t.prepare(make_case(v, {{"seeds", std::int64_t{1}}}), Device::cuda());
     run->step();
     std::vector<Metric> gpu;
     REQUIRE_NOTHROW(gpu = run->finish());

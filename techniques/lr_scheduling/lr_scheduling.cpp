@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
+#include "harness/seed_spread.hpp"
 #include "techniques/technique_parts.hpp"
 #include "techniques/training_case.hpp"
 
@@ -33,6 +34,7 @@ static std::vector<ParamSpec> params() {
   out.push_back(real_param("target_loss", 2.3, std::nullopt, 0.0, unbounded, "nats",
                            "the smoothed training loss steps_to_target waits for; 2.3 is reached by every schedule "
                            "at the default and quick sizes (README.md)"));
+  out.push_back(seeds_param(std::nullopt));
   return out;
 }
 
@@ -208,62 +210,112 @@ bool ls::diverged(const std::vector<nn::StepRecord>& history) {
 
 namespace {
 
+// One budget trained by finish(): its history and evaluations, checked against its schedule.
+struct Budget {
+  std::vector<nn::StepRecord> history;
+  std::vector<nn::EvalRecord> evals;
+  double lr_error = 0.0;  // check_run's largest |LR − reference|
+};
+
+Budget train_checked(const nn::TrainConfig& config, const std::string& variant, const nn::LrSchedule& intended,
+                     const Device& device, const nn::TokenSplit& tokens) {
+  nn::Trainer trainer(config, device, tokens);
+  trainer.run();
+  Budget b{trainer.history(), trainer.evals(), 0.0};
+  try {
+    b.lr_error = ls::check_run(variant, intended, b.history);
+  } catch (const CheckFailed& e) {
+    throw CheckFailed(std::string(e.what()) + " (seed " + std::to_string(config.seed) + ")");
+  }
+  return b;
+}
+
 class ScheduleRun : public Run {
  public:
-  ScheduleRun(nn::TrainConfig config, nn::LrSchedule intended, std::string variant, double target,
-              const Device& device)
-      : config_(std::move(config)), intended_(intended), variant_(std::move(variant)), target_(target), device_(device),
-        tokens_(nn::load_tokens(config_.data, config_.seq_len)), trainer_(config_, device_, tokens_) {}
+  // `baseline` and `baseline_schedule`: the constant schedule's run of the same case, trained from
+  // the same seeds for the within-noise verdict; unused when the variant is the baseline.
+  ScheduleRun(nn::TrainConfig config, nn::LrSchedule intended, std::string variant, nn::TrainConfig baseline,
+              nn::LrSchedule baseline_schedule, std::size_t seeds, double target, const Device& device)
+      : config_(std::move(config)), intended_(intended), variant_(std::move(variant)),
+        baseline_(std::move(baseline)), baseline_schedule_(baseline_schedule), seeds_(seeds), target_(target),
+        device_(device), tokens_(nn::load_tokens(config_.data, config_.seq_len)), trainer_(config_, device_, tokens_) {}
 
   // One optimizer step; the schedule only sets its LR, so every schedule costs the same here.
   void step() override { trainer_.step(); }
 
+  // Trains the budget from each of the seeds (the case seed, seed + 1, ...), each run checked
+  // against the schedule, and the constant baseline from the same seeds unless this is it; the
+  // metrics are means over the seeds, the curves the first seed's.
   std::vector<Metric> finish() override {
-    nn::Trainer trainer(config_, device_, tokens_);
-    trainer.run();
-    const auto& history = trainer.history();
-    const auto& evals = trainer.evals();
-    const double lr_error = ls::check_run(variant_, intended_, history);
-    const std::vector<double> smooth = ls::smoothed_losses(history);
-
-    // x: the 1-based step number, as StepRecord counts; the LR of step x is at(x − 1).
-    Series lr{"lr", "step", "", {}, {}}, loss{"train_loss", "step", "nats", {}, {}};
-    Series smoothed{"train_loss_smoothed", "step", "nats", {}, {}}, eval{"val_loss", "step", "nats", {}, {}};
-    for (std::size_t i = 0; i < history.size(); ++i) {
-      const double x = static_cast<double>(history[i].step);
-      lr.x.push_back(x);
-      lr.y.push_back(history[i].lr);
-      loss.x.push_back(x);
-      loss.y.push_back(history[i].loss);
-      smoothed.x.push_back(x);
-      smoothed.y.push_back(smooth[i]);
+    const std::string& baseline = ls::schedules().name(nn::ScheduleKind::constant);
+    std::vector<std::vector<Metric>> runs, baseline_runs;
+    for (std::size_t i = 0; i < seeds_; ++i) {
+      nn::TrainConfig config = config_;
+      config.seed = config_.seed + i;
+      const Budget b = train_checked(config, variant_, intended_, device_, tokens_);
+      if (i == 0) record_series(b);
+      runs.push_back(outcome(b, intended_));
+      if (variant_ == baseline || seeds_ < 2) continue;
+      nn::TrainConfig base = baseline_;
+      base.seed = baseline_.seed + i;
+      baseline_runs.push_back(outcome(train_checked(base, baseline, baseline_schedule_, device_, tokens_),
+                                      baseline_schedule_));
     }
-    for (const auto& e : evals) {
-      eval.x.push_back(static_cast<double>(e.step));
-      eval.y.push_back(e.loss);
-    }
-    series_ = {lr, loss, smoothed, eval};
-
-    return {
-        {"final_val_loss", evals.back().loss, "nats", Better::lower},
-        {"final_train_loss", smooth.back(), "nats", Better::lower},
-        {"steps_to_target", ls::steps_to_target(history, target_), "steps", Better::lower},
-        {"diverged", ls::diverged(history) ? 1.0 : 0.0, "", Better::lower},
-        {"initial_train_loss", history.front().loss, "nats", Better::lower, false},
-        {"lr_max_error", lr_error / intended_.peak_lr, "", Better::lower, false},
-    };
+    if (variant_ == baseline) baseline_runs = runs;
+    std::vector<Metric> out = over_seeds(runs, {"final_val_loss", "final_train_loss", "steps_to_target"});
+    for (const auto& [name, unit] : {std::pair{"final_val_loss", "nats"}, std::pair{"steps_to_target", "steps"}})
+      for (auto& m : noise_verdict(name, unit, Better::lower, values_of(runs, name), values_of(baseline_runs, name)))
+        out.push_back(std::move(m));
+    if (seeds_ >= 2) series_.push_back(by_seed("final_val_loss", "nats", config_.seed, values_of(runs, "final_val_loss")));
+    return out;
   }
 
   std::vector<Series> series() const override { return series_; }
 
  private:
+  // The metrics of one seed's budget under `schedule`.
+  std::vector<Metric> outcome(const Budget& b, const nn::LrSchedule& schedule) const {
+    return {
+        {"final_val_loss", b.evals.back().loss, "nats", Better::lower},
+        {"final_train_loss", ls::smoothed_losses(b.history).back(), "nats", Better::lower},
+        {"steps_to_target", ls::steps_to_target(b.history, target_), "steps", Better::lower},
+        {"diverged", ls::diverged(b.history) ? 1.0 : 0.0, "", Better::lower},
+        {"initial_train_loss", b.history.front().loss, "nats", Better::lower, false},
+        {"lr_max_error", b.lr_error / schedule.peak_lr, "", Better::lower, false},
+    };
+  }
+
+  // x: the 1-based step number, as StepRecord counts; the LR of step x is at(x − 1).
+  void record_series(const Budget& b) {
+    const std::vector<double> smooth = ls::smoothed_losses(b.history);
+    Series lr{"lr", "step", "", {}, {}}, loss{"train_loss", "step", "nats", {}, {}};
+    Series smoothed{"train_loss_smoothed", "step", "nats", {}, {}}, eval{"val_loss", "step", "nats", {}, {}};
+    for (std::size_t i = 0; i < b.history.size(); ++i) {
+      const double x = static_cast<double>(b.history[i].step);
+      lr.x.push_back(x);
+      lr.y.push_back(b.history[i].lr);
+      loss.x.push_back(x);
+      loss.y.push_back(b.history[i].loss);
+      smoothed.x.push_back(x);
+      smoothed.y.push_back(smooth[i]);
+    }
+    for (const auto& e : b.evals) {
+      eval.x.push_back(static_cast<double>(e.step));
+      eval.y.push_back(e.loss);
+    }
+    series_ = {lr, loss, smoothed, eval};
+  }
+
   nn::TrainConfig config_;
   nn::LrSchedule intended_;  // the case's schedule, for the check
   std::string variant_;
+  nn::TrainConfig baseline_;
+  nn::LrSchedule baseline_schedule_;
+  std::size_t seeds_;
   double target_;
   Device device_;
   nn::TokenSplit tokens_;
-  nn::Trainer trainer_;  // the timed steps' trainer; finish() trains a fresh one
+  nn::Trainer trainer_;  // the timed steps' trainer; finish() trains fresh ones
   std::vector<Series> series_;
 };
 
@@ -276,7 +328,13 @@ static void check(const Case& c, DeviceKind) { (void)ls::train_config(c); }
 static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   nn::TrainConfig config = ls::train_config(c);
   const nn::LrSchedule intended = ls::schedule(c, config.steps);
-  return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, c.params.real("target_loss"), device);
+  Case baseline = c;
+  baseline.variant = ls::schedules().name(nn::ScheduleKind::constant);
+  nn::TrainConfig base = ls::train_config(baseline);
+  const nn::LrSchedule base_schedule = ls::schedule(baseline, base.steps);
+  return std::make_unique<ScheduleRun>(std::move(config), intended, c.variant, std::move(base), base_schedule,
+                                       static_cast<std::size_t>(c.params.integer("seeds")),
+                                       c.params.real("target_loss"), device);
 }
 
 std::unique_ptr<Technique> make_lr_scheduling() {

@@ -3,7 +3,8 @@
 // budget from the same initialization on the same batches under each of the eight learning-rate
 // schedules of nn/lr_schedule.hpp (constant is the baseline); the schedules cost the same per
 // step, so what differs is the final loss, how soon a target loss is reached, and whether a high
-// peak without warmup diverges. See README.md beside this file.
+// peak without warmup diverges. finish() trains each of `seeds` seeds (harness/seed_spread.hpp) and
+// the constant baseline from the same seeds. See README.md beside this file.
 #include <cstddef>
 #include <memory>
 #include <string>

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/memory.hpp"
+#include "harness/seed_spread.hpp"
 #include "nn/optimizer.hpp"
 #include "techniques/technique_parts.hpp"
 #include "techniques/training_case.hpp"
@@ -33,6 +34,7 @@ static std::vector<ParamSpec> params() {
                            "fp16_dynamic_scaling's first loss scale, halved on every overflow"));
   out.push_back(integer_param("growth_interval", 100, 20, 1, unbounded, "steps",
                               "fp16_dynamic_scaling doubles its scale after this many clean steps in a row"));
+  out.push_back(seeds_param(std::nullopt));
   return out;
 }
 
@@ -245,19 +247,32 @@ void mp::check_first_step(Precision precision, const StepAgreement& a, std::size
   }
 }
 
-void mp::check(Precision precision, double val_loss, double fp32_val_loss) {
+void mp::check(Precision precision, const std::vector<double>& val_losses,
+               const std::vector<double>& fp32_val_losses) {
   std::ostringstream m;
   m << "mixed_precision: variant " << to_string(precision) << ": ";
-  if (!std::isfinite(fp32_val_loss)) {
-    m << "fp32's final validation loss is " << fp32_val_loss << "; the baseline itself did not train";
-    throw CheckFailed(m.str());
+  double gap = 0.0, fp32 = 0.0;
+  for (std::size_t i = 0; i < fp32_val_losses.size(); ++i) {
+    if (!std::isfinite(fp32_val_losses[i])) {
+      m << "fp32's final validation loss is " << fp32_val_losses[i] << " on run " << i + 1 << " of "
+        << fp32_val_losses.size() << "; the baseline itself did not train";
+      throw CheckFailed(m.str());
+    }
+    gap += std::fabs(val_losses.at(i) - fp32_val_losses[i]);  // NaN propagates
+    fp32 += fp32_val_losses[i];
   }
   if (!must_track_fp32(precision)) return;
-  const double gap = std::fabs(val_loss - fp32_val_loss);
-  if (!(gap <= gap_tolerance(fp32_val_loss))) {
-    m << "final validation loss " << val_loss << " is " << gap << " nats from fp32's " << fp32_val_loss
-      << "; it must be within max(" << gap_tolerance_nats << ", " << gap_tolerance_relative
-      << " × fp32's) = " << gap_tolerance(fp32_val_loss);
+  const double n = static_cast<double>(fp32_val_losses.size());
+  gap /= n;
+  fp32 /= n;
+  if (!(gap <= gap_tolerance(fp32))) {
+    m << "final validation loss";
+    if (n > 1) m << " over " << n << " seeds:";
+    for (std::size_t i = 0; i < val_losses.size(); ++i) m << (i ? ", " : " ") << val_losses[i];
+    m << " is " << (n > 1 ? "on average " : "") << gap << " nats from fp32's";
+    for (std::size_t i = 0; i < fp32_val_losses.size(); ++i) m << (i ? ", " : " ") << fp32_val_losses[i];
+    m << "; it must be within max(" << gap_tolerance_nats << ", " << gap_tolerance_relative
+      << " × fp32's) = " << gap_tolerance(fp32);
     throw CheckFailed(m.str());
   }
 }
@@ -274,29 +289,32 @@ std::size_t parameter_count(const nn::GptWeights& w) {
 
 class MixedPrecisionRun : public Run {
  public:
-  MixedPrecisionRun(mp::Precision precision, nn::TrainConfig config, nn::TrainConfig fp32, const Device& device)
-      : precision_(precision), config_(std::move(config)), fp32_config_(std::move(fp32)), device_(device),
+  MixedPrecisionRun(mp::Precision precision, nn::TrainConfig config, nn::TrainConfig fp32, std::size_t seeds,
+                    const Device& device)
+      : precision_(precision), config_(std::move(config)), fp32_config_(std::move(fp32)), seeds_(seeds), device_(device),
         tokens_(nn::load_tokens(config_.data, config_.seq_len)), trainer_(config_, device_, tokens_) {}
 
   // One optimizer step of the variant, loss scaling and the overflow check included.
   void step() override { trainer_.step(); }
 
+  // Trains the budget from each of the seeds (the case seed, seed + 1, ...) with the variant and
+  // with fp32, the first applied step checked on each seed and the final gap over all of them
+  // (mp::check); the training figures are means over the seeds, the curves the first seed's, the
+  // memory one pass's at the first seed.
   std::vector<Metric> finish() override {
-    const mp::Outcome run = mp::train_budget(config_, tokens_, device_);
-    const mp::Outcome base = precision_ == mp::Precision::fp32 ? run : mp::train_budget(fp32_config_, tokens_, device_);
-    const mp::StepAgreement first = mp::first_step_agreement(config_, fp32_config_, tokens_, run.history, device_);
-    mp::check_first_step(precision_, first, config_.model.layers, config_.model.vocab);
-    mp::check(precision_, run.final_val_loss, base.final_val_loss);
-
-    double zero_sum = 0.0;
-    std::size_t overflows = 0, skipped = 0;
-    for (const auto& r : run.history) {
-      zero_sum += r.zero_grad_fraction;
-      overflows += r.nonfinite_grads > 0;
-      skipped += r.skipped;
+    std::vector<std::vector<Metric>> runs;
+    for (std::size_t i = 0; i < seeds_; ++i) {
+      nn::TrainConfig config = config_, fp32 = fp32_config_;
+      config.seed = fp32.seed = config_.seed + i;
+      runs.push_back(train_seed(config, fp32, i == 0));
     }
-    const double steps = static_cast<double>(run.history.size());
-    record_series(run, base);
+    mp::check(precision_, values_of(runs, "final_val_loss"), values_of(runs, "fp32_final_val_loss"));
+    std::vector<Metric> out = over_seeds(runs, {"final_train_loss", "final_val_loss", "val_loss_gap_vs_fp32"});
+    for (auto& m : noise_verdict("final_val_loss", "nats", Better::lower, values_of(runs, "final_val_loss"),
+                                 values_of(runs, "fp32_final_val_loss")))
+      out.push_back(std::move(m));
+    if (seeds_ >= 2)
+      series_.push_back(by_seed("final_val_loss", "nats", config_.seed, values_of(runs, "final_val_loss")));
 
     // One pass's activations on a fixed batch, gradients and weights allocated outside the scope.
     nn::BatchSampler sampler(tokens_.train, config_.batch, config_.seq_len, config_.seed);
@@ -315,7 +333,40 @@ class MixedPrecisionRun : public Run {
     // What a real 16-bit implementation would hold: every fp32 activation of the pass at 2 bytes,
     // plus the 16-bit copy of the weights the products read (README.md "Memory").
     const double analytic = half ? fp32_peak / 2 + 2 * params : fp32_peak;
+    const std::vector<Metric> memory = {
+        {"activation_peak_bytes", peak, "B", Better::lower},
+        {"activation_bytes_if_16bit", analytic, "B", Better::lower, false},
+        {"master_weight_bytes", static_cast<double>(weights.bytes()), "B", Better::lower},
+        {"weight_copy_bytes_if_16bit", half ? 2 * params : 0.0, "B", Better::lower, false},
+    };
+    out.insert(out.end(), memory.begin(), memory.end());
+    return out;
+  }
 
+  std::vector<Series> series() const override { return series_; }
+
+ private:
+  // The variant's and fp32's budgets from `config`'s seed, the first step checked, and their
+  // training figures; the curves recorded when `curves`. A failed check names the seed.
+  std::vector<Metric> train_seed(const nn::TrainConfig& config, const nn::TrainConfig& fp32_config, bool curves) {
+    const mp::Outcome run = mp::train_budget(config, tokens_, device_);
+    const mp::Outcome base = precision_ == mp::Precision::fp32 ? run : mp::train_budget(fp32_config, tokens_, device_);
+    const mp::StepAgreement first = mp::first_step_agreement(config, fp32_config, tokens_, run.history, device_);
+    try {
+      mp::check_first_step(precision_, first, config.model.layers, config.model.vocab);
+    } catch (const CheckFailed& e) {
+      throw CheckFailed(std::string(e.what()) + " (seed " + std::to_string(config.seed) + ")");
+    }
+    if (curves) record_series(run, base);
+
+    double zero_sum = 0.0;
+    std::size_t overflows = 0, skipped = 0;
+    for (const auto& r : run.history) {
+      zero_sum += r.zero_grad_fraction;
+      overflows += r.nonfinite_grads > 0;
+      skipped += r.skipped;
+    }
+    const double steps = static_cast<double>(run.history.size());
     return {
         {"final_train_loss", mp::final_train_loss(run.history), "nats", Better::lower},
         {"final_val_loss", run.final_val_loss, "nats", Better::lower},
@@ -330,16 +381,9 @@ class MixedPrecisionRun : public Run {
         {"overflow_steps", static_cast<double>(overflows), "steps", Better::lower},
         {"skipped_steps", static_cast<double>(skipped), "steps", Better::lower},
         {"final_loss_scale", run.final_loss_scale, "", Better::higher, false},
-        {"activation_peak_bytes", peak, "B", Better::lower},
-        {"activation_bytes_if_16bit", analytic, "B", Better::lower, false},
-        {"master_weight_bytes", static_cast<double>(weights.bytes()), "B", Better::lower},
-        {"weight_copy_bytes_if_16bit", half ? 2 * params : 0.0, "B", Better::lower, false},
     };
   }
 
-  std::vector<Series> series() const override { return series_; }
-
- private:
   void record_series(const mp::Outcome& run, const mp::Outcome& base) {
     auto per_step = [](const std::string& name, const std::string& unit, const std::vector<nn::StepRecord>& h,
                        auto value) {
@@ -366,6 +410,7 @@ class MixedPrecisionRun : public Run {
 
   mp::Precision precision_;
   nn::TrainConfig config_, fp32_config_;
+  std::size_t seeds_;
   Device device_;
   nn::TokenSplit tokens_;
   nn::Trainer trainer_;  // the timed steps' trainer; finish() trains fresh ones
@@ -384,7 +429,8 @@ static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   const mp::Precision precision = mp::parse_precision(c.variant);
   nn::TrainConfig config = mp::train_config(c, precision);
   nn::TrainConfig fp32 = mp::train_config(c, mp::Precision::fp32);
-  return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32), device);
+  return std::make_unique<MixedPrecisionRun>(precision, std::move(config), std::move(fp32),
+                                             static_cast<std::size_t>(c.params.integer("seeds")), device);
 }
 
 std::unique_ptr<Technique> make_mixed_precision() {
