@@ -20,6 +20,7 @@
 #include "core/fault.hpp"
 #include "core/memory.hpp"
 #include "nn/config.hpp"
+#include "support/model_cache.hpp"
 #include "support/process.hpp"
 #include "support/schema.hpp"
 #include "support/technique_run.hpp"
@@ -54,12 +55,6 @@ Case model_case(const std::string& variant) {
   c.params.set("eval_windows", std::int64_t{4});
   c.params.set("calibration_rows", std::int64_t{256});
   return c;
-}
-
-// One trained tiny model for every test executable of this build, trained on first use.
-void use_test_model_cache() {
-  REQUIRE(setenv("AIOPT_CACHE", (std::filesystem::path(AIOPT_BINARY).parent_path() / "test-model-cache").c_str(),
-                 1) == 0);
 }
 
 std::map<std::string, double> run_case(const Case& c, const Device& device = Device::cpu()) {
@@ -244,7 +239,7 @@ TEST_CASE("on CUDA the int8 and fp8 peaks sit below fp32's by the weight bytes t
 }
 
 TEST_CASE("the quantized trained model keeps its perplexity and next-token choices", "[quantization][model]") {
-  use_test_model_cache();
+  const test::TestModelCache cache_dir;
   std::map<std::string, std::map<std::string, double>> m;
   for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int8_static", "int4_weight_only", "qat"}) {
     INFO(f);
@@ -339,7 +334,7 @@ TEST_CASE("the bound against fp32 holds for every format on fresh random inputs"
 }
 
 TEST_CASE("stored scales of zero fail the quantized trained model's check through the runner", "[quantization][model][fault]") {
-  use_test_model_cache();
+  const test::TestModelCache cache_dir;
   for (const std::string f : {"int8_dynamic", "int4_weight_only"}) {
     INFO(f);
     const fault::Scope zero("quantization.zero_scales");
@@ -360,7 +355,7 @@ TEST_CASE("a quantized model's peak falls below fp32's by the linear weight byte
   // threads × 64 × 4C × 4 B, where fp32's sgemm packs in OpenBLAS's own untracked buffers. Hence
   //   peak(fp32) − peak(format) ≥ (F − Q) − max(F / (3·layers), W).
   // int8_static calibrates on the fp32 model, so its peak holds it: not checked here.
-  use_test_model_cache();
+  const test::TestModelCache cache_dir;
   const aiopt::nn::GptConfig tiny = aiopt::nn::preset("tiny");
   std::map<std::string, double> peak, weights;
   for (const std::string f : {"fp32", "fp16", "bf16", "int8_dynamic", "int4_weight_only"}) {
@@ -387,7 +382,7 @@ TEST_CASE("a quantized model's peak falls below fp32's by the linear weight byte
 TEST_CASE("a quantized model holds its format's weights in tracked memory and frees the fp32 ones", "[quantization][model]") {
   // peak_bytes of each format at level=model (tiny); the run's current bytes after prepare hold
   // the format's linear weights in place of the fp32 ones.
-  use_test_model_cache();
+  const test::TestModelCache cache_dir;
   const Technique& t = *technique;
   std::map<std::string, double> held;
   std::map<std::string, double> weights;
