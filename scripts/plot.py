@@ -30,6 +30,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import sys
 
 SCHEMA = "aiopt-report/1"
@@ -483,7 +484,6 @@ def series(figs, technique, results):
 
 
 def kv_decode_position(figs, technique, results):
-    import re
     pattern = re.compile(r"decode_ms_per_token_t(\d+)_(\d+)pct$")
     by_case = cases(results)
     styles = variant_styles(results)

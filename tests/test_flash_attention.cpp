@@ -251,7 +251,7 @@ TEST_CASE("on trained inputs a kernel that skips the online rescale or ignores t
 TEST_CASE("inputs=trained takes its shape from the model and says which", "[flash_attention]") {
   const Technique& t = *technique;
   CHECK_NOTHROW(t.validate(trained_case("flash", true), DeviceKind::cpu));
-  // The defaults (heads 8, head_dim 64, seq_len 256 under --quick) are not the tiny model's.
+  // make_case's shape (heads 2, head_dim 64, seq_len 256) is not the tiny model's.
   Case c = make_case("flash", 256);
   c.params.set("inputs", std::string("trained"));
   CHECK_THROWS_WITH(t.validate(c, DeviceKind::cpu),
