@@ -556,7 +556,6 @@ TEST_CASE("CPU runs pass their checks and report counted bytes, measured interme
 }
 
 TEST_CASE("bytes moved follow the per-chain formulas of the README", "[tensor_fusion]") {
-  const Technique& t = *technique;
   const double N = 8192.0 * 1024 * 4, P = 1024.0 * 4;
   const auto bytes = [&](const std::string& chain, bool fused) {
     return tf::bytes_moved(tf::Shape::from(make_case("unfused", chain, 8192, 1024)), fused);

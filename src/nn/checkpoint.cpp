@@ -19,18 +19,21 @@ namespace aiopt::nn {
 // "vocab", "layernorm_eps"} and, from `aiopt train`, "attention": the attention the weights were
 // trained with. Anything else is read as a GPT-2 checkpoint.
 //
-// GPT-2 checkpoints (HF GPT2Model / GPT2LMHeadModel): "wte.weight", "wpe.weight",
-// "h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}.{weight,bias}", "ln_f.{weight,bias}",
-// all optionally under "transformer.". Dimensions come from the shapes: vocab and channels from
-// wte (vocab, C), context from wpe (context, C), layers from the highest N in "h.N.". The head
-// count is in no tensor: it is read from __metadata__ "heads" (or "n_head") when present, else
-// taken from the published sizes (C 768 → 12, 1024 → 16, 1280 → 20, 1600 → 25). Conv1D weights
-// are stored (in, out) and transposed to (out, in). The attn.bias / attn.masked_bias buffers (the
-// causal mask) and lm_head.weight (tied to wte) are skipped; any other name is refused.
+// GPT-2 checkpoints (HF GPT2Model / GPT2LMHeadModel, "format": "pt" or none): "wte.weight",
+// "wpe.weight", "h.N.{ln_1,attn.c_attn,attn.c_proj,ln_2,mlp.c_fc,mlp.c_proj}.{weight,bias}",
+// "ln_f.{weight,bias}", all optionally under "transformer.". Dimensions come from the shapes:
+// vocab and channels from wte (vocab, C), context from wpe (context, C), layers from the highest N
+// in "h.N."; a config.json's dimensions (Gpt2Hints::declared) must agree with them. The head count
+// is in no tensor: config.json's n_head, else Gpt2Hints::heads, else __metadata__ "heads" (or
+// "n_head"), else the published sizes (C 768 → 12, 1024 → 16, 1280 → 20, 1600 → 25). Conv1D
+// weights are stored (in, out) and transposed to (out, in). The attn.bias / attn.masked_bias
+// buffers (the causal mask) are skipped; lm_head.weight must equal wte.weight (tied, as GPT-2 is);
+// any other name is refused.
 
 namespace {
 
 constexpr std::string_view format_name = "aiopt-gpt";
+constexpr std::string_view hf_format_name = "pt";  // what transformers writes into every file
 
 std::string where(const std::string& path) { return "checkpoint '" + path + "'"; }
 
@@ -46,7 +49,7 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 }
 
 // A whole-string non-negative integer from __metadata__, else InputError naming the key.
-std::size_t metadata_size(const SafetensorsFile& file, const std::string& key) {
+std::size_t metadata_size(const CheckpointFiles& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end())
     throw InputError(where(file.path()) + ": __metadata__ has no '" + key + "' (an aiopt-gpt checkpoint records its config)");
@@ -58,7 +61,7 @@ std::size_t metadata_size(const SafetensorsFile& file, const std::string& key) {
   return value;
 }
 
-float metadata_float(const SafetensorsFile& file, const std::string& key) {
+float metadata_float(const CheckpointFiles& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end()) throw InputError(where(file.path()) + ": __metadata__ has no '" + key + "'");
   const std::string& text = it->second;
@@ -110,7 +113,7 @@ GptWeights unallocated(const GptConfig& config) {
 // `file`: file name `prefix + file_name(ours)`, transposed when `transpose(ours)`. A missing or
 // misshapen tensor is an InputError naming it.
 template <class FileName, class Transpose>
-void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::string& prefix, FileName file_name,
+void read_tensors(const CheckpointFiles& file, GptWeights& weights, const std::string& prefix, FileName file_name,
                   Transpose transpose, const std::function<bool(const std::string&)>& skip = {}) {
   for (auto& [name, t] : weights.named()) {
     if (skip && skip(name)) continue;
@@ -134,7 +137,7 @@ void read_tensors(const SafetensorsFile& file, GptWeights& weights, const std::s
 // The model's forward (nn/gpt.hpp) computes softmax attention: weights trained with another
 // attention (linear_elu, performer) are a different model, and running them with softmax would
 // give a wrong model silently.
-void check_attention(const SafetensorsFile& file) {
+void check_attention(const CheckpointFiles& file) {
   const auto it = file.metadata().find("attention");
   if (it == file.metadata().end() || it->second == "flash" || it->second == "naive") return;
   throw InputError(where(file.path()) + ": trained with '" + it->second +
@@ -142,7 +145,8 @@ void check_attention(const SafetensorsFile& file) {
                    "only; it cannot run these weights");
 }
 
-GptWeights load_ours(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip = {}) {
+// The config of an aiopt-gpt file from its __metadata__, every tensor name checked.
+GptConfig ours_config(const CheckpointFiles& file) {
   check_attention(file);
   GptConfig config;
   config.layers = metadata_size(file, "layers");
@@ -156,18 +160,24 @@ GptWeights load_ours(const SafetensorsFile& file, const std::function<bool(const
   } catch (const InputError& e) {
     throw InputError(where(file.path()) + ": __metadata__ holds an invalid config: " + e.what());
   }
-  GptWeights weights = unallocated(config);
   std::set<std::string> known;
-  for (const auto& [name, t] : weights.named()) known.insert(name);
-  for (const auto& [name, e] : file.entries())
+  for (const auto& [name, t] : unallocated(config).named()) known.insert(name);
+  for (const std::string& name : file.names())
     if (!known.count(name))
       throw InputError(where(file.path()) + ": tensor '" + name + "' is not a parameter of model " + config.describe());
+  return config;
+}
+
+GptWeights load_ours(const CheckpointFiles& file, const std::function<bool(const std::string&)>& skip = {}) {
+  GptWeights weights = unallocated(ours_config(file));
   read_tensors(
       file, weights, "", [](const std::string& n) { return n; }, [](const std::string&) { return false; }, skip);
   return weights;
 }
 
-std::size_t gpt2_heads(const SafetensorsFile& file, std::size_t channels) {
+std::size_t gpt2_heads(const CheckpointFiles& file, std::size_t channels, const Gpt2Hints& hints) {
+  if (hints.declared) return hints.declared->heads;
+  if (hints.heads) return *hints.heads;
   for (const char* key : {"heads", "n_head"})
     if (file.metadata().count(key)) return metadata_size(file, key);
   switch (channels) {
@@ -176,36 +186,39 @@ std::size_t gpt2_heads(const SafetensorsFile& file, std::size_t channels) {
     case 1280: return 20;
     case 1600: return 25;
     default:
-      throw InputError(where(file.path()) + ": GPT-2 checkpoints do not store the number of heads, and channels = " +
+      throw InputError(where(file.path()) + ": GPT-2 weights do not store the number of heads, and channels = " +
                        std::to_string(channels) +
-                       " is none of GPT-2's published widths (768, 1024, 1280, 1600); add \"heads\" to the "
-                       "file's __metadata__");
+                       " is none of GPT-2's published widths (768, 1024, 1280, 1600); give --heads (or the "
+                       "'heads' parameter), or load the folder with its config.json");
   }
 }
 
-GptWeights load_gpt2(const SafetensorsFile& file) {
-  std::string prefix;
-  if (file.contains("transformer.wte.weight")) {
-    prefix = "transformer.";
-  } else if (!file.contains("wte.weight")) {
-    throw InputError(where(file.path()) + " is neither an aiopt-gpt checkpoint (no __metadata__ \"format\": \"" +
-                     std::string(format_name) +
-                     "\") nor a GPT-2 checkpoint (no tensor 'wte.weight' or 'transformer.wte.weight')");
-  }
+// "transformer." when the tensors carry it (GPT2LMHeadModel), "" (GPT2Model); InputError when
+// the file is no GPT-2 checkpoint.
+std::string gpt2_prefix(const CheckpointFiles& file) {
+  if (file.contains("transformer.wte.weight")) return "transformer.";
+  if (file.contains("wte.weight")) return "";
+  throw InputError(where(file.path()) + " is neither an aiopt-gpt checkpoint (no __metadata__ \"format\": \"" +
+                   std::string(format_name) +
+                   "\") nor a GPT-2 checkpoint (no tensor 'wte.weight' or 'transformer.wte.weight')");
+}
+
+// A GPT-2 checkpoint's config from its tensor names and shapes (and the hints), every name checked.
+GptConfig gpt2_config(const CheckpointFiles& file, const std::string& prefix, const Gpt2Hints& hints) {
   const auto dims = [&](const std::string& name) {
+    if (!file.contains(prefix + name))
+      throw InputError(where(file.path()) + ": tensor '" + prefix + name + "' is missing");
     const auto& shape = file.entry(prefix + name).shape;
     if (shape.size() != 2)
       throw InputError(where(file.path()) + ": tensor '" + prefix + name + "' has shape " + shape_text(shape) +
                        ", expected 2 dimensions");
     return shape;
   };
-  if (!file.contains(prefix + "wpe.weight"))
-    throw InputError(where(file.path()) + ": tensor '" + prefix + "wpe.weight' is missing");
 
   // Layers: one past the highest N of "h.N."; a gap below it shows up as a missing tensor.
   std::size_t layers = 0;
   const std::string blocks = prefix + "h.";
-  for (const auto& [name, e] : file.entries()) {
+  for (const std::string& name : file.names()) {
     if (!starts_with(name, blocks)) continue;
     std::size_t n = 0;
     const char* first = name.data() + blocks.size();
@@ -222,23 +235,54 @@ GptWeights load_gpt2(const SafetensorsFile& file) {
   config.channels = static_cast<std::size_t>(wte[1]);
   config.context = static_cast<std::size_t>(dims("wpe.weight")[0]);
   config.layers = layers;
-  config.heads = gpt2_heads(file, config.channels);
+  config.heads = gpt2_heads(file, config.channels, hints);
+  if (const auto& d = hints.declared) {
+    // What the tensors show against what config.json declares, by config.json's own keys.
+    const auto differs = [&](const char* key, std::size_t declared, std::size_t found, const std::string& how) {
+      if (declared != found)
+        throw InputError(hints.declared_by + ": \"" + key + "\" is " + std::to_string(declared) + ", but " +
+                         where(file.path()) + " has " + std::to_string(found) + " (" + how + ")");
+    };
+    differs("n_layer", d->layers, layers, "blocks h.0 to h." + std::to_string(layers - 1));
+    differs("vocab_size", d->vocab, config.vocab, "rows of " + prefix + "wte.weight " + shape_text(wte));
+    differs("n_embd", d->channels, config.channels, "columns of " + prefix + "wte.weight " + shape_text(wte));
+    differs("n_positions", d->context, config.context, "rows of " + prefix + "wpe.weight");
+    config.layernorm_eps = d->layernorm_eps;
+  }
   try {
     config.validate();
   } catch (const InputError& e) {
-    throw InputError(where(file.path()) + ": the dimensions inferred from the GPT-2 tensors are invalid: " + e.what());
+    throw InputError(where(file.path()) + ": the dimensions of the GPT-2 tensors are invalid: " + e.what());
   }
 
-  GptWeights weights = unallocated(config);
   std::set<std::string> known;
-  for (const auto& [name, t] : weights.named()) known.insert(prefix + gpt2_name(name));
-  for (const auto& [name, e] : file.entries()) {
+  for (const auto& [name, t] : unallocated(config).named()) known.insert(prefix + gpt2_name(name));
+  for (const std::string& name : file.names()) {
     const bool buffer = ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias");
     if (known.count(name) || buffer || name == "lm_head.weight") continue;
     throw InputError(where(file.path()) + ": tensor '" + name + "' is not a GPT-2 parameter (model " +
                      config.describe() + ")");
   }
+  return config;
+}
+
+// An lm_head.weight beside wte.weight must be the same matrix: the model's output head is tied to
+// the embedding, as GPT-2's is; an untied head would give other logits than the checkpoint's model.
+void check_tied_head(const CheckpointFiles& file, const GptWeights& weights) {
+  if (!file.contains("lm_head.weight")) return;
+  const Tensor head = file.read_f32("lm_head.weight");
+  const bool same = head.shape() == weights.wte.shape() &&
+                    std::equal(head.data<float>(), head.data<float>() + head.numel(), weights.wte.data<float>());
+  if (!same)
+    throw InputError(where(file.path()) + ": tensor 'lm_head.weight' differs from the token embedding; aiopt's "
+                     "GPT ties the output head to wte as GPT-2 does, so it cannot run an untied head");
+}
+
+GptWeights load_gpt2(const CheckpointFiles& file, const Gpt2Hints& hints) {
+  const std::string prefix = gpt2_prefix(file);
+  GptWeights weights = unallocated(gpt2_config(file, prefix, hints));
   read_tensors(file, weights, prefix, gpt2_name, [](const std::string& n) { return is_conv1d(n); });
+  check_tied_head(file, weights);
   return weights;
 }
 
@@ -269,31 +313,39 @@ void save_checkpoint(const GptWeights& weights, const std::string& path,
   write_safetensors(path, tensors, metadata);
 }
 
-GptWeights load_checkpoint(const std::string& path, const Device& device) {
-  return load_checkpoint(SafetensorsFile(path), device);
+std::string checkpoint_format(const CheckpointFiles& files) {
+  const auto format = files.metadata().find("format");
+  if (format == files.metadata().end() || format->second == hf_format_name) return "gpt2";
+  if (format->second == format_name) return std::string(format_name);
+  throw InputError(where(files.path()) + ": __metadata__ \"format\" is '" + format->second + "'; allowed: '" +
+                   std::string(format_name) + "' (aiopt's own), '" + std::string(hf_format_name) +
+                   "' (a PyTorch model saved by transformers), or none");
 }
 
-GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device) {
-  const std::string& path = file.path();
-  GptWeights weights;
-  const auto format = file.metadata().find("format");
-  if (format == file.metadata().end()) {
-    weights = load_gpt2(file);
-  } else if (format->second == format_name) {
-    weights = load_ours(file);
-  } else {
-    throw InputError(where(path) + ": __metadata__ \"format\" is '" + format->second + "'; allowed: '" +
-                     std::string(format_name) + "', or no format for a GPT-2 checkpoint");
-  }
+GptConfig checkpoint_config(const CheckpointFiles& files, const Gpt2Hints& hints) {
+  if (checkpoint_format(files) == format_name) return ours_config(files);
+  return gpt2_config(files, gpt2_prefix(files), hints);
+}
+
+GptWeights load_checkpoint(const CheckpointFiles& files, const Device& device, const Gpt2Hints& hints) {
+  GptWeights weights = checkpoint_format(files) == format_name ? load_ours(files) : load_gpt2(files, hints);
   return device.is_cpu() ? std::move(weights) : weights.to(device);
 }
 
+GptWeights load_checkpoint(const std::string& path, const Device& device) {
+  return load_checkpoint(CheckpointFiles(SafetensorsFile(path)), device);
+}
+
+GptWeights load_checkpoint(const SafetensorsFile& file, const Device& device) {
+  return load_checkpoint(CheckpointFiles(file), device);
+}
+
 GptWeights load_checkpoint_except(const SafetensorsFile& file, const std::function<bool(const std::string&)>& skip) {
-  const auto format = file.metadata().find("format");
-  if (format == file.metadata().end() || format->second != format_name)
+  const CheckpointFiles files(file);
+  if (checkpoint_format(files) != format_name)
     throw InputError(where(file.path()) + ": reading it tensor by tensor needs an aiopt-gpt checkpoint (__metadata__ "
                      "\"format\": \"" + std::string(format_name) + "\")");
-  return load_ours(file, skip);
+  return load_ours(files, skip);
 }
 
 }  // namespace aiopt::nn

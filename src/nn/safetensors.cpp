@@ -4,9 +4,14 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <string_view>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -97,29 +102,62 @@ SafetensorsFile::Entry parse_entry(const json& j, const std::string& at) {
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) throw InputError("cannot open " + where(path_) + ": " + std::strerror(errno));
-  std::error_code ec;
-  const std::uint64_t file_size = std::filesystem::file_size(path_, ec);
-  if (ec) throw InputError("cannot read the size of " + where(path_) + ": " + ec.message());
+// The file mapped read-only for the object's lifetime: tensors are converted straight from the
+// page cache, never copied into a read buffer first.
+class SafetensorsFile::Mapping {
+ public:
+  explicit Mapping(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw InputError("cannot open " + where(path) + ": " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int error = errno;
+      ::close(fd);
+      throw InputError("cannot read the size of " + where(path) + ": " + std::strerror(error));
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int error = errno;
+        ::close(fd);
+        throw InputError("cannot map " + where(path) + ": " + std::strerror(error));
+      }
+      data_ = static_cast<const unsigned char*>(p);
+    }
+    ::close(fd);  // the mapping keeps the file
+  }
+  ~Mapping() {
+    if (data_) ::munmap(const_cast<unsigned char*>(data_), size_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  const unsigned char* data() const { return data_; }
+  std::uint64_t size() const { return size_; }
+
+ private:
+  const unsigned char* data_ = nullptr;
+  std::uint64_t size_ = 0;
+};
+
+SafetensorsFile::SafetensorsFile(std::string path)
+    : path_(std::move(path)), mapping_(std::make_shared<const Mapping>(path_)) {
+  const std::uint64_t file_size = mapping_->size();
   if (file_size < 8)
     throw InputError(where(path_) + " is " + std::to_string(file_size) +
                      " bytes long, shorter than the 8-byte header length");
 
-  unsigned char length_bytes[8];
-  in.read(reinterpret_cast<char*>(length_bytes), 8);
+  const unsigned char* bytes = mapping_->data();
   std::uint64_t header_length = 0;
-  for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | length_bytes[i];
+  for (int i = 7; i >= 0; --i) header_length = (header_length << 8) | bytes[i];
   if (header_length > file_size - 8)
     throw InputError(where(path_) + ": the header length " + std::to_string(header_length) +
                      " reaches past the end of the file (" + std::to_string(file_size) + " bytes)");
   data_start_ = 8 + header_length;
   const std::uint64_t data_size = file_size - data_start_;
 
-  std::string text(header_length, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(header_length));
-  if (!in) throw InputError(where(path_) + ": could not read the " + std::to_string(header_length) + "-byte header");
+  const std::string_view text(reinterpret_cast<const char*>(bytes + 8), header_length);
   json header;
   try {
     header = json::parse(text);
@@ -179,27 +217,24 @@ const SafetensorsFile::Entry& SafetensorsFile::entry(const std::string& name) co
   return it->second;
 }
 
+std::span<const unsigned char> SafetensorsFile::bytes() const {
+  return {mapping_->data(), static_cast<std::size_t>(mapping_->size())};
+}
+
 Tensor SafetensorsFile::read_f32(const std::string& name) const {
   const Entry& e = entry(name);
   if (e.dtype != "F32" && e.dtype != "F16" && e.dtype != "BF16")
     throw InputError(where(path_, name) + ": dtype " + e.dtype + " is not supported; supported: F32, F16, BF16");
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) throw InputError("cannot open " + where(path_) + ": " + std::strerror(errno));
-  in.seekg(static_cast<std::streamoff>(data_start_ + e.begin));
-
   Tensor t = Tensor::empty(e.shape, DType::f32, Device::cpu());
-  const std::uint64_t bytes = e.end - e.begin;
   const std::size_t n = static_cast<std::size_t>(t.numel());
-  const auto read = [&](char* dst) {
-    in.read(dst, static_cast<std::streamsize>(bytes));
-    if (!in || static_cast<std::uint64_t>(in.gcount()) != bytes)
-      throw InputError(where(path_, name) + ": the file ended before the tensor's " + std::to_string(bytes) + " bytes");
-  };
+  const unsigned char* src = mapping_->data() + data_start_ + e.begin;
   if (e.dtype == "F32") {
-    read(reinterpret_cast<char*>(t.data<float>()));
+    std::memcpy(t.data<float>(), src, e.end - e.begin);
   } else {
+    // The data section is only 8-byte aligned as the reference writer leaves it: copy the halves
+    // out rather than read them in place.
     std::vector<std::uint16_t> half(n);
-    read(reinterpret_cast<char*>(half.data()));
+    std::memcpy(half.data(), src, e.end - e.begin);
     convert(half.data(), t.data<float>(), n, e.dtype == "F16" ? DType::f16 : DType::bf16);
   }
   return t;

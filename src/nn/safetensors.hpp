@@ -15,6 +15,8 @@
 // (truncated or concatenated on the way) is refused rather than half trusted.
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,7 +28,7 @@ namespace aiopt::nn {
 
 class SafetensorsFile {
  public:
-  // Opens `path` and validates its header.
+  // Maps `path` read-only (copies of the object share the mapping) and validates its header.
   explicit SafetensorsFile(std::string path);
 
   struct Entry {
@@ -41,12 +43,17 @@ class SafetensorsFile {
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
   const Entry& entry(const std::string& name) const;  // InputError naming the file when absent
 
-  // Tensor `name` as a host f32 tensor of its shape; F16 and BF16 are widened exactly.
-  // InputError when absent or when the file ends early.
+  // Tensor `name` as a host f32 tensor of its shape, converted from the mapping; F16 and BF16 are
+  // widened exactly. InputError when absent or of another dtype.
   Tensor read_f32(const std::string& name) const;
 
+  // The whole file as mapped: its size, and its bytes for a content hash.
+  std::span<const unsigned char> bytes() const;
+
  private:
+  class Mapping;
   std::string path_;
+  std::shared_ptr<const Mapping> mapping_;
   std::uint64_t data_start_ = 0;  // 8 + N
   std::map<std::string, std::string> metadata_;
   std::map<std::string, Entry> entries_;
