@@ -18,109 +18,17 @@
 #include "nn/checkpoint.hpp"
 #include "nn/safetensors.hpp"
 #include "support/files.hpp"
+#include "support/input_error.hpp"
 #include "support/process.hpp"
+#include "support/safetensors_writer.hpp"
 
 using namespace aiopt;
 using namespace aiopt::nn;
 using aiopt::test::TempDir;
+using namespace aiopt::test;
 using nlohmann::json;
 
 namespace {
-
-// ---- a minimal safetensors writer, independent of the one under test
-
-struct RawTensor {
-  std::string name;
-  std::string dtype;  // "F32", "F16", "BF16", ...
-  std::vector<std::int64_t> shape;
-  std::string bytes;
-};
-
-std::string le64(std::uint64_t n) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-  return s;
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
-
-// The header length, the header text, the data: the format with nothing checked.
-void write_raw(const std::string& path, const std::string& header, const std::string& data) {
-  write_bytes(path, le64(header.size()) + header + data);
-}
-
-void write_file(const std::string& path, const std::vector<RawTensor>& tensors, const json& metadata = nullptr) {
-  json header = json::object();
-  std::string data;
-  for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
-    data += t.bytes;
-  }
-  if (!metadata.is_null()) header["__metadata__"] = metadata;
-  write_raw(path, header.dump(), data);
-}
-
-std::string f32_bytes(const std::vector<float>& v) {
-  std::string s(v.size() * 4, '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
-
-std::string u16_bytes(const std::vector<std::uint16_t>& v) {
-  std::string s(v.size() * 2, '\0');
-  std::memcpy(s.data(), v.data(), s.size());
-  return s;
-}
-
-std::int64_t numel(const std::vector<std::int64_t>& shape) {
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
-
-// Distinct random values, so a wrong transposition or a swapped tensor cannot go unnoticed.
-std::vector<float> random_values(std::size_t n, std::uint64_t seed) {
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = rng::uniform(seed, i) * 2.0f - 1.0f;
-  return v;
-}
-
-// A GPT-2-style checkpoint of L layers, width C, vocabulary V, context T, as GPT2LMHeadModel
-// saves it: "transformer." prefix, Conv1D weights (in, out), attn.bias (1, 1, T, T) and
-// attn.masked_bias () buffers, and an lm_head.weight tied to wte. Values of tensor k are
-// random_values(numel, k).
-std::vector<RawTensor> gpt2_tensors(std::int64_t L, std::int64_t C, std::int64_t V, std::int64_t T) {
-  std::vector<std::pair<std::string, std::vector<std::int64_t>>> shapes = {{"wte.weight", {V, C}}, {"wpe.weight", {T, C}}};
-  for (std::int64_t l = 0; l < L; ++l) {
-    const std::string h = "h." + std::to_string(l) + ".";
-    shapes.push_back({h + "ln_1.weight", {C}});
-    shapes.push_back({h + "ln_1.bias", {C}});
-    shapes.push_back({h + "attn.bias", {1, 1, T, T}});
-    shapes.push_back({h + "attn.masked_bias", {}});
-    shapes.push_back({h + "attn.c_attn.weight", {C, 3 * C}});
-    shapes.push_back({h + "attn.c_attn.bias", {3 * C}});
-    shapes.push_back({h + "attn.c_proj.weight", {C, C}});
-    shapes.push_back({h + "attn.c_proj.bias", {C}});
-    shapes.push_back({h + "ln_2.weight", {C}});
-    shapes.push_back({h + "ln_2.bias", {C}});
-    shapes.push_back({h + "mlp.c_fc.weight", {C, 4 * C}});
-    shapes.push_back({h + "mlp.c_fc.bias", {4 * C}});
-    shapes.push_back({h + "mlp.c_proj.weight", {4 * C, C}});
-    shapes.push_back({h + "mlp.c_proj.bias", {C}});
-  }
-  shapes.push_back({"ln_f.weight", {C}});
-  shapes.push_back({"ln_f.bias", {C}});
-  std::vector<RawTensor> out;
-  std::uint64_t seed = 100;
-  for (const auto& [name, shape] : shapes)
-    out.push_back({"transformer." + name, "F32", shape, f32_bytes(random_values(numel(shape), seed++))});
-  out.push_back({"lm_head.weight", "F32", {V, C}, out[0].bytes});
-  return out;
-}
 
 const RawTensor& find(const std::vector<RawTensor>& tensors, const std::string& name) {
   for (const auto& t : tensors)
@@ -158,16 +66,7 @@ void check_dimensions(const GptConfig& got, const GptConfig& want) {
 // Runs `load`, which must throw an InputError whose message names `path` and gives `reason`.
 template <class Load>
 void check_input_error(const Load& load, const std::string& path, const std::string& reason) {
-  INFO("expected: " << reason);
-  try {
-    load();
-    FAIL("no error");
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(path) != std::string::npos);
-    CHECK(what.find(reason) != std::string::npos);
-  }
+  aiopt::test::check_input_error(load, {path, reason});
 }
 
 // A default model saved by save_checkpoint at `path`, read back as the independent writer's
@@ -384,7 +283,7 @@ TEST_CASE("bad checkpoints are InputErrors naming the file and the tensor", "[ch
   }
   SECTION("heads neither stored nor standard") {
     write_file(path, tensors);
-    fails_with("add \"heads\" to the file's __metadata__");
+    fails_with("give --heads (or the 'heads' parameter), or load the folder with its config.json");
   }
   SECTION("heads that do not divide the width") {
     write_file(path, tensors, {{"heads", "3"}});

@@ -1,13 +1,17 @@
 // aiopt generate: autoregressive generation with the GPT (random weights from a preset, or a
-// checkpoint), printing the new tokens and the prefill and decode speeds.
+// checkpoint: aiopt's own file or a published GPT-2 folder with its tokenizer), printing the new
+// tokens, their text, and the prefill and decode speeds.
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <numeric>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/blas_warnings.hpp"
 #include "cli/commands.hpp"
@@ -16,7 +20,7 @@
 #include "cli/number_checks.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
-#include "nn/checkpoint.hpp"
+#include "nn/pretrained.hpp"
 #include "nn/config.hpp"
 #include "nn/decoding.hpp"
 
@@ -27,6 +31,7 @@ namespace {
 struct GenerateOptions {
   ModelFlags model;
   std::string checkpoint;
+  std::string logits_out;
   std::string prompt_tokens;
   std::optional<std::string> prompt;
   std::size_t tokens = 32;
@@ -60,35 +65,48 @@ std::vector<std::int32_t> parse_token_list(const std::string& text) {
   return out;
 }
 
-// The model: a checkpoint, whose dimensions the preset and overrides must not contradict, or
-// random weights of the preset with the overrides applied.
-nn::GptWeights load_weights(const GenerateOptions& o, const Device& device, std::string& origin) {
+// The model: a checkpoint, whose dimensions the preset and overrides must not contradict (a lone
+// GPT-2 file takes its head count from --heads), or random weights of the preset with the
+// overrides applied.
+struct LoadedModel {
+  nn::GptWeights weights;
+  std::optional<nn::BpeTokenizer> tokenizer;
+  std::string origin;
+};
+
+LoadedModel load_model(const GenerateOptions& o, const Device& device) {
   if (!o.checkpoint.empty()) {
-    nn::GptWeights w = nn::load_checkpoint(o.checkpoint, device);
+    std::optional<std::size_t> heads;
+    for (const auto& [dimension, value] : o.model.given())
+      if (std::string(dimension.name) == "heads") heads = value;
+    nn::PretrainedModel m = nn::load_pretrained(o.checkpoint, device, heads);
+    const nn::GptConfig& config = m.weights.config;
     if (o.model.preset) {
       const nn::GptConfig p = nn::preset(*o.model.preset);
-      if (p.describe() != w.config.describe())
+      if (p.describe() != config.describe())
         throw InputError("--preset " + *o.model.preset + " (" + p.describe() + ") conflicts with --checkpoint " +
-                         o.checkpoint + " (" + w.config.describe() + "); give one or the other");
+                         o.checkpoint + " (" + config.describe() + "); give one or the other");
     }
     for (const auto& [dimension, value] : o.model.given())
-      if (w.config.*dimension.field != value)
+      if (config.*dimension.field != value)
         throw InputError(flag_of(dimension) + " " + std::to_string(value) + " conflicts with --checkpoint " +
-                         o.checkpoint + " (" + w.config.describe() + "); a checkpoint fixes the model's dimensions");
-    origin = o.checkpoint;
-    return w;
+                         o.checkpoint + " (" + config.describe() + "); a checkpoint fixes the model's dimensions");
+    char line[200];
+    std::snprintf(line, sizeof line, "%s, %.1f MB, %s, loaded in %.0f ms", m.info.format.c_str(),
+                  static_cast<double>(m.info.bytes) / 1e6, m.info.hash.c_str(), m.load_ms);
+    return {std::move(m.weights), std::move(m.tokenizer), o.checkpoint + ": " + line};
   }
   const nn::GptConfig config = o.model.applied_to(nn::preset(o.model.preset_name()));
   config.validate();
-  origin = "random weights, seed " + std::to_string(o.seed);
-  return nn::GptWeights::initialize(config, o.seed, device);
+  return {nn::GptWeights::initialize(config, o.seed, device), std::nullopt,
+          "random weights, seed " + std::to_string(o.seed)};
 }
 
-// Bytes as text: printable ASCII as it is, the rest escaped as in C.
-std::string escaped(const std::vector<std::int32_t>& tokens) {
+// Bytes as text: printable ASCII and UTF-8 as they are, control bytes escaped as in C.
+std::string escaped(const std::string& bytes) {
   std::string out;
-  for (const std::int32_t t : tokens) {
-    const auto c = static_cast<unsigned char>(t);
+  for (const char byte : bytes) {
+    const auto c = static_cast<unsigned char>(byte);
     if (c == '\\' || c == '"') {
       out += '\\';
       out += static_cast<char>(c);
@@ -96,7 +114,7 @@ std::string escaped(const std::vector<std::int32_t>& tokens) {
       out += "\\n";
     } else if (c == '\t') {
       out += "\\t";
-    } else if (c >= 0x20 && c < 0x7f) {
+    } else if (c >= 0x20 && c != 0x7f) {
       out += static_cast<char>(c);
     } else {
       char hex[5];
@@ -105,6 +123,25 @@ std::string escaped(const std::vector<std::int32_t>& tokens) {
     }
   }
   return out;
+}
+
+// The logits of every position of prompt + new tokens, one forward over the whole sequence, as
+// JSON {"tokens": [...], "logits": [[vocab floats] per position]}: for comparing with another
+// implementation.
+void write_logits(nn::Gpt& model, const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& tokens,
+                  const std::string& path) {
+  std::vector<std::int32_t> all = prompt;
+  all.insert(all.end(), tokens.begin(), tokens.end());
+  if (all.size() > model.config().context) all.resize(model.config().context);
+  const Tensor logits = model.forward(all, 1, all.size(), nn::Logits::all);
+  const Tensor host = logits.to(Device::cpu());
+  const std::size_t V = model.config().vocab;
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t t = 0; t < all.size(); ++t)
+    rows.push_back(std::vector<float>(host.data<float>() + t * V, host.data<float>() + (t + 1) * V));
+  std::ofstream out(path);
+  out << nlohmann::json{{"tokens", all}, {"logits", rows}}.dump() << "\n";
+  if (!out) throw InputError("--logits " + path + ": cannot write the file");
 }
 
 int run_generate(const GenerateOptions& o) {
@@ -117,17 +154,23 @@ int run_generate(const GenerateOptions& o) {
   const nn::SamplingParams sampling{o.temperature, o.top_k, o.seed};
   sampling.validate();
   const Device device = parse_device(o.device);
-  std::string origin;
-  nn::Gpt model(load_weights(o, device, origin));
+  LoadedModel loaded = load_model(o, device);
+  nn::Gpt model(std::move(loaded.weights));
   const nn::GptConfig& config = model.config();
+  const std::optional<nn::BpeTokenizer>& tokenizer = loaded.tokenizer;
 
   std::vector<std::int32_t> prompt;
   if (o.prompt) {
-    if (config.vocab < 256)
-      throw InputError("--prompt needs a vocabulary of at least 256 (bytes are the tokens); this model has " +
-                       std::to_string(config.vocab) + "; use --prompt-tokens");
     if (o.prompt->empty()) throw InputError("--prompt is empty");
-    for (const char c : *o.prompt) prompt.push_back(static_cast<unsigned char>(c));
+    if (tokenizer) {
+      prompt = tokenizer->encode(*o.prompt);
+    } else {
+      if (config.vocab < 256)
+        throw InputError("--prompt needs a tokenizer (vocab.json and merges.txt beside the checkpoint) or a "
+                         "vocabulary of at least 256 (bytes are the tokens); this model has " +
+                         std::to_string(config.vocab) + "; use --prompt-tokens");
+      for (const char c : *o.prompt) prompt.push_back(static_cast<unsigned char>(c));
+    }
   } else {
     prompt = parse_token_list(o.prompt_tokens);
     for (const std::int32_t t : prompt)
@@ -143,14 +186,18 @@ int run_generate(const GenerateOptions& o) {
   model.forward(std::span(prompt).first(1), 1, 1, nn::Logits::last);
   const nn::Generation g = nn::generate(model, prompt, o.tokens, sampling, cache);
 
-  std::cout << "model: " << config.describe() << " (" << origin << ") on " << to_string(device) << ", "
+  std::cout << "model: " << config.describe() << " (" << loaded.origin << ") on " << to_string(device) << ", "
             << threads() << " threads\n";
   std::cout << "kv cache: " << o.kv_cache << "\n";
   std::cout << "prompt: " << prompt.size() << " tokens\n";
   std::cout << "tokens:";
   for (const std::int32_t t : g.tokens) std::cout << " " << t;
   std::cout << "\n";
-  if (config.vocab == 256) std::cout << "text: \"" << escaped(g.tokens) << "\"\n";
+  if (tokenizer)
+    std::cout << "text: \"" << escaped(tokenizer->decode(g.tokens)) << "\"\n";
+  else if (config.vocab == 256)
+    std::cout << "text: \"" << escaped(std::string(g.tokens.begin(), g.tokens.end())) << "\"\n";
+  if (!o.logits_out.empty()) write_logits(model, prompt, g.tokens, o.logits_out);
   char line[160];
   std::snprintf(line, sizeof line, "prefill: %.3f ms (%zu tokens, %.1f tokens/s)\n", g.prefill_ms, prompt.size(),
                 1000.0 * static_cast<double>(prompt.size()) / g.prefill_ms);
@@ -175,10 +222,15 @@ void add_generate(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<GenerateOptions>();
   auto* cmd = app.add_subcommand("generate", "Generate tokens with the GPT and time prefill and decode");
   add_model_flags(*cmd, o->model, true);
-  cmd->add_option("--checkpoint", o->checkpoint, "Load the weights from a safetensors checkpoint")
-      ->check(CLI::ExistingFile);
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "Load the weights: a Hugging Face GPT-2 folder (config.json, model.safetensors, vocab.json, "
+                  "merges.txt) or a safetensors file")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--logits", o->logits_out,
+                  "Write every position's logits (prompt and new tokens) as JSON to this file");
   auto* tokens_opt = cmd->add_option("--prompt-tokens", o->prompt_tokens, "The prompt as token ids: 1,2,3");
-  cmd->add_option("--prompt", o->prompt, "The prompt as text, one token per byte (vocabulary >= 256)")
+  cmd->add_option("--prompt", o->prompt,
+                  "The prompt as text: encoded by the checkpoint's tokenizer, else one token per byte")
       ->excludes(tokens_opt);
   cmd->add_option("--tokens", o->tokens, "New tokens to generate (default 32)");
   cmd->add_option("--temperature", o->temperature, "0: greedy (default); else sample softmax(logits / T)")
