@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "core/error.hpp"
+#include "nn/pretrained.hpp"
 
 namespace aiopt::model_params {
 
@@ -16,7 +17,41 @@ std::vector<ParamSpec> specs(const std::string& default_preset, const std::optio
   return out;
 }
 
+ParamSpec checkpoint_spec() {
+  return string_param("checkpoint", "",
+                      "the model's weights instead of random ones: a Hugging Face GPT-2 folder (config.json, "
+                      "model.safetensors or its index, vocab.json and merges.txt) or a safetensors file "
+                      "(aiopt's own, or GPT-2 weights with 'heads'); its dimensions replace the preset's");
+}
+
+std::string checkpoint(const Params& params) { return params.has("checkpoint") ? params.string("checkpoint") : ""; }
+
+namespace {
+
+std::optional<std::size_t> heads_hint(const Params& params) {
+  const std::int64_t heads = params.integer("heads");
+  return heads > 0 ? std::optional(static_cast<std::size_t>(heads)) : std::nullopt;
+}
+
+// The checkpoint's config; every non-zero override must agree with it.
+nn::GptConfig checkpoint_config(const Params& params) {
+  const std::string path = checkpoint(params);
+  const nn::CheckpointSource source = nn::open_checkpoint(path, heads_hint(params));
+  const nn::GptConfig c = nn::checkpoint_config(source.files, source.hints);
+  for (const Dimension& o : dimensions) {
+    const std::int64_t v = params.integer(o.name);
+    if (v != 0 && static_cast<std::size_t>(v) != c.*o.field)
+      throw InputError("model parameter '" + std::string(o.name) + "' = " + std::to_string(v) +
+                       " conflicts with checkpoint " + path + " (" + c.describe() +
+                       "); a checkpoint fixes the model's dimensions: leave it 0");
+  }
+  return c;
+}
+
+}  // namespace
+
 nn::GptConfig config(const Params& params) {
+  if (!checkpoint(params).empty()) return checkpoint_config(params);
   const std::string& name = params.string("preset");
   nn::GptConfig c = nn::preset(name);
   std::string changed;

@@ -14,6 +14,7 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <filesystem>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -27,10 +28,14 @@
 #include "core/fault.hpp"
 #include "harness/step_timer.hpp"
 #include "nn/kv_cache.hpp"
+#include "nn/pretrained.hpp"
 #include "support/error_metric.hpp"
+#include "support/files.hpp"
 #include "support/metrics.hpp"
 #include "support/near_tie.hpp"
 #include "support/process.hpp"
+#include "support/safetensors_writer.hpp"
+#include "support/schema.hpp"
 #include "support/technique_run.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
 #include "techniques/model_params.hpp"
@@ -119,8 +124,8 @@ TEST_CASE("the technique declares its contract", "[kv_caching]") {
   }
   std::vector<std::string> names;
   for (const auto& p : t.params()) names.push_back(p.name);
-  CHECK(names == std::vector<std::string>{"preset", "layers", "channels", "heads", "context", "vocab", "prompt_len",
-                                          "gen_tokens", "batch"});
+  CHECK(names == std::vector<std::string>{"preset", "layers", "channels", "heads", "context", "vocab", "checkpoint",
+                                          "prompt_len", "gen_tokens", "batch"});
 }
 
 TEST_CASE("bad cases are input errors that say what is allowed", "[kv_caching]") {
@@ -341,6 +346,69 @@ TEST_CASE("a bad model or a sequence past the context exits 2 with the reason be
     CHECK(r.err.find(reason) != std::string::npos);
     CHECK(r.err.find("kv_caching/recompute cpu") != std::string::npos);
   }
+}
+
+// ---- on a checkpoint
+
+TEST_CASE("a checkpoint's weights are the model that generates", "[kv_caching][checkpoint]") {
+  aiopt::test::TempDir dir;
+  const nn::GptConfig config{.layers = 2, .channels = 96, .heads = 4, .context = 64, .vocab = 300};
+  const nn::GptWeights original = nn::GptWeights::initialize(config, 5, Device::cpu());
+  aiopt::test::write_gpt2_folder(dir.file("hf"), original);
+  Case c = aiopt::test::quick_case(*technique, "kv_cache", {{"prompt_len", std::int64_t{20}},
+                                                            {"gen_tokens", std::int64_t{8}},
+                                                            {"checkpoint", dir.file("hf")}},
+                                   7);
+  const kc::Shape s = kc::Shape::from(c);
+  CHECK(s.model.describe() == config.describe());  // the default context stands for the checkpoint's 64
+
+  // The first step's logits are the saved model's over the prompt, bit for bit.
+  kc::Generator g(s, kc::Method::kv_cache, Device::cpu());
+  const kc::Trace trace = g.generate(kc::Method::kv_cache, true);
+  nn::Gpt saved(nn::GptWeights::initialize(config, 5, Device::cpu()));
+  const std::vector<std::int32_t> prompt = kc::make_prompt(s);
+  const Tensor want = saved.forward(prompt, 1, prompt.size(), nn::Logits::last);
+  CHECK(std::vector<float>(trace.logits.begin(), trace.logits.begin() + 300) ==
+        std::vector<float>(want.data<float>(), want.data<float>() + 300));
+
+  SECTION("an override that contradicts it is an input error") {
+    c.params.set("channels", std::int64_t{128});
+    CHECK_THROWS_WITH(kc::Shape::from(c), Catch::Contains("'channels' = 128 conflicts with checkpoint") &&
+                                              Catch::Contains(dir.file("hf")));
+  }
+  SECTION("a sequence past its context is an input error") {
+    c.params.set("prompt_len", std::int64_t{60});
+    CHECK_THROWS_WITH(kc::Shape::from(c), Catch::Contains("exceeds the model's context of 64"));
+  }
+}
+
+TEST_CASE("a bench on a checkpoint records it in the report's context", "[kv_caching][checkpoint][cli]") {
+  aiopt::test::TempDir dir;
+  const nn::GptConfig config{.layers = 2, .channels = 96, .heads = 4, .context = 64, .vocab = 300};
+  aiopt::test::write_gpt2_folder(dir.file("hf"), nn::GptWeights::initialize(config, 5, Device::cpu()));
+  const auto r = run_aiopt({"bench", "--technique", "kv_caching", "--quick", "--device", "cpu", "--progress", "never",
+                            "--set", "checkpoint=" + dir.file("hf"), "--output", dir.file("r.json")});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const json report = json::parse(aiopt::test::read_text(dir.file("r.json")));
+  CHECK(aiopt::test::schema_errors(report).empty());
+  for (const auto& res : report.at("results")) {
+    CHECK(res.at("status") == "ok");
+    CHECK(res.at("params").at("checkpoint") == dir.file("hf"));
+  }
+  const json& checkpoints = report.at("context").at("checkpoints");
+  REQUIRE(checkpoints.size() == 1);
+  CHECK(checkpoints[0].at("path") == dir.file("hf"));
+  CHECK(checkpoints[0].at("format") == "gpt2");
+  CHECK(checkpoints[0].at("bytes") == std::filesystem::file_size(dir.file("hf/model.safetensors")));
+  CHECK(checkpoints[0].at("hash") == nn::inspect_checkpoint(dir.file("hf")).hash);
+  CHECK(checkpoints[0].at("config").at("channels") == 96);
+
+  // A checkpoint that is not there: exit 2 naming it, before any case runs.
+  const auto missing = run_aiopt({"bench", "--technique", "kv_caching", "--quick", "--device", "cpu", "--progress",
+                                  "never", "--set", "checkpoint=" + dir.file("none")});
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find(dir.file("none") + "' does not exist") != std::string::npos);
 }
 
 // ---- CUDA against the CPU

@@ -19,9 +19,13 @@
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/memory.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/config.hpp"
+#include "nn/model_cache.hpp"
+#include "support/files.hpp"
 #include "support/model_cache.hpp"
 #include "support/process.hpp"
+#include "support/safetensors_writer.hpp"
 #include "support/schema.hpp"
 #include "support/technique_run.hpp"
 #include "techniques/quantization/quantization.hpp"
@@ -272,6 +276,45 @@ TEST_CASE("the quantized trained model keeps its perplexity and next-token choic
   CHECK(m["qat"]["perplexity_increase"] < 0.05);
   CHECK(m["qat"]["linear_weight_bytes"] == m["int4_weight_only"]["linear_weight_bytes"]);
   unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("a checkpoint of the trained model measures as the preset does", "[quantization][model][checkpoint]") {
+  // The tiny preset's trained model saved as a Hugging Face folder (loaded whole, transposed) and
+  // as aiopt's own file (read layer by layer): the same weights on the same built-in text must
+  // give the preset's figures exactly, whichever way they were read.
+  const test::TestModelCache cache_dir;
+  test::TempDir dir;
+  const nn::GptWeights trained = nn::trained_model(nn::standard_training("tiny"), Device::cpu()).weights;
+  test::write_gpt2_folder(dir.file("hf"), trained);
+  nn::save_checkpoint(trained, dir.file("own.safetensors"));
+  for (const std::string f : {"fp32", "int8_dynamic", "int8_static", "int4_weight_only"}) {
+    const std::map<std::string, double> want = run_case(model_case(f));
+    for (const std::string checkpoint : {dir.file("hf"), dir.file("own.safetensors")}) {
+      INFO(f << " " << checkpoint);
+      Case c = model_case(f);
+      c.params.set("checkpoint", checkpoint);
+      const std::map<std::string, double> got = run_case(c);
+      for (const char* name : {"perplexity", "top1_agreement", "logits_max_rel_error", "linear_weight_bytes"}) {
+        INFO(name);
+        CHECK(got.at(name) == want.at(name));
+      }
+    }
+  }
+  unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("a checkpoint's bad data is an input error before the run", "[quantization][checkpoint]") {
+  test::TempDir dir;
+  const nn::GptConfig config{.layers = 1, .channels = 64, .heads = 4, .context = 64, .vocab = 300};
+  test::write_gpt2_folder(dir.file("hf"), nn::GptWeights::initialize(config, 3, Device::cpu()));
+  Case c = model_case("int8_dynamic");
+  const Technique& t = *technique;
+  c.params.set("checkpoint", dir.file("hf"));
+  // A vocabulary of 300 without vocab.json and merges.txt: no text can be given to it.
+  CHECK_THROWS_WITH(t.validate(c, DeviceKind::cpu), Catch::Contains("no tokenizer"));
+  c.params.set("checkpoint", std::string());
+  c.params.set("data", dir.file("text.txt"));
+  CHECK_THROWS_WITH(t.validate(c, DeviceKind::cpu), Catch::Contains("give 'checkpoint' too"));
 }
 
 TEST_CASE("level=model runs on the cpu only", "[quantization][model]") {

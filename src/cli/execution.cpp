@@ -20,8 +20,10 @@
 #include "harness/interrupt.hpp"
 #include "harness/progress.hpp"
 #include "harness/runner.hpp"
+#include "nn/pretrained.hpp"
 #include "report/comparison.hpp"
 #include "report/report_json.hpp"
+#include "techniques/model_params.hpp"
 
 namespace aiopt::cli {
 
@@ -120,6 +122,27 @@ std::vector<const PlanEntry*> shard_cases(const Execution& ex) {
   return cases;
 }
 
+// The checkpoints the cases run (their `checkpoint` parameter), identified by their bytes, so that
+// a report says which model it measured; one that cannot be read is recorded with the reason (its
+// cases fail with it).
+ojson checkpoints_context(const Execution& ex) {
+  std::set<std::pair<std::string, std::int64_t>> seen;
+  ojson out = ojson::array();
+  for (const auto& e : ex.plan) {
+    const Params& p = e.planned.c.params;
+    const std::string path = model_params::checkpoint(p);
+    const std::int64_t heads = p.has("heads") ? p.integer("heads") : 0;
+    if (path.empty() || !seen.emplace(path, heads).second) continue;
+    try {
+      out.push_back(nn::inspect_checkpoint(path, heads > 0 ? std::optional(static_cast<std::size_t>(heads))
+                                                           : std::nullopt).to_json());
+    } catch (const InputError& err) {
+      out.push_back({{"path", path}, {"error", err.what()}});
+    }
+  }
+  return out;
+}
+
 // The report's context: the machine and build, and what this invocation chose.
 ojson run_context(const Execution& ex, int threads, const std::vector<std::string>& argv) {
   ojson context = machine_context(true);
@@ -137,6 +160,7 @@ ojson run_context(const Execution& ex, int threads, const std::vector<std::strin
                          {"max_case_s", ex.sampling.max_case_s},
                          {"force", ex.sampling.force}};
   if (ex.shard) context["shard"] = std::to_string(ex.shard->index) + "/" + std::to_string(ex.shard->count);
+  if (ojson checkpoints = checkpoints_context(ex); !checkpoints.empty()) context["checkpoints"] = std::move(checkpoints);
   return context;
 }
 

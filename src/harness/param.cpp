@@ -148,4 +148,13 @@ ParamSpec choice_param(const std::string& name, const std::string& value, std::o
   return p;
 }
 
+ParamSpec string_param(const std::string& name, const std::string& value, const std::string& help) {
+  ParamSpec p;
+  p.name = name;
+  p.type = ParamType::string;
+  p.default_value = value;
+  p.help = help;
+  return p;
+}
+
 }  // namespace aiopt

@@ -51,6 +51,10 @@ ParamSpec real_param(const std::string& name, double value, std::optional<double
 ParamSpec choice_param(const std::string& name, const std::string& value, std::optional<std::string> quick,
                        std::vector<std::string> choices, const std::string& unit, const std::string& help);
 
+// A string parameter (a path, a name) whose default may be empty: "none", which a config or --set
+// may then also give; where the default is not empty, an empty value is refused.
+ParamSpec string_param(const std::string& name, const std::string& value, const std::string& help);
+
 // The values of one case: every parameter of the technique's spec, by name.
 class Params {
  public:

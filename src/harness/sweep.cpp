@@ -245,7 +245,9 @@ void check_value(const ParamSpec& spec, const Value& value, const std::string& w
       throw InputError(prefix + "value " + in_quotes(name) + " is not allowed" + did_you_mean(name, c) +
                        allowed);
   }
-  if (spec.type == ParamType::string && std::get<std::string>(value).empty())
+  // An empty string means "none" where that is the default (string_param), and is refused elsewhere.
+  if (spec.type == ParamType::string && std::get<std::string>(value).empty() &&
+      !std::get<std::string>(spec.default_value).empty())
     throw InputError(prefix + "value is empty" + allowed);
 }
 

@@ -4,11 +4,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <utility>
 
 #include "core/error.hpp"
 #include "core/fault.hpp"
+#include "nn/bpe_tokenizer.hpp"
 #include "nn/safetensors.hpp"
 
 namespace aiopt::nn {
@@ -36,19 +38,41 @@ void require(bool ok, const std::string& message) {
 }  // namespace
 
 std::string DataSource::describe() const {
-  if (!file.empty()) return file;
+  const std::string encoding = tokenizer.empty() ? "" : ", encoded by " + tokenizer;
+  if (!file.empty()) return file + encoding;
   return "synthetic dialect " + std::to_string(dialect) + " (seed " + std::to_string(corpus_seed) + ", " +
-         mib_text(train_bytes) + ")";
+         mib_text(train_bytes) + encoding + ")";
 }
 
-TokenSplit load_tokens(const DataSource& source, std::size_t seq_len) {
-  const std::size_t need = std::max(min_split_tokens, seq_len + 1);
+namespace {
+
+TokenSplit byte_tokens(const DataSource& source, std::size_t need) {
   if (!source.file.empty()) return file_tokens(source.file, source.validation_fraction, need);
   if (source.train_bytes < need || source.validation_bytes < need)
     throw InputError("training data: the synthetic corpus needs at least " + std::to_string(need) +
                      " train and validation bytes");
   return synthetic_tokens(SyntheticCorpus{source.corpus_seed, source.dialect}, source.train_bytes,
                           source.validation_bytes);
+}
+
+}  // namespace
+
+TokenSplit load_tokens(const DataSource& source, std::size_t seq_len) {
+  const std::size_t need = std::max(min_split_tokens, seq_len + 1);
+  TokenSplit bytes = byte_tokens(source, need);
+  if (source.tokenizer.empty()) return bytes;
+  const std::filesystem::path folder(source.tokenizer);
+  const BpeTokenizer bpe = BpeTokenizer::load(folder / "vocab.json", folder / "merges.txt");
+  const auto encode = [&](const std::vector<std::int32_t>& b) {
+    const std::string text(b.begin(), b.end());
+    return bpe.encode(text);
+  };
+  TokenSplit out{encode(bytes.train), encode(bytes.validation)};
+  if (out.train.size() < need || out.validation.size() < need)
+    throw InputError("training data " + source.describe() + ": " + std::to_string(out.train.size()) + " training and " +
+                     std::to_string(out.validation.size()) + " validation tokens after " + source.tokenizer +
+                     "'s tokenizer; at least " + std::to_string(need) + " of each are needed");
+  return out;
 }
 
 void TrainConfig::validate() const {
@@ -120,6 +144,8 @@ nlohmann::json TrainConfig::identity() const {
   // The projections' seed changes the trained model only under performer; elsewhere it is left
   // out, so the identity (and the model cache's key) of every other run stays what it was.
   if (training.attention == TrainAttention::performer) id["training"]["feature_seed"] = training.feature_seed;
+  // Likewise the tokenizer, named only where the text is not read as bytes.
+  if (!data.tokenizer.empty()) id["data"]["tokenizer"] = data.tokenizer;
   return id;
 }
 

@@ -32,10 +32,14 @@ struct DataSource {
   std::size_t train_bytes = std::size_t{4} << 20;
   std::size_t validation_bytes = std::size_t{1} << 17;
   double validation_fraction = 0.1;  // of a file
+  // A folder with vocab.json and merges.txt: the text is encoded by that byte-level BPE
+  // (nn/bpe_tokenizer.hpp); empty: every byte is a token.
+  std::string tokenizer;
 
   std::string describe() const;  // "synthetic dialect 0 (seed 1, 4 MiB)" or the file name
 };
-// Throws InputError naming the file when it cannot be read or is too small for seq_len windows.
+// Throws InputError naming the file when it cannot be read or is too small for seq_len windows
+// (counted in tokens, after the tokenizer), or naming the tokenizer's file when it is malformed.
 TokenSplit load_tokens(const DataSource& source, std::size_t seq_len);
 
 struct TrainConfig {

@@ -16,6 +16,7 @@
 #include "harness/step_timer.hpp"
 #include "nn/decode_loop.hpp"
 #include "nn/decoding.hpp"
+#include "nn/pretrained.hpp"
 #include "techniques/kv_caching/int8_attention_check.hpp"
 #include "techniques/model_params.hpp"
 #include "techniques/technique_parts.hpp"
@@ -39,8 +40,10 @@ static std::vector<ParamSpec> params() {
     if (p.name != "context") continue;
     p.default_value = std::int64_t{1024};
     p.help = "positions the model can attend over; prompt_len + gen_tokens must fit (default 1024, so that the "
-             "default 512 + 128 fit the small preset); 0: the preset's";
+             "default 512 + 128 fit the small preset; with a checkpoint, the default is the checkpoint's); 0: the "
+             "preset's";
   }
+  out.push_back(model_params::checkpoint_spec());
 
   out.push_back(integer_param("prompt_len", 512, 32, 1, unbounded, "tokens",
                               "prompt length (random tokens from the seed); prompt_len + gen_tokens <= the "
@@ -79,7 +82,15 @@ std::optional<DType> kc::cache_dtype(Method method) {
 
 kc::Shape kc::Shape::from(const Case& c) {
   Shape s;
-  s.model = model_params::config(c.params);
+  s.checkpoint = model_params::checkpoint(c.params);
+  if (s.checkpoint.empty()) {
+    s.model = model_params::config(c.params);
+  } else {
+    // The default context (1024) stands for the checkpoint's own; another value must agree with it.
+    Params p = c.params;
+    if (p.integer("context") == 1024) p.set("context", std::int64_t{0});
+    s.model = model_params::config(p);
+  }
   const std::int64_t prompt_len = c.params.integer("prompt_len");
   const std::int64_t gen_tokens = c.params.integer("gen_tokens");
   s.prompt_len = static_cast<std::size_t>(prompt_len);
@@ -126,7 +137,9 @@ double kc::generation_flops(const Shape& s, Method method) {
 // ---- generation
 
 kc::Generator::Generator(const Shape& shape, Method method, const Device& device)
-    : shape_(shape), model_(nn::GptWeights::initialize(shape.model, shape.weight_seed, device)),
+    : shape_(shape),
+      model_(shape.checkpoint.empty() ? nn::GptWeights::initialize(shape.model, shape.weight_seed, device)
+                                      : nn::load_pretrained(shape.checkpoint, device, shape.model.heads).weights),
       prompt_(make_prompt(shape)) {
   if (const auto dtype = cache_dtype(method)) {
     // The cache's bytes as the tracked allocator counts them.

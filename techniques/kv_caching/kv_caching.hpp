@@ -39,6 +39,7 @@ std::optional<DType> cache_dtype(Method method);
 // One case, parsed and checked.
 struct Shape {
   nn::GptConfig model;
+  std::string checkpoint;         // the model's weights; empty: random weights from weight_seed
   std::size_t prompt_len = 0;
   std::size_t gen_tokens = 0;
   std::size_t batch = 1;

@@ -1,7 +1,7 @@
 // The model level of quantization: the GPT trained on the built-in corpus (from the model
-// cache), its block linear layers stored in the variant's format, greedy decoding timed, and
-// quality against the fp32 model on validation windows: perplexity, top-1 agreement of the next
-// token, logits error.
+// cache) or a checkpoint's (a published GPT-2, with its tokenizer), its block linear layers stored
+// in the variant's format, greedy decoding timed, and quality against the fp32 model on validation
+// windows: perplexity, top-1 agreement of the next token, logits error.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,9 +16,11 @@
 #include "nn/decoding.hpp"
 #include "nn/gpt.hpp"
 #include "nn/model_cache.hpp"
+#include "nn/pretrained.hpp"
 #include "nn/safetensors.hpp"
 #include "nn/trainer.hpp"
 #include "techniques/quantization/quantization.hpp"
+#include "techniques/model_params.hpp"
 #include "techniques/quantization/quantized_linears.hpp"
 
 namespace aiopt::quantization {
@@ -29,6 +31,8 @@ namespace {
 
 struct ModelCase {
   std::string preset, variant;
+  std::string checkpoint;  // empty: the preset's trained model
+  std::string data;        // with a checkpoint: the text file; empty: the built-in corpus
   Format format = Format::fp32;
   bool qat = false;  // int4 weights learned by fine-tuning with fake quantization
   std::size_t qat_steps = 0;
@@ -40,6 +44,8 @@ struct ModelCase {
   static ModelCase from(const Case& c) {
     ModelCase m;
     m.preset = c.params.string("preset");
+    m.checkpoint = model_params::checkpoint(c.params);
+    m.data = c.params.string("data");
     m.variant = c.variant;
     const Scheme scheme = schemes().parse(c.variant);
     m.qat = scheme.qat;
@@ -54,7 +60,27 @@ struct ModelCase {
     m.calibration_tokens = static_cast<std::size_t>(c.params.integer("calibration_rows"));
     return m;
   }
+
+  // How the messages name the model.
+  std::string model_name() const { return checkpoint.empty() ? "the " + preset + " model" : checkpoint; }
 };
+
+// The text a checkpoint's quality is measured on (validation: the last tenth of a file, or the
+// built-in corpus's validation stream), encoded by its tokenizer, and the recipe QAT fine-tunes
+// it with (the tiny preset's optimizer, windows of up to 128 tokens).
+nn::TrainConfig checkpoint_recipe(const nn::GptConfig& config, const ModelCase& mc, const std::string& tokenizer) {
+  nn::TrainConfig t = nn::standard_training("tiny");
+  t.model = config;
+  t.seq_len = std::min<std::size_t>(128, config.context);
+  t.data.file = mc.data;
+  t.data.train_bytes = std::size_t{1} << 20;
+  t.data.tokenizer = tokenizer;
+  if (tokenizer.empty() && config.vocab != 256)
+    throw InputError("quantization: checkpoint " + mc.checkpoint + " has a vocabulary of " +
+                     std::to_string(config.vocab) +
+                     " and no tokenizer (vocab.json and merges.txt beside it), so text cannot be given to it");
+  return t;
+}
 
 // Cross-entropy (nats) of every position of logits (rows, V) against targets, and the argmax.
 void score(const Tensor& logits, std::span<const std::int32_t> targets, std::size_t vocab, std::vector<double>& nll,
@@ -103,29 +129,46 @@ nn::GptWeights fine_tune(const nn::GptWeights& trained, const nn::TrainConfig& r
 
 class ModelRun : public Run {
  public:
-  ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc), training_(nn::standard_training(mc.preset)) {
-    const nn::TrainConfig& training = training_;
+  ModelRun(const ModelCase& mc, std::uint64_t seed) : mc_(mc) {
     // The formats stored straight from the checkpoint load the embeddings, LayerNorms and biases
     // in fp32 and read each block linear weight in turn (QuantizedLinears), so the prepared peak
     // holds one fp32 layer beside the format's bytes, never the fp32 model. int8_static
-    // calibrates on the fp32 model and QAT fine-tunes it: both load it whole, as fp32 does.
+    // calibrates on the fp32 model and QAT fine-tunes it: both load it whole, as fp32 does. A
+    // GPT-2 checkpoint (Conv1D layout) or sharded one is loaded whole whatever the format.
     const bool streamed = mc.format != Format::fp32 && mc.format != Format::int8_static && !mc.qat;
-    nn::CachedModel trained =
-        streamed ? nn::trained_model_file(training) : nn::trained_model(training, Device::cpu());
-    std::optional<nn::SafetensorsFile> source;  // empty where the cache could not be written
-    if (streamed && !trained.path.empty()) {
-      source.emplace(trained.path.string());
-      trained.weights = nn::load_checkpoint_except(*source, is_block_linear_weight);
+    std::optional<nn::SafetensorsFile> source;  // empty where the weights are loaded whole
+    nn::GptWeights weights;
+    if (mc.checkpoint.empty()) {
+      training_ = nn::standard_training(mc.preset);
+      nn::CachedModel trained =
+          streamed ? nn::trained_model_file(training_) : nn::trained_model(training_, Device::cpu());
+      if (streamed && !trained.path.empty()) {
+        source.emplace(trained.path.string());
+        trained.weights = nn::load_checkpoint_except(*source, is_block_linear_weight);
+      }
+      trained_loss_ = trained.validation_loss;
+      weights = std::move(trained.weights);
+    } else {
+      const nn::CheckpointSource checkpoint = nn::open_checkpoint(mc.checkpoint);
+      const bool one_own_file =
+          nn::checkpoint_format(checkpoint.files) == "aiopt-gpt" && checkpoint.files.files().size() == 1;
+      if (streamed && one_own_file) {
+        source.emplace(checkpoint.files.files().front());
+        weights = nn::load_checkpoint_except(*source, is_block_linear_weight);
+      } else {
+        weights = nn::load_checkpoint(checkpoint.files, Device::cpu(), checkpoint.hints);
+      }
+      training_ = checkpoint_recipe(weights.config, mc, checkpoint.tokenizer);
     }
-    trained_loss_ = trained.validation_loss;
-    model_ = std::make_unique<nn::Gpt>(std::move(trained.weights));
+    const nn::TrainConfig& training = training_;
+    model_ = std::make_unique<nn::Gpt>(std::move(weights));
     const nn::GptConfig cfg = model_->config();  // a copy: the QAT branch replaces model_
     if (mc.prompt_len + mc.gen_tokens > cfg.context)
       throw InputError("quantization: prompt_len + gen_tokens = " + std::to_string(mc.prompt_len + mc.gen_tokens) +
-                       " exceeds the " + mc.preset + " model's context of " + std::to_string(cfg.context));
+                       " exceeds " + mc.model_name() + "'s context of " + std::to_string(cfg.context));
     if (mc.format == Format::int4_weight_only && cfg.channels % mc.group != 0)
-      throw NotApplicable("quantization: group_size " + std::to_string(mc.group) + " does not divide the " +
-                          mc.preset + " model's width " + std::to_string(cfg.channels));
+      throw NotApplicable("quantization: group_size " + std::to_string(mc.group) + " does not divide " +
+                          mc.model_name() + "'s width " + std::to_string(cfg.channels));
 
     const nn::TokenSplit tokens = nn::load_tokens(training.data, training.seq_len);
     if (mc.qat) {
@@ -145,7 +188,11 @@ class ModelRun : public Run {
     seq_len_ = std::min<std::size_t>(128, cfg.context);
     windows_ = nn::validation_batches(tokens.validation, mc.eval_windows, seq_len_, 1).at(0);
     // The prompt: validation text, at an offset the evaluation windows' order does not fix.
-    const std::size_t offset = static_cast<std::size_t>(seed % 1000);
+    if (tokens.validation.size() < mc.prompt_len)
+      throw InputError("quantization: prompt_len " + std::to_string(mc.prompt_len) + " exceeds the " +
+                       std::to_string(tokens.validation.size()) + " tokens of validation text");
+    const std::size_t offsets = std::min<std::size_t>(1000, tokens.validation.size() - mc.prompt_len + 1);
+    const std::size_t offset = static_cast<std::size_t>(seed % offsets);
     prompt_.assign(tokens.validation.begin() + static_cast<long>(offset),
                    tokens.validation.begin() + static_cast<long>(offset + mc.prompt_len));
 
@@ -194,9 +241,11 @@ class ModelRun : public Run {
     const cpu::ClipCount clip_after = counts_clips ? linears_->clipped() : cpu::ClipCount{};
     const cpu::ClipCount clip{clip_after.clipped - clip_before.clipped, clip_after.total - clip_before.total};
     // The fp32 model as trained (QAT fine-tunes a copy of it), loaded again from the model cache
-    // where the run freed its fp32 linear weights.
+    // or the checkpoint where the run freed its fp32 linear weights.
     std::optional<nn::Gpt> loaded;
-    if (linears_ || mc_.qat) loaded.emplace(nn::trained_model(training_, Device::cpu()).weights);
+    if (linears_ || mc_.qat)
+      loaded.emplace(mc_.checkpoint.empty() ? nn::trained_model(training_, Device::cpu()).weights
+                                            : nn::load_pretrained(mc_.checkpoint, Device::cpu()).weights);
     nn::Gpt& fp32 = loaded ? *loaded : *model_;
     const Tensor reference = fp32.forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     score(logits, windows_.targets, cfg.vocab, nll, top);
@@ -221,6 +270,8 @@ class ModelRun : public Run {
     mean_ref /= static_cast<double>(nll.size());
     const double perplexity = std::exp(mean_nll), reference_perplexity = std::exp(mean_ref);
     const double agreement = static_cast<double>(agree) / static_cast<double>(nll.size());
+    // A checkpoint's loss as trained is not recorded in it: its fp32 loss on these windows stands in.
+    if (!mc_.checkpoint.empty()) trained_loss_ = mean_ref;
     // A kernel that is wrong, not merely imprecise, scrambles the logits: the model then predicts
     // worse than its byte frequencies would (perplexity of the trained fp32 model × 1.5), and its
     // top choice rarely matches fp32's. The formats' own error is far inside both bounds (README).
@@ -259,7 +310,7 @@ class ModelRun : public Run {
 
  private:
   ModelCase mc_;
-  nn::TrainConfig training_;  // the trained model's recipe, its key in the model cache
+  nn::TrainConfig training_;  // the trained model's recipe (its key in the model cache), or a checkpoint's text
   std::unique_ptr<nn::Gpt> model_;
   std::unique_ptr<nn::Gpt> ptq_model_;  // qat: int4 after the same fine-tuning without fake quantization
   std::shared_ptr<QuantizedLinears> linears_;
@@ -285,10 +336,20 @@ void validate_model(const Case& c, DeviceKind device) {
     throw NotApplicable("quantization: level=model runs on the cpu; on cuda only level=gemm is built");
   if (mc.format == Format::fp8)
     throw NotApplicable("quantization: fp8 runs on cuda only, and level=model on the cpu only");
-  const nn::GptConfig cfg = nn::preset(mc.preset);
+  nn::GptConfig cfg;
+  if (mc.checkpoint.empty()) {
+    cfg = nn::preset(mc.preset);
+  } else {
+    const nn::CheckpointSource checkpoint = nn::open_checkpoint(mc.checkpoint);
+    cfg = nn::checkpoint_config(checkpoint.files, checkpoint.hints);
+    checkpoint_recipe(cfg, mc, checkpoint.tokenizer);
+  }
+  if (!mc.data.empty() && mc.checkpoint.empty())
+    throw InputError("quantization: 'data' is the text a checkpoint is measured on; give 'checkpoint' too (the "
+                     "presets' models are measured on the built-in corpus they were trained on)");
   if (mc.prompt_len == 0 || mc.prompt_len + mc.gen_tokens > cfg.context)
     throw InputError("quantization: prompt_len + gen_tokens = " + std::to_string(mc.prompt_len + mc.gen_tokens) +
-                     " must be in [1, " + std::to_string(cfg.context) + "], the " + mc.preset + " model's context");
+                     " must be in [1, " + std::to_string(cfg.context) + "], " + mc.model_name() + "'s context");
 }
 
 std::unique_ptr<Run> prepare_model(const Case& c) {

@@ -18,6 +18,7 @@
 #include "kernels/cpu/weights_half.hpp"
 #include "kernels/cuda/gemm_lt.hpp"
 #include "kernels/cuda/weights_int4.hpp"
+#include "techniques/model_params.hpp"
 #include "techniques/technique_parts.hpp"
 
 namespace aiopt {
@@ -53,6 +54,11 @@ static std::vector<ParamSpec> params() {
                     "(level=model: tokens of training text)"),
       choice_param("preset", "small", "tiny", {"tiny", "small", "medium"}, "",
                    "level=model: the model, trained once on the built-in corpus and cached (nn::standard_training)"),
+      model_params::checkpoint_spec(),
+      string_param("data", "",
+                   "level=model with a checkpoint: a text file whose last tenth the quality is measured on (the rest "
+                   "gives int8_static's calibration and qat's fine-tuning), encoded by the checkpoint's tokenizer; "
+                   "empty: the built-in corpus"),
       integer_param("prompt_len", 64, 16, 1, unbounded, "tokens", "level=model: the prompt of the timed generation"),
       integer_param("gen_tokens", 64, 16, 1, unbounded, "tokens", "level=model: tokens generated (greedy, f32 KV cache)"),
       integer_param("eval_windows", 16, 4, 1, unbounded, "windows",
