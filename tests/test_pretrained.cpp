@@ -16,9 +16,11 @@
 #include "core/rng.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/gpt.hpp"
+#include "nn/model_cache.hpp"
 #include "nn/pretrained.hpp"
 #include "support/files.hpp"
 #include "support/input_error.hpp"
+#include "support/model_cache.hpp"
 #include "support/process.hpp"
 #include "support/safetensors_writer.hpp"
 
@@ -274,4 +276,42 @@ TEST_CASE("aiopt generate runs a published folder as it runs the same weights in
   const ProcessResult other = generate(dir.file("hf"), dir.file("x.json"));
   CHECK(other.exit_code == 2);
   CHECK(other.err.find("\"model_type\" is \"llama\"") != std::string::npos);
+}
+
+TEST_CASE("aiopt train --init fine-tunes a published folder's weights", "[pretrained][cli]") {
+  // The tiny preset's trained model as a Hugging Face folder: a run started from it begins at the
+  // trained model's loss, far below a random start's (about ln 256 = 5.5 nats on bytes).
+  const TestModelCache cache_dir;
+  TempDir dir;
+  const nn::CachedModel trained = nn::trained_model(nn::standard_training("tiny"), Device::cpu());
+  write_gpt2_folder(dir.file("hf"), trained.weights);
+  const auto first_loss = [](const std::string& out) {
+    const auto at = out.find("step      1/");
+    REQUIRE(at != std::string::npos);
+    return std::stod(out.substr(out.find("loss ", at) + 5));
+  };
+  const std::vector<std::string> recipe = {"--steps", "2", "--batch", "4", "--seq-len", "32", "--eval-every", "0",
+                                           "--log-every", "1", "--threads", "1"};
+  std::vector<std::string> args = {"train", "--preset", "tiny"};
+  args.insert(args.end(), recipe.begin(), recipe.end());
+  const ProcessResult scratch = run_aiopt(args);
+  args = {"train", "--init", dir.file("hf"), "--out", dir.file("tuned.safetensors")};
+  args.insert(args.end(), recipe.begin(), recipe.end());
+  const ProcessResult tuned = run_aiopt(args);
+  INFO(tuned.err);
+  REQUIRE(scratch.exit_code == 0);
+  REQUIRE(tuned.exit_code == 0);
+  CHECK(tuned.out.find("init: " + dir.file("hf") + " (gpt2, ") != std::string::npos);
+  CHECK(first_loss(scratch.out) > 5.0);
+  CHECK(first_loss(tuned.out) < trained.validation_loss + 0.5);
+  CHECK(load_pretrained(dir.file("tuned.safetensors"), Device::cpu()).weights.config.describe() ==
+        trained.weights.config.describe());
+
+  // What contradicts the checkpoint is refused.
+  const ProcessResult wider = run_aiopt({"train", "--init", dir.file("hf"), "--channels", "128", "--steps", "1"});
+  CHECK(wider.exit_code == 2);
+  CHECK(wider.err.find("--channels 128 conflicts with --init") != std::string::npos);
+  const ProcessResult both = run_aiopt({"train", "--init", dir.file("hf"), "--resume", dir.file("hf/config.json")});
+  CHECK(both.exit_code == 2);
+  CHECK(both.err.find("--init and --resume") != std::string::npos);
 }

@@ -76,21 +76,8 @@ struct LoadedModel {
 
 LoadedModel load_model(const GenerateOptions& o, const Device& device) {
   if (!o.checkpoint.empty()) {
-    std::optional<std::size_t> heads;
-    for (const auto& [dimension, value] : o.model.given())
-      if (std::string(dimension.name) == "heads") heads = value;
-    nn::PretrainedModel m = nn::load_pretrained(o.checkpoint, device, heads);
-    const nn::GptConfig& config = m.weights.config;
-    if (o.model.preset) {
-      const nn::GptConfig p = nn::preset(*o.model.preset);
-      if (p.describe() != config.describe())
-        throw InputError("--preset " + *o.model.preset + " (" + p.describe() + ") conflicts with --checkpoint " +
-                         o.checkpoint + " (" + config.describe() + "); give one or the other");
-    }
-    for (const auto& [dimension, value] : o.model.given())
-      if (config.*dimension.field != value)
-        throw InputError(flag_of(dimension) + " " + std::to_string(value) + " conflicts with --checkpoint " +
-                         o.checkpoint + " (" + config.describe() + "); a checkpoint fixes the model's dimensions");
+    nn::PretrainedModel m = nn::load_pretrained(o.checkpoint, device, o.model.heads());
+    o.model.check_agree(m.weights.config, "--checkpoint", o.checkpoint);
     char line[200];
     std::snprintf(line, sizeof line, "%s, %.1f MB, %s, loaded in %.0f ms", m.info.format.c_str(),
                   static_cast<double>(m.info.bytes) / 1e6, m.info.hash.c_str(), m.load_ms);

@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "cli/number_checks.hpp"
+#include "core/error.hpp"
 
 namespace aiopt::cli {
 
@@ -16,6 +17,25 @@ std::vector<std::pair<model_params::Dimension, std::size_t>> ModelFlags::given()
 nn::GptConfig ModelFlags::applied_to(nn::GptConfig config) const {
   for (const auto& [dimension, value] : given()) config.*dimension.field = value;
   return config;
+}
+
+std::optional<std::size_t> ModelFlags::heads() const {
+  for (const auto& [dimension, value] : given())
+    if (std::string_view(dimension.name) == "heads") return value;
+  return std::nullopt;
+}
+
+void ModelFlags::check_agree(const nn::GptConfig& config, const std::string& flag, const std::string& path) const {
+  if (preset) {
+    const nn::GptConfig p = nn::preset(*preset);
+    if (p.describe() != config.describe())
+      throw InputError("--preset " + *preset + " (" + p.describe() + ") conflicts with " + flag + " " + path + " (" +
+                       config.describe() + "); give one or the other");
+  }
+  for (const auto& [dimension, value] : given())
+    if (config.*dimension.field != value)
+      throw InputError(flag_of(dimension) + " " + std::to_string(value) + " conflicts with " + flag + " " + path +
+                       " (" + config.describe() + "); a checkpoint fixes the model's dimensions");
 }
 
 std::string flag_of(const model_params::Dimension& dimension) { return "--" + std::string(dimension.name); }

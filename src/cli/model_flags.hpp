@@ -25,6 +25,11 @@ struct ModelFlags {
   std::vector<std::pair<model_params::Dimension, std::size_t>> given() const;
   // `config` with every given dimension set; not validated.
   nn::GptConfig applied_to(nn::GptConfig config) const;
+  // --heads: a lone GPT-2 checkpoint file's head count.
+  std::optional<std::size_t> heads() const;
+  // InputError where --preset or a dimension flag contradicts `config`, the dimensions of the
+  // checkpoint `path` that `flag` (--checkpoint, --init) names: a checkpoint fixes them.
+  void check_agree(const nn::GptConfig& config, const std::string& flag, const std::string& path) const;
 };
 
 // "--layers", as the flag of a dimension is spelled.

@@ -1,10 +1,13 @@
 // aiopt train: trains the GPT on the built-in synthetic corpus or a text file's bytes, printing
 // progress (loss, LR, tokens/s) and validation losses, and writes the trained weights as a
-// checkpoint that `aiopt generate --checkpoint` reads. --save-state / --resume keep and restore
-// the whole training state, so a stopped run continues exactly.
+// checkpoint that `aiopt generate --checkpoint` reads. --init starts from a checkpoint's weights
+// (fine-tuning a published GPT-2, its text encoded by the checkpoint's tokenizer). --save-state /
+// --resume keep and restore the whole training state, so a stopped run continues exactly.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +25,7 @@
 #include "core/threads.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/gemm_ceiling.hpp"
+#include "nn/pretrained.hpp"
 #include "nn/trainer.hpp"
 
 namespace aiopt::cli {
@@ -30,6 +34,7 @@ namespace {
 
 struct TrainOptions {
   ModelFlags model;
+  std::string init;
   std::string data;
   int dialect = 0;
   std::uint64_t corpus_seed = 1;
@@ -55,9 +60,18 @@ struct TrainOptions {
   std::optional<int> threads;
 };
 
-nn::TrainConfig make_config(const TrainOptions& o) {
+// The recipe of the preset (--init: its dimensions replaced by the checkpoint's, and the text
+// encoded by the checkpoint's tokenizer) with the flags applied.
+nn::TrainConfig make_config(const TrainOptions& o, const std::optional<nn::CheckpointSource>& init) {
   nn::TrainConfig c = nn::standard_training(o.model.preset_name());
-  c.model = o.model.applied_to(c.model);
+  if (init) {
+    c.model = nn::checkpoint_config(init->files, init->hints);
+    o.model.check_agree(c.model, "--init", o.init);
+    c.seq_len = std::min(c.seq_len, c.model.context);
+    c.data.tokenizer = init->tokenizer;
+  } else {
+    c.model = o.model.applied_to(c.model);
+  }
   c.seed = o.seed;
   c.data.file = o.data;
   c.data.dialect = o.dialect;
@@ -124,10 +138,19 @@ int run_train(const TrainOptions& o) {
   if (const auto busy = hardware::busy_cores())
     if (const auto warning = hardware::busy_machine_warning(*busy, hardware::cpu().logical_cores, threads()))
       spdlog::warn("{}", *warning);
-  const nn::TrainConfig config = make_config(o);
+  if (!o.init.empty() && !o.resume.empty())
+    throw InputError("--init and --resume both set the weights; give one (a resumed run keeps its own)");
+  std::optional<nn::CheckpointSource> init;
+  if (!o.init.empty()) init = nn::open_checkpoint(o.init, o.model.heads());
+  const nn::TrainConfig config = make_config(o, init);
   const Device device = parse_device(o.device);
   nn::Trainer trainer(config, device);
   if (!o.resume.empty()) trainer.resume(o.resume);
+  if (init) {
+    trainer.weights().copy_from(nn::load_checkpoint(init->files, device, init->hints));
+    std::cout << "init: " << o.init << " (" << nn::checkpoint_format(init->files) << ", "
+              << init->files.bytes() << " bytes)\n";
+  }
 
   const double unigram = nn::unigram_entropy(trainer.tokens().validation);
   std::cout << "model: " << config.model.describe() << " (" << config.model.parameter_count() << " parameters) on "
@@ -165,7 +188,11 @@ int run_train(const TrainOptions& o) {
   std::cout << line;
   report_throughput(trainer, device);
   if (!o.out.empty()) {
-    nn::save_checkpoint(trainer.weights(), o.out, {{"attention", std::string(to_string(config.training.attention))}});
+    std::map<std::string, std::string> metadata = {{"attention", std::string(to_string(config.training.attention))}};
+    // The tokenizer the text was encoded with, for generate and the techniques to find.
+    if (!config.data.tokenizer.empty())
+      metadata["tokenizer"] = std::filesystem::absolute(config.data.tokenizer).string();
+    nn::save_checkpoint(trainer.weights(), o.out, metadata);
     std::cout << "weights: " << o.out << "\n";
   }
   if (!o.save_state.empty()) {
@@ -181,7 +208,13 @@ void add_train(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<TrainOptions>();
   auto* cmd = app.add_subcommand("train", "Train the GPT on the built-in corpus or a text file");
   add_model_flags(*cmd, o->model, false);
-  cmd->add_option("--data", o->data, "Train on this file's bytes (default: the built-in synthetic corpus)")
+  cmd->add_option("--init", o->init,
+                  "Start from this checkpoint's weights (a Hugging Face GPT-2 folder or a safetensors file): its "
+                  "dimensions, and its tokenizer for the text")
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--data", o->data,
+                  "Train on this file's text: its bytes, or its tokens under --init's tokenizer (default: the "
+                  "built-in synthetic corpus)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--dialect", o->dialect, "Synthetic corpus dialect: 0 (default) or 1")
       ->check(CLI::IsMember({0, 1}));
