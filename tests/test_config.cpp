@@ -709,4 +709,15 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
       for (const char* dtype : {"f32", "bf16"})
         expected.push_back(std::string(chain) + " " + rows + "x1024 " + dtype);
   CHECK(shapes == expected);
+
+  // The GPT-2 sweep names a folder of published files (not shipped): it plans, and every case
+  // carries the checkpoint.
+  const ExperimentFile gpt2 = load_experiment_file(root + "/configs/gpt2.yaml", real);
+  std::map<std::string, std::size_t> gpt2_cases;
+  for (const auto& p : plan(gpt2, false, real)) {
+    ++gpt2_cases[p.c.technique];
+    CHECK(p.c.params.string("checkpoint") == "models/gpt2");
+  }
+  CHECK(gpt2_cases["kv_caching"] == 3 * 2 * 2);   // variants × prompt lengths × devices
+  CHECK(gpt2_cases["quantization"] == 3 * 2);     // variants × devices (cuda: not applicable at level=model)
 }
