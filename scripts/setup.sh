@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
 done
 
 ./scripts/install_packages.sh cmake make g++ git libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev \
-  libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev libxxhash-dev python3 python3-matplotlib
+  libyaml-cpp-dev catch2 libopenblas-dev libvalijson-dev libxxhash-dev libpcre2-dev pkg-config python3 python3-matplotlib
 
 # nvcc is often installed outside PATH; CMake's AUTO detection looks on PATH.
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
