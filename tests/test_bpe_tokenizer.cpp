@@ -18,164 +18,17 @@
 #include "core/error.hpp"
 #include "core/rng.hpp"
 #include "nn/bpe_tokenizer.hpp"
+#include "support/bpe_files.hpp"
 #include "support/files.hpp"
 
 using namespace aiopt;
 using nn::BpeTokenizer;
 using Catch::Matchers::Contains;
+using namespace aiopt::test;
 
 namespace {
 
 const std::string kPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-std::string utf8(char32_t c) {
-  std::string s;
-  if (c < 0x80) {
-    s += static_cast<char>(c);
-  } else if (c < 0x800) {
-    s += static_cast<char>(0xC0 | (c >> 6));
-    s += static_cast<char>(0x80 | (c & 0x3F));
-  } else {
-    s += static_cast<char>(0xE0 | (c >> 12));
-    s += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (c & 0x3F));
-  }
-  return s;
-}
-
-// bytes_to_unicode of openai/gpt-2 encoder.py, as written there: the printable bytes, then the
-// others mapped to 256 + n. Returns the bytes in that order with their characters.
-std::vector<std::pair<unsigned char, std::string>> gpt2_byte_order() {
-  std::vector<int> bs, cs;
-  for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
-  for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
-  for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
-  cs = bs;
-  int n = 0;
-  for (int b = 0; b < 256; ++b) {
-    if (std::find(bs.begin(), bs.end(), b) == bs.end()) {
-      bs.push_back(b);
-      cs.push_back(256 + n++);
-    }
-  }
-  std::vector<std::pair<unsigned char, std::string>> order;
-  for (std::size_t i = 0; i < bs.size(); ++i) order.emplace_back(static_cast<unsigned char>(bs[i]), utf8(cs[i]));
-  return order;
-}
-
-// A byte string spelled in GPT-2's byte alphabet, as vocab.json and merges.txt hold it.
-std::string spell(const std::string& bytes) {
-  static const auto order = gpt2_byte_order();
-  static const auto table = [] {
-    std::map<unsigned char, std::string> t;
-    for (const auto& [b, s] : order) t[b] = s;
-    return t;
-  }();
-  std::string out;
-  for (const char c : bytes) out += table.at(static_cast<unsigned char>(c));
-  return out;
-}
-
-// vocab.json with one entry per line: entry i is on line i + 2. `raw_id` is written as is.
-void write_vocab_lines(const std::string& path, const std::vector<std::pair<std::string, std::string>>& entries) {
-  std::string text = "{\n";
-  for (std::size_t i = 0; i < entries.size(); ++i)
-    text += nlohmann::json(entries[i].first).dump() + ": " + entries[i].second + (i + 1 < entries.size() ? ",\n" : "\n");
-  test::write_text(path, text + "}\n");
-}
-
-// The 256 byte tokens in GPT-2's order (ids 0..255), as vocab entries.
-std::vector<std::pair<std::string, std::string>> byte_entries() {
-  std::vector<std::pair<std::string, std::string>> entries;
-  for (const auto& [b, s] : gpt2_byte_order()) entries.emplace_back(s, std::to_string(entries.size()));
-  return entries;
-}
-
-// ---- a vocabulary trained here
-
-const std::string kCorpus =
-    "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs there and then "
-    "returns to the den. It's the third time the fox has done that, and they're tired of it.\n"
-    "We'll see whether the other foxes learn the same tricks: they've watched, and I'm sure "
-    "they'd try if the weather were better. 123 foxes, 456 dogs, 7890 birds in 2024.\n\n"
-    "def tokenize(text):\n    return [token for token in text.split() if token]\n\n"
-    "for (int i = 0; i < n; ++i) { total += values[i] * weights[i]; }\n"
-    "    if (total > threshold) return true;\n    return false;\n\n"
-    "Café au lait, naïve résumé, déjà vu: the café serves crème brûlée and the résumé lists it.\n"
-    "日本語のテキストと中文文本。 Ünïcödé text with ümlauts: über, schön, Grüße. 🙂🙂 👍 emoji 🙂.\n"
-    "the the the then there these those them they their theory thermal.\n"
-    "Tokenizers split the text into pieces, then merge the most frequent pairs of tokens into new tokens; "
-    "the merges are ranked, and the lowest rank merges first. Tokens, pieces, pairs, merges, ranks.\n";
-
-struct Trained {
-  std::vector<std::string> tokens;  // id -> bytes: 256 bytes in GPT-2's order, then each new merged token
-  std::vector<std::pair<std::string, std::string>> merges;  // rank order, as bytes
-};
-
-// The tokenizer of byte tokens alone: the pre-split before any merge is learned.
-BpeTokenizer byte_tokenizer(const test::TempDir& dir) {
-  write_vocab_lines(dir.file("bytes_vocab.json"), byte_entries());
-  test::write_text(dir.file("bytes_merges.txt"), "#version: 0.2\n");
-  return BpeTokenizer::load(dir.file("bytes_vocab.json"), dir.file("bytes_merges.txt"));
-}
-
-// BPE training (Sennrich et al. 2016) over the pre-split pieces: count adjacent pairs, merge the
-// most frequent (ties: the smallest pair), repeat.
-Trained train(const std::vector<std::string_view>& pieces, int merges) {
-  Trained t;
-  for (const auto& [b, s] : gpt2_byte_order()) t.tokens.push_back(std::string(1, static_cast<char>(b)));
-  std::map<std::vector<std::string>, int> words;  // a piece as its current symbols -> how often
-  for (const auto piece : pieces) {
-    std::vector<std::string> symbols;
-    for (const char c : piece) symbols.push_back(std::string(1, c));
-    ++words[symbols];
-  }
-  for (int m = 0; m < merges; ++m) {
-    std::map<std::pair<std::string, std::string>, int> counts;
-    for (const auto& [w, count] : words)
-      for (std::size_t i = 0; i + 1 < w.size(); ++i) counts[{w[i], w[i + 1]}] += count;
-    std::pair<std::string, std::string> best;
-    int best_count = 1;
-    for (const auto& [pair, count] : counts)
-      if (count > best_count) {
-        best = pair;
-        best_count = count;
-      }
-    if (best_count < 2) break;
-    t.merges.push_back(best);
-    // Two merges may make one token ("a" "bc" and "ab" "c"): it has one id.
-    if (std::find(t.tokens.begin(), t.tokens.end(), best.first + best.second) == t.tokens.end())
-      t.tokens.push_back(best.first + best.second);
-    std::map<std::vector<std::string>, int> next;
-    for (const auto& [w, count] : words) {
-      std::vector<std::string> merged;
-      for (std::size_t i = 0; i < w.size();) {
-        if (i + 1 < w.size() && w[i] == best.first && w[i + 1] == best.second) {
-          merged.push_back(w[i] + w[i + 1]);
-          i += 2;
-        } else {
-          merged.push_back(w[i++]);
-        }
-      }
-      next[merged] += count;
-    }
-    words = std::move(next);
-  }
-  return t;
-}
-
-const std::vector<std::string> kSpecials = {"<|endoftext|>", "<|pad|>"};
-
-// Writes the trained vocabulary (then the special tokens) and merges into `dir`.
-void write_trained(const test::TempDir& dir, const Trained& t, const std::string& vocab, const std::string& merges) {
-  std::vector<std::pair<std::string, std::string>> entries;
-  for (const std::string& token : t.tokens) entries.emplace_back(spell(token), std::to_string(entries.size()));
-  for (const std::string& special : kSpecials) entries.emplace_back(special, std::to_string(entries.size()));
-  write_vocab_lines(dir.file(vocab), entries);
-  std::string text = "#version: 0.2\n";
-  for (const auto& [a, b] : t.merges) text += spell(a) + " " + spell(b) + "\n";
-  test::write_text(dir.file(merges), text);
-}
 
 // ---- the reference
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """aiopt against Hugging Face transformers on a GPT-2 that transformers itself saved: a byte-level
 BPE trained by the tokenizers library on a small text, a random GPT2LMHeadModel (3 layers, 96
-channels, 4 heads) saved by save_pretrained. aiopt must encode the prompts as GPT2TokenizerFast
-does, give the same logits on the same tokens, and the same 40 greedy tokens as generate().
+channels, 4 heads) saved by save_pretrained. aiopt must encode the prompts as the tokenizers
+library's byte-level BPE (what transformers' GPT-2 tokenizer runs) does, give the same logits on the same tokens, and the same 40 greedy tokens as generate().
 
   tests/test_hf_gpt2.py AIOPT
 
@@ -25,8 +25,9 @@ from script_checks import check, run, verdict
 aiopt = sys.argv[1]
 
 python = os.environ.get("AIOPT_HF_PYTHON")
-if python and pathlib.Path(python).resolve() != pathlib.Path(sys.executable).resolve():
-    # Under the Python that has transformers; script_checks comes along through PYTHONPATH.
+if python:
+    # Under the Python that has transformers (a venv's python is a link to the system's, so it is
+    # run by name, not compared); script_checks comes along through PYTHONPATH.
     env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parent), AIOPT_HF_PYTHON="")
     sys.exit(subprocess.run([python, __file__, *sys.argv[1:]], env=env).returncode)
 
@@ -56,9 +57,10 @@ with tempfile.TemporaryDirectory() as tmp:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator([CORPUS], vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
     bpe.save_model(str(folder))  # vocab.json, merges.txt
-    tokenizer = transformers.GPT2TokenizerFast(vocab_file=str(folder / "vocab.json"),
-                                               merges_file=str(folder / "merges.txt"))
-    vocab = len(tokenizer)
+    # Reloaded from the files aiopt reads, so both sides tokenize from the same vocab and merges.
+    tokenizer = ByteLevelBPETokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer.add_special_tokens(["<|endoftext|>"])
+    vocab = tokenizer.get_vocab_size()
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_layer=3, n_embd=96, n_head=4, n_positions=128, vocab_size=vocab,
@@ -77,14 +79,14 @@ with tempfile.TemporaryDirectory() as tmp:
     # The tokenizer: the prompt's ids are transformers'.
     for prompt in PROMPTS:
         got = aiopt_generate(prompt, 1)
-        want = tokenizer.encode(prompt)
+        want = tokenizer.encode(prompt).ids
         check(got["tokens"][:len(want)] == want and len(got["tokens"]) == len(want) + 1,
               f"{prompt!r} encodes to {got['tokens'][:-1]}, transformers gives {want}")
 
     # The model: logits on the same tokens, and greedy generation.
     for prompt in PROMPTS[:3]:
         got = aiopt_generate(prompt, 40)
-        prompt_ids = tokenizer.encode(prompt)
+        prompt_ids = tokenizer.encode(prompt).ids
         with torch.no_grad():
             want_ids = model.generate(torch.tensor([prompt_ids]), max_new_tokens=40, do_sample=False,
                                       pad_token_id=0)[0].tolist()

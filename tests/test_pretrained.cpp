@@ -18,6 +18,7 @@
 #include "nn/gpt.hpp"
 #include "nn/model_cache.hpp"
 #include "nn/pretrained.hpp"
+#include "support/bpe_files.hpp"
 #include "support/files.hpp"
 #include "support/input_error.hpp"
 #include "support/model_cache.hpp"
@@ -314,4 +315,69 @@ TEST_CASE("aiopt train --init fine-tunes a published folder's weights", "[pretra
   const ProcessResult both = run_aiopt({"train", "--init", dir.file("hf"), "--resume", dir.file("hf/config.json")});
   CHECK(both.exit_code == 2);
   CHECK(both.err.find("--init and --resume") != std::string::npos);
+}
+
+// ---- with its tokenizer
+
+TEST_CASE("a folder's tokenizer encodes the prompt and decodes the text", "[pretrained][cli]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("hf"));
+  const Trained trained = write_tokenizer(dir, "hf");
+  const std::size_t tokenizer_vocab = trained.tokens.size() + kSpecials.size();
+  GptConfig config = small_gpt2;
+  config.vocab = tokenizer_vocab + 3;  // published models pad their vocabulary too
+  write_gpt2_folder(dir.file("hf"), GptWeights::initialize(config, 7, Device::cpu()));
+
+  const PretrainedModel m = load_pretrained(dir.file("hf"), Device::cpu());
+  REQUIRE(m.tokenizer);
+  CHECK(m.tokenizer->vocab_size() == tokenizer_vocab);
+  CHECK(m.info.tokenizer == dir.file("hf"));
+
+  const std::string prompt = "The fox returns; the café serves 🙂";
+  const ProcessResult r = run_aiopt({"generate", "--checkpoint", dir.file("hf"), "--prompt", prompt, "--tokens", "6",
+                                     "--logits", dir.file("l.json")});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::vector<std::int32_t> want = m.tokenizer->encode(prompt);
+  CHECK(want.size() < prompt.size() / 2);  // merged tokens, not bytes
+  const json tokens = read_json(dir.file("l.json")).at("tokens");
+  CHECK(std::vector<std::int32_t>(tokens.begin(), tokens.begin() + static_cast<long>(want.size())) == want);
+  CHECK(r.out.find("prompt: " + std::to_string(want.size()) + " tokens") != std::string::npos);
+  // The text line: the new tokens decoded, printed as valid UTF-8 (bytes that end inside a
+  // character escaped), so it is never empty for six tokens.
+  const auto text = r.out.find("text: \"");
+  REQUIRE(text != std::string::npos);
+  CHECK(r.out.find("\"\n", text) > text + 7);
+
+  // A tokenizer larger than the model's vocabulary is refused.
+  config.vocab = tokenizer_vocab - 1;
+  write_gpt2_folder(dir.file("hf"), GptWeights::initialize(config, 7, Device::cpu()));
+  check_input_error([&] { load_pretrained(dir.file("hf"), Device::cpu()); },
+                    {"tokenizer has " + std::to_string(tokenizer_vocab) + " tokens"});
+}
+
+TEST_CASE("aiopt train --init encodes --data with the checkpoint's tokenizer", "[pretrained][cli]") {
+  TempDir dir;
+  std::filesystem::create_directories(dir.file("hf"));
+  const Trained trained = write_tokenizer(dir, "hf");
+  GptConfig config{.layers = 1, .channels = 64, .heads = 4, .context = 64, .vocab = trained.tokens.size() + 2};
+  write_gpt2_folder(dir.file("hf"), GptWeights::initialize(config, 7, Device::cpu()));
+  std::string text;
+  while (text.size() < 40000) text += kCorpus;
+  write_text(dir.file("book.txt"), text);
+  const ProcessResult r = run_aiopt({"train", "--init", dir.file("hf"), "--data", dir.file("book.txt"), "--steps",
+                                     "2", "--batch", "2", "--seq-len", "32", "--eval-every", "0", "--out",
+                                     dir.file("tuned.safetensors")});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("data: " + dir.file("book.txt") + ", encoded by " + dir.file("hf")) != std::string::npos);
+  // The tokens counted are BPE tokens: fewer than the file's bytes.
+  const auto at = r.out.find("encoded by " + dir.file("hf") + ": ");
+  REQUIRE(at != std::string::npos);
+  const std::size_t train_tokens = std::stoul(r.out.substr(at + 13 + dir.file("hf").size()));
+  CHECK(train_tokens < text.size() * 9 / 10 * 2 / 3);
+  // The file it wrote names the tokenizer, so generate finds it again.
+  const PretrainedModel tuned = load_pretrained(dir.file("tuned.safetensors"), Device::cpu());
+  CHECK(tuned.info.tokenizer == std::filesystem::absolute(dir.file("hf")).string());
+  CHECK(tuned.tokenizer);
 }

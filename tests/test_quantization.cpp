@@ -22,6 +22,7 @@
 #include "nn/checkpoint.hpp"
 #include "nn/config.hpp"
 #include "nn/model_cache.hpp"
+#include "support/bpe_files.hpp"
 #include "support/files.hpp"
 #include "support/model_cache.hpp"
 #include "support/process.hpp"
@@ -29,6 +30,7 @@
 #include "support/schema.hpp"
 #include "support/technique_run.hpp"
 #include "techniques/quantization/quantization.hpp"
+#include "techniques/quantization/quantized_linears.hpp"
 
 using namespace aiopt;
 namespace qz = aiopt::quantization;
@@ -301,6 +303,30 @@ TEST_CASE("a checkpoint of the trained model measures as the preset does", "[qua
     }
   }
   unsetenv("AIOPT_CACHE");
+}
+
+TEST_CASE("a checkpoint's quality is measured on data encoded by its tokenizer", "[quantization][model][checkpoint]") {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.file("hf"));
+  const test::Trained trained = test::write_tokenizer(dir, "hf");
+  const nn::GptConfig config{.layers = 1, .channels = 64, .heads = 4, .context = 64,
+                             .vocab = trained.tokens.size() + test::kSpecials.size()};
+  test::write_gpt2_folder(dir.file("hf"), nn::GptWeights::initialize(config, 3, Device::cpu()));
+  std::string text;
+  while (text.size() < 60000) text += test::kCorpus;
+  test::write_text(dir.file("book.txt"), text);
+  Case c = model_case("int8_dynamic");
+  c.params.set("checkpoint", dir.file("hf"));
+  c.params.set("data", dir.file("book.txt"));
+  const std::map<std::string, double> m = run_case(c);
+  // Random weights predict near-uniformly over the vocabulary: perplexity near its size, far
+  // above the 256 bytes would give, so the windows held the tokenizer's ids.
+  CHECK(m.at("perplexity") > 256.0);
+  CHECK(m.at("perplexity") < 2.0 * static_cast<double>(config.vocab));
+  CHECK(m.at("linear_weight_bytes") < 0.3 * static_cast<double>(qz::fp32_linear_bytes(config)));
+
+  c.params.set("data", dir.file("missing.txt"));
+  CHECK_THROWS_WITH(run_case(c), Catch::Contains(dir.file("missing.txt")));
 }
 
 TEST_CASE("a checkpoint's bad data is an input error before the run", "[quantization][checkpoint]") {

@@ -89,11 +89,30 @@ LoadedModel load_model(const GenerateOptions& o, const Device& device) {
           "random weights, seed " + std::to_string(o.seed)};
 }
 
-// Bytes as text: printable ASCII and UTF-8 as they are, control bytes escaped as in C.
+// The length of the well-formed UTF-8 sequence of two to four bytes at s[i], 0 where there is none
+// (a stray continuation byte, a cut or overlong sequence, a surrogate, past U+10FFFF).
+std::size_t utf8_sequence(const std::string& s, std::size_t i) {
+  const auto byte = [&](std::size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
+  const unsigned c = byte(0);
+  const auto continuation = [&](std::size_t k) { return (byte(k) & 0xC0u) == 0x80u; };
+  if (c >= 0xC2 && c <= 0xDF) return continuation(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return byte(1) >= lo && byte(1) <= hi && continuation(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return byte(1) >= lo && byte(1) <= hi && continuation(2) && continuation(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+// Bytes as text: printable ASCII and well-formed UTF-8 as they are; control bytes and bytes that
+// are not UTF-8 (a token may end inside a character) escaped as in C, so the line stays valid text.
 std::string escaped(const std::string& bytes) {
   std::string out;
-  for (const char byte : bytes) {
-    const auto c = static_cast<unsigned char>(byte);
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
     if (c == '\\' || c == '"') {
       out += '\\';
       out += static_cast<char>(c);
@@ -101,8 +120,11 @@ std::string escaped(const std::string& bytes) {
       out += "\\n";
     } else if (c == '\t') {
       out += "\\t";
-    } else if (c >= 0x20 && c != 0x7f) {
+    } else if (c >= 0x20 && c < 0x7f) {
       out += static_cast<char>(c);
+    } else if (const std::size_t n = utf8_sequence(bytes, i)) {
+      out.append(bytes, i, n);
+      i += n - 1;
     } else {
       char hex[5];
       std::snprintf(hex, sizeof hex, "\\x%02x", c);

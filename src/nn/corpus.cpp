@@ -328,7 +328,8 @@ double unigram_entropy(std::span<const std::int32_t> tokens) {
   if (tokens.empty()) return 0.0;
   std::vector<std::size_t> counts(256, 0);
   for (std::int32_t t : tokens) {
-    if (t < 0 || t > 255) throw InputError("unigram_entropy: token " + std::to_string(t) + " is not a byte");
+    if (t < 0) throw InputError("unigram_entropy: token " + std::to_string(t) + " is negative");
+    if (static_cast<std::size_t>(t) >= counts.size()) counts.resize(static_cast<std::size_t>(t) + 1, 0);
     ++counts[static_cast<std::size_t>(t)];
   }
   const double n = static_cast<double>(tokens.size());

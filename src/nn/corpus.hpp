@@ -26,8 +26,9 @@ struct SyntheticCorpus {
   std::string generate(std::size_t bytes, std::uint64_t stream = 0) const;
 };
 
-// Entropy of the byte unigram distribution of `tokens`, in nats: the loss of a model that knows
-// only byte frequencies, which a trained model must beat by a clear margin.
+// Entropy of the unigram distribution of `tokens` (bytes, or a tokenizer's ids), in nats: the loss
+// of a model that knows only token frequencies, which a trained model must beat by a clear margin.
+// InputError for a negative token.
 double unigram_entropy(std::span<const std::int32_t> tokens);
 
 struct TokenSplit {
