@@ -325,7 +325,7 @@ TEST_CASE("a folder's tokenizer encodes the prompt and decodes the text", "[pret
   const Trained trained = write_tokenizer(dir, "hf");
   const std::size_t tokenizer_vocab = trained.tokens.size() + kSpecials.size();
   GptConfig config = small_gpt2;
-  config.vocab = tokenizer_vocab + 3;  // published models pad their vocabulary too
+  config.vocab = tokenizer_vocab + 1000;  // more rows than the tokenizer has tokens, as padded models have
   write_gpt2_folder(dir.file("hf"), GptWeights::initialize(config, 7, Device::cpu()));
 
   const PretrainedModel m = load_pretrained(dir.file("hf"), Device::cpu());
@@ -348,6 +348,14 @@ TEST_CASE("a folder's tokenizer encodes the prompt and decodes the text", "[pret
   const auto text = r.out.find("text: \"");
   REQUIRE(text != std::string::npos);
   CHECK(r.out.find("\"\n", text) > text + 7);
+  // Ids past the tokenizer's (a random model repeats the prompt's last token, here one of them)
+  // are shown as <|id N|>, not an error.
+  const std::string past = std::to_string(tokenizer_vocab + 500);
+  const ProcessResult padded = run_aiopt({"generate", "--checkpoint", dir.file("hf"), "--prompt-tokens", "5," + past,
+                                          "--tokens", "4"});
+  INFO(padded.out);
+  CHECK(padded.exit_code == 0);
+  CHECK(padded.out.find("<|id " + past + "|>") != std::string::npos);
 
   // A tokenizer larger than the model's vocabulary is refused.
   config.vocab = tokenizer_vocab - 1;

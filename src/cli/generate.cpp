@@ -134,6 +134,22 @@ std::string escaped(const std::string& bytes) {
   return out;
 }
 
+// The text of `tokens`, escaped; an id past the tokenizer's vocabulary (a model may have more
+// rows than its tokenizer has tokens, and a random one picks them) shown as <|id N|>.
+std::string decoded(const nn::BpeTokenizer& tokenizer, const std::vector<std::int32_t>& tokens) {
+  std::string out;
+  std::vector<std::int32_t> run;
+  for (const std::int32_t t : tokens) {
+    if (static_cast<std::size_t>(t) < tokenizer.vocab_size()) {
+      run.push_back(t);
+      continue;
+    }
+    out += escaped(tokenizer.decode(run)) + "<|id " + std::to_string(t) + "|>";
+    run.clear();
+  }
+  return out + escaped(tokenizer.decode(run));
+}
+
 // The logits of every position of prompt + new tokens, one forward over the whole sequence, as
 // JSON {"tokens": [...], "logits": [[vocab floats] per position]}: for comparing with another
 // implementation.
@@ -203,7 +219,7 @@ int run_generate(const GenerateOptions& o) {
   for (const std::int32_t t : g.tokens) std::cout << " " << t;
   std::cout << "\n";
   if (tokenizer)
-    std::cout << "text: \"" << escaped(tokenizer->decode(g.tokens)) << "\"\n";
+    std::cout << "text: \"" << decoded(*tokenizer, g.tokens) << "\"\n";
   else if (config.vocab == 256)
     std::cout << "text: \"" << escaped(std::string(g.tokens.begin(), g.tokens.end())) << "\"\n";
   if (!o.logits_out.empty()) write_logits(model, prompt, g.tokens, o.logits_out);
