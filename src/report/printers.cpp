@@ -374,8 +374,10 @@ TextTable::TextTable(std::vector<std::string> header) {
 
 std::vector<std::string> param_words(const ojson& params) {
   std::vector<std::string> words;
-  for (const auto& [name, v] : params.items())
+  for (const auto& [name, v] : params.items()) {
+    if (v.is_string() && v.get<std::string>().empty()) continue;  // an empty string parameter is "none"
     words.push_back(name + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+  }
   return words;
 }
 

@@ -37,7 +37,8 @@ std::string csv_field(std::string_view text);
 // Text as one Markdown table cell: '|' escaped, line breaks as spaces.
 std::string md_cell(const std::string& text);
 
-// Parameters as "name=value" words ("gen_tokens=64", "chain=layernorm"), strings unquoted.
+// Parameters as "name=value" words ("gen_tokens=64", "chain=layernorm"), strings unquoted; an empty
+// string (a path parameter left at "none") is left out.
 std::vector<std::string> param_words(const ojson& params);
 
 // Fixed-width columns for the terminal. A cell is a list of lines and a row is as tall as its
