@@ -1,0 +1,121 @@
+// The low-rank adapter of a linear layer on CUDA (kernels/cuda/lora.hpp): the products of
+// kernels/cpu/lora.cpp, each through kernels/cuda/gemm.hpp's cuBLAS sgemm on the given stream.
+#include "kernels/cuda/lora.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "core/cuda_check.hpp"
+#include "core/rng.hpp"
+#include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/gemm.hpp"
+
+namespace aiopt::kernels::cuda {
+
+namespace {
+
+void require(const void* p, const char* name, const char* who) {
+  if (p == nullptr) throw std::invalid_argument(std::string(who) + ": " + name + " is null");
+}
+
+void add_product(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape,
+                 const char* who, void* stream) {
+  cpu::check_lora_shape(shape, who);
+  require(w, "w", who);
+  require(a, "a", who);
+  require(b_adapter, "b_adapter", who);
+  sgemm(false, false, shape.out, shape.in, shape.rank, scale, b_adapter, shape.rank, a, shape.in, 1.0f, w, shape.in,
+        stream);
+}
+
+// A's element i = bound·(2·uniform(seed, i) − 1), as cpu::lora_init: 2u − 1 is exact, so the
+// product is the one rounding on either device; B's elements are zeros.
+__global__ void lora_init_kernel(float* a, std::size_t a_count, float* b_adapter, std::size_t b_count,
+                                 std::uint64_t seed, float bound) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < a_count; i += stride)
+    a[i] = __fmul_rn(bound, 2.0f * rng::uniform(seed, i) - 1.0f);
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < b_count; i += stride)
+    b_adapter[i] = 0.0f;
+}
+
+}  // namespace
+
+void lora_forward(const float* x, const float* w, const float* bias, const float* a, const float* b_adapter,
+                  float scale, float* u, float* y, const LoraShape& shape, void* stream) {
+  constexpr const char* who = "cuda lora_forward";
+  cpu::check_lora_shape(shape, who);
+  require(x, "x", who);
+  require(w, "w", who);
+  require(a, "a", who);
+  require(b_adapter, "b_adapter", who);
+  require(y, "y", who);
+  const auto [m, in, out, r] = shape;
+  if (m == 0) return;
+  auto scratch = device_scratch(u == nullptr ? m * r : 0);
+  float* const u_out = u != nullptr ? u : scratch.data();
+  linear(x, w, bias, y, m, in, out, stream);
+  // u = x·Aᵀ: (m, in)·(in, r).
+  sgemm(false, true, m, r, in, 1.0f, x, in, a, in, 0.0f, u_out, r, stream);
+  // y += scale·u·Bᵀ: (m, r)·(r, out).
+  sgemm(false, true, m, out, r, scale, u_out, r, b_adapter, r, 1.0f, y, out, stream);
+}
+
+void lora_backward(const float* x, const float* w, const float* a, const float* b_adapter, const float* u,
+                   const float* dy, float scale, float* dx, float* da, float* db, const LoraShape& shape,
+                   void* stream) {
+  constexpr const char* who = "cuda lora_backward";
+  cpu::check_lora_shape(shape, who);
+  require(x, "x", who);
+  if (dx != nullptr) require(w, "w", who);
+  require(a, "a", who);
+  require(b_adapter, "b_adapter", who);
+  require(dy, "dy", who);
+  require(da, "da", who);
+  require(db, "db", who);
+  const auto [m, in, out, r] = shape;
+  if (m == 0) return;
+  // v = dy·B (m, r), then u when the caller did not keep it.
+  auto scratch = device_scratch(m * r * (u == nullptr ? 2 : 1));
+  float* const v = scratch.data();
+  sgemm(false, false, m, r, out, 1.0f, dy, out, b_adapter, r, 0.0f, v, r, stream);
+  if (u == nullptr) {
+    float* const u_again = scratch.data() + m * r;
+    sgemm(false, true, m, r, in, 1.0f, x, in, a, in, 0.0f, u_again, r, stream);
+    u = u_again;
+  }
+  // dA += scale·vᵀ·x: (r, m)·(m, in).
+  sgemm(true, false, r, in, m, scale, v, r, x, in, 1.0f, da, in, stream);
+  // dB += scale·dyᵀ·u: (out, m)·(m, r).
+  sgemm(true, false, out, r, m, scale, dy, out, u, r, 1.0f, db, r, stream);
+  if (dx != nullptr) {
+    // dx = dy·W + scale·v·A: (m, out)·(out, in) + (m, r)·(r, in).
+    sgemm(false, false, m, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in, stream);
+    sgemm(false, false, m, in, r, scale, v, r, a, in, 1.0f, dx, in, stream);
+  }
+}
+
+void lora_merge(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape, void* stream) {
+  add_product(w, a, b_adapter, scale, shape, "cuda lora_merge", stream);
+}
+
+void lora_unmerge(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape,
+                  void* stream) {
+  add_product(w, a, b_adapter, -scale, shape, "cuda lora_unmerge", stream);
+}
+
+void lora_init(float* a, float* b_adapter, std::uint64_t seed, const LoraShape& shape, void* stream) {
+  constexpr const char* who = "cuda lora_init";
+  cpu::check_lora_shape(shape, who);
+  require(a, "a", who);
+  require(b_adapter, "b_adapter", who);
+  const std::size_t a_count = shape.rank * shape.in, b_count = shape.out * shape.rank;
+  lora_init_kernel<<<elementwise_blocks(std::max(a_count, b_count)), 256, 0, as_stream(stream)>>>(
+      a, a_count, b_adapter, b_count, seed, cpu::lora_init_bound(shape.in));
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace aiopt::kernels::cuda
