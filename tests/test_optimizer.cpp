@@ -1,7 +1,8 @@
 // Optimizers: the AdamW kernel against its double reference and against a hand-computed value;
 // SGD with momentum against its formula; sum_of_squares' determinism across thread counts; and
-// nn::Optimizer's clipping, weight-decay selection, state and errors; and ([gpu]) the CUDA
-// adamw_update, sgd_update and sum_of_squares (kernels/cuda/optimizer.hpp) against the CPU's.
+// nn::Optimizer's clipping, weight-decay selection, state and errors, and a trainable subset
+// with the rest frozen; and ([gpu]) the CUDA adamw_update, sgd_update and sum_of_squares
+// (kernels/cuda/optimizer.hpp) against the CPU's.
 //
 // Tolerances, and why:
 //   adamw fast vs reference: 1e-6 + 1e-5·|p| per weight. The fast path rounds every fp32 op;
@@ -14,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <utility>
 #include <cstring>
 #include <omp.h>
 #include <string>
@@ -245,6 +247,73 @@ TEST_CASE("Optimizer: mismatched gradients and unknown names are input errors", 
   CHECK_THROWS_AS(nn::parse_optimizer("adam"), InputError);
   CHECK_THROWS_WITH(nn::parse_optimizer("adamv"),
                     Catch::Contains("did you mean 'adamw'") && Catch::Contains("adamw, sgd"));
+}
+
+TEST_CASE("Optimizer: a subset trains as in the full run and the rest stays frozen", "[optimizer]") {
+  // The query-key-value projections and the final LayerNorm trainable, the rest frozen. Without
+  // clipping each tensor's update reads its own gradient alone, so the trained tensors must match
+  // the full run's bit for bit, the frozen ones their start, for AdamW and SGD.
+  const auto config = tiny_config();
+  const auto trained = [](const std::string& name) { return name.ends_with("c_attn.weight") || name.starts_with("ln_f"); };
+  for (const auto kind : {nn::OptimizerKind::adamw, nn::OptimizerKind::sgd}) {
+    INFO(nn::to_string(kind));
+    nn::OptimizerConfig cfg;
+    cfg.kind = kind;
+    cfg.clip_norm = 0.0f;
+    auto full = nn::GptWeights::initialize(config, 1, Device::cpu());
+    auto part = nn::GptWeights::initialize(config, 1, Device::cpu());
+    const auto start = nn::GptWeights::initialize(config, 1, Device::cpu());
+    nn::Optimizer full_opt(cfg, full);
+    std::vector<std::pair<std::string, const Tensor*>> chosen;
+    std::size_t chosen_numel = 0;
+    for (const auto& [name, t] : std::as_const(part).named())
+      if (trained(name)) {
+        chosen.emplace_back(name, t);
+        chosen_numel += static_cast<std::size_t>(t->numel());
+      }
+    REQUIRE(chosen.size() == 3);  // c_attn.weight of the one block, ln_f weight and bias
+    nn::Optimizer part_opt(cfg, chosen);
+    // State for the trained tensors alone: one or two fp32 slots per weight.
+    const std::size_t slots = kind == nn::OptimizerKind::adamw ? 2 : 1;
+    CHECK(part_opt.state_bytes() == slots * 4 * chosen_numel);
+    CHECK(full_opt.state_bytes() == slots * 4 * config.parameter_count());
+    for (std::uint64_t step = 0; step < 3; ++step) {
+      const auto grads = random_grads(config, 10 + step);
+      full_opt.step(full, grads, 1e-2f);
+      std::vector<nn::Trainable> list;
+      for (const auto& t : nn::trainables(part, grads))
+        if (trained(t.name)) list.push_back(t);
+      part_opt.step(list, 1e-2f);
+    }
+    const auto f = full.named(), p = part.named();
+    const auto s0 = start.named();
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      INFO(p[i].first);
+      CHECK(values(*p[i].second) == values(trained(p[i].first) ? *f[i].second : *s0[i].second));
+    }
+  }
+}
+
+TEST_CASE("Optimizer: a subset's clipping norm is its own gradient's", "[optimizer]") {
+  const auto config = tiny_config();
+  auto params = nn::GptWeights::initialize(config, 1, Device::cpu());
+  const auto grads = random_grads(config, 3);
+  std::vector<nn::Trainable> list;
+  std::vector<std::pair<std::string, const Tensor*>> chosen;
+  double sum = 0.0;
+  for (const auto& t : nn::trainables(params, grads))
+    if (t.name.starts_with("h.0.mlp")) {
+      list.push_back(t);
+      chosen.emplace_back(t.name, t.weight);
+      for (float g : values(*t.grad)) sum += static_cast<double>(g) * g;
+    }
+  nn::Optimizer opt({}, chosen);
+  const nn::OptimizerStep info = opt.step(list, 1e-3f);
+  CHECK(info.grad_norm == Approx(std::sqrt(sum)).epsilon(1e-12));
+  CHECK(info.clipped);  // the default clip norm 1 is far below this norm
+  // A list that does not match the state is an input error.
+  list.pop_back();
+  CHECK_THROWS_WITH(opt.step(list, 1e-3f), Catch::Contains("tensors to update"));
 }
 
 // ---- the CUDA optimizers against the CPU's. Tolerances, with u = 2^-24: a handful of roundings

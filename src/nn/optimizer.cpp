@@ -80,8 +80,18 @@ OptimizerKind parse_optimizer(std::string_view name) {
                    "; allowed: " + join_names(names));
 }
 
-Optimizer::Optimizer(const OptimizerConfig& config, const GptWeights& params) : config_(config) {
-  for (const auto& [name, p] : params.named()) {
+std::vector<Trainable> trainables(GptWeights& params, const GptWeights& grads) {
+  auto p_named = params.named();
+  const auto g_named = grads.named();
+  check_same_structure(p_named, g_named);
+  std::vector<Trainable> out;
+  for (std::size_t i = 0; i < p_named.size(); ++i) out.push_back({p_named[i].first, p_named[i].second, g_named[i].second});
+  return out;
+}
+
+Optimizer::Optimizer(const OptimizerConfig& config, const std::vector<std::pair<std::string, const Tensor*>>& weights)
+    : config_(config) {
+  for (const auto& [name, p] : weights) {
     if (p->dtype() != DType::f32)
       throw InputError("Optimizer: weight " + in_quotes(name) + " is " + to_string(p->dtype()) +
                        "; the optimizer updates f32 master weights");
@@ -92,18 +102,26 @@ Optimizer::Optimizer(const OptimizerConfig& config, const GptWeights& params) : 
 }
 
 OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float lr, float grad_scale, void* stream) {
-  auto p_named = params.named();
-  const auto g_named = grads.named();
-  check_same_structure(p_named, g_named);
-  if (p_named.size() != names_.size())
-    throw InputError("Optimizer: the weights have " + std::to_string(p_named.size()) +
-                     " tensors, the optimizer state " + std::to_string(names_.size()));
-  for (std::size_t i = 0; i < p_named.size(); ++i)
-    if (p_named[i].first != names_[i] || p_named[i].second->shape() != slot1_[i].shape() ||
-        p_named[i].second->device() != slot1_[i].device())
-      throw InputError("Optimizer: weight " + in_quotes(p_named[i].first) + " " + p_named[i].second->shape_string() +
+  return step(trainables(params, grads), lr, grad_scale, stream);
+}
+
+OptimizerStep Optimizer::step(const std::vector<Trainable>& trainable, float lr, float grad_scale, void* stream) {
+  if (trainable.size() != names_.size())
+    throw InputError("Optimizer: " + std::to_string(trainable.size()) + " tensors to update, the optimizer state " +
+                     std::to_string(names_.size()));
+  std::vector<const Tensor*> grads;
+  for (std::size_t i = 0; i < trainable.size(); ++i) {
+    const Trainable& t = trainable[i];
+    if (t.name != names_[i] || t.weight->shape() != slot1_[i].shape() || t.weight->device() != slot1_[i].device())
+      throw InputError("Optimizer: weight " + in_quotes(t.name) + " " + t.weight->shape_string() +
                        " does not match the optimizer state made for " + in_quotes(names_[i]) + " " +
                        slot1_[i].shape_string());
+    if (t.grad->shape() != t.weight->shape() || t.grad->dtype() != DType::f32 || t.grad->device() != t.weight->device())
+      throw InputError("Optimizer: gradient of " + in_quotes(t.name) + " " + t.grad->shape_string() + " " +
+                       to_string(t.grad->dtype()) + " on " + to_string(t.grad->device()) + " does not match its weight " +
+                       t.weight->shape_string() + " on " + to_string(t.weight->device()));
+    grads.push_back(t.grad);
+  }
 
   OptimizerStep out;
   out.grad_norm = std::abs(static_cast<double>(grad_scale)) * global_norm(grads, stream);
@@ -117,9 +135,9 @@ OptimizerStep Optimizer::step(GptWeights& params, const GptWeights& grads, float
   }
 
   ++steps_;
-  for (std::size_t i = 0; i < p_named.size(); ++i) {
-    Tensor& p = *p_named[i].second;
-    const Tensor& g = *g_named[i].second;
+  for (std::size_t i = 0; i < trainable.size(); ++i) {
+    Tensor& p = *trainable[i].weight;
+    const Tensor& g = *trainable[i].grad;
     const auto n = static_cast<std::size_t>(p.numel());
     // Decay only matrices and embeddings: shrinking biases and LayerNorm gains toward 0 only hurts.
     const float wd = p.shape().size() == 2 ? config_.weight_decay : 0.0f;
@@ -168,10 +186,23 @@ std::vector<std::pair<std::string, const Tensor*>> Optimizer::state() const {
   return out;
 }
 
-double global_norm(const GptWeights& grads, void* stream) {
+std::size_t Optimizer::state_bytes() const {
+  std::size_t bytes = 0;
+  for (const auto* slots : {&slot1_, &slot2_})
+    for (const Tensor& t : *slots) bytes += t.bytes();
+  return bytes;
+}
+
+double global_norm(const std::vector<const Tensor*>& grads, void* stream) {
   double sum = 0.0;
-  for (const auto& [name, g] : grads.named()) sum += tensor_sum_of_squares(*g, stream);
+  for (const Tensor* g : grads) sum += tensor_sum_of_squares(*g, stream);
   return std::sqrt(sum);
+}
+
+double global_norm(const GptWeights& grads, void* stream) {
+  std::vector<const Tensor*> all;
+  for (const auto& [name, g] : grads.named()) all.push_back(g);
+  return global_norm(all, stream);
 }
 
 }  // namespace aiopt::nn
