@@ -425,10 +425,14 @@ TEST_CASE("linear_backward matches a float64 reference, and db is the same for a
   CHECK(max_error(dw, dw_ref) <= 5e-5);
   CHECK(max_error(db, db_ref) <= 5e-5);
 
-  // dx and db are optional.
+  // dx and db are optional, and so is dW (a frozen weight): the others are then what they were.
   std::vector<float> dw_only = dw0;
   cpu::linear_backward(x.data(), w.data(), dy.data(), nullptr, dw_only.data(), nullptr, m, k, n);
   CHECK(max_error(dw_only, dw_ref) <= 5e-5);
+  std::vector<float> dx_frozen(m * k), db_frozen = db0;
+  cpu::linear_backward(x.data(), w.data(), dy.data(), dx_frozen.data(), nullptr, db_frozen.data(), m, k, n);
+  CHECK(bit_equal(dx_frozen, dx));
+  CHECK(bit_equal(db_frozen, db));
 
   ThreadsRestored restore;
   std::vector<float> dw1 = dw0, db1 = db0, dw2 = dw0, db2 = db0;
@@ -1006,6 +1010,12 @@ TEST_CASE("cuda bias_backward and linear_backward match the CPU", "[backward_ker
   auto d_dw2 = upload(dw0);
   gpu::linear_backward(d_x.data(), d_w.data(), d_dy.data(), nullptr, d_dw2.data(), nullptr, m, k, n, nullptr);
   CHECK(differing(download(d_dw2), download(d_dw)) == 0);
+  // A frozen weight: dW skipped, dx and db as before.
+  auto d_dx3 = upload(std::vector<float>(m * k, NAN));
+  auto d_db3 = upload(db0);
+  gpu::linear_backward(d_x.data(), d_w.data(), d_dy.data(), d_dx3.data(), nullptr, d_db3.data(), m, k, n, nullptr);
+  CHECK(differing(download(d_dx3), download(d_dx)) == 0);
+  CHECK(differing(download(d_db3), download(d_db)) == 0);
 }
 
 TEST_CASE("cuda linear_half and linear_backward_half give the fp32 products of 16-bit operands", "[backward_kernels][gpu]") {
@@ -1043,6 +1053,11 @@ TEST_CASE("cuda linear_half and linear_backward_half give the fp32 products of 1
     CHECK(outside(download(d_y), y, sum_tolerance(y_abs, k + 1)) == 0);
     CHECK(outside(download(d_dx), dx, sum_tolerance(dx_abs, n)) == 0);
     CHECK(outside(download(d_dw), dw, sum_tolerance(dw_abs, m + 1)) == 0);
+    // A frozen weight: dW skipped, dx the same bits.
+    auto d_dx2 = upload(std::vector<float>(m * k, NAN));
+    gpu::linear_backward_half(d_x.data(), d_w.data(), d_dy.data(), d_dx2.data(), nullptr, nullptr, m, k, n, dtype,
+                              nullptr);
+    CHECK(differing(download(d_dx2), download(d_dx)) == 0);
   }
   CHECK_THROWS_AS(gpu::linear_half(nullptr, nullptr, nullptr, nullptr, 1, 1, 1, DType::f32, nullptr),
                   std::invalid_argument);

@@ -142,7 +142,7 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
   // dx = dy·W: (m, n)·(n, k).
   if (dx != nullptr) sgemm(false, false, m, k, n, 1.0f, dy, n, w, k, 0.0f, dx, k);
   // dW += dyᵀ·x: (n, m)·(m, k).
-  sgemm(true, false, n, k, m, 1.0f, dy, n, x, k, 1.0f, dw, k);
+  if (dw != nullptr) sgemm(true, false, n, k, m, 1.0f, dy, n, x, k, 1.0f, dw, k);
   if (db != nullptr) {
     over_columns(n, [&](std::size_t begin, std::size_t end) {
       for (std::size_t i = 0; i < m; ++i) {

@@ -22,8 +22,8 @@ void sgemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std
            float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta,
            float* c, std::size_t ldc);
 
-// The backward of linear: dx = dy·W (written; skipped when dx is null), dW += dyᵀ·x and
-// db += the column sums of dy (skipped when db is null). x, dx: (m, k); w, dw: (n, k); dy: (m, n);
+// The backward of linear: dx = dy·W (written; skipped when dx is null), dW += dyᵀ·x (skipped when
+// dw is null: a frozen weight) and db += the column sums of dy (skipped when db is null). x, dx: (m, k); w, dw: (n, k); dy: (m, n);
 // db: (n). The column sums split the columns over threads and walk the rows in order, so they
 // are bit-identical for any thread count.
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,

@@ -195,11 +195,13 @@ void linear_backward_half(const float* x, const float* w, const float* dy, float
                               dy16.data(), type, cm.second_ld, &zero, dx, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
   }
-  const auto x16 = to_16bit(x, m * k, dtype, stream);
-  const ColumnMajor cm(n, k, m, n, k, k);  // as linear_backward's dW, accumulated in fp32
-  CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x16.data(), type, cm.first_ld,
-                            dy16.data(), type, cm.second_ld, &one, dw, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT));
+  if (dw != nullptr) {
+    const auto x16 = to_16bit(x, m * k, dtype, stream);
+    const ColumnMajor cm(n, k, m, n, k, k);  // as linear_backward's dW, accumulated in fp32
+    CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x16.data(), type, cm.first_ld,
+                              dy16.data(), type, cm.second_ld, &one, dw, CUDA_R_32F, cm.ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+  }
   if (db != nullptr) bias_backward(dy, db, m, n, stream);
 }
 
@@ -222,9 +224,11 @@ void linear_backward(const float* x, const float* w, const float* dy, float* dx,
   }
   // Row-major dW (n, k) += dyᵀ (n, m)·x (m, k); column-major dWᵀ (k, n) += xᵀ (k, m)·dy (m, n):
   // x as stored, dy read transposed.
-  const ColumnMajor cm(n, k, m, n, k, k);
-  CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x, cm.first_ld, dy, cm.second_ld,
-                           &one, dw, cm.ldc));
+  if (dw != nullptr) {
+    const ColumnMajor cm(n, k, m, n, k, k);
+    CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, cm.m, cm.n, cm.k, &one, x, cm.first_ld, dy, cm.second_ld,
+                             &one, dw, cm.ldc));
+  }
   if (db != nullptr) bias_backward(dy, db, m, n, stream);
 }
 

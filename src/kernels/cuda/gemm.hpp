@@ -13,7 +13,8 @@ void linear(const float* x, const float* w, const float* b, float* y, std::size_
             std::size_t n, void* stream);
 
 // The backward of linear, fp32 as kernels/cpu/gemm.hpp's linear_backward: dx = dy·W (written;
-// skipped when null), dW += dyᵀ·x, db += column sums of dy (skipped when null).
+// skipped when null), dW += dyᵀ·x (skipped when null: a frozen weight), db += column sums of dy
+// (skipped when null).
 void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                      std::size_t m, std::size_t k, std::size_t n, void* stream);
 
