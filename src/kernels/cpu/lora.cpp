@@ -13,17 +13,10 @@ namespace aiopt::kernels::cpu {
 
 namespace {
 
-void require(const void* p, const char* name, const char* who) {
-  if (p == nullptr) throw std::invalid_argument(std::string(who) + ": " + name + " is null");
-}
-
 // W += sign·scale·B·A: (out, rank)·(rank, in).
 void add_product(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape,
                  const char* who) {
-  check_lora_shape(shape, who);
-  require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
+  check_lora_arguments(shape, {{"w", w}, {"a", a}, {"b_adapter", b_adapter}}, who);
   sgemm(false, false, shape.out, shape.in, shape.rank, scale, b_adapter, shape.rank, a, shape.in, 1.0f, w,
         shape.in);
 }
@@ -39,6 +32,13 @@ void check_lora_shape(const LoraShape& shape, const char* who) {
                                 ") = " + std::to_string(most));
 }
 
+void check_lora_arguments(const LoraShape& shape, std::initializer_list<std::pair<const char*, const void*>> required,
+                          const char* who) {
+  check_lora_shape(shape, who);
+  for (const auto& [name, pointer] : required)
+    if (pointer == nullptr) throw std::invalid_argument(std::string(who) + ": " + name + " is null");
+}
+
 float lora_scale(float alpha, std::size_t rank) {
   if (rank == 0) throw std::invalid_argument("lora_scale: rank = 0; it must be at least 1");
   return alpha / static_cast<float>(rank);
@@ -47,12 +47,7 @@ float lora_scale(float alpha, std::size_t rank) {
 void lora_forward(const float* x, const float* w, const float* bias, const float* a, const float* b_adapter,
                   float scale, float* u, float* y, const LoraShape& shape) {
   constexpr const char* who = "lora_forward";
-  check_lora_shape(shape, who);
-  require(x, "x", who);
-  require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
-  require(y, "y", who);
+  check_lora_arguments(shape, {{"x", x}, {"w", w}, {"a", a}, {"b_adapter", b_adapter}, {"y", y}}, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
   memory::Buffer<float> scratch(Device::cpu(), u == nullptr ? m * r : 0);
@@ -67,14 +62,9 @@ void lora_forward(const float* x, const float* w, const float* bias, const float
 void lora_backward(const float* x, const float* w, const float* a, const float* b_adapter, const float* u,
                    const float* dy, float scale, float* dx, float* da, float* db, const LoraShape& shape) {
   constexpr const char* who = "lora_backward";
-  check_lora_shape(shape, who);
-  require(x, "x", who);
-  if (dx != nullptr) require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
-  require(dy, "dy", who);
-  require(da, "da", who);
-  require(db, "db", who);
+  check_lora_arguments(
+      shape, {{"x", x}, {"a", a}, {"b_adapter", b_adapter}, {"dy", dy}, {"da", da}, {"db", db}}, who);
+  if (dx != nullptr) check_lora_arguments(shape, {{"w", w}}, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
   // v = dy·B (m, r), then u when the caller did not keep it.
@@ -112,9 +102,7 @@ float lora_init_bound(std::size_t in) {
 
 void lora_init(float* a, float* b_adapter, std::uint64_t seed, const LoraShape& shape) {
   constexpr const char* who = "lora_init";
-  check_lora_shape(shape, who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
+  check_lora_arguments(shape, {{"a", a}, {"b_adapter", b_adapter}}, who);
   const float bound = lora_init_bound(shape.in);
   const std::size_t count = shape.rank * shape.in;
   for (std::size_t i = 0; i < count; ++i) a[i] = bound * (2.0f * rng::uniform(seed, i) - 1.0f);

@@ -9,6 +9,8 @@
 // u = x·Aᵀ (rows, rank) is what the backward needs besides x, so the forward can keep it.
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 namespace aiopt::kernels::cpu {
 
@@ -24,6 +26,10 @@ struct LoraShape {
 // Throws std::invalid_argument, naming `who` and the value, unless 1 <= rank <= min(in, out)
 // (a rank past that is no longer low: B·A could be any (out, in) matrix at rank min(in, out)).
 void check_lora_shape(const LoraShape& shape, const char* who);
+// check_lora_shape, then std::invalid_argument naming `who` and the first of the `required`
+// pointers (name, pointer) that is null: the checks of every LoRA function on either device.
+void check_lora_arguments(const LoraShape& shape, std::initializer_list<std::pair<const char*, const void*>> required,
+                          const char* who);
 
 // alpha / rank, the paper's scale; std::invalid_argument for rank 0.
 float lora_scale(float alpha, std::size_t rank);

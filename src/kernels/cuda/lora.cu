@@ -5,8 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 
 #include "core/cuda_check.hpp"
 #include "core/rng.hpp"
@@ -17,16 +15,9 @@ namespace aiopt::kernels::cuda {
 
 namespace {
 
-void require(const void* p, const char* name, const char* who) {
-  if (p == nullptr) throw std::invalid_argument(std::string(who) + ": " + name + " is null");
-}
-
 void add_product(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape,
                  const char* who, void* stream) {
-  cpu::check_lora_shape(shape, who);
-  require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
+  cpu::check_lora_arguments(shape, {{"w", w}, {"a", a}, {"b_adapter", b_adapter}}, who);
   sgemm(false, false, shape.out, shape.in, shape.rank, scale, b_adapter, shape.rank, a, shape.in, 1.0f, w, shape.in,
         stream);
 }
@@ -47,12 +38,7 @@ __global__ void lora_init_kernel(float* a, std::size_t a_count, float* b_adapter
 void lora_forward(const float* x, const float* w, const float* bias, const float* a, const float* b_adapter,
                   float scale, float* u, float* y, const LoraShape& shape, void* stream) {
   constexpr const char* who = "cuda lora_forward";
-  cpu::check_lora_shape(shape, who);
-  require(x, "x", who);
-  require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
-  require(y, "y", who);
+  cpu::check_lora_arguments(shape, {{"x", x}, {"w", w}, {"a", a}, {"b_adapter", b_adapter}, {"y", y}}, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
   auto scratch = device_scratch(u == nullptr ? m * r : 0);
@@ -68,14 +54,9 @@ void lora_backward(const float* x, const float* w, const float* a, const float* 
                    const float* dy, float scale, float* dx, float* da, float* db, const LoraShape& shape,
                    void* stream) {
   constexpr const char* who = "cuda lora_backward";
-  cpu::check_lora_shape(shape, who);
-  require(x, "x", who);
-  if (dx != nullptr) require(w, "w", who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
-  require(dy, "dy", who);
-  require(da, "da", who);
-  require(db, "db", who);
+  cpu::check_lora_arguments(
+      shape, {{"x", x}, {"a", a}, {"b_adapter", b_adapter}, {"dy", dy}, {"da", da}, {"db", db}}, who);
+  if (dx != nullptr) cpu::check_lora_arguments(shape, {{"w", w}}, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
   // v = dy·B (m, r), then u when the caller did not keep it.
@@ -109,9 +90,7 @@ void lora_unmerge(float* w, const float* a, const float* b_adapter, float scale,
 
 void lora_init(float* a, float* b_adapter, std::uint64_t seed, const LoraShape& shape, void* stream) {
   constexpr const char* who = "cuda lora_init";
-  cpu::check_lora_shape(shape, who);
-  require(a, "a", who);
-  require(b_adapter, "b_adapter", who);
+  cpu::check_lora_arguments(shape, {{"a", a}, {"b_adapter", b_adapter}}, who);
   const std::size_t a_count = shape.rank * shape.in, b_count = shape.out * shape.rank;
   lora_init_kernel<<<elementwise_blocks(std::max(a_count, b_count)), 256, 0, as_stream(stream)>>>(
       a, a_count, b_adapter, b_count, seed, cpu::lora_init_bound(shape.in));
