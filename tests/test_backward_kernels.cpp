@@ -62,6 +62,7 @@
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/precision.hpp"
 #include "support/error_metric.hpp"
+#include "support/numeric_gradient.hpp"
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
@@ -86,6 +87,8 @@ using namespace aiopt;
 namespace cpu = aiopt::kernels::cpu;
 using kernels::AttentionShape;
 
+using aiopt::test::numeric_gradient;
+
 namespace {
 
 using aiopt::test::random_vector;
@@ -104,22 +107,6 @@ bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-// ∂L/∂x by central differences, x perturbed one element at a time; loss(x) in float64.
-template <class Loss>
-std::vector<double> numeric_gradient(std::vector<double> x, Loss loss, double h = 1e-5) {
-  std::vector<double> g(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + h;
-    const double up = loss(x);
-    x[i] = saved - h;
-    const double down = loss(x);
-    x[i] = saved;
-    g[i] = (up - down) / (2.0 * h);
-  }
-  return g;
-}
 
 double dot(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0.0;

@@ -29,6 +29,7 @@
 #include "kernels/cpu/cross_entropy.hpp"
 #include "kernels/cpu/distillation_loss.hpp"
 #include "support/error_metric.hpp"
+#include "support/numeric_gradient.hpp"
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
@@ -41,6 +42,7 @@ namespace cpu = aiopt::kernels::cpu;
 using cpu::Distillation;
 using test::max_abs;
 using test::max_abs_error;
+using test::numeric_gradient;
 using test::random_vector;
 
 namespace {
@@ -123,22 +125,6 @@ double mean_loss_f64(const std::vector<double>& s, const std::vector<double>& t,
   double total = 0.0;
   for (double l : ref.loss) total += l;
   return total / static_cast<double>(rows);
-}
-
-// ∂L/∂x by central differences, x perturbed one element at a time; loss(x) in float64.
-template <class Loss>
-std::vector<double> numeric_gradient(std::vector<double> x, Loss loss, double h = 1e-5) {
-  std::vector<double> g(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    x[i] = saved + h;
-    const double up = loss(x);
-    x[i] = saved - h;
-    const double down = loss(x);
-    x[i] = saved;
-    g[i] = (up - down) / (2.0 * h);
-  }
-  return g;
 }
 
 // The CPU kernel's outputs for one input.

@@ -34,6 +34,7 @@
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/lora.hpp"
 #include "support/error_metric.hpp"
+#include "support/numeric_gradient.hpp"
 #include "support/random.hpp"
 
 #ifdef AIOPT_HAVE_CUDA
@@ -48,6 +49,7 @@ using test::differing;
 using test::fp32_unit_roundoff;
 using test::max_abs;
 using test::outside;
+using test::numeric_gradient;
 using test::random_vector;
 
 namespace {
@@ -182,22 +184,6 @@ Doubles merge_abs(const Problem& p) {
       abs[i * in + j] *= p.scale;
     }
   return abs;
-}
-
-// ∂L/∂v by central differences, v perturbed one element at a time; loss(v) in float64.
-template <class Loss>
-Doubles numeric_gradient(Doubles v, Loss loss, double h = 1e-5) {
-  Doubles g(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const double saved = v[i];
-    v[i] = saved + h;
-    const double up = loss(v);
-    v[i] = saved - h;
-    const double down = loss(v);
-    v[i] = saved;
-    g[i] = (up - down) / (2.0 * h);
-  }
-  return g;
 }
 
 double dot(const Doubles& a, const Doubles& b) {
