@@ -187,10 +187,9 @@ CheckpointInfo inspect_checkpoint(const std::string& path, std::optional<std::si
   return info_of(open_checkpoint(path, heads), path);
 }
 
-std::optional<BpeTokenizer> checkpoint_tokenizer(const std::string& path) {
-  const std::string folder = open_checkpoint(path).tokenizer;
-  if (folder.empty()) return std::nullopt;
-  return BpeTokenizer::load(fs::path(folder) / vocab_file, fs::path(folder) / merges_file);
+GptWeights pretrained_weights(const std::string& path, const Device& device, std::optional<std::size_t> heads) {
+  const CheckpointSource source = open_checkpoint(path, heads);
+  return load_checkpoint(source.files, device, source.hints);
 }
 
 PretrainedModel load_pretrained(const std::string& path, const Device& device, std::optional<std::size_t> heads) {

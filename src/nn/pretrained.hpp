@@ -62,8 +62,9 @@ struct PretrainedModel {
 PretrainedModel load_pretrained(const std::string& path, const Device& device,
                                 std::optional<std::size_t> heads = std::nullopt);
 
-// The tokenizer of a checkpoint: its BPE when the folder has one, else nullopt (the model's tokens
-// are bytes when its vocabulary is 256).
-std::optional<BpeTokenizer> checkpoint_tokenizer(const std::string& path);
+// The weights alone, as load_pretrained reads them but with no hash taken and no tokenizer read:
+// what a technique runs.
+GptWeights pretrained_weights(const std::string& path, const Device& device,
+                              std::optional<std::size_t> heads = std::nullopt);
 
 }  // namespace aiopt::nn

@@ -139,7 +139,7 @@ double kc::generation_flops(const Shape& s, Method method) {
 kc::Generator::Generator(const Shape& shape, Method method, const Device& device)
     : shape_(shape),
       model_(shape.checkpoint.empty() ? nn::GptWeights::initialize(shape.model, shape.weight_seed, device)
-                                      : nn::load_pretrained(shape.checkpoint, device, shape.model.heads).weights),
+                                      : nn::pretrained_weights(shape.checkpoint, device, shape.model.heads)),
       prompt_(make_prompt(shape)) {
   if (const auto dtype = cache_dtype(method)) {
     // The cache's bytes as the tracked allocator counts them.

@@ -245,7 +245,7 @@ class ModelRun : public Run {
     std::optional<nn::Gpt> loaded;
     if (linears_ || mc_.qat)
       loaded.emplace(mc_.checkpoint.empty() ? nn::trained_model(training_, Device::cpu()).weights
-                                            : nn::load_pretrained(mc_.checkpoint, Device::cpu()).weights);
+                                            : nn::pretrained_weights(mc_.checkpoint, Device::cpu()));
     nn::Gpt& fp32 = loaded ? *loaded : *model_;
     const Tensor reference = fp32.forward(windows_.inputs, windows_.batch, windows_.seq_len, nn::Logits::all);
     score(logits, windows_.targets, cfg.vocab, nll, top);
