@@ -39,7 +39,79 @@ std::vector<int> tokens_of(const std::string& out) {
   return t;
 }
 
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF).
+bool valid_utf8(const std::string& s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    // The sequence's length, and the range of its second byte (which rules out the overlong
+    // forms, the surrogates and what lies past U+10FFFF).
+    std::size_t n = 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c < 0x80) {
+      n = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 3;
+      lo = c == 0xE0 ? 0xA0 : 0x80;
+      hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 4;
+      lo = c == 0xF0 ? 0x90 : 0x80;
+      hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+// The bytes a quoted "text:" value stands for: its C escapes undone.
+std::string unescaped(const std::string& quoted) {
+  std::string out;
+  for (std::size_t i = 1; i + 1 < quoted.size(); ++i) {
+    if (quoted[i] != '\\') {
+      out += quoted[i];
+      continue;
+    }
+    const char e = quoted[++i];
+    if (e == 'n') {
+      out += '\n';
+    } else if (e == 't') {
+      out += '\t';
+    } else if (e == 'x') {
+      out += static_cast<char>(std::stoi(quoted.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += e;  // \\ and \"
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("generate's text is valid UTF-8 that escapes what is not and stands for the bytes", "[cli][generate]") {
+  // Byte tokens from a random model: lone lead bytes (226 repeats, as a random model repeats its
+  // last token) and cut sequences, which the line must show escaped, never raw.
+  const auto r = run_aiopt(tiny({"--prompt-tokens", "195,169,104,226", "--tokens", "24"}));
+  INFO(r.out);
+  REQUIRE(r.exit_code == 0);
+  const auto t = tokens_of(r.out);
+  std::string bytes;
+  for (int v : t) bytes += static_cast<char>(v);
+  REQUIRE_FALSE(valid_utf8(bytes));  // the case the escaping is for
+  const std::string text = field(r.out, "text");
+  CHECK(valid_utf8(text));
+  CHECK(text.find("\\x") != std::string::npos);
+  CHECK(unescaped(text) == bytes);
+}
 
 TEST_CASE("generate prints the tokens, the text and the timings", "[cli][generate]") {
   const auto r = run_aiopt(tiny({"--prompt-tokens", "1,2,3,4", "--tokens", "12"}));
