@@ -19,6 +19,7 @@
 #include "kernels/cpu/heads.hpp"
 #include "kernels/cpu/kv_int8.hpp"
 #include "kernels/cpu/layernorm.hpp"
+#include "kernels/cpu/lora.hpp"
 #include "kernels/cpu/precision.hpp"
 #if AIOPT_HAVE_CUDA
 #include "kernels/cuda/activation.hpp"
@@ -31,6 +32,7 @@
 #include "kernels/cuda/heads.hpp"
 #include "kernels/cuda/kv_int8.hpp"
 #include "kernels/cuda/layernorm.hpp"
+#include "kernels/cuda/lora.hpp"
 #include "kernels/cuda/precision.hpp"
 #endif
 
@@ -90,6 +92,13 @@ struct DeviceOps {
   AIOPT_DEVICE_OP(attention_flash_backward)
   AIOPT_DEVICE_OP(attention_naive_backward)
   AIOPT_DEVICE_OP(round_through)
+
+  // ---- low-rank adapters (kernels/*/lora)
+  AIOPT_DEVICE_OP(lora_adapter_forward)
+  AIOPT_DEVICE_OP(lora_adapter_backward)
+  AIOPT_DEVICE_OP(lora_merge)
+  AIOPT_DEVICE_OP(lora_unmerge)
+  AIOPT_DEVICE_OP(lora_init)
 
   // ---- the linear layers, whose CUDA products follow `products`
 

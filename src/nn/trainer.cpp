@@ -93,6 +93,11 @@ void TrainConfig::validate() const {
   schedule.validate();
   training.validate();
   scaling.validate();
+  if (lora) {
+    lora->validate(model);
+    require(!lora->int4_base || (training.storage == DType::f32 && !training.fake_quant.apply),
+            "QLoRA's int4 base trains with f32 storage and no fake quantization");
+  }
 }
 
 nlohmann::json TrainConfig::identity() const {
@@ -146,6 +151,7 @@ nlohmann::json TrainConfig::identity() const {
   if (training.attention == TrainAttention::performer) id["training"]["feature_seed"] = training.feature_seed;
   // Likewise the tokenizer, named only where the text is not read as bytes.
   if (!data.tokenizer.empty()) id["data"]["tokenizer"] = data.tokenizer;
+  if (lora) id["lora"] = lora->identity();
   return id;
 }
 
@@ -171,10 +177,65 @@ TrainConfig standard_training(const std::string& preset_name) {
 Trainer::Trainer(TrainConfig config, const Device& device, void* stream)
     : Trainer(config, device, (config.validate(), load_tokens(config.data, config.seq_len)), stream) {}
 
+namespace {
+
+bool is_block_linear_weight(const std::string& name) {
+  for (BlockLinear linear : block_linears)
+    if (name.ends_with(std::string(block_linear_name(linear)) + ".weight")) return true;
+  return false;
+}
+
+// The trainer's weights: `init` copied, or config.seed's initialization; under QLoRA the block
+// linear tensors are left empty and quantized from `init` into `base`.
+GptWeights initial_weights(const TrainConfig& config, const Device& device, const GptWeights* init,
+                           std::optional<Int4Base>& base) {
+  if (!init) {
+    if (config.lora && config.lora->int4_base)
+      throw InputError("training: QLoRA fine-tunes a trained model; give the weights to start from");
+    return GptWeights::initialize(config.model, config.seed, device);
+  }
+  const GptConfig& a = init->config;
+  if (a.layers != config.model.layers || a.channels != config.model.channels || a.heads != config.model.heads ||
+      a.context != config.model.context || a.vocab != config.model.vocab)
+    throw InputError("training: initial weights of " + a.describe() + " for a model " + config.model.describe());
+  if (!(config.lora && config.lora->int4_base)) return init->to(device);
+  if (!device.is_cpu()) throw InputError("training: QLoRA's int4 base runs on the CPU only (no CUDA dequantization kernel yet)");
+  const GptWeights host = init->wte.device().is_cpu() ? GptWeights() : init->to(Device::cpu());
+  const GptWeights& source = init->wte.device().is_cpu() ? *init : host;
+  base = Int4Base::quantize(source, config.lora->int4_group);
+  GptWeights w;
+  w.config = config.model;
+  w.blocks.resize(config.model.layers);
+  auto mine = w.named();
+  const auto theirs = source.named();
+  for (std::size_t i = 0; i < mine.size(); ++i)
+    if (!is_block_linear_weight(mine[i].first)) *mine[i].second = theirs[i].second->to(device);
+  return w;
+}
+
+// Gradient tensors: all zeros without LoRA; none under it (every weight frozen), except that the
+// fault "lora.base_trains" (tests only, core/fault.hpp) forgets to freeze the fp32 weights.
+GptWeights initial_gradients(const TrainConfig& config, const Device& device) {
+  if (!config.lora) return GptWeights::zeros(config.model, device);
+  const bool unfrozen = fault::active("lora.base_trains") && !config.lora->int4_base;
+  return gradients_for(config.model, device, [&](const std::string&) { return unfrozen; });
+}
+
+}  // namespace
+
 Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, void* stream)
+    : Trainer(std::move(config), device, std::move(tokens), nullptr, stream) {}
+
+Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, const GptWeights& init, void* stream)
+    : Trainer(std::move(config), device, std::move(tokens), &init, stream) {}
+
+Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, const GptWeights* init, void* stream)
     : config_((config.validate(), std::move(config))), stream_(stream), tokens_(std::move(tokens)),
-      weights_(GptWeights::initialize(config_.model, config_.seed, device)),
-      grads_(GptWeights::zeros(config_.model, device)), optimizer_(config_.optimizer, weights_),
+      weights_(initial_weights(config_, device, init, base_)), grads_(initial_gradients(config_, device)),
+      adapters_(config_.lora ? std::optional(LoraAdapters::initialize(config_.model, *config_.lora, device))
+                             : std::nullopt),
+      adapter_grads_(adapters_ ? std::optional(adapters_->zeros_like()) : std::nullopt),
+      optimizer_(config_.optimizer, trainable_tensors()),
       sampler_(tokens_.train, config_.batch, config_.seq_len, config_.seed),
       validation_(validation_batches(tokens_.validation, config_.batch, config_.seq_len, config_.eval_batches)),
       scaler_(config_.scaling) {
@@ -191,15 +252,17 @@ StepRecord Trainer::step() {
   record.lr = config_.schedule.at(steps_done_ + (fault::active("lr_scheduling.off_by_one") ? 1 : 0));
   record.loss_scale = scaler_.scale;
   grads_.set_zero(stream_);
+  if (adapter_grads_) adapter_grads_->set_zero(stream_);
   // Each micro-batch's mean-loss gradient enters with 1/k, so k of them sum to the gradient of the
   // mean over the effective batch (all micro-batches have the same number of targets).
   const float micro_scale = scaler_.scale / static_cast<float>(config_.accumulate);
   double loss = 0.0;
   for (std::size_t i = 0; i < config_.accumulate; ++i)
-    loss += forward_backward(weights_, sampler_.next(), grads_, config_.training, micro_scale, stream_).loss;
+    loss += forward_backward(weights_, sampler_.next(), grads_, config_.training, micro_scale, stream_, adaptation())
+                .loss;
   record.loss = loss / static_cast<double>(config_.accumulate);
 
-  const GradientCensus census = gradient_census(grads_, stream_);
+  const GradientCensus census = gradient_census(grads_, stream_, adapter_grads_ ? &*adapter_grads_ : nullptr);
   record.zero_grad_fraction = census.zero_fraction();
   record.nonfinite_grads = census.nonfinite;
   // A step whose gradients overflowed is skipped, under any scaling: applying inf or NaN would
@@ -207,7 +270,7 @@ StepRecord Trainer::step() {
   if (scaler_.update(census.nonfinite > 0)) {
     // The fault "mixed_precision.unscaled_gradient" (tests only) applies the scaled gradients as they are.
     const float unscale = fault::active("mixed_precision.unscaled_gradient") ? 1.0f : 1.0f / record.loss_scale;
-    const OptimizerStep applied = optimizer_.step(weights_, grads_, record.lr, unscale, stream_);
+    const OptimizerStep applied = optimizer_.step(trainables(), record.lr, unscale, stream_);
     record.grad_norm = applied.grad_norm;
   } else {
     record.skipped = true;
@@ -222,9 +285,45 @@ StepRecord Trainer::step() {
   return record;
 }
 
+Adaptation Trainer::adaptation() const {
+  return {adapters_ ? &*adapters_ : nullptr, adapter_grads_ ? const_cast<LoraAdapters*>(&*adapter_grads_) : nullptr,
+          base_ ? &*base_ : nullptr};
+}
+
+std::vector<std::pair<std::string, const Tensor*>> Trainer::trainable_tensors() const {
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  const auto grads = grads_.named();
+  const auto weights = weights_.named();
+  for (std::size_t i = 0; i < weights.size(); ++i)
+    if (grads[i].second->numel() != 0) out.push_back(weights[i]);
+  if (adapters_)
+    for (const auto& named : adapters_->named()) out.push_back(named);
+  return out;
+}
+
+std::vector<Trainable> Trainer::trainables() {
+  std::vector<Trainable> out;
+  const auto grads = grads_.named();
+  const auto weights = weights_.named();
+  for (std::size_t i = 0; i < weights.size(); ++i)
+    if (grads[i].second->numel() != 0) out.push_back({weights[i].first, weights[i].second, grads[i].second});
+  if (adapters_) {
+    const auto a = adapters_->named();
+    const auto g = adapter_grads_->named();
+    for (std::size_t i = 0; i < a.size(); ++i) out.push_back({a[i].first, a[i].second, g[i].second});
+  }
+  return out;
+}
+
+std::size_t Trainer::trainable_parameters() const {
+  std::size_t n = 0;
+  for (const auto& [name, t] : trainable_tensors()) n += static_cast<std::size_t>(t->numel());
+  return n;
+}
+
 double Trainer::evaluate() const {
   double sum = 0.0;
-  for (const Batch& b : validation_) sum += evaluate_loss(weights_, b, config_.training, stream_);
+  for (const Batch& b : validation_) sum += evaluate_loss(weights_, b, config_.training, stream_, adaptation());
   return sum / static_cast<double>(validation_.size());
 }
 
@@ -249,7 +348,10 @@ void Trainer::save(const std::string& path) const {
     host.push_back(t.to(cpu));
     tensors.emplace_back(name, nullptr);
   };
-  for (const auto& [name, t] : weights_.named()) add(name, *t);
+  for (const auto& [name, t] : weights_.named())
+    if (t->numel() != 0) add(name, *t);  // under QLoRA the int4 base comes from the initial weights
+  if (adapters_)
+    for (const auto& [name, t] : adapters_->named()) add(name, *t);
   for (const auto& [name, t] : optimizer_.state()) add(name, *t);
   for (std::size_t i = 0; i < tensors.size(); ++i) tensors[i].second = &host[i];
   const nlohmann::json progress = {{"steps_done", steps_done_},
@@ -301,7 +403,10 @@ void Trainer::resume(const std::string& path) {
       throw InputError(path + ": tensor '" + name + "' is " + host.shape_string() + ", expected " + t.shape_string());
     t.copy_from(host);
   };
-  for (auto& [name, t] : weights_.named()) restore(name, *t);
+  for (auto& [name, t] : weights_.named())
+    if (t->numel() != 0) restore(name, *t);
+  if (adapters_)
+    for (auto& [name, t] : adapters_->named()) restore(name, *t);
   for (auto& [name, t] : optimizer_.state()) restore(name, *t);
   try {
     steps_done_ = progress.at("steps_done").get<std::size_t>();

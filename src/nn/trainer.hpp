@@ -16,6 +16,7 @@
 #include "nn/batches.hpp"
 #include "nn/config.hpp"
 #include "nn/corpus.hpp"
+#include "nn/lora.hpp"
 #include "nn/loss_scaler.hpp"
 #include "nn/lr_schedule.hpp"
 #include "nn/optimizer.hpp"
@@ -56,6 +57,10 @@ struct TrainConfig {
   LossScaler scaling;
   std::size_t eval_every = 50;  // 0: evaluate at the end only
   std::size_t eval_batches = 8;
+  // Fine-tuning with low-rank adapters: every weight of the model frozen (no gradient, no
+  // optimizer state), the adapters trained; with lora->int4_base the block linear weights are
+  // held in int4 (QLoRA). None: every weight trains.
+  std::optional<LoraConfig> lora;
 
   // Throws InputError naming the field for any value out of range.
   void validate() const;
@@ -94,6 +99,10 @@ class Trainer {
   Trainer(TrainConfig config, const Device& device, void* stream = nullptr);
   // The same with tokens already loaded (several trainers over one corpus).
   Trainer(TrainConfig config, const Device& device, TokenSplit tokens, void* stream = nullptr);
+  // Fine-tuning: the weights start as `init` (same config; any device) instead of config.seed's
+  // initialization. Under QLoRA the block linear weights are quantized from `init` straight into
+  // int4, never held in fp32 by the trainer.
+  Trainer(TrainConfig config, const Device& device, TokenSplit tokens, const GptWeights& init, void* stream = nullptr);
 
   StepRecord step();
   double evaluate() const;
@@ -110,8 +119,16 @@ class Trainer {
 
   const TrainConfig& config() const { return config_; }
   std::size_t steps_done() const { return steps_done_; }
+  // Under QLoRA the block linear tensors are empty: int4_base() holds them.
   const GptWeights& weights() const { return weights_; }
   GptWeights& weights() { return weights_; }
+  const LoraAdapters* adapters() const { return adapters_ ? &*adapters_ : nullptr; }
+  const Int4Base* int4_base() const { return base_ ? &*base_ : nullptr; }
+  // The model as a pass reads it: the adapters and the int4 base, when there are any.
+  Adaptation adaptation() const;
+  const Optimizer& optimizer() const { return optimizer_; }
+  // Elements of the tensors the optimizer updates.
+  std::size_t trainable_parameters() const;
   // The last step's gradient of the mean loss, times the loss scale it ran with (1 without scaling).
   const GptWeights& gradients() const { return grads_; }
   const TokenSplit& tokens() const { return tokens_; }
@@ -120,11 +137,15 @@ class Trainer {
   const LossScaler& scaler() const { return scaler_; }
 
  private:
+  Trainer(TrainConfig config, const Device& device, TokenSplit tokens, const GptWeights* init, void* stream);
+
   TrainConfig config_;
   void* stream_;
   TokenSplit tokens_;
+  std::optional<Int4Base> base_;
   GptWeights weights_;
-  GptWeights grads_;
+  GptWeights grads_;  // empty tensors for frozen weights
+  std::optional<LoraAdapters> adapters_, adapter_grads_;
   Optimizer optimizer_;
   BatchSampler sampler_;
   std::vector<Batch> validation_;
@@ -132,6 +153,9 @@ class Trainer {
   std::size_t steps_done_ = 0;
   std::vector<StepRecord> history_;
   std::vector<EvalRecord> evals_;
+
+  std::vector<std::pair<std::string, const Tensor*>> trainable_tensors() const;
+  std::vector<Trainable> trainables();
 };
 
 }  // namespace aiopt::nn

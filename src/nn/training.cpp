@@ -52,6 +52,20 @@ namespace {
 
 std::int64_t dim(std::size_t n) { return static_cast<std::int64_t>(n); }
 
+void check_adaptation(const GptWeights& weights, const Adaptation& a) {
+  if (a.grads && !a.adapters) throw std::logic_error("training: adapter gradients without adapters");
+  if (a.adapters) {
+    const GptConfig& m = a.adapters->model();
+    if (m.layers != weights.config.layers || m.channels != weights.config.channels)
+      throw InputError("training: adapters for " + m.describe() + " given for a model " + weights.config.describe());
+    if (a.adapters->adapters().front().a.device() != weights.wte.device())
+      throw InputError("training: adapters on " + to_string(a.adapters->adapters().front().a.device()) +
+                       " for weights on " + to_string(weights.wte.device()));
+  }
+  if (a.base && !weights.wte.device().is_cpu())
+    throw InputError("training: QLoRA's int4 base runs on the CPU only (no CUDA dequantization kernel yet)");
+}
+
 // What one block keeps for its backward. Under selective recomputation ln1, merged, ln2 and gelu
 // stay empty and are recomputed from x, att, mid and fc.
 struct BlockActivations {
@@ -71,11 +85,16 @@ struct BlockActivations {
 // The pass over one batch: shapes, options, the device's ops and the weights the products read.
 class Pass {
  public:
-  Pass(const GptWeights& weights, std::size_t batch, std::size_t len, const TrainingOptions& options, void* stream)
-      : w_(weights), cfg_(weights.config), opt_(options), ops_{weights.wte.device(), stream, options.storage},
+  Pass(const GptWeights& weights, std::size_t batch, std::size_t len, const TrainingOptions& options, void* stream,
+       const Adaptation& adaptation = {})
+      : w_(weights), cfg_(weights.config), opt_(options), lora_(adaptation),
+        linear_sites_(lora_sites(weights.config, LoraTargets::all)),
+        lora_scale_(adaptation.adapters ? adaptation.adapters->config().scale() : 0.0f),
+        ops_{weights.wte.device(), stream, options.storage},
         B_(batch), T_(len),
         C_(cfg_.channels), H_(cfg_.heads), d_(cfg_.head_dim()), V_(cfg_.vocab), rows_(batch * len),
         shape_(AttentionShape::self(batch, cfg_.heads, len, cfg_.head_dim(), true)) {
+    check_adaptation(weights, adaptation);
     if (is_softmax(opt_.attention)) return;
     if (!device().is_cpu())
       throw InputError("training attention '" + std::string(to_string(opt_.attention)) + "' is not implemented on " +
@@ -123,8 +142,7 @@ class Pass {
     Tensor ln1 = layernorm_1(w, a);
     {
       Tensor qkv = f32({dim(B_), dim(T_), 3 * dim(C_)});  // (B, T, 3, H, d)
-      ops_.linear(ln1.data<float>(), w.attn_c_attn_weight.data<float>(), w.attn_c_attn_bias.data<float>(),
-                  qkv.data<float>(), bt, C_, 3 * C_);
+      block_linear(layer, BlockLinear::attn_qkv, ln1, qkv);
       store(qkv);
       a.q = bhtd();
       a.k = bhtd();
@@ -148,8 +166,7 @@ class Pass {
     store(a.att);
     Tensor merged = merge(a);
     a.mid = btc();
-    ops_.linear(merged.data<float>(), w.attn_c_proj_weight.data<float>(), w.attn_c_proj_bias.data<float>(),
-                a.mid.data<float>(), bt, C_, C_);
+    block_linear(layer, BlockLinear::attn_proj, merged, a.mid);
     ops_.residual_add(a.x.data<float>(), a.mid.data<float>(), a.mid.data<float>(), bt * C_);
     store(a.mid);
     if (!opt_.selective) a.merged = std::move(merged);
@@ -158,8 +175,7 @@ class Pass {
     a.ln2_rstd = f32({dim(bt)});
     Tensor ln2 = layernorm_2(w, a);
     a.fc = f32({dim(B_), dim(T_), 4 * dim(C_)});
-    ops_.linear(ln2.data<float>(), w.mlp_c_fc_weight.data<float>(), w.mlp_c_fc_bias.data<float>(), a.fc.data<float>(),
-                bt, C_, 4 * C_);
+    block_linear(layer, BlockLinear::mlp_fc, ln2, a.fc);
     store(a.fc);
     if (!opt_.selective) a.ln2 = std::move(ln2);
     ln2 = Tensor();
@@ -169,8 +185,7 @@ class Pass {
       return Tensor();
     }
     Tensor out = btc();
-    ops_.linear(gelu.data<float>(), w.mlp_c_proj_weight.data<float>(), w.mlp_c_proj_bias.data<float>(),
-                out.data<float>(), bt, 4 * C_, C_);
+    block_linear(layer, BlockLinear::mlp_proj, gelu, out);
     ops_.residual_add(a.mid.data<float>(), out.data<float>(), out.data<float>(), bt * C_);
     store(out);
     if (!opt_.selective) a.gelu = std::move(gelu);
@@ -186,8 +201,7 @@ class Pass {
     {
       Tensor gelu = a.gelu.numel() ? std::move(a.gelu) : activate(a);
       Tensor dgelu = f32({dim(B_), dim(T_), 4 * dim(C_)});
-      ops_.linear_backward(gelu.data<float>(), w.mlp_c_proj_weight.data<float>(), dout.data<float>(), dgelu.data<float>(),
-                           g.mlp_c_proj_weight.data<float>(), g.mlp_c_proj_bias.data<float>(), bt, 4 * C_, C_);
+      block_linear_backward(layer, BlockLinear::mlp_proj, g, gelu, dout, dgelu);
       store(dgelu);
       gelu = Tensor();
       // fc's gradient overwrites fc once GELU's backward has read it.
@@ -195,8 +209,7 @@ class Pass {
       store(dgelu);
       Tensor ln2 = a.ln2.numel() ? std::move(a.ln2) : layernorm_2(w, a);
       Tensor dln2 = btc();
-      ops_.linear_backward(ln2.data<float>(), w.mlp_c_fc_weight.data<float>(), dgelu.data<float>(), dln2.data<float>(),
-                           g.mlp_c_fc_weight.data<float>(), g.mlp_c_fc_bias.data<float>(), bt, C_, 4 * C_);
+      block_linear_backward(layer, BlockLinear::mlp_fc, g, ln2, dgelu, dln2);
       store(dln2);
       a.fc = Tensor();
       dgelu = Tensor();
@@ -205,7 +218,7 @@ class Pass {
       Tensor dmid2 = btc();
       ops_.layernorm_backward(dln2.data<float>(), a.mid.data<float>(), w.ln_2_weight.data<float>(),
                               a.ln2_mean.data<float>(), a.ln2_rstd.data<float>(), dmid2.data<float>(),
-                              g.ln_2_weight.data<float>(), g.ln_2_bias.data<float>(), bt, C_);
+                              grad(g.ln_2_weight), grad(g.ln_2_bias), bt, C_);
       ops_.residual_add(dout.data<float>(), dmid2.data<float>(), dout.data<float>(), bt * C_);
       store(dout);
       a.mid = Tensor();
@@ -216,9 +229,7 @@ class Pass {
     {
       Tensor merged = a.merged.numel() ? std::move(a.merged) : merge(a);
       Tensor dmerged = btc();
-      ops_.linear_backward(merged.data<float>(), w.attn_c_proj_weight.data<float>(), dmid.data<float>(),
-                           dmerged.data<float>(), g.attn_c_proj_weight.data<float>(), g.attn_c_proj_bias.data<float>(),
-                           bt, C_, C_);
+      block_linear_backward(layer, BlockLinear::attn_proj, g, merged, dmid, dmerged);
       store(dmerged);
       ops_.split_heads(dmerged.data<float>(), datt.data<float>(), B_, T_, H_, d_);
     }
@@ -245,15 +256,14 @@ class Pass {
     }
     Tensor ln1 = a.ln1.numel() ? std::move(a.ln1) : layernorm_1(w, a);
     Tensor dln1 = btc();
-    ops_.linear_backward(ln1.data<float>(), w.attn_c_attn_weight.data<float>(), dqkv.data<float>(), dln1.data<float>(),
-                         g.attn_c_attn_weight.data<float>(), g.attn_c_attn_bias.data<float>(), bt, C_, 3 * C_);
+    block_linear_backward(layer, BlockLinear::attn_qkv, g, ln1, dqkv, dln1);
     store(dln1);
     ln1 = Tensor();
     dqkv = Tensor();
     Tensor dx1 = btc();
     ops_.layernorm_backward(dln1.data<float>(), a.x.data<float>(), w.ln_1_weight.data<float>(), a.ln1_mean.data<float>(),
-                            a.ln1_rstd.data<float>(), dx1.data<float>(), g.ln_1_weight.data<float>(),
-                            g.ln_1_bias.data<float>(), bt, C_);
+                            a.ln1_rstd.data<float>(), dx1.data<float>(), grad(g.ln_1_weight), grad(g.ln_1_bias), bt,
+                            C_);
     ops_.residual_add(dmid.data<float>(), dx1.data<float>(), dmid.data<float>(), bt * C_);
     store(dmid);
     a = BlockActivations();
@@ -266,38 +276,115 @@ class Pass {
     const std::size_t bt = rows_;
     Tensor mean = f32({dim(bt)}), rstd = f32({dim(bt)});
     Tensor xf = btc();
-    ops_.layernorm_forward(x.data<float>(), w_.ln_f_weight.data<float>(), w_.ln_f_bias.data<float>(), xf.data<float>(),
-                           mean.data<float>(), rstd.data<float>(), bt, C_, cfg_.layernorm_eps);
-    store(xf);
-    Tensor logits = f32({dim(B_), dim(T_), dim(V_)});  // (B, T, V), then its own gradient
-    ops_.linear(xf.data<float>(), w_.wte.data<float>(), nullptr, logits.data<float>(), bt, C_, V_);
-    store(logits);
+    Tensor logits = logits_of(x, xf, mean, rstd);  // (B, T, V), then its own gradient
     ops_.softmax_cross_entropy(logits.data<float>(), targets, losses.data<float>(),
                                grads ? logits.data<float>() : nullptr, bt, V_, grad_scale);
     if (!grads) return Tensor();
     store(logits);
     Tensor dxf = btc();
     ops_.linear_backward(xf.data<float>(), w_.wte.data<float>(), logits.data<float>(), dxf.data<float>(),
-                         grads->wte.data<float>(), nullptr, bt, C_, V_);
+                         grad(grads->wte), nullptr, bt, C_, V_);
     store(dxf);
     logits = Tensor();
     Tensor dx = btc();
     ops_.layernorm_backward(dxf.data<float>(), x.data<float>(), w_.ln_f_weight.data<float>(), mean.data<float>(),
-                            rstd.data<float>(), dx.data<float>(), grads->ln_f_weight.data<float>(),
-                            grads->ln_f_bias.data<float>(), bt, C_);
+                            rstd.data<float>(), dx.data<float>(), grad(grads->ln_f_weight), grad(grads->ln_f_bias),
+                            bt, C_);
     store(dx);
     return dx;
   }
 
+  // LN_f and the tied LM head: the (B, T, V) logits of the final residual stream x.
+  Tensor logits(const Tensor& x) const {
+    Tensor mean = f32({dim(rows_)}), rstd = f32({dim(rows_)});
+    Tensor xf = btc();
+    return logits_of(x, xf, mean, rstd);
+  }
+
   void embedding_backward(const std::int32_t* tokens, const Tensor& dx, GptWeights& grads) const {
+    if (frozen(grads.wte) && frozen(grads.wpe)) return;
+    if (frozen(grads.wte) || frozen(grads.wpe))
+      throw InputError("training: wte and wpe are frozen together or not at all");
     ops_.embedding_backward(tokens, dx.data<float>(), grads.wte.data<float>(), grads.wpe.data<float>(), B_, T_, V_, C_);
   }
 
   void round_gradients(GptWeights& grads) const {
-    for (auto& [name, t] : grads.named()) store(*t);
+    for (auto& [name, t] : grads.named())
+      if (!frozen(*t)) store(*t);
+    if (lora_.grads)
+      for (auto& [name, t] : lora_.grads->named()) store(*t);
   }
 
  private:
+  // LN_f into xf (saving mean and rstd), then the logits.
+  Tensor logits_of(const Tensor& x, Tensor& xf, Tensor& mean, Tensor& rstd) const {
+    ops_.layernorm_forward(x.data<float>(), w_.ln_f_weight.data<float>(), w_.ln_f_bias.data<float>(), xf.data<float>(),
+                           mean.data<float>(), rstd.data<float>(), rows_, C_, cfg_.layernorm_eps);
+    store(xf);
+    Tensor logits = f32({dim(B_), dim(T_), dim(V_)});
+    ops_.linear(xf.data<float>(), w_.wte.data<float>(), nullptr, logits.data<float>(), rows_, C_, V_);
+    store(logits);
+    return logits;
+  }
+
+  // A frozen parameter's gradient tensor is empty: its kernels get null and skip it.
+  static bool frozen(const Tensor& grad) { return grad.numel() == 0; }
+  static float* grad(Tensor& t) { return frozen(t) ? nullptr : t.data<float>(); }
+
+  // W of block `layer`'s `linear`: the fp32 weight, or QLoRA's int4 base dequantized into scratch.
+  const float* weight(std::size_t layer, BlockLinear linear, Tensor& scratch) const {
+    const Tensor& w = block_linear_weight(w_.blocks[layer], linear);
+    if (!lora_.base) return w.data<float>();
+    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
+    scratch = f32({dim(s.out_total), dim(s.in)});
+    lora_.base->dequantize(layer, linear, scratch.data<float>());
+    return scratch.data<float>();
+  }
+
+  // y = x·Wᵀ + b of a block linear layer, plus its adapters' terms on their output slices.
+  void block_linear(std::size_t layer, BlockLinear linear, const Tensor& x, Tensor& y) const {
+    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
+    {
+      Tensor scratch;
+      ops_.linear(x.data<float>(), weight(layer, linear, scratch),
+                  block_linear_bias(w_.blocks[layer], linear).data<float>(), y.data<float>(), rows_, s.in, s.out_total);
+    }
+    if (!lora_.adapters) return;
+    for (const LoraAdapters::Adapter* a : lora_.adapters->at(layer, linear))
+      ops_.lora_adapter_forward(x.data<float>(), a->a.data<float>(), a->b.data<float>(), lora_scale_, nullptr,
+                                y.data<float>() + a->site.offset, s.out_total, lora_shape(a->site));
+  }
+
+  // Its backward: dx written; W's and b's gradients accumulated into g unless frozen (empty), the
+  // adapters' into the adaptation's grads. u = x·Aᵀ is recomputed (rank columns, a small product
+  // beside the layer's own) rather than kept.
+  void block_linear_backward(std::size_t layer, BlockLinear linear, BlockWeights& g, const Tensor& x,
+                             const Tensor& dy, Tensor& dx) const {
+    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
+    {
+      Tensor scratch;
+      ops_.linear_backward(x.data<float>(), weight(layer, linear, scratch), dy.data<float>(), dx.data<float>(),
+                           grad(block_linear_weight(g, linear)), grad(block_linear_bias_grad(g, linear)), rows_, s.in,
+                           s.out_total);
+    }
+    if (!lora_.adapters) return;
+    const auto adapters = lora_.adapters->at(layer, linear);
+    const auto grads = lora_.grads->at(layer, linear);
+    for (std::size_t i = 0; i < adapters.size(); ++i)
+      ops_.lora_adapter_backward(x.data<float>(), adapters[i]->a.data<float>(), adapters[i]->b.data<float>(), nullptr,
+                                 dy.data<float>() + adapters[i]->site.offset, s.out_total, lora_scale_,
+                                 dx.data<float>(), grads[i]->a.data<float>(), grads[i]->b.data<float>(),
+                                 lora_shape(adapters[i]->site));
+  }
+
+  static Tensor& block_linear_bias_grad(BlockWeights& g, BlockLinear linear) {
+    return const_cast<Tensor&>(block_linear_bias(g, linear));
+  }
+
+  kernels::cpu::LoraShape lora_shape(const LoraSite& site) const {
+    return {rows_, site.in, site.out, lora_.adapters->config().rank};
+  }
+
   // Causal linear attention (CPU): the feature maps of q and k, kept in `a` for the backward,
   // then linear_attention over them into a.att.
   void linear_attention_forward(std::size_t layer, BlockActivations& a) const {
@@ -377,6 +464,9 @@ class Pass {
   const GptWeights& w_;
   const GptConfig& cfg_;
   const TrainingOptions& opt_;
+  Adaptation lora_;
+  std::vector<LoraSite> linear_sites_;  // every block's four layers whole, by BlockLinear
+  float lora_scale_ = 0.0f;
   DeviceOps ops_;
   std::size_t B_, T_, C_, H_, d_, V_, rows_;
   AttentionShape shape_;
@@ -442,9 +532,10 @@ void check_grads(const GptWeights& weights, const GptWeights& grads) {
   if (a.layers != b.layers || a.channels != b.channels || a.heads != b.heads || a.context != b.context ||
       a.vocab != b.vocab || grads.blocks.size() != weights.blocks.size())
     throw InputError("training: gradients for " + b.describe() + " given for a model " + a.describe());
-  if (grads.wte.device() != weights.wte.device())
-    throw InputError("training: gradients on " + to_string(grads.wte.device()) + " for weights on " +
-                     to_string(weights.wte.device()));
+  for (const auto& [name, t] : grads.named())
+    if (t->numel() != 0 && t->device() != weights.wte.device())
+      throw InputError("training: gradient " + name + " on " + to_string(t->device()) + " for weights on " +
+                       to_string(weights.wte.device()));
 }
 
 // The weights the products read: the fp32 master weights, or a copy rounded to the storage
@@ -452,6 +543,10 @@ void check_grads(const GptWeights& weights, const GptWeights& grads) {
 const GptWeights& working_weights(const GptWeights& master, const TrainingOptions& options,
                                   std::optional<GptWeights>& rounded, void* stream) {
   if (options.storage == DType::f32 && !options.fake_quant.apply) return master;
+  for (const auto& [name, t] : master.named())
+    if (t->numel() == 0)
+      throw InputError("training: weight " + name + " is not held in fp32 (an int4 base), so it cannot be rounded to " +
+                       to_string(options.storage) + " or fake-quantized");
   rounded.emplace(GptWeights::allocate(master.config, master.wte.device()));
   rounded->copy_from(master);
   const DeviceOps ops{master.wte.device(), stream};
@@ -463,14 +558,17 @@ const GptWeights& working_weights(const GptWeights& master, const TrainingOption
 }  // namespace
 
 PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
-                            const TrainingOptions& options, float grad_scale, void* stream) {
+                            const TrainingOptions& options, float grad_scale, void* stream,
+                            const Adaptation& adaptation) {
   options.validate();
   check_batch(weights.config, batch);
   check_grads(weights, grads);
+  if (adaptation.adapters && !adaptation.grads)
+    throw std::logic_error("forward_backward: adapters without a gradient accumulator");
   const std::size_t counted = counted_targets(batch.targets);
   std::optional<GptWeights> rounded;
   const GptWeights& w = working_weights(weights, options, rounded, stream);
-  const Pass pass(w, batch.batch, batch.seq_len, options, stream);
+  const Pass pass(w, batch.batch, batch.seq_len, options, stream, adaptation);
   const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
   const std::size_t L = weights.config.layers;
   const std::size_t k = options.checkpoint_every;
@@ -519,15 +617,22 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
   return {mean_loss(losses, batch.targets, stream)};
 }
 
-GradientCensus gradient_census(const GptWeights& grads, void* stream) {
+GradientCensus gradient_census(const GptWeights& grads, void* stream, const LoraAdapters* adapter_grads) {
   GradientCensus census;
-  const bool cuda = grads.wte.device().is_cuda();
+  std::vector<const Tensor*> tensors;
+  for (const auto& [name, t] : grads.named())
+    if (t->numel() != 0) tensors.push_back(t);
+  if (adapter_grads)
+    for (const auto& [name, t] : adapter_grads->named()) tensors.push_back(t);
+  if (tensors.empty()) return census;
+  const Device& device = tensors.front()->device();
+  const bool cuda = device.is_cuda();
 #if AIOPT_HAVE_CUDA
   Tensor counts;  // zeros, non-finite: two uint64 counters on the device, zeroed on `stream`
   const std::array<float, 4> zero{};
-  if (cuda) counts = Tensor::from_host(std::as_bytes(std::span(zero)), {4}, DType::f32, grads.wte.device(), stream);
+  if (cuda) counts = Tensor::from_host(std::as_bytes(std::span(zero)), {4}, DType::f32, device, stream);
 #endif
-  for (const auto& [name, t] : grads.named()) {
+  for (const Tensor* t : tensors) {
     const auto n = static_cast<std::size_t>(t->numel());
     census.elements += n;
     if (!cuda) {
@@ -555,22 +660,59 @@ GradientCensus gradient_census(const GptWeights& grads, void* stream) {
   return census;
 }
 
-double evaluate_loss(const GptWeights& weights, const Batch& batch, const TrainingOptions& training, void* stream) {
-  check_batch(weights.config, batch);
+namespace {
+
+// Evaluation's options: `training`'s attention (and feature_seed); fp32 storage.
+TrainingOptions evaluation_options(const TrainingOptions& training) {
   TrainingOptions options;
   options.attention = training.attention;
   options.feature_seed = training.feature_seed;
-  const Pass pass(weights, batch.batch, batch.seq_len, options, stream);
-  const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
-  Tensor x = pass.embed(inputs.ptr);
-  for (std::size_t l = 0; l < weights.blocks.size(); ++l) {
+  return options;
+}
+
+// The residual stream after the last block, from the batch's inputs.
+Tensor final_stream(const Pass& pass, const std::int32_t* inputs, std::size_t layers) {
+  Tensor x = pass.embed(inputs);
+  for (std::size_t l = 0; l < layers; ++l) {
     BlockActivations a;
     a.x = std::move(x);
     x = pass.block_forward(l, a);
   }
+  return x;
+}
+
+}  // namespace
+
+double evaluate_loss(const GptWeights& weights, const Batch& batch, const TrainingOptions& training, void* stream,
+                     const Adaptation& adaptation) {
+  check_batch(weights.config, batch);
+  const TrainingOptions options = evaluation_options(training);
+  const Pass pass(weights, batch.batch, batch.seq_len, options, stream, {adaptation.adapters, nullptr, adaptation.base});
+  const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
+  const Tensor x = final_stream(pass, inputs.ptr, weights.blocks.size());
   Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
   pass.head(x, targets.ptr, losses, nullptr, 1.0f);
   return mean_loss(losses, batch.targets, stream);
+}
+
+Tensor forward_logits(const GptWeights& weights, const Batch& batch, const TrainingOptions& training, void* stream,
+                      const Adaptation& adaptation) {
+  check_batch(weights.config, batch);
+  const TrainingOptions options = evaluation_options(training);
+  const Pass pass(weights, batch.batch, batch.seq_len, options, stream, {adaptation.adapters, nullptr, adaptation.base});
+  const DeviceTokens inputs(batch.inputs, pass.device(), stream);
+  const Tensor x = final_stream(pass, inputs.ptr, weights.blocks.size());
+  return pass.logits(x);
+}
+
+GptWeights gradients_for(const GptConfig& config, const Device& device,
+                         const std::function<bool(const std::string&)>& trainable) {
+  GptWeights g;
+  g.config = config;
+  g.blocks.resize(config.layers);
+  for (auto& [name, t] : g.named())
+    if (trainable(name)) *t = Tensor::zeros(GptWeights::parameter_shape(config, name), DType::f32, device);
+  return g;
 }
 
 }  // namespace aiopt::nn

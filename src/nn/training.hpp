@@ -14,6 +14,7 @@
 
 #include "core/dtype.hpp"
 #include "nn/batches.hpp"
+#include "nn/lora.hpp"
 #include "nn/weights.hpp"
 
 namespace aiopt::nn {
@@ -68,16 +69,33 @@ struct TrainingOptions {
   void validate() const;
 };
 
+// What fine-tuning adds to a pass (nn/lora.hpp): low-rank adapters on the block linear layers,
+// their gradient accumulator (needed by forward_backward), and QLoRA's int4 base, which stands in
+// for the block linear weights (then left empty in the GptWeights; CPU only). A frozen parameter
+// is one whose tensor in `grads` is empty: it gets no gradient.
+struct Adaptation {
+  const LoraAdapters* adapters = nullptr;
+  LoraAdapters* grads = nullptr;
+  const Int4Base* base = nullptr;
+};
+
 struct PassResult {
   double loss = 0.0;  // mean cross-entropy over the batch's targets, nats per token
 };
 
-// Forward and backward over one batch: grads += grad_scale · ∂(mean loss)/∂weights. grad_scale
-// carries a mixed-precision loss scale and the 1/k of k accumulated micro-batches. grads: the
-// weights' config, on their device. Throws InputError for tokens outside the vocabulary, a
-// sequence longer than the context, or a grads structure that differs.
+// Forward and backward over one batch: grads += grad_scale · ∂(mean loss)/∂weights, and the same
+// into adaptation.grads for the adapters. grad_scale carries a mixed-precision loss scale and the
+// 1/k of k accumulated micro-batches. grads: the weights' config, on their device, with empty
+// tensors for frozen parameters. Throws InputError for tokens outside the vocabulary, a sequence
+// longer than the context, or a grads structure that differs.
 PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
-                            const TrainingOptions& options, float grad_scale = 1.0f, void* stream = nullptr);
+                            const TrainingOptions& options, float grad_scale = 1.0f, void* stream = nullptr,
+                            const Adaptation& adaptation = {});
+
+// Gradient tensors for `config` on `device`: zeros where `trainable(name)` holds (GptWeights'
+// names), empty (frozen) elsewhere.
+GptWeights gradients_for(const GptConfig& config, const Device& device,
+                         const std::function<bool(const std::string&)>& trainable);
 
 // Zero and non-finite entries over every gradient tensor: fp16 underflow shows as zeros, overflow
 // as inf/NaN.
@@ -87,12 +105,19 @@ struct GradientCensus {
   std::size_t nonfinite = 0;
   double zero_fraction() const { return elements ? static_cast<double>(zeros) / static_cast<double>(elements) : 0.0; }
 };
-GradientCensus gradient_census(const GptWeights& grads, void* stream = nullptr);
+// Frozen (empty) tensors are not counted; the adapters' gradients are, when given.
+GradientCensus gradient_census(const GptWeights& grads, void* stream = nullptr, const LoraAdapters* adapter_grads = nullptr);
 
 // The forward only: mean cross-entropy of the batch's targets (for evaluation), with `options`'
 // attention (and feature_seed); the rest of options is not used: evaluation reads the fp32
 // weights and stores in fp32.
 double evaluate_loss(const GptWeights& weights, const Batch& batch, const TrainingOptions& options = {},
-                     void* stream = nullptr);
+                     void* stream = nullptr, const Adaptation& adaptation = {});
+
+// The forward's logits (batch.batch, batch.seq_len, vocab) on the weights' device, with the
+// adaptation's adapters and base (fp32, the options' attention): what an unmerged adapted model
+// computes. batch.targets are not read.
+Tensor forward_logits(const GptWeights& weights, const Batch& batch, const TrainingOptions& options = {},
+                      void* stream = nullptr, const Adaptation& adaptation = {});
 
 }  // namespace aiopt::nn

@@ -78,6 +78,7 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
     for (std::size_t j = 0; j < hidden; ++j)
       dxr[j] = s * (gamma[j] * dyr[j] - g_mean - (xr[j] - m) * s * gx_mean);
   }
+  if (dgamma == nullptr && dbeta == nullptr) return;  // frozen
   // The parameter gradients sum over rows: threads split the channels and walk the rows in
   // order, so the sums do not depend on the thread count.
   over_columns(hidden, [&](std::size_t begin, std::size_t end) {

@@ -41,7 +41,8 @@ void layernorm(const T* x, const float* gamma, const float* beta, T* y, std::siz
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, std::size_t rows, std::size_t hidden, float eps);
 // Backward of layernorm_forward given its saved mean and rstd. dy, x, dx: (rows, hidden);
-// dx is written; dgamma, dbeta: (hidden) are accumulated (+=). The reference accumulates in double.
+// dx is written; dgamma, dbeta: (hidden) are accumulated (+=), both skipped when both are null (a
+// frozen LayerNorm). The reference accumulates in double.
 void layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
                         const float* rstd, float* dx, float* dgamma, float* dbeta, std::size_t rows,
                         std::size_t hidden);

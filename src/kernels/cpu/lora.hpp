@@ -31,6 +31,9 @@ void check_lora_shape(const LoraShape& shape, const char* who);
 void check_lora_arguments(const LoraShape& shape, std::initializer_list<std::pair<const char*, const void*>> required,
                           const char* who);
 
+// std::invalid_argument naming `who` when the row stride ldy is below shape.out.
+void check_lora_ldy(std::size_t ldy, const LoraShape& shape, const char* who);
+
 // alpha / rank, the paper's scale; std::invalid_argument for rank 0.
 float lora_scale(float alpha, std::size_t rank);
 
@@ -50,6 +53,20 @@ void lora_forward(const float* x, const float* w, const float* bias, const float
 // dx is not null), a, b_adapter, dy, da and db are required.
 void lora_backward(const float* x, const float* w, const float* a, const float* b_adapter, const float* u,
                    const float* dy, float scale, float* dx, float* da, float* db, const LoraShape& shape);
+
+// The adapter's term alone, for a layer whose base product is computed elsewhere (one slice of a
+// wider output, such as the query part of a fused QKV projection, or a product with quantized
+// weights): y[r, j] += scale·(u·Bᵀ)[r, j] for the shape's `out` columns of rows that lie `ldy`
+// floats apart (ldy >= out), with u = x·Aᵀ written to `u` when it is not null. x, a, b_adapter
+// and y are required. lora_forward is linear() followed by this.
+void lora_adapter_forward(const float* x, const float* a, const float* b_adapter, float scale, float* u, float* y,
+                          std::size_t ldy, const LoraShape& shape);
+// Its backward, with dy's rows `ldy` floats apart and v = dy·B:
+//   dA += scale·vᵀ·x,  dB += scale·dyᵀ·u,  dx += scale·v·A (accumulated onto the base layer's dx;
+//   skipped when dx is null).
+// u null: recomputed from x and A. lora_backward is dx = dy·W followed by this.
+void lora_adapter_backward(const float* x, const float* a, const float* b_adapter, const float* u, const float* dy,
+                           std::size_t ldy, float scale, float* dx, float* da, float* db, const LoraShape& shape);
 
 // W += scale·B·A: afterwards linear(x, W, bias) computes lora_forward's y with no adapter work.
 // shape.rows is not used.

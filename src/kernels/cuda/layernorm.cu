@@ -108,6 +108,7 @@ void layernorm_backward(const float* dy, const float* x, const float* gamma, con
   layernorm_backward_dx_kernel<<<row_blocks(rows), row_block_threads(hidden, 1), 0, as_stream(stream)>>>(
       dy, x, gamma, mean, rstd, dx, width);
   CUDA_CHECK_LAUNCH();
+  if (dgamma == nullptr && dbeta == nullptr) return;  // frozen
   column_sums(LayerNormTerms{dy, x, mean, rstd}, rows, hidden, dgamma, dbeta, as_stream(stream),
               "layernorm_backward");
 }

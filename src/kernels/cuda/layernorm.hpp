@@ -20,7 +20,7 @@ void layernorm(const T* x, const float* gamma, const float* beta, T* y, std::siz
 // The same, also saving each row's mean and rstd: (rows).
 void layernorm_forward(const float* x, const float* gamma, const float* beta, float* y, float* mean,
                        float* rstd, std::size_t rows, std::size_t hidden, float eps, void* stream);
-// dx written; dgamma, dbeta accumulated.
+// dx written; dgamma, dbeta accumulated, both skipped when both are null.
 void layernorm_backward(const float* dy, const float* x, const float* gamma, const float* mean,
                         const float* rstd, float* dx, float* dgamma, float* dbeta, std::size_t rows,
                         std::size_t hidden, void* stream);

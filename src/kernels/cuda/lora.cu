@@ -35,19 +35,54 @@ __global__ void lora_init_kernel(float* a, std::size_t a_count, float* b_adapter
 
 }  // namespace
 
-void lora_forward(const float* x, const float* w, const float* bias, const float* a, const float* b_adapter,
-                  float scale, float* u, float* y, const LoraShape& shape, void* stream) {
-  constexpr const char* who = "cuda lora_forward";
-  cpu::check_lora_arguments(shape, {{"x", x}, {"w", w}, {"a", a}, {"b_adapter", b_adapter}, {"y", y}}, who);
+void lora_adapter_forward(const float* x, const float* a, const float* b_adapter, float scale, float* u, float* y,
+                          std::size_t ldy, const LoraShape& shape, void* stream) {
+  constexpr const char* who = "cuda lora_adapter_forward";
+  cpu::check_lora_arguments(shape, {{"x", x}, {"a", a}, {"b_adapter", b_adapter}, {"y", y}}, who);
+  cpu::check_lora_ldy(ldy, shape, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
   auto scratch = device_scratch(u == nullptr ? m * r : 0);
   float* const u_out = u != nullptr ? u : scratch.data();
-  linear(x, w, bias, y, m, in, out, stream);
   // u = x·Aᵀ: (m, in)·(in, r).
   sgemm(false, true, m, r, in, 1.0f, x, in, a, in, 0.0f, u_out, r, stream);
   // y += scale·u·Bᵀ: (m, r)·(r, out).
-  sgemm(false, true, m, out, r, scale, u_out, r, b_adapter, r, 1.0f, y, out, stream);
+  sgemm(false, true, m, out, r, scale, u_out, r, b_adapter, r, 1.0f, y, ldy, stream);
+}
+
+void lora_adapter_backward(const float* x, const float* a, const float* b_adapter, const float* u, const float* dy,
+                           std::size_t ldy, float scale, float* dx, float* da, float* db, const LoraShape& shape,
+                           void* stream) {
+  constexpr const char* who = "cuda lora_adapter_backward";
+  cpu::check_lora_arguments(
+      shape, {{"x", x}, {"a", a}, {"b_adapter", b_adapter}, {"dy", dy}, {"da", da}, {"db", db}}, who);
+  cpu::check_lora_ldy(ldy, shape, who);
+  const auto [m, in, out, r] = shape;
+  if (m == 0) return;
+  // v = dy·B (m, r), then u when the caller did not keep it.
+  auto scratch = device_scratch(m * r * (u == nullptr ? 2 : 1));
+  float* const v = scratch.data();
+  sgemm(false, false, m, r, out, 1.0f, dy, ldy, b_adapter, r, 0.0f, v, r, stream);
+  if (u == nullptr) {
+    float* const u_again = scratch.data() + m * r;
+    sgemm(false, true, m, r, in, 1.0f, x, in, a, in, 0.0f, u_again, r, stream);
+    u = u_again;
+  }
+  // dA += scale·vᵀ·x: (r, m)·(m, in).
+  sgemm(true, false, r, in, m, scale, v, r, x, in, 1.0f, da, in, stream);
+  // dB += scale·dyᵀ·u: (out, m)·(m, r).
+  sgemm(true, false, out, r, m, scale, dy, ldy, u, r, 1.0f, db, r, stream);
+  // dx += scale·v·A: (m, r)·(r, in).
+  if (dx != nullptr) sgemm(false, false, m, in, r, scale, v, r, a, in, 1.0f, dx, in, stream);
+}
+
+void lora_forward(const float* x, const float* w, const float* bias, const float* a, const float* b_adapter,
+                  float scale, float* u, float* y, const LoraShape& shape, void* stream) {
+  cpu::check_lora_arguments(shape, {{"x", x}, {"w", w}, {"a", a}, {"b_adapter", b_adapter}, {"y", y}},
+                            "cuda lora_forward");
+  if (shape.rows == 0) return;
+  linear(x, w, bias, y, shape.rows, shape.in, shape.out, stream);
+  lora_adapter_forward(x, a, b_adapter, scale, u, y, shape.out, shape, stream);
 }
 
 void lora_backward(const float* x, const float* w, const float* a, const float* b_adapter, const float* u,
@@ -59,24 +94,9 @@ void lora_backward(const float* x, const float* w, const float* a, const float* 
   if (dx != nullptr) cpu::check_lora_arguments(shape, {{"w", w}}, who);
   const auto [m, in, out, r] = shape;
   if (m == 0) return;
-  // v = dy·B (m, r), then u when the caller did not keep it.
-  auto scratch = device_scratch(m * r * (u == nullptr ? 2 : 1));
-  float* const v = scratch.data();
-  sgemm(false, false, m, r, out, 1.0f, dy, out, b_adapter, r, 0.0f, v, r, stream);
-  if (u == nullptr) {
-    float* const u_again = scratch.data() + m * r;
-    sgemm(false, true, m, r, in, 1.0f, x, in, a, in, 0.0f, u_again, r, stream);
-    u = u_again;
-  }
-  // dA += scale·vᵀ·x: (r, m)·(m, in).
-  sgemm(true, false, r, in, m, scale, v, r, x, in, 1.0f, da, in, stream);
-  // dB += scale·dyᵀ·u: (out, m)·(m, r).
-  sgemm(true, false, out, r, m, scale, dy, out, u, r, 1.0f, db, r, stream);
-  if (dx != nullptr) {
-    // dx = dy·W + scale·v·A: (m, out)·(out, in) + (m, r)·(r, in).
-    sgemm(false, false, m, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in, stream);
-    sgemm(false, false, m, in, r, scale, v, r, a, in, 1.0f, dx, in, stream);
-  }
+  // dx = dy·W: (m, out)·(out, in); the adapter's term is added to it.
+  if (dx != nullptr) sgemm(false, false, m, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in, stream);
+  lora_adapter_backward(x, a, b_adapter, u, dy, out, scale, dx, da, db, shape, stream);
 }
 
 void lora_merge(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape, void* stream) {

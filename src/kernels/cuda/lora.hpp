@@ -22,6 +22,14 @@ void lora_backward(const float* x, const float* w, const float* a, const float* 
                    const float* dy, float scale, float* dx, float* da, float* db, const LoraShape& shape,
                    void* stream);
 
+// The adapter's term alone on rows `ldy` floats apart (cpu::lora_adapter_forward), and its
+// backward with dx accumulated (cpu::lora_adapter_backward).
+void lora_adapter_forward(const float* x, const float* a, const float* b_adapter, float scale, float* u, float* y,
+                          std::size_t ldy, const LoraShape& shape, void* stream);
+void lora_adapter_backward(const float* x, const float* a, const float* b_adapter, const float* u, const float* dy,
+                           std::size_t ldy, float scale, float* dx, float* da, float* db, const LoraShape& shape,
+                           void* stream);
+
 // W += scale·B·A, and W −= scale·B·A.
 void lora_merge(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape, void* stream);
 void lora_unmerge(float* w, const float* a, const float* b_adapter, float scale, const LoraShape& shape,
