@@ -5,6 +5,7 @@
 #include "techniques/gradient_checkpointing/gradient_checkpointing.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
 #include "techniques/linear_attention/linear_attention.hpp"
+#include "techniques/lora/lora.hpp"
 #include "techniques/lr_scheduling/lr_scheduling.hpp"
 #include "techniques/mixed_precision/mixed_precision.hpp"
 #include "techniques/quantization/quantization.hpp"
@@ -21,6 +22,7 @@ const TechniqueList& techniques() {
     l.push_back(make_quantization());
     l.push_back(make_gradient_checkpointing());
     l.push_back(make_mixed_precision());
+    l.push_back(make_lora());
     l.push_back(make_linear_attention());
     l.push_back(make_tensor_fusion());
     l.push_back(make_gradient_accumulation());
