@@ -369,6 +369,51 @@ TEST_CASE("with B zero from lora_init the layer is the plain linear one and only
 
 // ---- merge and unmerge
 
+TEST_CASE("the adapter term on a slice of a wider output equals the whole layer's bit for bit", "[lora]") {
+  // An adapter on output columns [off, off + out) of rows ld floats apart, as on the query or
+  // value part of a fused QKV projection: the same products as lora_forward and lora_backward,
+  // so the same bits, and every other column untouched.
+  const LoraShape shape{37, 29, 23, 4};
+  const std::size_t ld = 3 * shape.out + 5, off = 2 * shape.out;
+  const Problem p = make_problem(shape, 8.0f, true, 77);
+  const auto [m, in, out, r] = shape;
+  std::vector<float> y(m * out), u(m * r);
+  cpu::lora_forward(p.x.data(), p.w.data(), p.bias_ptr(), p.a.data(), p.b.data(), p.scale, u.data(), y.data(), shape);
+
+  const std::vector<float> wide0 = random_vector(m * ld, 78);
+  std::vector<float> wide = wide0, base(m * out);
+  cpu::linear(p.x.data(), p.w.data(), p.bias_ptr(), base.data(), m, in, out);
+  for (std::size_t i = 0; i < m; ++i) std::copy_n(base.data() + i * out, out, wide.data() + i * ld + off);
+  cpu::lora_adapter_forward(p.x.data(), p.a.data(), p.b.data(), p.scale, nullptr, wide.data() + off, ld, shape);
+  std::size_t slice_differs = 0, others_changed = 0;
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < ld; ++j) {
+      const bool inside = j >= off && j < off + out;
+      if (inside) slice_differs += wide[i * ld + j] != y[i * out + j - off];
+      else others_changed += wide[i * ld + j] != wide0[i * ld + j];
+    }
+  CHECK(slice_differs == 0);
+  CHECK(others_changed == 0);
+
+  // Backward from a wide dy whose other columns are noise the adapter must not read.
+  std::vector<float> dy_wide = random_vector(m * ld, 79), dy(m * out);
+  for (std::size_t i = 0; i < m; ++i) std::copy_n(dy_wide.data() + i * ld + off, out, dy.data() + i * out);
+  const auto da0 = random_vector(r * in, 80), db0 = random_vector(out * r, 81);
+  std::vector<float> da = da0, db = db0, dx(m * in);
+  cpu::lora_backward(p.x.data(), p.w.data(), p.a.data(), p.b.data(), nullptr, dy.data(), p.scale, dx.data(), da.data(),
+                     db.data(), shape);
+  std::vector<float> da2 = da0, db2 = db0, dx2(m * in);
+  cpu::sgemm(false, false, m, in, out, 1.0f, dy.data(), out, p.w.data(), in, 0.0f, dx2.data(), in);  // dy·W
+  cpu::lora_adapter_backward(p.x.data(), p.a.data(), p.b.data(), nullptr, dy_wide.data() + off, ld, p.scale,
+                             dx2.data(), da2.data(), db2.data(), shape);
+  CHECK(differing(da2, da) == 0);
+  CHECK(differing(db2, db) == 0);
+  CHECK(differing(dx2, dx) == 0);
+  CHECK_THROWS_AS(cpu::lora_adapter_forward(p.x.data(), p.a.data(), p.b.data(), p.scale, nullptr, wide.data(), out - 1,
+                                            shape),
+                  std::invalid_argument);
+}
+
 TEST_CASE("lora_merge then a plain linear equals the adapter forward and lora_unmerge restores W", "[lora]") {
   std::uint64_t seed = 700;
   for (const std::size_t rank : {1, 2, 8}) {

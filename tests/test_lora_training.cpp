@@ -319,3 +319,37 @@ TEST_CASE("bad LoRA settings are refused with InputError naming the value", "[lo
   CHECK_THROWS_WITH(config.validate(c), Catch::Contains("group = 48"));
   CHECK_THROWS_AS(parse_lora_targets("k"), InputError);
 }
+
+TEST_CASE("the CUDA adapted pass gives the CPU's loss and adapter gradients", "[lora_training][gpu]") {
+  const GptConfig c = micro_config();
+  const GptWeights w = GptWeights::initialize(c, 21, Device::cpu());
+  const GptWeights wc = w.to(Device::cuda());
+  const Batch b = corpus_batch(2, 24, 6);
+  for (const LoraTargets targets : {LoraTargets::qv, LoraTargets::all}) {
+    INFO("targets " << to_string(targets));
+    LoraConfig config;
+    config.rank = 4;
+    config.targets = targets;
+    const LoraAdapters adapters = random_adapters(c, config, 11);
+    LoraAdapters adapters_cuda = LoraAdapters::initialize(c, config, Device::cuda());
+    adapters_cuda.copy_from(adapters);
+    LoraAdapters g = adapters.zeros_like(), g_cuda = adapters_cuda.zeros_like();
+    GptWeights none = frozen_grads(c);
+    GptWeights none_cuda = gradients_for(c, Device::cuda(), [](const std::string&) { return false; });
+    const double loss = forward_backward(w, b, none, {}, 1.0f, nullptr, {&adapters, &g, nullptr}).loss;
+    const double loss_cuda =
+        forward_backward(wc, b, none_cuda, {}, 1.0f, nullptr, {&adapters_cuda, &g_cuda, nullptr}).loss;
+    // As the plain pass's CUDA test (test_training.cpp): different fp32 summation orders.
+    CHECK(std::abs(loss - loss_cuda) < 1e-5 * loss);
+    const auto x = g.named(), y = g_cuda.named();
+    double worst = 0.0, largest = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const Tensor back = y[i].second->to(Device::cpu());
+      for (std::int64_t e = 0; e < back.numel(); ++e) {
+        worst = std::max(worst, double{std::abs(back.data<float>()[e] - x[i].second->data<float>()[e])});
+        largest = std::max(largest, double{std::abs(x[i].second->data<float>()[e])});
+      }
+    }
+    CHECK(worst < 1e-4 * largest);
+  }
+}
