@@ -186,6 +186,7 @@ TRADEOFFS = {
     "linear_attention": (("mean_rel_error", "lower"), SPEEDUP),
     "mixed_precision": (("val_loss_gap_vs_fp32", "lower"), SPEEDUP),
     "lr_scheduling": (("steps_to_target", "lower"), ("final_val_loss", "lower")),
+    "lora": (("trainable_parameters", "lower"), ("eval_loss_task", "lower")),
 }
 # quantization's error at level=model is the perplexity it costs.
 MODEL_LEVEL_ERROR = ("perplexity_increase", "lower")
@@ -566,6 +567,47 @@ def quantization_bytes_error(figs, technique, results):
     figs.save(fig, "quantization_bytes_error", technique, "bytes_vs_error")
 
 
+def lora_rank(figs, technique, results):
+    """Eval loss on the new dialect against the adapters' rank, a line per variant and targets,
+    with full fine-tuning's loss (and the base's before fine-tuning) as horizontal references."""
+    styles = variant_styles(results)
+    plt = figs.plt
+    lines = collections.OrderedDict()
+    full, base = [], []
+    for r in results:
+        loss = metric(r, "eval_loss_task")
+        if loss is None:
+            continue
+        if r["variant"] == "full_finetune":
+            full.append(loss)
+            continue
+        if metric(r, "base_eval_loss_task") is not None:
+            base.append(metric(r, "base_eval_loss_task"))
+        key = (r["variant"], r["params"].get("targets"), case_key(r, leave_out=("rank",)))
+        lines.setdefault(key, []).append((r["params"]["rank"], loss))
+    if not any(len(points) > 1 for points in lines.values()):
+        figs.skip(technique, "rank", "no variant ran at two or more ranks (sweep rank, e.g. --set rank=1,2,4,8)")
+        return
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (variant, targets, _), points in lines.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=styles[variant],
+                label=f"{variant} ({targets})", gid=DATA)
+    for value, label, style in ((min(full) if full else None, "full_finetune", "--"),
+                                (min(base) if base else None, "base, before fine-tuning", ":")):
+        if value is not None:
+            ax.axhline(value, color="0.4", linestyle=style, linewidth=1, label=label)
+    ax.set_xscale("log", base=2)
+    ranks = sorted({p[0] for points in lines.values() for p in points})
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("eval loss on the new dialect (nats)")
+    ax.grid(alpha=0.3)
+    dedupe_legend(ax)
+    ax.set_title("lora: loss against rank", fontsize=9)
+    figs.save(fig, "lora_rank", technique, "rank")
+
+
 # The figures each technique draws besides its trade-off and its series.
 SPECIFIC = {
     "flash_attention": [scaling],
@@ -573,6 +615,7 @@ SPECIFIC = {
     "kv_caching": [kv_decode_position],
     "gradient_checkpointing": [checkpointing_memory],
     "quantization": [quantization_bytes_error],
+    "lora": [lora_rank],
 }
 
 

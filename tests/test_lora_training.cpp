@@ -21,6 +21,7 @@
 #include "nn/trainer.hpp"
 #include "nn/training.hpp"
 #include "support/files.hpp"
+#include "support/process.hpp"
 #include "techniques/lora/lora.hpp"
 
 using namespace aiopt;
@@ -351,5 +352,19 @@ TEST_CASE("the CUDA adapted pass gives the CPU's loss and adapter gradients", "[
       }
     }
     CHECK(worst < 1e-4 * largest);
+  }
+}
+
+TEST_CASE("bad lora parameters exit 2 before anything runs", "[lora_training]") {
+  struct Bad {
+    std::string set, message;
+  };
+  // tiny: C = 64, so a rank above 64 is no longer low for the qv slices (64 × 64).
+  for (const Bad& bad : {Bad{"rank=0", "rank"}, Bad{"rank=65", "rank = 65"}, Bad{"alpha=0", "alpha"},
+                         Bad{"targets=k", "targets"}, Bad{"group_size=48", "group_size"}}) {
+    const auto r = test::run_aiopt({"bench", "--technique", "lora", "--quick", "--set", bad.set, "--progress", "never"});
+    INFO(bad.set << ": " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains(bad.message));
   }
 }

@@ -35,7 +35,8 @@ def value(r, name):
 
 # What each technique's trade-off point needs beyond timing and memory: its cost metric.
 TRADEOFF_METRIC = {"quantization": None, "linear_attention": "mean_rel_error",
-                   "mixed_precision": "val_loss_gap_vs_fp32", "lr_scheduling": "steps_to_target"}
+                   "mixed_precision": "val_loss_gap_vs_fp32", "lr_scheduling": "steps_to_target",
+                   "lora": "eval_loss_task"}
 
 
 def expected_tradeoff_points(results):
@@ -135,6 +136,11 @@ def main():
         quarters = sum(1 for r in by_technique["kv_caching"] for m in r["metrics"]
                        if m.startswith("decode_ms_per_token_t"))
         check(sum(f["points"] for f in kv) == quarters, f"kv_caching decode position: {quarters} points")
+
+        # lora: loss against rank, a point per adapter case.
+        adapted = [r for r in by_technique["lora"] if r["variant"] != "full_finetune" and value(r, "eval_loss_task")]
+        check("lora_rank" in figures and figures["lora_rank"]["points"] == len(adapted),
+              f"lora rank: {figures.get('lora_rank', {}).get('points')} points, the report holds {len(adapted)}")
 
         # An unknown technique: the generic trade-off, said so.
         unknown = tmp / "unknown.jsonl"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <sstream>
 
 #include "core/error.hpp"
 #include "core/rng.hpp"
@@ -93,8 +94,11 @@ void LoraConfig::validate(const GptConfig& model) const {
     throw InputError("LoRA rank = " + std::to_string(rank) + "; allowed: 1 to " + std::to_string(most) +
                      ", the smallest min(in, out) of the adapted layers (" + std::string(to_string(targets)) + " of " +
                      model.describe() + "); a rank past that is no longer low");
-  if (!(std::isfinite(alpha) && alpha > 0.0f))
-    throw InputError("LoRA alpha = " + std::to_string(alpha) + "; it must be finite and positive");
+  if (!(std::isfinite(alpha) && alpha > 0.0f)) {
+    std::ostringstream m;
+    m << "LoRA alpha = " << alpha << "; it must be finite and positive";
+    throw InputError(m.str());
+  }
   if (int4_base) {
     if (int4_group != 32 && int4_group != 64 && int4_group != 128)
       throw InputError("QLoRA group = " + std::to_string(int4_group) + "; allowed: 32, 64, 128");

@@ -316,7 +316,7 @@ class LoraRun : public Run {
 static void check(const Case& c, DeviceKind device) {
   const lora::Plan p = lora::plan(c);
   if (p.method == lora::Method::qlora && device != DeviceKind::cpu)
-    throw InputError("lora: variant qlora runs on the CPU only (its int4 base has no CUDA dequantization kernel yet)");
+    throw NotApplicable("lora: variant qlora runs on the CPU only (its int4 base has no CUDA dequantization kernel yet)");
 }
 
 static std::unique_ptr<Run> start(const Case& c, const Device& device) {
