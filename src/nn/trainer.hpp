@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,6 +57,14 @@ struct TrainConfig {
   LossScaler scaling;
   std::size_t eval_every = 50;  // 0: evaluate at the end only
   std::size_t eval_batches = 8;
+  // Knowledge distillation (TrainingOptions::Distill) from the model `teacher` trains: its weights
+  // come from the model cache (nn/model_cache.hpp) or Trainer::set_teacher. The teacher's
+  // vocabulary is the model's, and its context holds seq_len.
+  struct Distillation {
+    std::shared_ptr<const TrainConfig> teacher;
+    kernels::cpu::Distillation loss;
+  };
+  std::optional<Distillation> distillation;
 
   // Throws InputError naming the field for any value out of range.
   void validate() const;
@@ -94,6 +103,11 @@ class Trainer {
   Trainer(TrainConfig config, const Device& device, void* stream = nullptr);
   // The same with tokens already loaded (several trainers over one corpus).
   Trainer(TrainConfig config, const Device& device, TokenSplit tokens, void* stream = nullptr);
+
+  // The teacher of config.distillation, on this trainer's device, its config the teacher
+  // TrainConfig's model (InputError otherwise, or when the config has no distillation). A
+  // distillation run's step() throws InputError until it has one.
+  void set_teacher(std::shared_ptr<Gpt> teacher);
 
   StepRecord step();
   double evaluate() const;
