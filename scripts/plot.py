@@ -187,6 +187,8 @@ TRADEOFFS = {
     "mixed_precision": (("val_loss_gap_vs_fp32", "lower"), SPEEDUP),
     "lr_scheduling": (("steps_to_target", "lower"), ("final_val_loss", "lower")),
     "lora": (("trainable_parameters", "lower"), ("eval_loss_task", "lower")),
+    # a distilled step also runs the teacher's forward: time is what it pays for the loss
+    "knowledge_distillation": (SPEEDUP, ("student_val_loss", "lower")),
 }
 # quantization's error at level=model is the perplexity it costs.
 MODEL_LEVEL_ERROR = ("perplexity_increase", "lower")
@@ -199,6 +201,7 @@ LABELS = {
     "val_loss_gap_vs_fp32": "validation loss gap to fp32 (nats)",
     "steps_to_target": "steps to the target loss",
     "final_val_loss": "final validation loss (nats)",
+    "student_val_loss": "student's validation loss (nats)",
 }
 
 
@@ -608,6 +611,37 @@ def lora_rank(figs, technique, results):
     figs.save(fig, "lora_rank", technique, "rank")
 
 
+def distillation_loss_curves(figs, technique, results):
+    """Training and validation loss of each variant of a case, side by side: the student on hard
+    labels against the distilled one. A distilled training loss is the distillation objective
+    (soft term included), so only the validation panel compares like with like."""
+    by_case = cases(results)
+    styles = variant_styles(results)
+    plt = figs.plt
+    for c, (key, entry) in enumerate(by_case.items()):
+        fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for r in entry["results"]:
+            for ax, name in ((ax_t, "train_loss"), (ax_v, "val_loss")):
+                s = r.get("series", {}).get(name)
+                if s and s.get("x"):
+                    ax.plot(s["x"], s["y"], color=styles[r["variant"]], label=r["variant"], gid=DATA,
+                            linewidth=2.2 if r.get("baseline") else 1.2, marker="o" if name == "val_loss" else None,
+                            markersize=3)
+        if not ax_t.get_lines() and not ax_v.get_lines():
+            plt.close(fig)
+            figs.skip(technique, "loss_curves", f"case {key[1]}: no train_loss or val_loss series")
+            continue
+        ax_t.set_ylabel("training loss: the objective each variant minimizes (nats)")
+        ax_v.set_ylabel("validation cross-entropy (nats)")
+        for ax in (ax_t, ax_v):
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            dedupe_legend(ax)
+        fig.suptitle(f"knowledge_distillation: distilled vs hard labels\n({key[1]})", fontsize=8)
+        suffix = f"_case{c + 1}" if len(by_case) > 1 else ""
+        figs.save(fig, f"knowledge_distillation_loss_curves{suffix}", technique, "loss_curves")
+
+
 # The figures each technique draws besides its trade-off and its series.
 SPECIFIC = {
     "flash_attention": [scaling],
@@ -616,6 +650,7 @@ SPECIFIC = {
     "gradient_checkpointing": [checkpointing_memory],
     "quantization": [quantization_bytes_error],
     "lora": [lora_rank],
+    "knowledge_distillation": [distillation_loss_curves],
 }
 
 

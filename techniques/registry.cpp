@@ -3,6 +3,7 @@
 #include "techniques/flash_attention/flash_attention.hpp"
 #include "techniques/gradient_accumulation/gradient_accumulation.hpp"
 #include "techniques/gradient_checkpointing/gradient_checkpointing.hpp"
+#include "techniques/knowledge_distillation/knowledge_distillation.hpp"
 #include "techniques/kv_caching/kv_caching.hpp"
 #include "techniques/linear_attention/linear_attention.hpp"
 #include "techniques/lora/lora.hpp"
@@ -24,6 +25,7 @@ const TechniqueList& techniques() {
     l.push_back(make_mixed_precision());
     l.push_back(make_lora());
     l.push_back(make_linear_attention());
+    l.push_back(make_knowledge_distillation());
     l.push_back(make_tensor_fusion());
     l.push_back(make_gradient_accumulation());
     l.push_back(make_lr_scheduling());

@@ -36,7 +36,8 @@ def value(r, name):
 # What each technique's trade-off point needs beyond timing and memory: its cost metric.
 TRADEOFF_METRIC = {"quantization": None, "linear_attention": "mean_rel_error",
                    "mixed_precision": "val_loss_gap_vs_fp32", "lr_scheduling": "steps_to_target",
-                   "lora": "eval_loss_task"}
+                   "lora": "eval_loss_task",
+                   "knowledge_distillation": "student_val_loss"}
 
 
 def expected_tradeoff_points(results):
@@ -141,6 +142,21 @@ def main():
         adapted = [r for r in by_technique["lora"] if r["variant"] != "full_finetune" and value(r, "eval_loss_task")]
         check("lora_rank" in figures and figures["lora_rank"]["points"] == len(adapted),
               f"lora rank: {figures.get('lora_rank', {}).get('points')} points, the report holds {len(adapted)}")
+
+        # knowledge_distillation: per case, both variants' training and validation curves.
+        kd_cases = {}
+        for r in by_technique.get("knowledge_distillation", []):
+            kd_cases.setdefault(case_of(r), []).append(r)
+        check(len(kd_cases) >= 1, "the quick suite holds knowledge_distillation")
+        for c, members in enumerate(kd_cases.values()):
+            name = "knowledge_distillation_loss_curves" + (f"_case{c + 1}" if len(kd_cases) > 1 else "")
+            want = sum(len(r["series"][s]["x"]) for r in members for s in ("train_loss", "val_loss")
+                       if r.get("series", {}).get(s, {}).get("x"))
+            lines = sum(1 for r in members for s in ("train_loss", "val_loss")
+                        if r.get("series", {}).get(s, {}).get("x"))
+            check(name in figures and figures[name]["points"] == want and figures[name]["lines"] == lines
+                  and lines == 2 * len(members),
+                  f"{name}: {figures.get(name, {}).get('points')} points, the report holds {want} in {lines} lines")
 
         # An unknown technique: the generic trade-off, said so.
         unknown = tmp / "unknown.jsonl"

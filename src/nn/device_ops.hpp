@@ -13,6 +13,7 @@
 #include "kernels/cpu/attention.hpp"
 #include "kernels/cpu/attention_backward.hpp"
 #include "kernels/cpu/cross_entropy.hpp"
+#include "kernels/cpu/distillation_loss.hpp"
 #include "kernels/cpu/elementwise.hpp"
 #include "kernels/cpu/embedding.hpp"
 #include "kernels/cpu/gemm.hpp"
@@ -26,6 +27,7 @@
 #include "kernels/cuda/attention.hpp"
 #include "kernels/cuda/attention_backward.hpp"
 #include "kernels/cuda/cross_entropy.hpp"
+#include "kernels/cuda/distillation_loss.hpp"
 #include "kernels/cuda/elementwise.hpp"
 #include "kernels/cuda/embedding.hpp"
 #include "kernels/cuda/gemm.hpp"
@@ -89,6 +91,8 @@ struct DeviceOps {
   AIOPT_DEVICE_OP(merge_qkv)
   AIOPT_DEVICE_OP(split_heads)
   AIOPT_DEVICE_OP(softmax_cross_entropy)
+  AIOPT_DEVICE_OP(distillation_loss)
+  AIOPT_DEVICE_OP(distillation_loss_backward)
   AIOPT_DEVICE_OP(attention_flash_backward)
   AIOPT_DEVICE_OP(attention_naive_backward)
   AIOPT_DEVICE_OP(round_through)

@@ -91,6 +91,8 @@ CachedModel trained_model(const TrainConfig& config, const Device& device,
 
   const auto start = std::chrono::steady_clock::now();
   Trainer trainer(config, device);
+  if (config.distillation)
+    trainer.set_teacher(std::make_shared<Gpt>(trained_model(*config.distillation->teacher, device).weights));
   trainer.run(on_step, on_eval);
   out.training_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   out.validation_loss = trainer.evals().back().loss;

@@ -30,7 +30,8 @@ struct CachedModel {
 // The trained weights for `config` on `device`: loaded when cached, else trained (reporting
 // through the trainer's callbacks) and written atomically (a temporary file renamed into place,
 // so concurrent runs never read half a file). A cache directory that cannot be written is not an
-// error: the model is trained and returned, and `path` is empty.
+// error: the model is trained and returned, and `path` is empty. A config with a distillation
+// takes its teacher from this cache too (trained first where absent).
 CachedModel trained_model(const TrainConfig& config, const Device& device,
                           const std::function<void(const StepRecord&)>& on_step = {},
                           const std::function<void(const EvalRecord&)>& on_eval = {});

@@ -98,6 +98,20 @@ void TrainConfig::validate() const {
     require(!lora->int4_base || (training.storage == DType::f32 && !training.fake_quant.apply),
             "QLoRA's int4 base trains with f32 storage and no fake quantization");
   }
+  if (distillation) {
+    require(distillation->teacher != nullptr, "distillation needs a teacher's training config");
+    distillation->teacher->validate();
+    const GptConfig& t = distillation->teacher->model;
+    require(t.vocab == model.vocab, "the distillation teacher's vocabulary of " + std::to_string(t.vocab) +
+                                        " differs from the model's " + std::to_string(model.vocab));
+    require(seq_len <= t.context, "seq_len " + std::to_string(seq_len) + " exceeds the distillation teacher's context of " +
+                                      std::to_string(t.context));
+    try {
+      kernels::cpu::check_distillation(distillation->loss, "training config: distillation");
+    } catch (const std::invalid_argument& e) {
+      throw InputError(e.what());
+    }
+  }
 }
 
 nlohmann::json TrainConfig::identity() const {
@@ -152,6 +166,11 @@ nlohmann::json TrainConfig::identity() const {
   // Likewise the tokenizer, named only where the text is not read as bytes.
   if (!data.tokenizer.empty()) id["data"]["tokenizer"] = data.tokenizer;
   if (lora) id["lora"] = lora->identity();
+  // And the teacher, its temperature and alpha, only for a distilled model.
+  if (distillation)
+    id["distillation"] = {{"teacher", distillation->teacher->identity()},
+                          {"temperature", distillation->loss.temperature},
+                          {"alpha", distillation->loss.alpha}};
   return id;
 }
 
@@ -245,7 +264,20 @@ Trainer::Trainer(TrainConfig config, const Device& device, TokenSplit tokens, co
                        std::to_string(config_.model.vocab));
 }
 
+void Trainer::set_teacher(std::shared_ptr<Gpt> teacher) {
+  if (!config_.distillation) throw InputError("trainer: a teacher for a run without distillation");
+  if (!teacher || config_json(teacher->config()) != config_json(config_.distillation->teacher->model))
+    throw InputError("trainer: the teacher is " + (teacher ? teacher->config().describe() : std::string("null")) +
+                     "; its training config is for " + config_.distillation->teacher->model.describe());
+  if (teacher->device() != weights_.wte.device())
+    throw InputError("trainer: the teacher is on " + to_string(teacher->device()) + " and the student on " +
+                     to_string(weights_.wte.device()));
+  config_.training.distill = {std::move(teacher), config_.distillation->loss};
+}
+
 StepRecord Trainer::step() {
+  if (config_.distillation && !config_.training.distill.teacher)
+    throw InputError("trainer: a distillation run needs its teacher (Trainer::set_teacher)");
   const auto start = std::chrono::steady_clock::now();
   StepRecord record;
   // The fault "lr_scheduling.off_by_one" (tests only, core/fault.hpp) reads the schedule a step ahead.

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,6 +62,14 @@ struct TrainConfig {
   // optimizer state), the adapters trained; with lora->int4_base the block linear weights are
   // held in int4 (QLoRA). None: every weight trains.
   std::optional<LoraConfig> lora;
+  // Knowledge distillation (TrainingOptions::Distill) from the model `teacher` trains: its weights
+  // come from the model cache (nn/model_cache.hpp) or Trainer::set_teacher. The teacher's
+  // vocabulary is the model's, and its context holds seq_len.
+  struct Distillation {
+    std::shared_ptr<const TrainConfig> teacher;
+    kernels::cpu::Distillation loss;
+  };
+  std::optional<Distillation> distillation;
 
   // Throws InputError naming the field for any value out of range.
   void validate() const;
@@ -103,6 +112,11 @@ class Trainer {
   // initialization. Under QLoRA the block linear weights are quantized from `init` straight into
   // int4, never held in fp32 by the trainer.
   Trainer(TrainConfig config, const Device& device, TokenSplit tokens, const GptWeights& init, void* stream = nullptr);
+
+  // The teacher of config.distillation, on this trainer's device, its config the teacher
+  // TrainConfig's model (InputError otherwise, or when the config has no distillation). A
+  // distillation run's step() throws InputError until it has one.
+  void set_teacher(std::shared_ptr<Gpt> teacher);
 
   StepRecord step();
   double evaluate() const;

@@ -46,6 +46,13 @@ void TrainingOptions::validate() const {
     throw InputError("training storage precision '" + to_string(storage) + "' is not supported; use f32, f16 or bf16");
   if (static_cast<bool>(fake_quant.apply) == fake_quant.name.empty())
     throw InputError("training: a fake quantization needs both a name and a rounding");
+  if (distill.teacher) {
+    try {
+      kernels::cpu::check_distillation(distill.loss, "training distillation");
+    } catch (const std::invalid_argument& e) {
+      throw InputError(e.what());
+    }
+  }
 }
 
 namespace {
@@ -270,15 +277,32 @@ class Pass {
     return dout;
   }
 
-  // LN_f, the tied LM head and the fused cross-entropy. With `grads`, also the head's backward:
-  // returns ∂L/∂x_L and accumulates into grads.wte, ln_f. losses: (B·T) on the device.
-  Tensor head(const Tensor& x, const std::int32_t* targets, Tensor& losses, GptWeights* grads, float grad_scale) const {
+  // LN_f, the tied LM head and the fused loss: the cross-entropy, or with `teacher` (the
+  // teacher's (B, T, V) logits on the device) the distillation loss of opt_.distill. With `grads`,
+  // also the head's backward: returns ∂L/∂x_L and accumulates into grads.wte, ln_f. losses: (B·T)
+  // on the device.
+  Tensor head(const Tensor& x, const std::int32_t* targets, Tensor& losses, GptWeights* grads, float grad_scale,
+              const float* teacher = nullptr) const {
     const std::size_t bt = rows_;
     Tensor mean = f32({dim(bt)}), rstd = f32({dim(bt)});
     Tensor xf = btc();
     Tensor logits = logits_of(x, xf, mean, rstd);  // (B, T, V), then its own gradient
-    ops_.softmax_cross_entropy(logits.data<float>(), targets, losses.data<float>(),
-                               grads ? logits.data<float>() : nullptr, bt, V_, grad_scale);
+    if (!teacher) {
+      ops_.softmax_cross_entropy(logits.data<float>(), targets, losses.data<float>(),
+                                 grads ? logits.data<float>() : nullptr, bt, V_, grad_scale);
+    } else {
+      kernels::cpu::Distillation d = opt_.distill.loss;
+      // The fault "knowledge_distillation.alpha_swapped" (tests only, core/fault.hpp) weights the
+      // soft term by 1 − α and the hard one by α.
+      if (fault::active("knowledge_distillation.alpha_swapped")) d.alpha = 1.0f - d.alpha;
+      if (grads)
+        ops_.distillation_loss_backward(logits.data<float>(), teacher, targets, losses.data<float>(),
+                                        static_cast<float*>(nullptr), static_cast<float*>(nullptr),
+                                        logits.data<float>(), bt, V_, d, grad_scale);
+      else
+        ops_.distillation_loss(logits.data<float>(), teacher, targets, losses.data<float>(),
+                               static_cast<float*>(nullptr), static_cast<float*>(nullptr), bt, V_, d);
+    }
     if (!grads) return Tensor();
     store(logits);
     Tensor dxf = btc();
@@ -555,6 +579,31 @@ const GptWeights& working_weights(const GptWeights& master, const TrainingOption
   return *rounded;
 }
 
+void check_teacher(const GptWeights& student, const Batch& batch, const Gpt& teacher, std::size_t counted) {
+  const GptConfig& t = teacher.config();
+  if (teacher.device() != student.wte.device())
+    throw InputError("training distillation: the teacher is on " + to_string(teacher.device()) +
+                     " and the student on " + to_string(student.wte.device()));
+  if (t.vocab != student.config.vocab)
+    throw InputError("training distillation: the teacher's vocabulary of " + std::to_string(t.vocab) +
+                     " differs from the student's " + std::to_string(student.config.vocab));
+  if (batch.seq_len > t.context)
+    throw InputError("training distillation: sequences of " + std::to_string(batch.seq_len) +
+                     " tokens exceed the teacher's context of " + std::to_string(t.context));
+  if (counted != batch.targets.size())
+    throw InputError("training distillation: " + std::to_string(batch.targets.size() - counted) +
+                     " targets are uncounted (< 0); every position of a distilled batch needs its soft target");
+}
+
+// The teacher's (B, T, V) logits for the batch's inputs, on its device, from the inference forward
+// (no activations kept, no gradient). The fault "knowledge_distillation.teacher_fed_targets"
+// (tests only, core/fault.hpp) feeds it the targets instead: its logits one position ahead.
+Tensor teach(Gpt& teacher, const Batch& batch, void* stream) {
+  teacher.set_stream(stream);
+  const bool ahead = fault::active("knowledge_distillation.teacher_fed_targets");
+  return teacher.forward(ahead ? batch.targets : batch.inputs, batch.batch, batch.seq_len, Logits::all);
+}
+
 }  // namespace
 
 PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
@@ -566,10 +615,12 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
   if (adaptation.adapters && !adaptation.grads)
     throw std::logic_error("forward_backward: adapters without a gradient accumulator");
   const std::size_t counted = counted_targets(batch.targets);
+  if (options.distill.teacher) check_teacher(weights, batch, *options.distill.teacher, counted);
   std::optional<GptWeights> rounded;
   const GptWeights& w = working_weights(weights, options, rounded, stream);
   const Pass pass(w, batch.batch, batch.seq_len, options, stream, adaptation);
   const DeviceTokens inputs(batch.inputs, pass.device(), stream), targets(batch.targets, pass.device(), stream);
+  const Tensor teacher_logits = options.distill.teacher ? teach(*options.distill.teacher, batch, stream) : Tensor();
   const std::size_t L = weights.config.layers;
   const std::size_t k = options.checkpoint_every;
 
@@ -589,7 +640,8 @@ PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWe
 
   Tensor losses = pass.f32({dim(batch.batch * batch.seq_len)});
   const float scale = counted ? grad_scale / static_cast<float>(counted) : 0.0f;
-  Tensor dx = pass.head(x, targets.ptr, losses, &grads, scale);
+  Tensor dx = pass.head(x, targets.ptr, losses, &grads, scale,
+                       options.distill.teacher ? teacher_logits.data<float>() : nullptr);
   x = Tensor();
 
   // Backward, block by block from the last; with checkpoints, each segment is re-run forward

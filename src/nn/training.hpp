@@ -8,13 +8,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "core/dtype.hpp"
+#include "kernels/cpu/distillation_loss.hpp"
 #include "nn/batches.hpp"
 #include "nn/lora.hpp"
+#include "nn/gpt.hpp"
 #include "nn/weights.hpp"
 
 namespace aiopt::nn {
@@ -65,7 +68,18 @@ struct TrainingOptions {
     std::function<void(GptWeights&)> apply;
   } fake_quant;
 
-  // Throws InputError for a storage other than f32, f16 or bf16.
+  // Knowledge distillation (Hinton, Vinyals & Dean 2015): with a teacher, the loss is
+  // kernels/cpu/distillation_loss.hpp's α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE, t the
+  // teacher's logits for the same inputs from the inference forward (nn/gpt.hpp, Logits::all),
+  // which takes no gradient. The teacher lives on the student's device with its vocabulary, and
+  // every target of a batch it teaches must be counted (>= 0): a soft target has no "ignored" row.
+  struct Distill {
+    std::shared_ptr<Gpt> teacher;  // null: plain cross-entropy
+    kernels::cpu::Distillation loss;
+  } distill;
+
+  // Throws InputError for a storage other than f32, f16 or bf16, and for a distillation
+  // temperature or alpha outside kernels::cpu::check_distillation's bounds.
   void validate() const;
 };
 
@@ -80,14 +94,18 @@ struct Adaptation {
 };
 
 struct PassResult {
-  double loss = 0.0;  // mean cross-entropy over the batch's targets, nats per token
+  // Mean over the batch's targets of the loss the pass differentiates, nats per token: the
+  // cross-entropy, or under options.distill the distillation loss.
+  double loss = 0.0;
 };
 
 // Forward and backward over one batch: grads += grad_scale · ∂(mean loss)/∂weights, and the same
 // into adaptation.grads for the adapters. grad_scale carries a mixed-precision loss scale and the
 // 1/k of k accumulated micro-batches. grads: the weights' config, on their device, with empty
 // tensors for frozen parameters. Throws InputError for tokens outside the vocabulary, a sequence
-// longer than the context, or a grads structure that differs.
+// longer than the context, or a grads structure that differs; under distillation also for a
+// teacher on another device, with another vocabulary or a shorter context, and for an uncounted
+// target.
 PassResult forward_backward(const GptWeights& weights, const Batch& batch, GptWeights& grads,
                             const TrainingOptions& options, float grad_scale = 1.0f, void* stream = nullptr,
                             const Adaptation& adaptation = {});
