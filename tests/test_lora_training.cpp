@@ -251,6 +251,30 @@ TEST_CASE("LoRA fine-tuning trains the adapters alone and keeps every weight bit
   CHECK(lora::merged_logit_difference(t, corpus_batch(2, 16, 3, 1)) <= lora::merge_tolerance);
 }
 
+TEST_CASE("a saved LoRA and QLoRA fine-tuning state resumes with the same next-step loss", "[lora_training]") {
+  const GptWeights base = GptWeights::initialize(micro_config(), 3, Device::cpu());
+  for (const bool int4 : {false, true}) {
+    INFO("int4 base " << int4);
+    LoraConfig config;
+    config.rank = 4;
+    config.int4_base = int4;
+    config.int4_group = 32;
+    const TrainConfig recipe = micro_fine_tune(8, config);
+    const TokenSplit tokens = load_tokens(recipe.data, 16);
+    const test::TempDir dir;
+    Trainer first(recipe, Device::cpu(), tokens, base);
+    for (int i = 0; i < 3; ++i) first.step();
+    first.save(dir.file("state.safetensors"));
+    const StepRecord expected = first.step();
+    Trainer second(recipe, Device::cpu(), tokens, base);
+    second.resume(dir.file("state.safetensors"));
+    CHECK(second.step().loss == expected.loss);
+    const auto x = first.adapters()->named(), y = second.adapters()->named();
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(same_bits(*x[i].second, *y[i].second));
+    if (int4) CHECK(second.int4_base()->bytes() * 64 == second.int4_base()->weights() * 36);
+  }
+}
+
 TEST_CASE("the lora checks fail on an unfrozen base and on a merge without the scale", "[lora_training]") {
   const GptWeights base = GptWeights::initialize(micro_config(), 3, Device::cpu());
   LoraConfig config;
