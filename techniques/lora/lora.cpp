@@ -36,7 +36,7 @@ static std::vector<ParamSpec> params() {
                              "qv: the attention's query and value projections; all: every block linear layer"));
   out.push_back(choice_param("group_size", "64", std::nullopt, {"32", "64", "128"}, "weights",
                              "qlora: weights per int4 scale of the frozen base"));
-  out.push_back(integer_param("batch", 16, 4, 1, unbounded, "sequences", "sequences per fine-tuning step"));
+  out.push_back(integer_param("batch", 8, 4, 1, unbounded, "sequences", "sequences per fine-tuning step"));
   out.push_back(integer_param("seq_len", 128, 64, 1, unbounded, "tokens", "tokens per sequence; at most the context"));
   out.push_back(integer_param("steps", 200, 20, 1, unbounded, "steps",
                               "fine-tuning steps on dialect 1, the budget finish() trains from the base"));
