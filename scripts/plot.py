@@ -572,7 +572,7 @@ def quantization_bytes_error(figs, technique, results):
 
 def lora_rank(figs, technique, results):
     """Eval loss on the new dialect against the adapters' rank, a line per variant and targets,
-    with full fine-tuning's loss (and the base's before fine-tuning) as horizontal references."""
+    with full fine-tuning's loss as a horizontal reference and the base's in the title."""
     styles = variant_styles(results)
     plt = figs.plt
     lines = collections.OrderedDict()
@@ -594,12 +594,11 @@ def lora_rank(figs, technique, results):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (variant, targets, _), points in lines.items():
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=styles[variant],
+        ax.plot([p[0] for p in points], [p[1] for p in points], color=styles[variant],
+                marker="s" if targets == "all" else "o", linestyle="--" if targets == "all" else "-",
                 label=f"{variant} ({targets})", gid=DATA)
-    for value, label, style in ((min(full) if full else None, "full_finetune", "--"),
-                                (min(base) if base else None, "base, before fine-tuning", ":")):
-        if value is not None:
-            ax.axhline(value, color="0.4", linestyle=style, linewidth=1, label=label)
+    if full:
+        ax.axhline(min(full), color="0.4", linestyle=":", linewidth=1.2, label="full_finetune")
     ax.set_xscale("log", base=2)
     ranks = sorted({p[0] for points in lines.values() for p in points})
     ax.set_xticks(ranks, [str(r) for r in ranks])
@@ -607,7 +606,8 @@ def lora_rank(figs, technique, results):
     ax.set_ylabel("eval loss on the new dialect (nats)")
     ax.grid(alpha=0.3)
     dedupe_legend(ax)
-    ax.set_title("lora: loss against rank", fontsize=9)
+    before = f" (the base before fine-tuning: {min(base):.3f})" if base else ""
+    ax.set_title(f"lora: loss on the new dialect against rank{before}", fontsize=9)
     figs.save(fig, "lora_rank", technique, "rank")
 
 
