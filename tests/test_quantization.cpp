@@ -291,7 +291,7 @@ TEST_CASE("a checkpoint of the trained model measures as the preset does", "[qua
   nn::save_checkpoint(trained, dir.file("own.safetensors"));
   for (const std::string f : {"fp32", "int8_dynamic", "int8_static", "int4_weight_only"}) {
     const std::map<std::string, double> want = run_case(model_case(f));
-    for (const std::string checkpoint : {dir.file("hf"), dir.file("own.safetensors")}) {
+    for (const std::string& checkpoint : {dir.file("hf"), dir.file("own.safetensors")}) {
       INFO(f << " " << checkpoint);
       Case c = model_case(f);
       c.params.set("checkpoint", checkpoint);
