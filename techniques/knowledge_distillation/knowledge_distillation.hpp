@@ -68,14 +68,15 @@ double quality_retained(double unigram, double student, double teacher);
 // Mean loss per step of `steps` steps of the student run `config` from its seed with hard labels
 // and with distillation at T = 1, α = 0: the soft term vanishes, so both differentiate the same
 // cross-entropy through two kernels (cross_entropy, distillation_loss) and must agree step for
-// step within `equivalence_tolerance`. Throws CheckFailed naming the first step that does not.
+// step within `equivalence_tolerance`. Throws CheckFailed naming the first step that does not;
+// returns the largest difference.
 inline constexpr std::size_t equivalence_steps = 3;
 // The two kernels sum the same exponentials in a different order (fp32 with double sums): the
 // first step's losses agree to ~1e-7, and the AdamW updates after it to a few 1e-7 nats over three
 // steps (measured: README.md "The checks"). A hard term weighted wrongly or a soft term left in
 // moves the loss by the teacher's entropy, ~1 nat.
 inline constexpr double equivalence_tolerance = 1e-4;
-void check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
+double check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
                                   const nn::TokenSplit& tokens, const Device& device);
 
 // T²·KL of the teacher against itself, trained as a student at the case's temperature with α = 1
