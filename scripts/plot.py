@@ -631,7 +631,7 @@ def distillation_loss_curves(figs, technique, results):
             plt.close(fig)
             figs.skip(technique, "loss_curves", f"case {key[1]}: no train_loss or val_loss series")
             continue
-        ax_t.set_ylabel("training loss: the objective each variant minimizes (nats)")
+        ax_t.set_ylabel("training objective (nats)")
         ax_v.set_ylabel("validation cross-entropy (nats)")
         for ax in (ax_t, ax_v):
             ax.set_xlabel("step")

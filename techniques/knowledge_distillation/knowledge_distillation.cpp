@@ -142,7 +142,7 @@ double kd::quality_retained(double unigram, double student, double teacher) {
 
 // ---- the runtime checks
 
-void kd::check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
+double kd::check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
                                       const nn::TokenSplit& tokens, const Device& device) {
   nn::TrainConfig hard = config;
   hard.distillation.reset();
@@ -151,8 +151,10 @@ void kd::check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared
                                                     {1.0f, 0.0f}};
   nn::Trainer a(hard, device, tokens), b(soft, device, tokens);
   b.set_teacher(std::move(teacher));
+  double largest = 0.0;
   for (std::size_t i = 0; i < equivalence_steps; ++i) {
     const double want = a.step().loss, got = b.step().loss;
+    largest = std::max(largest, std::fabs(got - want));
     if (!(std::fabs(got - want) <= equivalence_tolerance)) {
       std::ostringstream m;
       m << "knowledge_distillation: at T = 1, alpha = 0 the distilled loss of step " << i + 1 << " is " << got
@@ -161,6 +163,7 @@ void kd::check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared
       throw CheckFailed(m.str());
     }
   }
+  return largest;
 }
 
 double kd::check_self_distillation(std::shared_ptr<nn::Gpt> teacher, const nn::Batch& window, float temperature) {
@@ -224,9 +227,9 @@ class DistillationRun : public Run {
   // checks. The metrics are means over the seeds, the curves the first seed's.
   std::vector<Metric> finish() override {
     const bool distilled = variant_ == kd::Variant::distilled;
-    double self_kl = 0.0;
+    double self_kl = 0.0, alpha_zero_gap = 0.0;
     if (distilled) {
-      kd::check_alpha_zero_equivalence(config_, teacher_, tokens_, device_);
+      alpha_zero_gap = kd::check_alpha_zero_equivalence(config_, teacher_, tokens_, device_);
       self_kl = kd::check_self_distillation(teacher_, windows_.front(), config_.distillation->loss.temperature);
     }
     const double unigram = kd::unigram_loss(tokens_.train, config_.model.vocab, windows_);
@@ -257,7 +260,10 @@ class DistillationRun : public Run {
                    static_cast<double>(config_.model.parameter_count()) /
                        static_cast<double>(teacher_->config().parameter_count()),
                    "", Better::lower, false});
-    if (distilled) out.push_back({"self_distillation_kl", self_kl, "nats", Better::lower, false});
+    if (distilled) {
+      out.push_back({"self_distillation_kl", self_kl, "nats", Better::lower, false});
+      out.push_back({"alpha_zero_loss_gap", alpha_zero_gap, "nats", Better::lower, false});
+    }
     if (seeds_ >= 2)
       series_.push_back(by_seed("student_val_loss", "nats", config_.seed, values_of(runs, "student_val_loss")));
     return out;

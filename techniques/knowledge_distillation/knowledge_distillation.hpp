@@ -68,20 +68,22 @@ double quality_retained(double unigram, double student, double teacher);
 // Mean loss per step of `steps` steps of the student run `config` from its seed with hard labels
 // and with distillation at T = 1, α = 0: the soft term vanishes, so both differentiate the same
 // cross-entropy through two kernels (cross_entropy, distillation_loss) and must agree step for
-// step within `equivalence_tolerance`. Throws CheckFailed naming the first step that does not.
+// step within `equivalence_tolerance`. Throws CheckFailed naming the first step that does not;
+// returns the largest difference.
 inline constexpr std::size_t equivalence_steps = 3;
-// The two kernels sum the same exponentials in a different order (fp32 with double sums): the
-// first step's losses agree to ~1e-7, and the AdamW updates after it to a few 1e-7 nats over three
-// steps (measured: README.md "The checks"). A hard term weighted wrongly or a soft term left in
-// moves the loss by the teacher's entropy, ~1 nat.
+// The two kernels are different code for the same softmax: a summation order of their own could
+// move the losses by fp32 roundings (~1e-7 nats) and, through AdamW, by a few times that over three
+// steps; measured on the README's machine, they agree bit for bit (README.md "Checks"). A hard term
+// weighted wrongly or a soft term left in moves the loss by the teacher's KL, ~1 nat.
 inline constexpr double equivalence_tolerance = 1e-4;
-void check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
+double check_alpha_zero_equivalence(const nn::TrainConfig& config, std::shared_ptr<nn::Gpt> teacher,
                                   const nn::TokenSplit& tokens, const Device& device);
 
 // T²·KL of the teacher against itself, trained as a student at the case's temperature with α = 1
-// on `window`: the training pass's logits and the inference forward's differ by fp32 rounding
-// only, so the loss is below `self_kl_tolerance` (measured ~1e-9). A teacher fed the wrong
-// positions gives about 1 nat. Throws CheckFailed otherwise; returns the loss.
+// on `window`: the training pass's logits and the inference forward's could differ by fp32
+// rounding only, so the loss is below `self_kl_tolerance` (measured: 0, the same logits bit for
+// bit). A teacher fed the wrong positions gives about 1 nat. Throws CheckFailed otherwise;
+// returns the loss.
 inline constexpr double self_kl_tolerance = 1e-5;
 double check_self_distillation(std::shared_ptr<nn::Gpt> teacher, const nn::Batch& window, float temperature);
 
