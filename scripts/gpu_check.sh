@@ -100,8 +100,8 @@ step quantization_gemm "$bin/aiopt" bench --technique quantization --device cuda
   --set m=8192 --set n=8192 --set k=8192 -o "$out/quantization_gemm.json" -o "$out/quantization_gemm.md"
 step quantization_gemv "$bin/aiopt" bench --technique quantization --device cuda --progress never \
   -o "$out/quantization_gemv.json" -o "$out/quantization_gemv.md"
-# lora on small: full fine-tuning against adapters on the qv projections at r = 8 (qlora is
-# CPU only and reported not applicable).
+# lora on small: full fine-tuning against adapters on the qv projections at r = 8 (qlora runs
+# on the CPU only).
 step lora "$bin/aiopt" bench --technique lora --device cuda --progress never --variant full_finetune,lora \
   -o "$out/lora.json" -o "$out/lora.md"
 step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4

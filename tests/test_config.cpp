@@ -663,22 +663,19 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   int not_applicable = 0;
   for (const auto& p : ci_cases) {
     // Every case passes its technique's own validation; only the causal linformer, on CUDA int4
-    // with 24 rows (its GEMV takes up to 8), quantization's model level on CUDA and qlora on CUDA
-    // do not apply.
+    // with 24 rows (its GEMV takes up to 8), and quantization's model level on CUDA do not apply.
     try {
       find_technique(p.c.technique, real, "ci.yaml").validate(p.c, p.device);
     } catch (const NotApplicable&) {
       ++not_applicable;
       const bool model_level = p.c.technique == "quantization" && p.c.params.string("level") == "model";
       CHECK((p.c.variant == "linformer" || (p.c.variant == "int4_weight_only" && p.device == DeviceKind::cuda) ||
-             (model_level && p.device == DeviceKind::cuda) || (p.c.variant == "qat" && !model_level) ||
-             (p.c.variant == "qlora" && p.device == DeviceKind::cuda)));
+             (model_level && p.device == DeviceKind::cuda) || (p.c.variant == "qat" && !model_level)));
     }
     by_technique[p.c.technique].push_back(p);
   }
-  // causal linformer on cpu and cuda, int4 m=24 on cuda, the model level on cuda, qat at the gemm
-  // level, qlora on cuda at both ranks
-  CHECK(not_applicable == 3 + 7 + 2 + 2);
+  // causal linformer on cpu and cuda, int4 m=24 on cuda, the model level on cuda, qat at the gemm level
+  CHECK(not_applicable == 3 + 7 + 2);
   // Variants × values × devices (cpu, cuda).
   CHECK(by_technique["kv_caching"].size() == 3 * 2 * 2);
   CHECK(by_technique["flash_attention"].size() == 3 * 2 * 2);
@@ -688,7 +685,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   CHECK(by_technique["mixed_precision"].size() == 5 * 2);
   CHECK(by_technique["gradient_accumulation"].size() == 2 * 2);
   CHECK(by_technique["lr_scheduling"].size() == 8 * 2);
-  CHECK(by_technique["lora"].size() == 3 * 2 * 2);  // variants × ranks × devices
+  CHECK(by_technique["lora"].size() == (3 + 2) * 2);  // variants × ranks; qlora on the CPU only
   CHECK(by_technique["knowledge_distillation"].size() == 2 * 2 * 2);  // variants × temperatures × devices
   CHECK(summary(by_technique["tensor_fusion"], {"chain", "rows", "hidden"}) ==
         std::vector<std::string>{

@@ -54,8 +54,10 @@ const VariantTable<lora::Method>& lora::methods() {
       "lora", {
                   {Method::full_finetune, "full_finetune", "every weight trainable (AdamW state for all of them)", true},
                   {Method::lora, "lora", "the base frozen in fp32; rank-r adapters y += (alpha/r)·x·Aᵀ·Bᵀ trained"},
-                  {Method::qlora, "qlora", "as lora with the frozen block linear weights held in int4, dequantized "
-                                           "one layer at a time in the pass"},
+                  {Method::qlora, "qlora",
+                   "as lora with the frozen block linear weights held in int4, dequantized one layer at a time in "
+                   "the pass (CPU: CUDA has no int4 dequantization kernel yet)",
+                   false, {DeviceKind::cpu}},
               });
   return table;
 }
@@ -313,11 +315,7 @@ class LoraRun : public Run {
 
 // ---- prepare
 
-static void check(const Case& c, DeviceKind device) {
-  const lora::Plan p = lora::plan(c);
-  if (p.method == lora::Method::qlora && device != DeviceKind::cpu)
-    throw NotApplicable("lora: variant qlora runs on the CPU only (its int4 base has no CUDA dequantization kernel yet)");
-}
+static void check(const Case& c, DeviceKind) { (void)lora::plan(c); }
 
 static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   return std::make_unique<LoraRun>(lora::plan(c), device);
