@@ -723,7 +723,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   CHECK(gpt2_cases["kv_caching"] == 3 * 2 * 2);   // variants × prompt lengths × devices
   CHECK(gpt2_cases["quantization"] == 3 * 2);     // variants × devices (cuda: not applicable at level=model)
 
-  // The LoRA sweep: qv at seven ranks, all at four, qlora once, each beside full fine-tuning.
+  // The LoRA sweep: qv at seven ranks, all at five, qlora once, each beside full fine-tuning.
   const ExperimentFile lora = load_experiment_file(root + "/configs/lora.yaml", real);
   std::vector<std::string> lora_cases;
   for (const auto& p : plan(lora, false, real))
@@ -731,6 +731,6 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
       lora_cases.push_back(p.c.variant + " " + p.c.params.string("targets") + " " +
                            std::to_string(p.c.params.integer("rank")));
   CHECK(lora_cases == std::vector<std::string>{"lora qv 1", "lora qv 2", "lora qv 4", "lora qv 8", "lora qv 16",
-                                               "lora qv 32", "lora qv 64", "lora all 1", "lora all 4", "lora all 16",
-                                               "lora all 64", "qlora qv 8"});
+                                               "lora qv 32", "lora qv 64", "lora all 1", "lora all 4", "lora all 8",
+                                               "lora all 16", "lora all 64", "qlora qv 8"});
 }
