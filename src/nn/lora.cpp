@@ -56,6 +56,21 @@ const Tensor& block_linear_weight(const BlockWeights& b, BlockLinear linear) {
   return b.mlp_c_proj_weight;
 }
 
+Tensor& block_linear_bias(BlockWeights& b, BlockLinear linear) {
+  return const_cast<Tensor&>(block_linear_bias(static_cast<const BlockWeights&>(b), linear));
+}
+
+LinearDims block_linear_dims(const GptConfig& config, BlockLinear linear) {
+  const std::size_t C = config.channels;
+  switch (linear) {
+    case BlockLinear::attn_qkv: return {C, 3 * C};
+    case BlockLinear::attn_proj: return {C, C};
+    case BlockLinear::mlp_fc: return {C, 4 * C};
+    case BlockLinear::mlp_proj: break;
+  }
+  return {4 * C, C};
+}
+
 const Tensor& block_linear_bias(const BlockWeights& b, BlockLinear linear) {
   switch (linear) {
     case BlockLinear::attn_qkv: return b.attn_c_attn_bias;
@@ -77,10 +92,10 @@ std::vector<LoraSite> lora_sites(const GptConfig& model, LoraTargets targets) {
       out.push_back({block + "attn.c_attn.v", l, BlockLinear::attn_qkv, 2 * C, C, C, 3 * C});
       continue;
     }
-    out.push_back({block + "attn.c_attn", l, BlockLinear::attn_qkv, 0, C, 3 * C, 3 * C});
-    out.push_back({block + "attn.c_proj", l, BlockLinear::attn_proj, 0, C, C, C});
-    out.push_back({block + "mlp.c_fc", l, BlockLinear::mlp_fc, 0, C, 4 * C, 4 * C});
-    out.push_back({block + "mlp.c_proj", l, BlockLinear::mlp_proj, 0, 4 * C, C, C});
+    for (BlockLinear linear : block_linears) {
+      const auto [in, outputs] = block_linear_dims(model, linear);
+      out.push_back({block + std::string(block_linear_name(linear)), l, linear, 0, in, outputs, outputs});
+    }
   }
   return out;
 }

@@ -125,7 +125,13 @@ class Int4Base {
 // The weight tensor of block `layer`'s `linear`, and its bias.
 Tensor& block_linear_weight(BlockWeights& block, BlockLinear linear);
 const Tensor& block_linear_weight(const BlockWeights& block, BlockLinear linear);
+Tensor& block_linear_bias(BlockWeights& block, BlockLinear linear);
 const Tensor& block_linear_bias(const BlockWeights& block, BlockLinear linear);
+// A block linear layer's inputs and outputs in a model of `config`: W is (out, in).
+struct LinearDims {
+  std::size_t in = 0, out = 0;
+};
+LinearDims block_linear_dims(const GptConfig& config, BlockLinear linear);
 // "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj".
 std::string_view block_linear_name(BlockLinear linear);
 inline constexpr BlockLinear block_linears[] = {BlockLinear::attn_qkv, BlockLinear::attn_proj, BlockLinear::mlp_fc,

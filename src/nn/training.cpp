@@ -95,7 +95,6 @@ class Pass {
   Pass(const GptWeights& weights, std::size_t batch, std::size_t len, const TrainingOptions& options, void* stream,
        const Adaptation& adaptation = {})
       : w_(weights), cfg_(weights.config), opt_(options), lora_(adaptation),
-        linear_sites_(lora_sites(weights.config, LoraTargets::all)),
         lora_scale_(adaptation.adapters ? adaptation.adapters->config().scale() : 0.0f),
         ops_{weights.wte.device(), stream, options.storage},
         B_(batch), T_(len),
@@ -359,24 +358,24 @@ class Pass {
   const float* weight(std::size_t layer, BlockLinear linear, Tensor& scratch) const {
     const Tensor& w = block_linear_weight(w_.blocks[layer], linear);
     if (!lora_.base) return w.data<float>();
-    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
-    scratch = f32({dim(s.out_total), dim(s.in)});
+    const LinearDims s = block_linear_dims(cfg_, linear);
+    scratch = f32({dim(s.out), dim(s.in)});
     lora_.base->dequantize(layer, linear, scratch.data<float>());
     return scratch.data<float>();
   }
 
   // y = x·Wᵀ + b of a block linear layer, plus its adapters' terms on their output slices.
   void block_linear(std::size_t layer, BlockLinear linear, const Tensor& x, Tensor& y) const {
-    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
+    const LinearDims s = block_linear_dims(cfg_, linear);
     {
       Tensor scratch;
       ops_.linear(x.data<float>(), weight(layer, linear, scratch),
-                  block_linear_bias(w_.blocks[layer], linear).data<float>(), y.data<float>(), rows_, s.in, s.out_total);
+                  block_linear_bias(w_.blocks[layer], linear).data<float>(), y.data<float>(), rows_, s.in, s.out);
     }
     if (!lora_.adapters) return;
     for (const LoraAdapters::Adapter* a : lora_.adapters->at(layer, linear))
       ops_.lora_adapter_forward(x.data<float>(), a->a.data<float>(), a->b.data<float>(), lora_scale_, nullptr,
-                                y.data<float>() + a->site.offset, s.out_total, lora_shape(a->site));
+                                y.data<float>() + a->site.offset, s.out, lora_shape(a->site));
   }
 
   // Its backward: dx written; W's and b's gradients accumulated into g unless frozen (empty), the
@@ -384,25 +383,21 @@ class Pass {
   // beside the layer's own) rather than kept.
   void block_linear_backward(std::size_t layer, BlockLinear linear, BlockWeights& g, const Tensor& x,
                              const Tensor& dy, Tensor& dx) const {
-    const LoraSite& s = linear_sites_[static_cast<std::size_t>(linear)];
+    const LinearDims s = block_linear_dims(cfg_, linear);
     {
       Tensor scratch;
       ops_.linear_backward(x.data<float>(), weight(layer, linear, scratch), dy.data<float>(), dx.data<float>(),
-                           grad(block_linear_weight(g, linear)), grad(block_linear_bias_grad(g, linear)), rows_, s.in,
-                           s.out_total);
+                           grad(block_linear_weight(g, linear)), grad(block_linear_bias(g, linear)), rows_, s.in,
+                           s.out);
     }
     if (!lora_.adapters) return;
     const auto adapters = lora_.adapters->at(layer, linear);
     const auto grads = lora_.grads->at(layer, linear);
     for (std::size_t i = 0; i < adapters.size(); ++i)
       ops_.lora_adapter_backward(x.data<float>(), adapters[i]->a.data<float>(), adapters[i]->b.data<float>(), nullptr,
-                                 dy.data<float>() + adapters[i]->site.offset, s.out_total, lora_scale_,
+                                 dy.data<float>() + adapters[i]->site.offset, s.out, lora_scale_,
                                  dx.data<float>(), grads[i]->a.data<float>(), grads[i]->b.data<float>(),
                                  lora_shape(adapters[i]->site));
-  }
-
-  static Tensor& block_linear_bias_grad(BlockWeights& g, BlockLinear linear) {
-    return const_cast<Tensor&>(block_linear_bias(g, linear));
   }
 
   kernels::cpu::LoraShape lora_shape(const LoraSite& site) const {
@@ -489,7 +484,6 @@ class Pass {
   const GptConfig& cfg_;
   const TrainingOptions& opt_;
   Adaptation lora_;
-  std::vector<LoraSite> linear_sites_;  // every block's four layers whole, by BlockLinear
   float lora_scale_ = 0.0f;
   DeviceOps ops_;
   std::size_t B_, T_, C_, H_, d_, V_, rows_;
