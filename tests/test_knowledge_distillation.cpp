@@ -35,6 +35,7 @@
 #include "nn/trainer.hpp"
 #include "nn/training.hpp"
 #include "support/files.hpp"
+#include "support/largest_gradients.hpp"
 #include "support/metrics.hpp"
 #include "support/model_cache.hpp"
 #include "support/process.hpp"
@@ -162,37 +163,9 @@ TEST_CASE("the whole model's distillation gradient matches central finite differ
     GptWeights scratch = GptWeights::zeros(w.config, Device::cpu());
     return forward_backward(w, b, scratch, o).loss;
   };
-  std::size_t checked = 0;
-  double worst = 0.0;
-  auto wn = w.named();
-  const auto gn = g.named();
-  for (std::size_t t = 0; t < wn.size(); ++t) {
-    float* p = wn[t].second->data<float>();
-    const float* d = gn[t].second->data<float>();
-    const auto n = static_cast<std::size_t>(wn[t].second->numel());
-    std::vector<std::size_t> order(n);
-    for (std::size_t i = 0; i < n; ++i) order[i] = i;
-    std::partial_sort(order.begin(), order.begin() + 2, order.end(),
-                      [&](std::size_t a, std::size_t c) { return std::abs(d[a]) > std::abs(d[c]); });
-    for (std::size_t j = 0; j < 2; ++j) {
-      const std::size_t i = order[j];
-      const float saved = p[i];
-      const float h = 1e-2f;
-      p[i] = saved + h;
-      const double up = loss();
-      p[i] = saved - h;
-      const double down = loss();
-      p[i] = saved;
-      const double fd = (up - down) / (2.0 * h);
-      const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
-      INFO(wn[t].first << "[" << i << "]: analytic " << d[i] << ", finite difference " << fd);
-      CHECK(err < 1e-2);
-      worst = std::max(worst, err);
-      ++checked;
-    }
-  }
-  CHECK(checked == wn.size() * 2);
-  WARN("distillation: worst relative error " << worst << " over " << checked << " entries");
+  const test::GradientCheck fd = test::check_largest_gradients(w.named(), g.named(), 2, loss);
+  CHECK(fd.checked == w.named().size() * 2);
+  WARN("distillation: worst relative error " << fd.worst << " over " << fd.checked << " entries");
 }
 
 TEST_CASE("a student equal to its teacher has KL 0 and no gradient from it", "[knowledge_distillation]") {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -21,6 +22,7 @@
 #include "nn/trainer.hpp"
 #include "nn/training.hpp"
 #include "support/files.hpp"
+#include "support/largest_gradients.hpp"
 #include "support/process.hpp"
 #include "techniques/lora/lora.hpp"
 
@@ -159,28 +161,11 @@ TEST_CASE("adapter gradients match central finite differences of the loss", "[lo
   LoraAdapters grads = adapters.zeros_like();
   GptWeights none = frozen_grads(c);
   forward_backward(w, b, none, {}, 1.0f, nullptr, {&adapters, &grads, nullptr});
-  auto params = adapters.named();
-  const auto g = grads.named();
-  std::size_t checked = 0;
-  for (std::size_t t = 0; t < params.size(); ++t) {
-    float* p = params[t].second->data<float>();
-    const float* d = g[t].second->data<float>();
-    const auto n = static_cast<std::size_t>(params[t].second->numel());
-    const std::size_t i = static_cast<std::size_t>(std::max_element(d, d + n, [](float x, float y) {
-                            return std::abs(x) < std::abs(y);
-                          }) - d);
-    const float saved = p[i], h = 1e-2f;  // as the whole model's check in test_training.cpp
-    p[i] = saved + h;
-    const double up = evaluate_loss(w, b, {}, nullptr, {&adapters, nullptr, nullptr});
-    p[i] = saved - h;
-    const double down = evaluate_loss(w, b, {}, nullptr, {&adapters, nullptr, nullptr});
-    p[i] = saved;
-    const double fd = (up - down) / (2.0 * h);
-    INFO(params[t].first << "[" << i << "]: analytic " << d[i] << ", finite difference " << fd);
-    CHECK(std::abs(fd - d[i]) / (std::abs(fd) + 1e-3) < 1e-2);
-    ++checked;
-  }
-  CHECK(checked == params.size());
+  const test::GradientCheck fd =
+      test::check_largest_gradients(adapters.named(), std::as_const(grads).named(), 1, [&] {
+        return evaluate_loss(w, b, {}, nullptr, {&adapters, nullptr, nullptr});
+      });
+  CHECK(fd.checked == adapters.named().size());
 }
 
 TEST_CASE("with B zero the adapted pass is the plain one and frozen weights get no gradient", "[lora_training]") {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -18,6 +19,7 @@
 #include "nn/trainer.hpp"
 #include "nn/training.hpp"
 #include "support/files.hpp"
+#include "support/largest_gradients.hpp"
 
 #if AIOPT_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -81,44 +83,12 @@ TEST_CASE("the whole model's gradient matches central finite differences", "[tra
     GptWeights g = GptWeights::zeros(config, Device::cpu());
     forward_backward(w, b, g, o);
 
-    // In every tensor, the entries with the largest gradients (where a difference quotient in
-    // fp32 is meaningful) and a few at random.
-    std::size_t checked = 0;
-    double worst = 0.0;
-    auto wn = w.named();
-    auto gn = g.named();
-    for (std::size_t t = 0; t < wn.size(); ++t) {
-      float* p = wn[t].second->data<float>();
-      const float* d = gn[t].second->data<float>();
-      const auto n = static_cast<std::size_t>(wn[t].second->numel());
-      std::vector<std::size_t> order(n);
-      for (std::size_t i = 0; i < n; ++i) order[i] = i;
-      std::partial_sort(order.begin(), order.begin() + 3, order.end(),
-                        [&](std::size_t a, std::size_t c) { return std::abs(d[a]) > std::abs(d[c]); });
-      for (std::size_t j = 0; j < 3; ++j) {
-        const std::size_t i = order[j];
-        const float saved = p[i];
-        // h = 1e-2: the loss (≈ 5.5) is stored in fp32 per position, so its rounding noise is
-        // ≈ 5e-7 and the quotient's ≈ 5e-5; the O(h²) truncation is below that for these weights.
-        const float h = 1e-2f;
-        p[i] = saved + h;
-        const double up = evaluate_loss(w, b, o);
-        p[i] = saved - h;
-        const double down = evaluate_loss(w, b, o);
-        p[i] = saved;
-        const double fd = (up - down) / (2.0 * h);
-        const double err = std::abs(fd - d[i]) / (std::abs(fd) + 1e-3);
-        INFO(to_string(attention) << " " << wn[t].first << "[" << i << "]: analytic " << d[i]
-                                  << ", finite difference " << fd);
-        // 1 % of the value plus the 1e-3 floor that covers the quotient's noise on small entries
-        // (the worst entry on tiny measures 1.2e-3).
-        CHECK(err < 1e-2);
-        worst = std::max(worst, err);
-        ++checked;
-      }
-    }
-    CHECK(checked == wn.size() * 3);
-    WARN(to_string(attention) << ": worst relative error " << worst << " over " << checked << " entries");
+    INFO("attention " << to_string(attention));
+    // The worst entry on tiny measures 1.2e-3 against the check's 1e-2.
+    const test::GradientCheck fd =
+        test::check_largest_gradients(w.named(), std::as_const(g).named(), 3, [&] { return evaluate_loss(w, b, o); });
+    CHECK(fd.checked == w.named().size() * 3);
+    WARN(to_string(attention) << ": worst relative error " << fd.worst << " over " << fd.checked << " entries");
   }
 }
 
