@@ -15,6 +15,7 @@ SVG into OUTDIR:
   kv_caching_decode_position decode ms/token by position in the generation
   gradient_checkpointing_memory   activation memory and step time against k
   quantization_bytes_error   weight bytes against error
+  speculative_decoding_gamma acceptance, tokens per pass and speedup (measured, predicted) against γ
 
 and OUTDIR/figures.json, which lists every figure with the number of points drawn in it (counted
 from the drawn artists), and every figure it could not draw with the reason. A technique it does
@@ -189,6 +190,8 @@ TRADEOFFS = {
     "lora": (("trainable_parameters", "lower"), ("eval_loss_task", "lower")),
     # a distilled step also runs the teacher's forward: time is what it pays for the loss
     "knowledge_distillation": (SPEEDUP, ("student_val_loss", "lower")),
+    # the draft's weights and cache are what it pays for the speed
+    "speculative_decoding": (MEMORY, SPEEDUP),
 }
 # quantization's error at level=model is the perplexity it costs.
 MODEL_LEVEL_ERROR = ("perplexity_increase", "lower")
@@ -642,6 +645,63 @@ def distillation_loss_curves(figs, technique, results):
         figs.save(fig, f"knowledge_distillation_loss_curves{suffix}", technique, "loss_curves")
 
 
+def speculative_gamma(figs, technique, results):
+    """Against γ, a line per variant (and draft): the acceptance rate α and the tokens per target
+    pass beside (1 − α^(γ+1))/(1 − α) (left); the measured speedup beside Leviathan's prediction
+    and the prediction with the measured verify cost (right), the best measured γ of each line
+    marked."""
+    lines = collections.OrderedDict()
+    for r in results:
+        if metric(r, "acceptance_rate") is None or "gamma" not in r["params"]:
+            continue
+        lines.setdefault((r["variant"], case_key(r, leave_out=("gamma",))), []).append(r)
+    if not any(len({r["params"]["gamma"] for r in rs}) > 1 for rs in lines.values()):
+        figs.skip(technique, "gamma", "no variant ran at two or more values of gamma (sweep it, e.g. --set gamma=1-16*2)")
+        return
+    # A line is named by its variant and the parameters that differ between lines.
+    varying = set()
+    for rs in lines.values():
+        for k in rs[0]["params"]:
+            if k != "gamma" and len({str(o[0]["params"].get(k)) for o in lines.values()}) > 1:
+                varying.add(k)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+    plt = figs.plt
+    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    for i, ((variant, _), rs) in enumerate(lines.items()):
+        rs.sort(key=lambda r: r["params"]["gamma"])
+        colour = colours[i % len(colours)]
+        name = variant + "".join(f" {k}={rs[0]['params'][k]}" for k in sorted(varying))
+        gammas = [r["params"]["gamma"] for r in rs]
+
+        def plot(ax, metric_name, style, label, marker="o"):
+            points = [(g, metric(r, metric_name)) for g, r in zip(gammas, rs) if metric(r, metric_name) is not None]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, linestyle=style,
+                        marker=marker, markersize=4, label=label, gid=DATA)
+            return points
+
+        plot(ax_a, "acceptance_rate", ":", f"{name}: α", marker="^")
+        plot(ax_a, "tokens_per_pass", "-", f"{name}: tokens/pass")
+        plot(ax_a, "tokens_per_pass_predicted", "--", f"{name}: (1−α^(γ+1))/(1−α)", marker="x")
+        measured = plot(ax_s, "speedup", "-", f"{name}: measured")
+        plot(ax_s, "speedup_predicted", "--", f"{name}: predicted (verify = 1 step)", marker="x")
+        plot(ax_s, "speedup_predicted_measured_verify", ":", f"{name}: predicted, measured verify", marker="+")
+        if measured:
+            best = max(measured, key=lambda p: p[1])
+            ax_s.plot([best[0]], [best[1]], marker="*", markersize=14, color=colour, linestyle="none")
+            ax_s.annotate(f"best γ={best[0]}: {best[1]:.2f}x", best, textcoords="offset points", xytext=(4, 6),
+                          fontsize=7, color=colour)
+    ax_s.axhline(1.0, color="0.4", linewidth=0.8, linestyle="-")
+    ax_a.set_ylabel("α (acceptance)  ·  tokens per target pass")
+    ax_s.set_ylabel("speedup over the target alone (x)")
+    for ax in (ax_a, ax_s):
+        ax.set_xlabel("γ (tokens drafted per pass)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle("speculative_decoding: acceptance, tokens per pass and speedup against γ", fontsize=9)
+    figs.save(fig, "speculative_decoding_gamma", technique, "gamma")
+
+
 # The figures each technique draws besides its trade-off and its series.
 SPECIFIC = {
     "flash_attention": [scaling],
@@ -651,6 +711,7 @@ SPECIFIC = {
     "quantization": [quantization_bytes_error],
     "lora": [lora_rank],
     "knowledge_distillation": [distillation_loss_curves],
+    "speculative_decoding": [speculative_gamma],
 }
 
 

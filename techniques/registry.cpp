@@ -10,6 +10,7 @@
 #include "techniques/lr_scheduling/lr_scheduling.hpp"
 #include "techniques/mixed_precision/mixed_precision.hpp"
 #include "techniques/quantization/quantization.hpp"
+#include "techniques/speculative_decoding/speculative_decoding.hpp"
 #include "techniques/tensor_fusion/tensor_fusion.hpp"
 
 namespace aiopt {
@@ -21,6 +22,7 @@ const TechniqueList& techniques() {
     l.push_back(make_kv_caching());
     l.push_back(make_flash_attention());
     l.push_back(make_quantization());
+    l.push_back(make_speculative_decoding());
     l.push_back(make_gradient_checkpointing());
     l.push_back(make_mixed_precision());
     l.push_back(make_lora());

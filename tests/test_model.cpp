@@ -387,6 +387,27 @@ TEST_CASE("greedy picks the argmax, top-k 1 is greedy, and a seed fixes the draw
   CHECK(a != generate(model, prompt, 20, SamplingParams{0.9f, 40, 78}, DType::f32).tokens);
 }
 
+TEST_CASE("the token distribution is the top-k softmax and draw_token inverts its CDF", "[model][sampling]") {
+  const std::vector<float> logits{1.0f, 0.0f, 2.0f, -0.5f, 2.0f};
+  const std::vector<double> greedy = token_distribution(logits, SamplingParams{0.0f, 0, 1});
+  CHECK(greedy == std::vector<double>{0, 0, 1, 0, 0});  // the lower index among ties
+  // Top 3 at T = 0.5: indices 2, 4 (tied) and 0.
+  const std::vector<double> p = token_distribution(logits, SamplingParams{0.5f, 3, 1});
+  const double z = 2 * std::exp(4.0) + std::exp(2.0);
+  CHECK(p[2] == Approx(std::exp(4.0) / z));
+  CHECK(p[4] == Approx(std::exp(4.0) / z));
+  CHECK(p[0] == Approx(std::exp(2.0) / z));
+  CHECK(p[1] == 0.0);
+  CHECK(p[3] == 0.0);
+  // Weights 1, 0, 3: u·4 below 1 draws 0, below 4 draws 2; a zero weight is never drawn.
+  const std::vector<double> w{1.0, 0.0, 3.0};
+  CHECK(draw_token(w, 0.0) == 0);
+  CHECK(draw_token(w, 0.2499) == 0);
+  CHECK(draw_token(w, 0.25) == 2);
+  CHECK(draw_token(w, 0.9999999) == 2);
+  CHECK_THROWS_AS(draw_token(std::vector<double>{0.0, 0.0}, 0.5), std::invalid_argument);
+}
+
 TEST_CASE("temperature sampling follows the softmax", "[model][sampling]") {
   const std::vector<float> logits{1.0f, 0.0f, 2.0f, -0.5f, 1.5f};
   const float temperature = 0.7f;

@@ -158,6 +158,16 @@ def main():
                   and lines == 2 * len(members),
                   f"{name}: {figures.get(name, {}).get('points')} points, the report holds {want} in {lines} lines")
 
+        # speculative_decoding: against gamma, six points per result that drafted (α, tokens per
+        # pass measured and predicted; speedup measured and two predictions).
+        drafted = [r for r in by_technique.get("speculative_decoding", []) if value(r, "acceptance_rate") is not None]
+        want = sum(1 for r in drafted for m in ("acceptance_rate", "tokens_per_pass", "tokens_per_pass_predicted",
+                                                  "speedup", "speedup_predicted", "speedup_predicted_measured_verify")
+                   if value(r, m) is not None)
+        got = figures.get("speculative_decoding_gamma", {})
+        check(len(drafted) >= 6 and got.get("points") == want,
+              f"speculative_decoding gamma: {got.get('points')} points, the report holds {want}")
+
         # An unknown technique: the generic trade-off, said so.
         unknown = tmp / "unknown.jsonl"
         lines_out = []

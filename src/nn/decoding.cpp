@@ -5,6 +5,7 @@
 #include <functional>
 #include <cmath>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 
 #include "core/error.hpp"
@@ -26,12 +27,15 @@ std::int32_t argmax(std::span<const float> logits) {
   return static_cast<std::int32_t>(best);
 }
 
-std::int32_t sample_token(std::span<const float> logits, const SamplingParams& params, std::uint64_t draw) {
+std::vector<double> token_distribution(std::span<const float> logits, const SamplingParams& params) {
   params.validate();
-  if (params.temperature == 0.0f) return argmax(logits);
+  std::vector<double> p(logits.size(), 0.0);
+  if (params.temperature == 0.0f) {
+    p[static_cast<std::size_t>(argmax(logits))] = 1.0;
+    return p;
+  }
   const std::size_t k = params.top_k == 0 ? logits.size() : std::min(params.top_k, logits.size());
-  // The k largest logits, largest first and the lower index first among ties, so top-k = 1 is
-  // argmax.
+  // The k largest logits, largest first and the lower index first among ties.
   std::vector<std::int32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
@@ -39,21 +43,37 @@ std::int32_t sample_token(std::span<const float> logits, const SamplingParams& p
                       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
                     });
   // softmax(l / T) over the k, in double, shifted by the largest logit.
-  std::vector<double> p(k);
   const double top = logits[order[0]];
   double sum = 0.0;
   for (std::size_t i = 0; i < k; ++i) {
-    p[i] = std::exp((static_cast<double>(logits[order[i]]) - top) / params.temperature);
-    sum += p[i];
+    double& q = p[static_cast<std::size_t>(order[i])];
+    q = std::exp((static_cast<double>(logits[order[i]]) - top) / params.temperature);
+    sum += q;
   }
-  // Inverse CDF: the first token whose cumulative probability exceeds u.
-  const double u = static_cast<double>(rng::uniform(params.seed, draw)) * sum;
+  for (std::size_t i = 0; i < k; ++i) p[static_cast<std::size_t>(order[i])] /= sum;
+  return p;
+}
+
+std::int32_t draw_token(std::span<const double> p, double u) {
+  double total = 0.0;
+  for (double w : p) total += w;
+  if (!(total > 0.0)) throw std::invalid_argument("draw_token: the weights sum to " + std::to_string(total));
+  const double target = u * total;
   double cumulative = 0.0;
-  for (std::size_t i = 0; i < k; ++i) {
+  std::size_t last = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    if (p[i] <= 0.0) continue;
     cumulative += p[i];
-    if (u < cumulative) return order[i];
+    last = i;
+    if (target < cumulative) return static_cast<std::int32_t>(i);
   }
-  return order[k - 1];  // u within rounding of sum
+  return static_cast<std::int32_t>(last);  // u within rounding of the total
+}
+
+std::int32_t sample_token(std::span<const float> logits, const SamplingParams& params, std::uint64_t draw) {
+  params.validate();
+  if (params.temperature == 0.0f) return argmax(logits);
+  return draw_token(token_distribution(logits, params), rng::uniform(params.seed, draw));
 }
 
 Generation generate(Gpt& model, std::span<const std::int32_t> prompt, std::size_t count,

@@ -24,9 +24,18 @@ struct SamplingParams {
 // The index of the largest logit, the lowest index among ties. logits: (vocab).
 std::int32_t argmax(std::span<const float> logits);
 
-// Token `draw` of a generation: greedy when temperature is 0, else a draw from the top-k
-// softmax(logits / temperature) with the counter-based uniform rng::uniform(seed, draw), so the
-// same seed and draw index give the same token on every run and device. logits: (vocab), host.
+// The distribution a token is drawn from: softmax(logits / temperature) over the top-k logits
+// (the lower index first among ties, so top-k = 1 is argmax), 0 elsewhere; for temperature 0,
+// 1 at the argmax. (vocab) probabilities in vocabulary order, summing to 1 within rounding.
+std::vector<double> token_distribution(std::span<const float> logits, const SamplingParams& params);
+
+// Inverse CDF: the first token, in vocabulary order, whose cumulative weight exceeds u·Σp.
+// p: non-negative weights, not all 0 (need not sum to 1); u in [0, 1).
+std::int32_t draw_token(std::span<const double> p, double u);
+
+// Token `draw` of a generation: greedy when temperature is 0, else a draw from
+// token_distribution with the counter-based uniform rng::uniform(seed, draw), so the same seed and
+// draw index give the same token on every run and device. logits: (vocab), host.
 std::int32_t sample_token(std::span<const float> logits, const SamplingParams& params, std::uint64_t draw);
 
 struct Generation {

@@ -52,4 +52,11 @@ void KvCache::advance(std::size_t n) {
   length_ += n;
 }
 
+void KvCache::truncate(std::size_t n) {
+  if (n > length_)
+    throw InputError("KV cache truncate to " + std::to_string(n) + " positions: it holds only " +
+                     std::to_string(length_));
+  length_ = n;
+}
+
 }  // namespace aiopt::nn

@@ -31,6 +31,10 @@ class KvCache {
                                     DType dtype);
 
   void clear() { length_ = 0; }
+  // Keeps the first n positions (n <= length(), else InputError) and forgets the rest: the next
+  // step writes over them. The rollback of speculative decoding after a rejected draft token.
+  // Only the length changes, so it is the same on every device.
+  void truncate(std::size_t n);
   // Called by Gpt after it has written positions [length, length + n).
   void advance(std::size_t n);
 
@@ -39,6 +43,7 @@ class KvCache {
   struct Layer {
     Tensor k, v, k_scale, v_scale;
   };
+  std::size_t layer_count() const { return layers_.size(); }
   Layer& layer(std::size_t l) { return layers_.at(l); }
   const Layer& layer(std::size_t l) const { return layers_.at(l); }
 

@@ -1,0 +1,60 @@
+#pragma once
+// speculative_decoding: a cheap draft proposes, the target verifies (TECHNIQUES.md §4). The trained
+// target (small by default, from the model cache) generates gen_tokens after prompts taken from
+// validation text, alone one token per step (autoregressive), with a trained draft model's γ
+// tokens verified in one pass (speculative, speculative_greedy), or with a draft looked up in the
+// context (prompt_lookup). The acceptance rule keeps the output distribution the target's
+// (acceptance.hpp); greedy decoding gives the target's own tokens. The run measures the
+// acceptance rate α, tokens per target pass and the costs (draft step over target step c, a
+// (γ+1)-token pass over a one-token step) and sets the measured speedup beside Leviathan's
+// prediction. See README.md beside this file.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/technique.hpp"
+#include "harness/variant_table.hpp"
+#include "nn/trainer.hpp"
+#include "techniques/speculative_decoding/decoder.hpp"
+
+namespace aiopt {
+
+// The technique, as techniques/registry.cpp lists it.
+std::unique_ptr<Technique> make_speculative_decoding();
+
+namespace speculative_decoding {
+
+const VariantTable<Method>& methods();
+
+// The target's training recipe: nn::standard_training of the `target` preset.
+nn::TrainConfig target_config(const Case& c);
+// The draft's: nn::standard_training of the `draft` preset (tiny for `distilled`) on windows as
+// long as the target's (where its context allows), `draft_steps` steps when set, and for
+// `distilled` knowledge distillation from the target (T = 2, α = 0.5).
+nn::TrainConfig draft_config(const Case& c);
+inline constexpr float distillation_temperature = 2.0f;
+inline constexpr float distillation_alpha = 0.5f;
+
+// Throws InputError when the draft cannot serve the target: another vocabulary, or more
+// parameters than the target's.
+void check_pair(const nn::GptConfig& target, const nn::GptConfig& draft, const std::string& draft_name);
+
+// The case's prompts: `prompts` windows of prompt_len tokens at seeded offsets in the validation
+// split of the target's corpus, or of the `data` file's text. InputError naming the file when it
+// is unreadable or too short.
+std::vector<std::vector<std::int32_t>> make_prompts(const Case& c);
+
+// (1 − α^(γ+1)) / (1 − α): the expected tokens per target pass for acceptance rate α (γ + 1 at
+// α = 1).
+double expected_tokens_per_pass(double alpha, double gamma);
+// expected_tokens_per_pass / (γ·c + verify): Leviathan's predicted speedup with verify = 1 (a
+// pass of γ + 1 tokens costs one step), or with the measured verify cost.
+double predicted_speedup(double alpha, double gamma, double c, double verify = 1.0);
+
+// A correct rule emits the target's distribution within rounding of sums of vocab doubles.
+inline constexpr double rule_tolerance = 1e-9;
+
+}  // namespace speculative_decoding
+}  // namespace aiopt
