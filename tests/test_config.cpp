@@ -734,4 +734,17 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   CHECK(lora_cases == std::vector<std::string>{"lora qv 1", "lora qv 2", "lora qv 4", "lora qv 8", "lora qv 16",
                                                "lora qv 32", "lora qv 64", "lora all 1", "lora all 4", "lora all 8",
                                                "lora all 16", "lora all 64", "qlora qv 8"});
+
+  // The speculative decoding sweep: two drafts under the rule and greedily, and prompt lookup,
+  // each at eight values of gamma, every case valid (each beside the target alone).
+  const ExperimentFile sd = load_experiment_file(root + "/configs/speculative_decoding.yaml", real);
+  std::map<std::string, int> sd_cases;
+  for (const auto& p : plan(sd, false, real)) {
+    if (p.device != DeviceKind::cpu || p.baseline) continue;
+    find_technique(p.c.technique, real, "speculative_decoding.yaml").validate(p.c, p.device);
+    ++sd_cases[p.c.variant + (p.c.variant == "prompt_lookup" ? "" : " " + p.c.params.string("draft"))];
+  }
+  CHECK(sd_cases == std::map<std::string, int>{{"speculative tiny", 8}, {"speculative distilled", 8},
+                                               {"speculative_greedy tiny", 8}, {"speculative_greedy distilled", 8},
+                                               {"prompt_lookup", 8}});
 }

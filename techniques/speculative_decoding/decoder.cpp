@@ -195,6 +195,7 @@ Generation Decoder::generate(Method method, std::span<const std::int32_t> prompt
         << " belong there; a rollback left rejected drafts in place";
       throw CheckFailed(m.str());
     }
+    if (s.after_pass) s.after_pass(seq, rejected);
   }
   g.tokens.assign(seq.begin() + static_cast<std::ptrdiff_t>(P), seq.end());
   stats.total_ms = ms_since(start);

@@ -14,6 +14,7 @@
 // a rejection cut its first proposal off untested, which nothing emitted depended on.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -34,6 +35,9 @@ struct Settings {
   // Compare the rule's emitted distribution with the target's at every tested position
   // (Stats::max_rule_error); off in timed generations.
   bool check_rule = false;
+  // Called after each target pass and its rollback with the accepted sequence (the prompt and
+  // the tokens so far) and whether a draft was rejected: where a check looks at the caches.
+  std::function<void(std::span<const std::int32_t> sequence, bool rejected)> after_pass;
 };
 
 // What one generation did, and the time of each model call (host clock; on CUDA each call ends

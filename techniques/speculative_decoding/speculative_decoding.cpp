@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -170,7 +171,10 @@ class SpeculativeRun : public Run {
                  std::unique_ptr<nn::Gpt> draft, std::size_t draft_weight_bytes, std::uint64_t seed)
       : method_(method), settings_(settings), gen_tokens_(gen_tokens), prompts_(std::move(prompts)),
         target_(std::move(target)), draft_(std::move(draft)), draft_weight_bytes_(draft_weight_bytes), seed_(seed),
-        decoder_(make_decoder()) {}
+        decoder_(make_decoder()) {
+    // The greedy variant, and the target alone it is checked against, decode at temperature 0.
+    if (method_ == sd::Method::speculative_greedy) settings_.sampling.temperature = 0.0f;
+  }
 
   // Every prompt's generation, one after another.
   void step() override {
@@ -187,14 +191,21 @@ class SpeculativeRun : public Run {
 
   std::vector<Metric> finish() override {
     if (steps_.empty()) throw std::logic_error("speculative_decoding: finish() before any step");
-    const bool greedy = method_ == sd::Method::speculative_greedy || settings_.sampling.temperature == 0.0f;
+    const bool greedy = settings_.sampling.temperature == 0.0f;
     // One more generation of each prompt, untimed, with the rule compared at every tested
-    // position and both caches against a fresh prefill of what was accepted.
+    // position, both caches against a fresh prefill of what was accepted after the first pass
+    // that rejected a draft, and again at the end.
     Tally checked;
     double cache_error = 0.0;
     std::vector<std::vector<std::int32_t>> tokens;
     for (std::size_t i = 0; i < prompts_.size(); ++i) {
-      const sd::Generation g = generate(method_, i, true);
+      bool seen = false;
+      const auto after_rejection = [&](std::span<const std::int32_t> sequence, bool rejected) {
+        if (!rejected || seen) return;
+        seen = true;
+        cache_error = std::max(cache_error, decoder_.check_caches(sequence));
+      };
+      const sd::Generation g = generate(method_, i, true, after_rejection);
       checked.add(g);
       std::vector<std::int32_t> sequence = prompts_[i];
       sequence.insert(sequence.end(), g.tokens.begin(), g.tokens.end());
@@ -301,10 +312,12 @@ class SpeculativeRun : public Run {
     return decoder;
   }
 
-  sd::Generation generate(sd::Method method, std::size_t prompt, bool check) {
+  sd::Generation generate(sd::Method method, std::size_t prompt, bool check,
+                          std::function<void(std::span<const std::int32_t>, bool)> after_pass = {}) {
     sd::Settings s = settings_;
     s.sampling.seed = rng::bits(seed_, 100 + prompt);
     s.check_rule = check;
+    s.after_pass = std::move(after_pass);
     return decoder_.generate(method, prompts_[prompt], gen_tokens_, s);
   }
 
