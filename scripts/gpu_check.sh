@@ -104,6 +104,12 @@ step quantization_gemv "$bin/aiopt" bench --technique quantization --device cuda
 # on the CPU only).
 step lora "$bin/aiopt" bench --technique lora --device cuda --progress never --variant full_finetune,lora \
   -o "$out/lora.json" -o "$out/lora.md"
+# speculative decoding on small (cached by the lora step) with the tiny draft: the acceptance rule,
+# greedy and prompt lookup at four values of gamma; on a GPU a (γ+1)-token verify pass should cost
+# about one step, the formula's assumption the CPU breaks.
+step speculative_decoding "$bin/aiopt" bench --technique speculative_decoding --device cuda --progress never \
+  --variant speculative,speculative_greedy,prompt_lookup --set gamma=1,2,4,8 \
+  -o "$out/speculative_decoding.json" -o "$out/speculative_decoding.md"
 step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4
 # Training on the GPU: the CUDA backward, optimizer and trainer end to end (loss must fall as on
 # the CPU).
