@@ -30,6 +30,7 @@
 #include "core/error.hpp"
 #include "core/fault.hpp"
 #include "core/rng.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/decoding.hpp"
 #include "nn/model_cache.hpp"
 #include "support/chi_square.hpp"
@@ -403,6 +404,39 @@ TEST_CASE("bad speculative decoding parameters exit 2 before anything runs", "[s
     CHECK(r.err.find(set.substr(0, set.find('='))) != std::string::npos);
     CHECK(r.out.find("\"results\"") == std::string::npos);
   }
+}
+
+TEST_CASE("a draft checkpoint with another vocabulary or more parameters than the target exits 2", "[speculative_decoding][cli]") {
+  test::TempDir dir;
+  const std::string other_vocab = dir.file("vocab300.safetensors"), larger = dir.file("larger.safetensors");
+  nn::save_checkpoint(nn::GptWeights::initialize({.layers = 1, .channels = 32, .heads = 2, .context = 64, .vocab = 300},
+                                                 1, Device::cpu()),
+                      other_vocab);
+  nn::save_checkpoint(nn::GptWeights::initialize({.layers = 4, .channels = 128, .heads = 4, .context = 128, .vocab = 256},
+                                                 1, Device::cpu()),
+                      larger);
+  for (const auto& [file, words] : {std::pair{other_vocab, "vocabulary"}, std::pair{larger, "larger than the target"},
+                                    std::pair{dir.file("missing.safetensors"), "missing.safetensors"}}) {
+    INFO(file);
+    const auto r = run_aiopt({"bench", "--technique", "speculative_decoding", "--variant", "speculative", "--quick",
+                              "--device", "cpu", "--set", "draft_checkpoint=" + file, "--format", "json"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(words) != std::string::npos);
+    CHECK(r.out.find("\"results\"") == std::string::npos);
+  }
+}
+
+TEST_CASE("a draft from a checkpoint file drafts as the same model from the cache", "[speculative_decoding]") {
+  test::TestModelCache cache;
+  test::TempDir dir;
+  const std::string file = dir.file("draft.safetensors");
+  nn::save_checkpoint(cpu_models().draft->weights(), file);
+  const auto from_cache = aiopt::test::run_case(*technique, make_case("speculative"), Device::cpu(), 1);
+  const auto from_file = aiopt::test::run_case(
+      *technique, make_case("speculative", {{"draft_checkpoint", file}}), Device::cpu(), 1);
+  CHECK(metric(from_file, "acceptance_rate").value == metric(from_cache, "acceptance_rate").value);
+  CHECK(metric(from_file, "target_passes").value == metric(from_cache, "target_passes").value);
+  CHECK(metric(from_file, "draft_weight_bytes").value == metric(from_cache, "draft_weight_bytes").value);
 }
 
 TEST_CASE("a prompt file too short for a prompt exits 2 naming it", "[speculative_decoding][cli]") {

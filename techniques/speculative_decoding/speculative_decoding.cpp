@@ -11,7 +11,9 @@
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "harness/statistics.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/model_cache.hpp"
+#include "nn/pretrained.hpp"
 #include "techniques/technique_parts.hpp"
 
 namespace aiopt {
@@ -32,6 +34,9 @@ static std::vector<ParamSpec> params() {
       choice_param("draft", "tiny", std::nullopt, {"tiny", "small", "medium", "distilled"}, "",
                    "the draft model: a preset trained on the target's windows, or distilled: tiny distilled from "
                    "the target (T = 2, alpha = 0.5); speculative and speculative_greedy only"),
+      string_param("draft_checkpoint", "",
+                   "a draft model's weights in place of the draft preset: aiopt's safetensors file or a Hugging "
+                   "Face GPT-2 folder, with the target's vocabulary and at most its size"),
       integer_param("draft_steps", 0, 60, 0, unbounded, "steps",
                     "the draft's training steps; 0: its recipe's (a weaker draft shows a lower acceptance)"),
       integer_param("gamma", 4, 3, 1, 16, "tokens", "γ: tokens drafted per target pass"),
@@ -101,11 +106,19 @@ void sd::check_pair(const nn::GptConfig& target, const nn::GptConfig& draft, con
                      "); allowed: a draft at most the target's size");
 }
 
-// The positions every model of the case was trained on.
+nn::GptConfig sd::draft_model(const Case& c) {
+  const std::string& path = c.params.string("draft_checkpoint");
+  if (path.empty()) return draft_config(c).model;
+  const nn::CheckpointSource source = nn::open_checkpoint(path);
+  return nn::checkpoint_config(source.files, source.hints);
+}
+
+// The positions every model of the case was trained on (a draft checkpoint's: its context).
 static std::size_t trained_window(const Case& c, sd::Method method) {
   std::size_t window = sd::target_config(c).seq_len;
-  if (sd::uses_draft_model(method)) window = std::min(window, sd::draft_config(c).seq_len);
-  return window;
+  if (!sd::uses_draft_model(method)) return window;
+  const bool file = !c.params.string("draft_checkpoint").empty();
+  return std::min(window, file ? sd::draft_model(c).context : sd::draft_config(c).seq_len);
 }
 
 std::vector<std::vector<std::int32_t>> sd::make_prompts(const Case& c) {
@@ -354,7 +367,10 @@ class SpeculativeRun : public Run {
 static void check(const Case& c, DeviceKind) {
   const sd::Method method = sd::methods().parse(c.variant);
   const nn::TrainConfig target = sd::target_config(c);
-  if (sd::uses_draft_model(method)) sd::check_pair(target.model, sd::draft_config(c).model, c.params.string("draft"));
+  if (sd::uses_draft_model(method)) {
+    const std::string& file = c.params.string("draft_checkpoint");
+    sd::check_pair(target.model, sd::draft_model(c), file.empty() ? c.params.string("draft") : file);
+  }
   const auto P = static_cast<std::size_t>(c.params.integer("prompt_len"));
   const auto G = static_cast<std::size_t>(c.params.integer("gen_tokens"));
   const std::size_t window = trained_window(c, method);
@@ -375,7 +391,9 @@ static std::unique_ptr<Run> start(const Case& c, const Device& device) {
   std::unique_ptr<nn::Gpt> draft;
   std::size_t draft_bytes = 0;
   if (sd::uses_draft_model(method)) {
-    nn::GptWeights weights = nn::trained_model(sd::draft_config(c), device).weights;
+    const std::string& file = c.params.string("draft_checkpoint");
+    nn::GptWeights weights =
+        file.empty() ? nn::trained_model(sd::draft_config(c), device).weights : nn::pretrained_weights(file, device);
     // The draft's weights as the tracked allocator counts them on the device.
     const std::size_t before = memory::usage(device).current;
     draft = std::make_unique<nn::Gpt>(weights.to(device));

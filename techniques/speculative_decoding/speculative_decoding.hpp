@@ -34,6 +34,9 @@ nn::TrainConfig target_config(const Case& c);
 // long as the target's (where its context allows), `draft_steps` steps when set, and for
 // `distilled` knowledge distillation from the target (T = 2, α = 0.5).
 nn::TrainConfig draft_config(const Case& c);
+// The draft's dimensions: draft_config's model, or the `draft_checkpoint`'s (headers and
+// config.json read, no tensor). InputError naming the file when it is not a checkpoint.
+nn::GptConfig draft_model(const Case& c);
 inline constexpr float distillation_temperature = 2.0f;
 inline constexpr float distillation_alpha = 0.5f;
 
