@@ -646,59 +646,84 @@ def distillation_loss_curves(figs, technique, results):
 
 
 def speculative_gamma(figs, technique, results):
-    """Against γ, a line per variant (and draft): the acceptance rate α and the tokens per target
-    pass beside (1 − α^(γ+1))/(1 − α) (left); the measured speedup beside Leviathan's prediction
-    and the prediction with the measured verify cost (right), the best measured γ of each line
-    marked."""
+    """Against γ, a colour per variant (and draft): the acceptance rate α (dotted), the tokens per
+    target pass (solid) beside (1 − α^(γ+1))/(1 − α) (dashed) on the left; the measured speedup
+    (solid) beside Leviathan's prediction (dashed) and the prediction with the measured verify
+    cost (dotted) on the right, the best measured γ of each colour starred and named."""
     lines = collections.OrderedDict()
     for r in results:
         if metric(r, "acceptance_rate") is None or "gamma" not in r["params"]:
             continue
-        lines.setdefault((r["variant"], case_key(r, leave_out=("gamma",))), []).append(r)
+        params = {k: v for k, v in r["params"].items()
+                  if not (r["variant"] == "prompt_lookup" and k.startswith("draft"))}
+        lines.setdefault((r["variant"], params_text(params, ("gamma",))), []).append(r)
     if not any(len({r["params"]["gamma"] for r in rs}) > 1 for rs in lines.values()):
         figs.skip(technique, "gamma", "no variant ran at two or more values of gamma (sweep it, e.g. --set gamma=1-16*2)")
         return
-    # A line is named by its variant and the parameters that differ between lines.
-    varying = set()
-    for rs in lines.values():
-        for k in rs[0]["params"]:
-            if k != "gamma" and len({str(o[0]["params"].get(k)) for o in lines.values()}) > 1:
-                varying.add(k)
+    # A colour is named by its variant and the parameters that differ between the lines.
+    values = collections.defaultdict(set)
+    for _, text in lines:
+        for item in filter(None, text.split(",")):
+            key, _, value = item.partition("=")
+            values[key].add(value)
+    varying = {k for k, v in values.items() if len(v) > 1}
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
     plt = figs.plt
-    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    gammas_all = set()
     for i, ((variant, _), rs) in enumerate(lines.items()):
         rs.sort(key=lambda r: r["params"]["gamma"])
         colour = colours[i % len(colours)]
-        name = variant + "".join(f" {k}={rs[0]['params'][k]}" for k in sorted(varying))
+        # A parameter at 0 keeps its default (aiopt's convention), so it is left out of the name.
+        name = variant + "".join(f" {k}={rs[0]['params'][k]}" for k in sorted(varying) if k in rs[0]["params"]
+                                 and str(rs[0]["params"][k]) != "0"
+                                 and not (variant == "prompt_lookup" and k.startswith("draft")))
         gammas = [r["params"]["gamma"] for r in rs]
+        gammas_all.update(gammas)
 
-        def plot(ax, metric_name, style, label, marker="o"):
+        def plot(ax, metric_name, style, marker, label=None):
             points = [(g, metric(r, metric_name)) for g, r in zip(gammas, rs) if metric(r, metric_name) is not None]
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, linestyle=style,
-                        marker=marker, markersize=4, label=label, gid=DATA)
+                        marker=marker, markersize=3.5, label=label, gid=DATA)
             return points
 
-        plot(ax_a, "acceptance_rate", ":", f"{name}: α", marker="^")
-        plot(ax_a, "tokens_per_pass", "-", f"{name}: tokens/pass")
-        plot(ax_a, "tokens_per_pass_predicted", "--", f"{name}: (1−α^(γ+1))/(1−α)", marker="x")
-        measured = plot(ax_s, "speedup", "-", f"{name}: measured")
-        plot(ax_s, "speedup_predicted", "--", f"{name}: predicted (verify = 1 step)", marker="x")
-        plot(ax_s, "speedup_predicted_measured_verify", ":", f"{name}: predicted, measured verify", marker="+")
-        if measured:
-            best = max(measured, key=lambda p: p[1])
-            ax_s.plot([best[0]], [best[1]], marker="*", markersize=14, color=colour, linestyle="none")
-            ax_s.annotate(f"best γ={best[0]}: {best[1]:.2f}x", best, textcoords="offset points", xytext=(4, 6),
-                          fontsize=7, color=colour)
-    ax_s.axhline(1.0, color="0.4", linewidth=0.8, linestyle="-")
-    ax_a.set_ylabel("α (acceptance)  ·  tokens per target pass")
+        plot(ax_a, "acceptance_rate", ":", "^")
+        plot(ax_a, "tokens_per_pass", "-", "o")
+        plot(ax_a, "tokens_per_pass_predicted", "--", "x")
+        measured = plot(ax_s, "speedup", "-", "o")
+        plot(ax_s, "speedup_predicted", "--", "x")
+        plot(ax_s, "speedup_predicted_measured_verify", ":", "+")
+        best = max(measured, key=lambda p: p[1]) if measured else None
+        if best:
+            ax_s.plot([best[0]], [best[1]], marker="*", markersize=13, color=colour, linestyle="none")
+        ax_s.plot([], [], color=colour, linewidth=3,
+                  label=name + (f" (best γ {best[0]}: {best[1]:.2f}x)" if best else ""))
+    ax_s.axhline(1.0, color="0.3", linewidth=0.8)
+    ax_a.set_ylabel("tokens per target pass  ·  α (dotted)")
     ax_s.set_ylabel("speedup over the target alone (x)")
+    from matplotlib.lines import Line2D
+    ax_a.legend(handles=[Line2D([], [], color="0.3", linestyle="-", marker="o", label="tokens per pass, measured"),
+                         Line2D([], [], color="0.3", linestyle="--", marker="x", label="(1 − α^(γ+1)) / (1 − α)"),
+                         Line2D([], [], color="0.3", linestyle=":", marker="^", label="α, acceptance rate")],
+                fontsize=7, loc="center right")
+    styles = ax_s.legend(handles=[Line2D([], [], color="0.3", linestyle="-", marker="o", label="measured"),
+                                  Line2D([], [], color="0.3", linestyle="--", marker="x",
+                                         label="predicted, verify = 1 step"),
+                                  Line2D([], [], color="0.3", linestyle=":", marker="+",
+                                         label="predicted, measured verify cost")],
+                         fontsize=7, loc="upper right")
+    ax_s.add_artist(styles)
+    handles = [h for h in ax_s.get_lines() if h.get_label() and not h.get_label().startswith("_")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    ticks = sorted(gammas_all)
     for ax in (ax_a, ax_s):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("γ (tokens drafted per pass)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
     fig.suptitle("speculative_decoding: acceptance, tokens per pass and speedup against γ", fontsize=9)
+    fig.subplots_adjust(bottom=0.24)
     figs.save(fig, "speculative_decoding_gamma", technique, "gamma")
 
 

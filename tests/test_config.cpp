@@ -735,7 +735,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
                                                "lora qv 32", "lora qv 64", "lora all 1", "lora all 4", "lora all 8",
                                                "lora all 16", "lora all 64", "qlora qv 8"});
 
-  // The speculative decoding sweep: two drafts under the rule and greedily, and prompt lookup,
+  // The speculative decoding sweep: three drafts under the rule and greedily, and prompt lookup,
   // each at eight values of gamma, every case valid (each beside the target alone).
   const ExperimentFile sd = load_experiment_file(root + "/configs/speculative_decoding.yaml", real);
   std::map<std::string, int> sd_cases;
@@ -745,6 +745,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
     ++sd_cases[p.c.variant + (p.c.variant == "prompt_lookup" ? "" : " " + p.c.params.string("draft"))];
   }
   CHECK(sd_cases == std::map<std::string, int>{{"speculative tiny", 8}, {"speculative distilled", 8},
-                                               {"speculative_greedy tiny", 8}, {"speculative_greedy distilled", 8},
+                                               {"speculative small", 8}, {"speculative_greedy tiny", 8},
+                                               {"speculative_greedy distilled", 8}, {"speculative_greedy small", 8},
                                                {"prompt_lookup", 8}});
 }

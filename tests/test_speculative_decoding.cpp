@@ -334,6 +334,17 @@ TEST_CASE("the speculative decoding technique declares its contract", "[speculat
   CHECK(draft.model.layers == nn::preset("tiny").layers);
   CHECK(draft.seq_len == sd::target_config(c).seq_len);
   CHECK(draft.steps == 60);  // the quick draft_steps
+  // The target's recipe on the draft's model, with the draft's overrides.
+  CHECK(draft.batch == sd::target_config(c).batch);
+  CHECK(draft.schedule.peak_lr == sd::target_config(c).schedule.peak_lr);
+  const nn::TrainConfig narrow = sd::draft_config(make_case(
+      "speculative", {{"target", std::string("small")}, {"draft", std::string("small")},
+                      {"draft_layers", std::int64_t{2}}, {"draft_channels", std::int64_t{128}},
+                      {"draft_heads", std::int64_t{4}}, {"draft_steps", std::int64_t{0}}}));
+  CHECK(narrow.model.layers == 2);
+  CHECK(narrow.model.channels == 128);
+  CHECK(narrow.model.heads == 4);
+  CHECK(narrow.steps == sd::target_config(c).steps);
 }
 
 TEST_CASE("every variant's quick run passes its checks and reports the trade-off", "[speculative_decoding]") {
@@ -396,7 +407,7 @@ TEST_CASE("a draft with another vocabulary or more parameters than the target is
 
 TEST_CASE("bad speculative decoding parameters exit 2 before anything runs", "[speculative_decoding][cli]") {
   for (const std::string set : {"gamma=0", "gamma=17", "draft=small", "prompt_len=60", "temperature=-1", "ngram=0",
-                                "draft=large"}) {
+                                "draft=large", "draft_heads=3", "draft_channels=512"}) {
     INFO(set);
     const auto r = run_aiopt({"bench", "--technique", "speculative_decoding", "--variant", "speculative", "--quick",
                               "--device", "cpu", "--set", set, "--format", "json"});

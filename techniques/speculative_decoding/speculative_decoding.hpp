@@ -30,14 +30,16 @@ const VariantTable<Method>& methods();
 
 // The target's training recipe: nn::standard_training of the `target` preset.
 nn::TrainConfig target_config(const Case& c);
-// The draft's: nn::standard_training of the `draft` preset (tiny for `distilled`) on windows as
-// long as the target's (where its context allows), `draft_steps` steps when set, and for
-// `distilled` knowledge distillation from the target (T = 2, α = 0.5).
+// The draft's: the target's recipe (corpus, batch, windows where the draft's context holds
+// them, budget and schedule) on the `draft` preset's model (tiny for `distilled`) with the
+// `draft_layers`, `draft_channels`, `draft_heads` overrides, `draft_steps` steps when set, and for
+// `distilled` knowledge distillation from the target at T = 1, α = 0.5 (knowledge_distillation's best measured mix). InputError naming the
+// overrides when they do not make a model.
 nn::TrainConfig draft_config(const Case& c);
 // The draft's dimensions: draft_config's model, or the `draft_checkpoint`'s (headers and
 // config.json read, no tensor). InputError naming the file when it is not a checkpoint.
 nn::GptConfig draft_model(const Case& c);
-inline constexpr float distillation_temperature = 2.0f;
+inline constexpr float distillation_temperature = 1.0f;
 inline constexpr float distillation_alpha = 0.5f;
 
 // Throws InputError when the draft cannot serve the target: another vocabulary, or more
