@@ -1,5 +1,6 @@
 #include "techniques/registry.hpp"
 
+#include "techniques/dynamic_batching/dynamic_batching.hpp"
 #include "techniques/flash_attention/flash_attention.hpp"
 #include "techniques/gradient_accumulation/gradient_accumulation.hpp"
 #include "techniques/gradient_checkpointing/gradient_checkpointing.hpp"
@@ -28,6 +29,7 @@ const TechniqueList& techniques() {
     l.push_back(make_lora());
     l.push_back(make_linear_attention());
     l.push_back(make_knowledge_distillation());
+    l.push_back(make_dynamic_batching());
     l.push_back(make_tensor_fusion());
     l.push_back(make_gradient_accumulation());
     l.push_back(make_lr_scheduling());

@@ -5,11 +5,13 @@
 // tensor from the tracked allocator. The device is the weights' device.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
 #include "core/tensor.hpp"
 #include "nn/kv_cache.hpp"
+#include "nn/paged_kv_cache.hpp"
 #include "nn/weights.hpp"
 
 namespace aiopt::nn {
@@ -51,12 +53,31 @@ class Gpt {
   Tensor step(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len, KvCache& cache,
               Logits which = Logits::last);
 
+  // One step of a ragged batch through a paged KV cache (iteration-level scheduling): sequence i
+  // brings batch[i].tokens new tokens (a prefill chunk or one decode token) at positions
+  // [cache.length(id), + its count), for which the cache already holds blocks
+  // (PagedKvCache::reserve), and all of them run as one set of products. Returns the logits of each
+  // sequence's last new position, (sequences, vocab) on the model's device. Throws InputError for
+  // an empty batch or sequence, a sequence twice, a token outside the vocabulary, or positions
+  // past the context or the sequence's blocks.
+  struct RaggedSequence {
+    std::size_t id;
+    std::span<const std::int32_t> tokens;
+  };
+  Tensor step(std::span<const RaggedSequence> batch, PagedKvCache& cache);
+
   // The whole sequence from position 0 with a scratch f32 cache of `len` positions (what
   // recompute-style generation runs at every step). tokens: (batch, len).
   Tensor forward(std::span<const std::int32_t> tokens, std::size_t batch, std::size_t len,
                  Logits which = Logits::all);
 
  private:
+  // The blocks over the residual stream x ((rows, C), updated in place), the same for every kind
+  // of step; `attention(layer, qkv, out)` turns the fused projection's rows (rows, 3C) into the
+  // merged heads (rows, C), writing the layer's keys and values into its cache on the way.
+  using Attention = std::function<void(std::size_t layer, const float* qkv, float* out)>;
+  void run_blocks(Tensor& x, std::size_t rows, const Attention& attention) const;
+
   GptWeights weights_;
   void* stream_ = nullptr;
   std::shared_ptr<const LinearLayers> linear_layers_;
