@@ -21,6 +21,7 @@
 #include "kernels/cpu/kv_int8.hpp"
 #include "kernels/cpu/layernorm.hpp"
 #include "kernels/cpu/lora.hpp"
+#include "kernels/cpu/paged_attention.hpp"
 #include "kernels/cpu/precision.hpp"
 #if AIOPT_HAVE_CUDA
 #include "kernels/cuda/activation.hpp"
@@ -35,6 +36,7 @@
 #include "kernels/cuda/kv_int8.hpp"
 #include "kernels/cuda/layernorm.hpp"
 #include "kernels/cuda/lora.hpp"
+#include "kernels/cuda/paged_attention.hpp"
 #include "kernels/cuda/precision.hpp"
 #endif
 
@@ -103,6 +105,12 @@ struct DeviceOps {
   AIOPT_DEVICE_OP(lora_merge)
   AIOPT_DEVICE_OP(lora_unmerge)
   AIOPT_DEVICE_OP(lora_init)
+
+  // ---- ragged batches through a paged KV cache (kernels/*/paged_attention)
+  AIOPT_DEVICE_OP(embedding_at)
+  AIOPT_DEVICE_OP(paged_kv_write)
+  AIOPT_DEVICE_OP(paged_attention)
+  AIOPT_DEVICE_OP(gather_rows)
 
   // ---- the linear layers, whose CUDA products follow `products`
 
