@@ -2,7 +2,8 @@
 // a ragged batch through shuffled block tables against the float64 reference, sequence by
 // sequence, at block sizes 1, 4 and 16 and with scores near ±500; the split of qkv into q and the
 // pools, read back through the tables; the embedding at explicit positions; the row gather; the
-// checks made before anything is written; and ([gpu]) every CUDA kernel against its CPU twin.
+// checks made before anything is written (and by check_paged_batch alone); and ([gpu]) every CUDA
+// kernel against its CPU twin.
 //
 // A batch mixes every kind of sequence a step of iteration-level batching holds: a prefill chunk
 // from position 0, a later chunk after existing context, and decode rows (q_len 1) at contexts of
@@ -364,6 +365,7 @@ TEST_CASE("paged kernels reject a bad batch before writing anything", "[paged_at
   auto both_throw = [&]<class E>(const PagedBatch& b) {
     CHECK_THROWS_AS(cpu::paged_attention(g.q.data(), g.k_pool.data(), g.v_pool.data(), out.data(), b), E);
     CHECK_THROWS_AS(cpu::paged_kv_write(qkv.data(), q.data(), g.k_pool.data(), g.v_pool.data(), b), E);
+    CHECK_THROWS_AS(cpu::check_paged_batch(b), E);
     untouched();
   };
   const std::size_t last = static_cast<std::size_t>(g.table_start.back()) + 2;  // the last sequence's third block
@@ -394,6 +396,7 @@ TEST_CASE("paged kernels reject a bad batch before writing anything", "[paged_at
     both_throw.operator()<std::invalid_argument>(b);
   }
   SECTION("the unchanged batch passes") {
+    CHECK_NOTHROW(cpu::check_paged_batch(g.batch()));
     cpu::paged_attention(g.q.data(), g.k_pool.data(), g.v_pool.data(), out.data(), g.batch());
     CHECK(std::count(out.begin(), out.end(), sentinel) == 0);
   }
@@ -555,7 +558,7 @@ TEST_CASE("cuda embedding_at and gather_rows equal the CPU's bit for bit", "[pag
     const std::vector<float> clamped = download(y);
     std::size_t off = 0;
     for (std::size_t c = 0; c < channels; ++c)
-      off += clamped[c] != wte[(vocab - 1) * channels + c] + wpe[c];
+      off += clamped[c] != wte[(vocab - 1) * channels + c] + wpe[(context - 1) * channels + c];
     CHECK(off == 0);
 
     const std::vector<std::int32_t> picks = {39, 0, 5, 5, 20, 1};

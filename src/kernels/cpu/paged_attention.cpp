@@ -72,6 +72,8 @@ std::size_t checked_batch(const PagedBatch& b, const char* who) {
 
 }  // namespace
 
+void check_paged_batch(const PagedBatch& batch) { checked_batch(batch, "paged batch"); }
+
 void embedding_at(const std::int32_t* tokens, const std::int32_t* positions, const float* wte, const float* wpe,
                   float* y, std::size_t rows, std::size_t vocab, std::size_t context, std::size_t channels) {
   // Every index is checked before anything is written, so a bad one leaves y untouched.

@@ -20,6 +20,8 @@ void embedding_at(const std::int32_t* tokens, const std::int32_t* positions, con
 // + p / block_size] for p < context[s], in [0, blocks) (std::out_of_range). Not checkable here:
 // that a table is as long as that (the tables carry no lengths), and that no two new rows of a
 // step share a slot (a block shared by two sequences must only be read).
+// check_paged_batch makes them alone, for a batch built on the host for the CUDA kernels.
+void check_paged_batch(const PagedBatch& batch);
 
 // Splits qkv into q and writes every new row's key and value into its slot of the pools.
 void paged_kv_write(const float* qkv, float* q, float* k_pool, float* v_pool, const PagedBatch& batch);
