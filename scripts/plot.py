@@ -16,6 +16,8 @@ SVG into OUTDIR:
   gradient_checkpointing_memory   activation memory and step time against k
   quantization_bytes_error   weight bytes against error
   speculative_decoding_gamma acceptance, tokens per pass and speedup (measured, predicted) against γ
+  dynamic_batching_latency   p99 TTFT against achieved tokens/s, achieved against offered requests/s,
+                             each variant's saturation rate starred (needs 2+ rate)
 
 and OUTDIR/figures.json, which lists every figure with the number of points drawn in it (counted
 from the drawn artists), and every figure it could not draw with the reason. A technique it does
@@ -727,6 +729,95 @@ def speculative_gamma(figs, technique, results):
     figs.save(fig, "speculative_decoding_gamma", technique, "gamma")
 
 
+def saturation(points):
+    """The largest offered rate whose achieved rate keeps up with it (requests_per_s >= 0.9 ×
+    rate), from (rate, requests_per_s) pairs; None when none does."""
+    kept = [rate for rate, achieved in points if achieved is not None and achieved >= 0.9 * rate]
+    return max(kept) if kept else None
+
+
+def dynamic_batching_latency(figs, technique, results):
+    """A line per variant (and group of its other parameters), its points in order of the offered
+    rate λ: p99 time to first token (log) against the achieved output tokens/s on the left; the
+    achieved requests/s against λ on the right, beside y = x (dashed). Each line's saturation
+    point, the largest λ it serves at 90% or more, is starred on both panels and named in the
+    legend."""
+    lines = collections.OrderedDict()
+    for r in results:
+        if "rate" not in r["params"] or metric(r, "requests_per_s") is None:
+            continue
+        lines.setdefault((r["variant"],) + case_key(r, ("rate",)), []).append(r)
+    one_rate = [key for key, rs in lines.items() if len({r["params"]["rate"] for r in rs}) < 2]
+    for key in one_rate:
+        del lines[key]
+    if not lines:
+        figs.skip(technique, "latency", "no variant ran at two or more offered rates "
+                  "(sweep rate, e.g. --set rate=1,2,4,8,16)")
+        return
+    # A line is named by its variant and the parameters (and device) that differ between the lines.
+    values = collections.defaultdict(set)
+    for _, device, text in lines:
+        values["device"].add(device)
+        for item in filter(None, text.split(",")):
+            k, _, v = item.partition("=")
+            values[k].add(v)
+    varying = sorted(k for k, v in values.items() if len(v) > 1)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+    plt = figs.plt
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.6))
+    rates_all, notes = set(), []
+    for i, ((variant, device, _), rs) in enumerate(lines.items()):
+        rs.sort(key=lambda r: r["params"]["rate"])
+        colour = colours[i % len(colours)]
+        params = dict(rs[0]["params"], device=device)
+        name = variant + "".join(f" {k}={params[k]}" for k in varying if k in params)
+        rates = [r["params"]["rate"] for r in rs]
+        achieved = [metric(r, "requests_per_s") for r in rs]
+        rates_all.update(rates)
+        left = [(metric(r, "output_tokens_per_s"), metric(r, "ttft_p99_ms"), r["params"]["rate"]) for r in rs]
+        left = [p for p in left if p[0] is not None and p[1] is not None and p[1] > 0]
+        if left:
+            ax_l.plot([p[0] for p in left], [p[1] for p in left], color=colour, marker="o", markersize=4,
+                      gid=DATA)
+        ax_r.plot(rates, achieved, color=colour, marker="o", markersize=4, gid=DATA)
+        saturated = saturation(list(zip(rates, achieved)))
+        if saturated is None:
+            label = f"{name} (below 90% of λ at every rate)"
+        elif saturated == max(rates):
+            label = f"{name} (keeps up to {saturated:g} req/s, the highest λ)"
+        else:
+            label = f"{name} (saturates at {saturated:g} req/s)"
+        notes.append(label)
+        if saturated is not None:
+            star = dict(marker="*", markersize=14, color=colour, markeredgecolor="black", markeredgewidth=0.6,
+                        linestyle="none", zorder=4)
+            ax_r.plot([saturated], [achieved[rates.index(saturated)]], **star)
+            at = [p for p in left if p[2] == saturated]
+            if at:
+                ax_l.plot([at[0][0]], [at[0][1]], **star)
+        ax_r.plot([], [], color=colour, marker="o", label=label)
+    low, high = min(rates_all), max(rates_all)
+    ax_r.plot([low, high], [low, high], color="0.3", linestyle="--", linewidth=1, label="y = x (every request served)")
+    if low > 0 and high / low > 20:
+        ax_r.set_xscale("log")
+        ax_r.set_yscale("log")
+    if ax_l.get_lines():
+        ax_l.set_yscale("log")
+    ax_l.set_xlabel("achieved output tokens/s")
+    ax_l.set_ylabel("time to first token, p99 (ms)")
+    ax_r.set_xlabel("offered rate λ (requests/s)")
+    ax_r.set_ylabel("achieved requests/s")
+    for ax in (ax_l, ax_r):
+        ax.grid(alpha=0.3, which="both")
+    ax_r.legend(fontsize=7, loc="upper left")
+    fig.suptitle("dynamic_batching: tail latency against throughput, and the rate served against the rate offered\n"
+                 "(★ saturation: the largest λ served at 90% or more)", fontsize=9)
+    note = "; ".join(notes)
+    if one_rate:
+        note += "; left out, one rate only: " + ", ".join(key[0] for key in one_rate)
+    figs.save(fig, "dynamic_batching_latency", technique, "latency", note)
+
+
 # The figures each technique draws besides its trade-off and its series.
 SPECIFIC = {
     "flash_attention": [scaling],
@@ -737,6 +828,7 @@ SPECIFIC = {
     "lora": [lora_rank],
     "knowledge_distillation": [distillation_loss_curves],
     "speculative_decoding": [speculative_gamma],
+    "dynamic_batching": [dynamic_batching_latency],
 }
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """scripts/plot.py on reports of the quick suite: every figure exists, is non-empty, and holds as
 many points as the report has for it; a broken report exits 2; an unknown technique gets the
-generic trade-off and a note.
+generic trade-off and a note; dynamic_batching's latency figure on synthetic reports names each
+variant's saturation rate.
 
   tests/test_plot.py AIOPT PLOT_PY CI_CONFIG
 
@@ -58,6 +59,71 @@ def expected_tradeoff_points(results):
 
 def case_of(r, leave_out=()):
     return (r["device"], json.dumps({k: v for k, v in r["params"].items() if k not in leave_out}, sort_keys=True))
+
+
+def dynamic_batching_results(variants, rates):
+    """Synthetic dynamic_batching results: for each variant a result per offered rate, its
+    achieved requests/s `variants[name](rate)`, the other metrics made up but plausible."""
+    results = []
+    for variant, achieved_of in variants.items():
+        for rate in rates:
+            achieved = achieved_of(rate)
+            metrics = {"requests_per_s": achieved, "output_tokens_per_s": 64.0 * achieved,
+                       "ttft_p50_ms": 20.0 * rate, "ttft_p99_ms": 50.0 * rate * rate / achieved,
+                       "goodput_requests_per_s": 0.8 * achieved}
+            results.append({"technique": "dynamic_batching", "variant": variant, "device": "cpu",
+                            "params": {"rate": rate, "max_batch": 8}, "status": "ok",
+                            "metrics": {name: {"value": v} for name, v in metrics.items()}})
+    return results
+
+
+def write_report(path, results):
+    with open(path, "w") as f:
+        f.write(json.dumps({"schema": "aiopt-report/1", "context": {}}) + "\n")
+        for r in results:
+            f.write(json.dumps(r) + "\n")
+
+
+def check_dynamic_batching(plot, tmp):
+    """dynamic_batching_latency on synthetic reports: 2 variants × 3 rates and a variant at one
+    rate, left out and said so; a report with one rate per variant is not drawn, and why."""
+    results = dynamic_batching_results({
+        "static": lambda rate: min(rate, 2.0) * 0.95,  # keeps up at 2 only
+        "continuous": lambda rate: min(rate, 6.8),     # keeps up at 2 and 4; 85% of 8
+    }, [2, 4, 8]) + dynamic_batching_results({"dynamic": lambda rate: rate}, [4])
+    # A result without its p99 TTFT is drawn on the right panel only.
+    del results[1]["metrics"]["ttft_p99_ms"]
+    report = tmp / "serving.jsonl"
+    write_report(report, results)
+    out = tmp / "serving_figs"
+    run([sys.executable, plot, str(report), "-o", str(out)])
+    manifest = json.loads((out / "figures.json").read_text())
+    figures = {f["name"]: f for f in manifest["figures"]}
+    drawn = [r for r in results if r["variant"] != "dynamic"]
+    want = sum(1 for r in drawn if value(r, "ttft_p99_ms") is not None) + len(drawn)
+    got = figures.get("dynamic_batching_latency", {})
+    check(got.get("points") == want and got.get("lines") == 4,
+          f"dynamic_batching latency: {got.get('points')} points in {got.get('lines')} lines, "
+          f"the report holds {want} in 4")
+    for name in got.get("files", []):
+        check((out / name).stat().st_size > 1000, f"{name} exists and is not empty")
+    # The saturation rate, from the synthetic achieved rates: the largest λ served at 90%.
+    for variant in ("static", "continuous"):
+        kept = [r["params"]["rate"] for r in drawn if r["variant"] == variant
+                and value(r, "requests_per_s") >= 0.9 * r["params"]["rate"]]
+        label = f"{variant} (saturates at {max(kept)} req/s)"
+        check(label in got.get("note", ""), f"dynamic_batching latency names {label!r}: {got.get('note')}")
+    check("one rate only: dynamic" in got.get("note", ""), f"a variant at one rate is left out, and said so: "
+          f"{got.get('note')}")
+
+    single = tmp / "serving_single.jsonl"
+    write_report(single, dynamic_batching_results({"static": lambda rate: rate, "continuous": lambda rate: rate}, [4]))
+    out = tmp / "serving_single_figs"
+    run([sys.executable, plot, str(single), "-o", str(out), "--formats", "svg"])
+    manifest = json.loads((out / "figures.json").read_text())
+    check(not any(f["name"] == "dynamic_batching_latency" for f in manifest["figures"]) and
+          any(n["technique"] == "dynamic_batching" and n["kind"] == "latency" and "two or more" in n["why"]
+              for n in manifest["not_drawn"]), "dynamic_batching at one rate: latency not drawn, and why")
 
 
 def main():
@@ -167,6 +233,8 @@ def main():
         got = figures.get("speculative_decoding_gamma", {})
         check(len(drafted) >= 6 and got.get("points") == want,
               f"speculative_decoding gamma: {got.get('points')} points, the report holds {want}")
+
+        check_dynamic_batching(plot, tmp)
 
         # An unknown technique: the generic trade-off, said so.
         unknown = tmp / "unknown.jsonl"

@@ -274,6 +274,14 @@ TEST_CASE("lognormal lengths are clipped to 1 and MAX") {
     const auto clipped = lengths("lognormal:700,0,100");
     CHECK(clipped.max() == 100);
     CHECK(clipped.draw(9, 0) == 100);
+    // Lengths beyond 2^63: rounded and clipped without overflow.
+    const auto huge = lengths("lognormal:1e19,0,18446744073709551615");
+    CHECK(huge.min() == 10000000000000000000ULL);
+    CHECK(huge.draw(9, 0) == 10000000000000000000ULL);
+    const auto wide = lengths("lognormal:1e19,3,18446744073709551615");
+    for (std::uint64_t i = 0; i < 1000; ++i) CHECK(wide.draw(9, i) >= 1);
+    CHECK(std::isfinite(wide.mean()));
+    CHECK(wide.mean() <= 18446744073709551615.0);
   }
 }
 
@@ -364,6 +372,7 @@ TEST_CASE("malformed length distributions are refused naming the field and the t
       {"fixed:8x", "N \"8x\" is not a whole number"},
       {"fixed:8 9", "N \"8 9\" is not a whole number"},
       {"fixed:", "N \"\" is not a whole number"},
+      {"fixed:99999999999999999999999", "N 99999999999999999999999 is too large"},
       {"fixed:8,9", "fixed takes 1 number (fixed:N), got 2"},
       {"uniform:0,5", "LO 0 must be 1 or more"},
       {"uniform:3,-5", "HI -5 must be 1 or more"},

@@ -65,7 +65,10 @@ std::size_t length_field(std::string_view text, const std::string& name, const F
     return static_cast<std::size_t>(*v);
   }
   if (const auto v = number<unsigned long long>(text)) return static_cast<std::size_t>(*v);
-  if (const auto v = number<double>(text); v && *v < 1.0) fail(name + " " + std::string(text) + " must be 1 or more");
+  if (const auto v = number<double>(text)) {
+    if (*v < 1.0) fail(name + " " + std::string(text) + " must be 1 or more");
+    if (*v == std::floor(*v) && std::isfinite(*v)) fail(name + " " + std::string(text) + " is too large");
+  }
   fail(name + " " + in_quotes(text) + " is not a whole number");
   return 0;
 }
@@ -114,6 +117,14 @@ double gamma_draw(double shape, Draws& draws) {
   return g;
 }
 
+// x rounded to the nearest integer (halves away from 0) and clipped to [1, max]; compared as
+// doubles before the conversion, which a value of 2^63 or more would overflow.
+std::size_t rounded_length(double x, std::size_t max) {
+  const double r = std::round(x);
+  if (!(r < static_cast<double>(max))) return max;
+  return r < 1.0 ? 1 : static_cast<std::size_t>(r);
+}
+
 // P(X >= t) for X lognormal with log-median mu and log-sd sigma > 0.
 double lognormal_survival(double t, double mu, double sigma) {
   return 0.5 * std::erfc((std::log(t) - mu) / (sigma * std::numbers::sqrt2));
@@ -126,10 +137,7 @@ double lognormal_survival(double t, double mu, double sigma) {
 // Simpson's rule over log t, where the integrand t·S(t) is smooth.
 double lognormal_mean(double median, double sigma, std::size_t max) {
   const double mu = std::log(median);
-  if (sigma == 0.0) {
-    if (median >= static_cast<double>(max)) return static_cast<double>(max);
-    return static_cast<double>(std::max<long long>(1, std::llround(median)));
-  }
+  if (sigma == 0.0) return static_cast<double>(rounded_length(median, max));
   constexpr std::size_t exact_terms = 65536;
   double sum = 1.0;
   std::size_t k = 1;
@@ -203,7 +211,7 @@ LengthDistribution LengthDistribution::parse(const std::string& text, const std:
     d.sigma_ = *sigma;
     d.hi_ = d.max_given_ = length_field(fields[2], "MAX", fail);
     d.lo_ = 1;
-    if (d.sigma_ == 0.0) d.lo_ = d.hi_ = static_cast<std::size_t>(lognormal_mean(d.median_, 0.0, d.hi_));
+    if (d.sigma_ == 0.0) d.lo_ = d.hi_ = rounded_length(d.median_, d.hi_);
     d.mean_ = lognormal_mean(d.median_, d.sigma_, d.hi_);
   } else {
     fail("unknown distribution " + in_quotes(kind) + "; expected " + allowed_kinds);
@@ -222,9 +230,7 @@ std::size_t LengthDistribution::draw(std::uint64_t seed, std::uint64_t index) co
     case Kind::lognormal: {
       if (lo_ == hi_) return lo_;
       Draws draws(rng::bits(seed, index));
-      const double x = median_ * std::exp(sigma_ * draws.normal());
-      if (!(x < static_cast<double>(hi_))) return hi_;
-      return std::max<std::size_t>(1, static_cast<std::size_t>(std::llround(x)));
+      return rounded_length(median_ * std::exp(sigma_ * draws.normal()), hi_);
     }
   }
   return lo_;
