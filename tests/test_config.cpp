@@ -688,6 +688,7 @@ TEST_CASE("the shipped configs load and expand to the intended cases", "[config]
   CHECK(by_technique["lora"].size() == (3 + 2) * 2);  // variants × ranks; qlora on the CPU only
   CHECK(by_technique["knowledge_distillation"].size() == 2 * 2 * 2);  // variants × temperatures × devices
   CHECK(by_technique["speculative_decoding"].size() == 4 * 2 * 2);    // variants × gammas × devices
+  CHECK(by_technique["dynamic_batching"].size() == 4 * 2 * 2);        // variants × rates × devices
   CHECK(summary(by_technique["tensor_fusion"], {"chain", "rows", "hidden"}) ==
         std::vector<std::string>{
             "cpu unfused* chain=bias_gelu rows=256 hidden=256", "cpu fused chain=bias_gelu rows=256 hidden=256",

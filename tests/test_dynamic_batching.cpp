@@ -37,6 +37,7 @@
 #include "support/model_cache.hpp"
 #include "support/process.hpp"
 #include "support/technique_run.hpp"
+#include "techniques/dynamic_batching/calibration.hpp"
 #include "techniques/dynamic_batching/dynamic_batching.hpp"
 #include "techniques/dynamic_batching/executor.hpp"
 #include "techniques/dynamic_batching/serving_metrics.hpp"
@@ -72,7 +73,8 @@ std::vector<std::int32_t> random_tokens(std::size_t n, std::size_t vocab, std::u
 }
 
 std::vector<float> host(const Tensor& t) {
-  const Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
+  if (t.device().is_cpu()) return {t.data<float>(), t.data<float>() + t.numel()};
+  const Tensor h = t.to(Device::cpu());
   return {h.data<float>(), h.data<float>() + h.numel()};
 }
 
@@ -156,7 +158,7 @@ db::ServeLog serve_virtual(const std::vector<db::Request>& rs, const db::Schedul
     block_size = longest(rs);
   }
   nn::BlockTables tables(blocks, block_size);
-  db::VirtualExecutor exec(db::StepCost{step_ms, 0.0, 0.0, 0.0}, tables);
+  db::VirtualExecutor exec(db::StepCost{step_ms, 0.0, 0.0, 0.0, {}}, tables);
   return db::serve(rs, prompts_for(rs, 256), s, tables, exec);
 }
 
@@ -354,7 +356,7 @@ TEST_CASE("every request's greedy tokens under every policy equal its tokens gen
 // ---- the cost model and the metrics
 
 TEST_CASE("the step-cost fit recovers the costs of noiseless steps", "[dynamic_batching]") {
-  const db::StepCost truth{2.0, 0.05, 0.3, 0.01};
+  const db::StepCost truth{2.0, 0.05, 0.3, 0.01, {}};
   std::vector<db::StepShape> shapes;
   std::vector<double> ms;
   for (std::size_t n : {1, 2, 4, 8})
@@ -454,12 +456,19 @@ TEST_CASE("every variant's quick run passes its checks and reports its serving f
 
 TEST_CASE("the virtual clock agrees with the real one within 10 percent", "[dynamic_batching]") {
   test::TestModelCache cache;
-  const auto m = aiopt::test::run_case(*technique,
-                                       make_case("continuous", {{"requests", std::int64_t{60}}, {"rate", 30.0}}),
-                                       Device::cpu(), 1);
+  // Continuous batching of 1000 requests with long prompts, bursty arrivals at about half of what
+  // it serves with the tiny model here: the latencies are queues behind bursts, tens of
+  // milliseconds, not the machine's sub-millisecond jitter, and a p99 is the tenth longest of a
+  // thousand. (Sequential serving's p99 at these step times is made of the machine's stalls and
+  // moves by more than 10% between two real runs; the README shows it.)
+  const auto m = aiopt::test::run_case(
+      *technique,
+      make_case("continuous", {{"requests", std::int64_t{1000}}, {"rate", 250.0}, {"arrivals", std::string("bursty")},
+                               {"prompt_lens", std::string("uniform:32,96")}, {"output_lens", std::string("uniform:16,31")}}),
+      Device::cpu(), 1);
   for (const char* name : {"output_tokens_per_s", "ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99"}) {
-    INFO(name);
     const double r = metric(m, std::string("virtual_over_real_") + name).value;
+    INFO(name << ": virtual / real = " << r);
     CHECK(r >= 0.9);
     CHECK(r <= 1.1);
   }

@@ -169,6 +169,15 @@ Tensor Gpt::step(std::span<const RaggedSequence> batch, PagedKvCache& cache) {
   uploads.reserve(7);
   kernels::PagedBatch paged{seqs, rows, cfg.heads, cfg.head_dim(), paging.block_size(), paging.block_count(),
                             1.0f / std::sqrt(static_cast<float>(cfg.head_dim()))};
+  // The CPU kernels check the arrays themselves; the CUDA ones cannot read them, so here.
+  if (dev.is_cuda()) {
+    kernels::PagedBatch on_host = paged;
+    on_host.q_start = q_start.data();
+    on_host.context = context.data();
+    on_host.table_start = table_start.data();
+    on_host.block_tables = tables.data();
+    kernels::cpu::check_paged_batch(on_host);
+  }
   paged.q_start = on_device(q_start);
   paged.context = on_device(context);
   paged.table_start = on_device(table_start);

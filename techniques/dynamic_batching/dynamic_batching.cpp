@@ -150,7 +150,7 @@ bool uses_model(const Case& c) { return c.params.string("clock") == "real" || c.
 
 db::StepCost given_costs(const Case& c) {
   return {c.params.real("cost_fixed_ms"), c.params.real("cost_per_token_ms"), c.params.real("cost_per_sequence_ms"),
-          c.params.real("cost_per_kilo_key_read_ms")};
+          c.params.real("cost_per_kilo_key_read_ms"), {}};
 }
 
 // Prompts from the corpus's validation text: request i's from a seeded offset.
@@ -187,6 +187,13 @@ void add_summary(std::vector<Metric>& out, const db::ServingSummary& s, const st
   }
 }
 
+void add_costs(std::vector<Metric>& out, const db::StepCost& c) {
+  out.push_back(plain("cost_fixed_ms", c.fixed_ms, "ms", Better::lower, false));
+  out.push_back(plain("cost_per_token_ms", c.per_token_ms, "ms", Better::lower, false));
+  out.push_back(plain("cost_per_sequence_ms", c.per_sequence_ms, "ms", Better::lower, false));
+  out.push_back(plain("cost_per_kilo_key_read_ms", c.per_kilo_key_read_ms, "ms", Better::lower, false));
+}
+
 class ServingRun : public Run {
  public:
   ServingRun(const Case& c, const Device& device, Workload workload)
@@ -210,7 +217,7 @@ class ServingRun : public Run {
       log_ = db::serve(requests_, prompts_, settings_, cache_->tables(), exec);
     } else {
       nn::BlockTables tables(blocks_, block_size_);
-      db::VirtualExecutor exec(costs(), tables);
+      db::VirtualExecutor exec(costs(), tables, rng::bits(seed_, 14));
       log_ = db::serve(requests_, prompts_, settings_, tables, exec);
     }
   }
@@ -232,11 +239,7 @@ class ServingRun : public Run {
     out.push_back(plain("kv_waste_positions_per_sequence", s.kv_waste_positions_per_sequence, "", Better::lower));
     out.push_back(plain("kv_written_fraction", s.kv_written_fraction, "", Better::higher));
     if (!real_) {
-      const db::StepCost c = costs();
-      out.push_back(plain("cost_fixed_ms", c.fixed_ms, "ms", Better::lower, false));
-      out.push_back(plain("cost_per_token_ms", c.per_token_ms, "ms", Better::lower, false));
-      out.push_back(plain("cost_per_sequence_ms", c.per_sequence_ms, "ms", Better::lower, false));
-      out.push_back(plain("cost_per_kilo_key_read_ms", c.per_kilo_key_read_ms, "ms", Better::lower, false));
+      add_costs(out, costs());
       return out;
     }
     // The pool as the tracked allocator counted it, and its peak use at that size per block.
@@ -244,10 +247,17 @@ class ServingRun : public Run {
     out.push_back(plain("kv_peak_bytes", static_cast<double>(log_.peak_blocks * (pool_bytes_ / blocks_)), "B",
                         Better::lower));
     check_tokens(out);
-    // The virtual clock on the same stream, with costs measured on this machine now: how far its
-    // figures land from what the machine did.
-    const db::ServeLog virtual_log = replay(costs());
-    const db::ServingSummary v = db::summarize(virtual_log, settings_.max_batch, slo_);
+    // The step-cost model fitted to this run's own steps, and the virtual clock driven by it on
+    // the same stream: how far the scheduler on predicted time lands from what the machine did.
+    // Its coefficients are what costs=given takes for what-if runs.
+    std::vector<db::StepShape> shapes;
+    std::vector<double> ms;
+    for (const db::StepRecord& st : log_.steps) {
+      shapes.push_back(st.shape);
+      ms.push_back(st.ms);
+    }
+    const db::StepCost fitted = db::StepCost::fit(shapes, ms);
+    const db::ServingSummary v = db::summarize(replay(fitted), settings_.max_batch, slo_);
     auto ratio = [&](const std::string& name, double virt, double real) {
       out.push_back(plain("virtual_over_real_" + name, real > 0.0 ? virt / real : 0.0, "x", Better::higher, false));
     };
@@ -256,11 +266,7 @@ class ServingRun : public Run {
     ratio("ttft_p99", v.ttft_ms.p99, s.ttft_ms.p99);
     ratio("e2e_p50", v.e2e_ms.p50, s.e2e_ms.p50);
     ratio("e2e_p99", v.e2e_ms.p99, s.e2e_ms.p99);
-    const db::StepCost c = costs();
-    out.push_back(plain("cost_fixed_ms", c.fixed_ms, "ms", Better::lower, false));
-    out.push_back(plain("cost_per_token_ms", c.per_token_ms, "ms", Better::lower, false));
-    out.push_back(plain("cost_per_sequence_ms", c.per_sequence_ms, "ms", Better::lower, false));
-    out.push_back(plain("cost_per_kilo_key_read_ms", c.per_kilo_key_read_ms, "ms", Better::lower, false));
+    add_costs(out, fitted);
     return out;
   }
 
@@ -271,7 +277,7 @@ class ServingRun : public Run {
     return p;
   }
 
-  // The step costs: given, or measured once on the model.
+  // The virtual clock's step costs: given, or measured once on the model (calibration.hpp).
   db::StepCost costs() {
     if (!cost_) {
       const db::MeasuredSteps m =
@@ -284,7 +290,7 @@ class ServingRun : public Run {
 
   db::ServeLog replay(const db::StepCost& cost) const {
     nn::BlockTables tables(blocks_, block_size_);
-    db::VirtualExecutor exec(cost, tables);
+    db::VirtualExecutor exec(cost, tables, rng::bits(seed_, 14));
     return db::serve(requests_, prompts_, settings_, tables, exec);
   }
 

@@ -15,8 +15,13 @@ double RealExecutor::now() const {
 }
 
 void RealExecutor::wait_until(double t) {
-  std::this_thread::sleep_until(start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                             std::chrono::duration<double>(t)));
+  // Sleep to shortly before t, then poll: a sleeping thread wakes tens of microseconds late, and
+  // at this model's step times that would be a step's worth of latency no step caused.
+  const auto until = start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(t));
+  std::this_thread::sleep_until(until - std::chrono::microseconds(500));
+  while (std::chrono::steady_clock::now() < until) {
+  }
 }
 
 std::vector<std::int32_t> RealExecutor::run(std::span<const nn::Gpt::RaggedSequence> batch, const StepShape&) {
@@ -32,7 +37,7 @@ std::vector<std::int32_t> RealExecutor::run(std::span<const nn::Gpt::RaggedSeque
 
 std::vector<std::int32_t> VirtualExecutor::run(std::span<const nn::Gpt::RaggedSequence> batch, const StepShape& shape) {
   for (const auto& s : batch) tables_.advance(s.id, s.tokens.size());
-  now_ += std::max(cost_.predict_ms(shape), 0.0) * 1e-3;
+  now_ += cost_.sample_ms(shape, seed_, steps_++) * 1e-3;
   return std::vector<std::int32_t>(batch.size(), 0);
 }
 

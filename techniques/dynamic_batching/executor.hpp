@@ -27,11 +27,12 @@ class RealExecutor : public Executor {
   std::chrono::steady_clock::time_point start_;
 };
 
-// Runs no model: each step advances the time by the cost model's prediction and the tables'
-// lengths by the step's tokens.
+// Runs no model: each step advances the time by the cost model's time for it (StepCost::sample_ms,
+// seeded) and the tables' lengths by the step's tokens.
 class VirtualExecutor : public Executor {
  public:
-  VirtualExecutor(StepCost cost, nn::BlockTables& tables) : cost_(cost), tables_(tables) {}
+  VirtualExecutor(StepCost cost, nn::BlockTables& tables, std::uint64_t seed = 1)
+      : cost_(std::move(cost)), tables_(tables), seed_(seed) {}
   double now() const override { return now_; }
   void wait_until(double t) override { now_ = std::max(now_, t); }
   std::vector<std::int32_t> run(std::span<const nn::Gpt::RaggedSequence> batch, const StepShape& shape) override;
@@ -39,6 +40,8 @@ class VirtualExecutor : public Executor {
  private:
   StepCost cost_;
   nn::BlockTables& tables_;
+  std::uint64_t seed_;
+  std::uint64_t steps_ = 0;
   double now_ = 0.0;
 };
 

@@ -1,11 +1,13 @@
 #include "techniques/dynamic_batching/step_cost.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
 
 #include "core/error.hpp"
+#include "core/rng.hpp"
 
 namespace aiopt::dynamic_batching {
 
@@ -64,6 +66,12 @@ double StepCost::predict_ms(const StepShape& s) const {
   return fixed_ms * x[0] + per_token_ms * x[1] + per_sequence_ms * x[2] + per_kilo_key_read_ms * x[3];
 }
 
+double StepCost::sample_ms(const StepShape& s, std::uint64_t seed, std::uint64_t step) const {
+  const double mean = predict_ms(s);
+  if (residual_ms.empty()) return std::max(mean, 0.0);
+  return std::max(mean + residual_ms[rng::bits(seed, step) % residual_ms.size()], 0.0);
+}
+
 StepCost StepCost::fit(std::span<const StepShape> shapes, std::span<const double> ms) {
   if (shapes.size() != ms.size()) throw std::invalid_argument("StepCost::fit: shapes and times differ in count");
   if (shapes.size() < kFeatures)
@@ -73,16 +81,30 @@ StepCost StepCost::fit(std::span<const StepShape> shapes, std::span<const double
   std::array<double, kFeatures> c{};
   // Drop the most negative coefficient until none is negative (the constant term is kept).
   for (;;) {
-    if (!solve(shapes, ms, use, c))
-      throw InputError("step-cost model: the measured steps do not vary enough in tokens, sequences and keys read "
-                       "to separate their costs");
+    if (!solve(shapes, ms, use, c)) {
+      // A feature that does not vary apart from the others (one sequence per step, say) has no
+      // cost of its own to find: held at 0, in this order.
+      const std::size_t* drop = nullptr;
+      static constexpr std::size_t order[] = {2, 3, 1};
+      for (const std::size_t& f : order)
+        if (use[f]) {
+          drop = &f;
+          break;
+        }
+      if (drop == nullptr)
+        throw InputError("step-cost model: the measured steps are too few or too alike to fit even a constant");
+      use[*drop] = false;
+      continue;
+    }
     std::size_t worst = kFeatures;
     for (std::size_t f = 1; f < kFeatures; ++f)
       if (use[f] && c[f] < 0.0 && (worst == kFeatures || c[f] < c[worst])) worst = f;
     if (worst == kFeatures) break;
     use[worst] = false;
   }
-  return {std::max(c[0], 0.0), c[1], c[2], c[3]};
+  StepCost cost{std::max(c[0], 0.0), c[1], c[2], c[3], {}};
+  for (std::size_t i = 0; i < shapes.size(); ++i) cost.residual_ms.push_back(ms[i] - cost.predict_ms(shapes[i]));
+  return cost;
 }
 
 std::string StepCost::describe() const {

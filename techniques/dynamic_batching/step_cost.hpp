@@ -4,8 +4,10 @@
 // can run on predicted time: a larger model, another machine's measured costs, request rates this
 // machine cannot serve.
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace aiopt::dynamic_batching {
 
@@ -25,10 +27,19 @@ struct StepCost {
   double per_sequence_ms = 0.0;
   double per_kilo_key_read_ms = 0.0;
 
+  // What the fitted steps took beyond the prediction (measured − predicted, mean 0): the noise
+  // and the stalls of the machine they ran on, which a mean cannot show and a p99 is made of.
+  // Empty for given costs.
+  std::vector<double> residual_ms;
+
   double predict_ms(const StepShape& s) const;
-  // Least squares over measured steps (at least four, varied in every feature; InputError
-  // otherwise). A coefficient the data would make negative is held at 0 and the rest refitted,
-  // so that no step is predicted to take less time for doing more.
+  // Step `step`'s time on a virtual clock: the prediction plus a residual drawn with replacement
+  // (counter-based, so the same seed and step give the same time), at least 0.
+  double sample_ms(const StepShape& s, std::uint64_t seed, std::uint64_t step) const;
+  // Least squares over measured steps (at least four; InputError otherwise). A feature that does
+  // not vary apart from the others (every step of one sequence) and a coefficient the data would
+  // make negative are held at 0 and the rest refitted, so that no step is predicted to take less
+  // time for doing more.
   static StepCost fit(std::span<const StepShape> shapes, std::span<const double> ms);
   std::string describe() const;
 };
