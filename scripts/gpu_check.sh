@@ -110,6 +110,10 @@ step lora "$bin/aiopt" bench --technique lora --device cuda --progress never --v
 step speculative_decoding "$bin/aiopt" bench --technique speculative_decoding --device cuda --progress never \
   --variant speculative,speculative_greedy,prompt_lookup --set gamma=1,2,4,8 \
   -o "$out/speculative_decoding.json" -o "$out/speculative_decoding.md"
+# dynamic batching on small: the four policies at 16 and 64 requests/s on CUDA's step costs, whose
+# fitted cost_ coefficients are what a virtual run on this CPU takes to answer "on that GPU".
+step dynamic_batching "$bin/aiopt" bench --technique dynamic_batching --device cuda --progress never \
+  --set rate=16,64 --min-samples 1 --warmup 0 -o "$out/dynamic_batching.json" -o "$out/dynamic_batching.md"
 step generate "$bin/aiopt" generate --device cuda --preset small --tokens 64 --prompt-tokens 1,2,3,4
 # Training on the GPU: the CUDA backward, optimizer and trainer end to end (loss must fall as on
 # the CPU).

@@ -194,6 +194,8 @@ TRADEOFFS = {
     "knowledge_distillation": (SPEEDUP, ("student_val_loss", "lower")),
     # the draft's weights and cache are what it pays for the speed
     "speculative_decoding": (MEMORY, SPEEDUP),
+    # serving: throughput bought with waiting (a batch's queue) at the tail
+    "dynamic_batching": (("ttft_p99_ms", "lower"), ("output_tokens_per_s", "higher")),
 }
 # quantization's error at level=model is the perplexity it costs.
 MODEL_LEVEL_ERROR = ("perplexity_increase", "lower")
@@ -207,6 +209,8 @@ LABELS = {
     "steps_to_target": "steps to the target loss",
     "final_val_loss": "final validation loss (nats)",
     "student_val_loss": "student's validation loss (nats)",
+    "ttft_p99_ms": "p99 time to first token (ms)",
+    "output_tokens_per_s": "output tokens/s served",
 }
 
 

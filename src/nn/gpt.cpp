@@ -1,10 +1,9 @@
 #include "nn/gpt.hpp"
 
-#include <algorithm>
 #include <cmath>
-#include <vector>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "kernels/attention_shape.hpp"

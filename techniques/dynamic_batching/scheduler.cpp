@@ -193,6 +193,7 @@ class Server {
     Live& l = live_[r];
     RequestRecord& rec = log_.requests[r];
     rec.tokens.push_back(token);
+    rec.token_s.push_back(t);
     l.tokens.push_back(token);
     if (++l.generated == 1) rec.first_token_s = t;
     rec.last_token_s = t;

@@ -61,6 +61,7 @@ struct RequestRecord {
   std::size_t prompt_len = 0, output_len = 0;
   std::size_t preemptions = 0;
   std::vector<std::int32_t> tokens;  // the output tokens
+  std::vector<double> token_s;       // when each was produced
 };
 
 struct StepRecord {

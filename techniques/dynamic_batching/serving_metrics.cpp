@@ -22,12 +22,21 @@ ServingSummary summarize(const ServeLog& log, std::size_t max_batch, const Slo& 
   if (log.requests.empty()) throw std::invalid_argument("summarize: no requests");
   ServingSummary s;
   std::vector<double> ttft, tpot, e2e;
-  double first = log.requests.front().arrival_s, last = 0.0;
-  std::size_t tokens = 0, good = 0;
+  double first = log.requests.front().arrival_s, last_arrival = first, last_done = 0.0;
   for (const RequestRecord& r : log.requests) {
     first = std::min(first, r.arrival_s);
-    last = std::max(last, r.done_s);
-    tokens += r.output_len;
+    last_arrival = std::max(last_arrival, r.arrival_s);
+    last_done = std::max(last_done, r.done_s);
+  }
+  s.span_s = last_done - first;
+  const bool windowed = last_arrival > first;
+  s.window_s = windowed ? last_arrival - first : s.span_s;
+  const double end = windowed ? last_arrival : last_done;
+  auto inside = [&](double t) { return t >= first && t <= end; };
+  std::size_t tokens = 0, done = 0, good = 0, good_done = 0;
+  for (const RequestRecord& r : log.requests) {
+    for (const double t : r.token_s) tokens += inside(t);
+    done += inside(r.done_s);
     const double t = (r.first_token_s - r.arrival_s) * 1e3;
     ttft.push_back(t);
     e2e.push_back((r.done_s - r.arrival_s) * 1e3);
@@ -36,15 +45,15 @@ ServingSummary summarize(const ServeLog& log, std::size_t max_batch, const Slo& 
       per_token = (r.last_token_s - r.first_token_s) * 1e3 / static_cast<double>(r.output_len - 1);
       tpot.push_back(per_token);
     }
-    good += t <= slo.ttft_ms && per_token <= slo.tpot_ms;
+    const bool met = t <= slo.ttft_ms && per_token <= slo.tpot_ms;
+    good += met;
+    good_done += met && inside(r.done_s);
   }
-  s.span_s = last - first;
-  const double span = s.span_s > 0.0 ? s.span_s : 1e-9;
-  const auto n = static_cast<double>(log.requests.size());
-  s.output_tokens_per_s = static_cast<double>(tokens) / span;
-  s.requests_per_s = n / span;
-  s.goodput_requests_per_s = static_cast<double>(good) / span;
-  s.slo_attainment = static_cast<double>(good) / n;
+  const double window = s.window_s > 0.0 ? s.window_s : 1e-9;
+  s.output_tokens_per_s = static_cast<double>(tokens) / window;
+  s.requests_per_s = static_cast<double>(done) / window;
+  s.goodput_requests_per_s = static_cast<double>(good_done) / window;
+  s.slo_attainment = static_cast<double>(good) / static_cast<double>(log.requests.size());
   s.ttft_ms = percentiles(std::move(ttft));
   s.tpot_ms = percentiles(std::move(tpot));
   s.e2e_ms = percentiles(std::move(e2e));
@@ -53,10 +62,11 @@ ServingSummary summarize(const ServeLog& log, std::size_t max_batch, const Slo& 
   for (const StepRecord& st : log.steps) {
     seqs += static_cast<double>(st.shape.sequences);
     rows += static_cast<double>(st.shape.tokens);
-    if (st.cached_sequences > 0) ++cached_steps;
-    if (st.cached_sequences > 0)
+    if (st.cached_sequences > 0) {
+      ++cached_steps;
       waste += static_cast<double>(st.reserved_positions - st.written_positions) /
                static_cast<double>(st.cached_sequences);
+    }
     reserved += static_cast<double>(st.reserved_positions);
     written += static_cast<double>(st.written_positions);
   }

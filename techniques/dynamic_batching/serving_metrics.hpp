@@ -5,6 +5,11 @@
 //   TPOT  time per output token after the first: (last token − first token) / (output − 1);
 //         requests of one output token have none
 //   E2E   end to end: response released − arrival
+// Rates are taken over the arrival window, from the first arrival to the last: output tokens
+// produced in it and requests completed in it, over its length. A server that keeps up with λ
+// shows λ there; one that does not shows what it serves. (Over the whole span a finite stream's
+// last responses, which come after the last arrival, would pull every rate below λ.) A stream
+// whose requests all arrive at once is taken over its whole span.
 #include <cstddef>
 
 #include "techniques/dynamic_batching/scheduler.hpp"
@@ -22,9 +27,10 @@ struct Slo {
 };
 
 struct ServingSummary {
-  double span_s = 0.0;  // first arrival to last response
+  double span_s = 0.0;    // first arrival to last response
+  double window_s = 0.0;  // first arrival to last arrival (the span when they coincide)
   double output_tokens_per_s = 0.0, requests_per_s = 0.0;
-  double goodput_requests_per_s = 0.0;  // requests meeting the SLO per second of the span
+  double goodput_requests_per_s = 0.0;  // requests meeting the SLO completed per second of the window
   double slo_attainment = 0.0;          // their fraction
   Percentiles ttft_ms, tpot_ms, e2e_ms;
   double mean_step_sequences = 0.0, mean_step_tokens = 0.0;
