@@ -741,16 +741,16 @@ def saturation(points):
 
 
 def dynamic_batching_latency(figs, technique, results):
-    """A line per variant (and group of its other parameters), its points in order of the offered
-    rate λ: p99 time to first token (log) against the achieved output tokens/s on the left; the
-    achieved requests/s against λ on the right, beside y = x (dashed). Each line's saturation
-    point, the largest λ it serves at 90% or more, is starred on both panels and named in the
-    legend."""
+    """A line per variant (and group of its other parameters but the stream's length), its points
+    in order of the offered rate λ: p99 time to first token (log) against the achieved output
+    tokens/s on the left; the achieved requests/s against λ on the right, beside y = x (dashed).
+    Each line's saturation point, the largest λ it serves at 90% or more, is starred on both
+    panels and named in the legend."""
     lines = collections.OrderedDict()
     for r in results:
         if "rate" not in r["params"] or metric(r, "requests_per_s") is None:
             continue
-        lines.setdefault((r["variant"],) + case_key(r, ("rate",)), []).append(r)
+        lines.setdefault((r["variant"],) + case_key(r, ("rate", "requests")), []).append(r)
     one_rate = [key for key, rs in lines.items() if len({r["params"]["rate"] for r in rs}) < 2]
     for key in one_rate:
         del lines[key]

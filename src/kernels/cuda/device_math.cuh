@@ -325,6 +325,18 @@ inline int checked_width(std::size_t n, const char* who) {
   return static_cast<int>(n);
 }
 
+// out[j] = a[j] + b[j] for j < n (a multiple of V), the block's threads V values apart: a
+// token's embedding plus its position's, one row per block.
+template <int V>
+__device__ __forceinline__ void add_row(const float* a, const float* b, float* out, int n) {
+  for (int j = static_cast<int>(threadIdx.x) * V; j < n; j += static_cast<int>(blockDim.x) * V) {
+    Pack<V> x = load<V>(a + j);
+    const Pack<V> y = load<V>(b + j);
+    for (int k = 0; k < V; ++k) x.v[k] += y.v[k];
+    store<V>(out + j, x);
+  }
+}
+
 // The launchers take the stream as void* so that plain C++ callers need no CUDA headers.
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 

@@ -22,15 +22,7 @@ __global__ void embedding_kernel(const std::int32_t* tokens, const float* wte, c
   const std::int32_t token = tokens[row];
   // The host validates tokens; clamping keeps a bad one from reading outside wte.
   const std::size_t id = token < 0 || static_cast<std::size_t>(token) >= vocab ? vocab - 1 : static_cast<std::size_t>(token);
-  const float* e = wte + id * channels;
-  const float* p = wpe + (pos0 + t) * channels;
-  float* out = y + row * channels;
-  for (int j = static_cast<int>(threadIdx.x) * V; j < channels; j += static_cast<int>(blockDim.x) * V) {
-    Pack<V> a = load<V>(e + j);
-    const Pack<V> b = load<V>(p + j);
-    for (int k = 0; k < V; ++k) a.v[k] += b.v[k];
-    store<V>(out + j, a);
-  }
+  add_row<V>(wte + id * channels, wpe + (pos0 + t) * channels, y + row * channels, channels);
 }
 
 // ---- embedding backward

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/warp_softmax_merge.cuh"
 #include "kernels/cuda/kv_int8.hpp"
 
 namespace aiopt::kernels::cuda {
@@ -145,24 +146,7 @@ __global__ void attention_int8_kv_kernel(const float* q, const std::int8_t* k8, 
     max = max_new;
   }
 
-  // Merge the warps: out = Σ_w e^(m_w − m)·acc_w / Σ_w e^(m_w − m)·l_w with m = max_w m_w. A warp
-  // that had no tile holds (−inf, 0, 0) and weighs e^(−inf) = 0.
-  if (lane == 0) {
-    warp_max[warp] = max;
-    warp_sum[warp] = sum;
-  }
-  for (int e = 0; e < DPL; ++e) warp_acc[warp * slice + lane + warp_size * e] = acc[e];
-  __syncthreads();
-  float m = -INFINITY;
-  for (int w = 0; w < attention_warps; ++w) m = fmaxf(m, warp_max[w]);
-  float l = 0.0f;
-  for (int w = 0; w < attention_warps; ++w) l += warp_sum[w] * expf(warp_max[w] - m);
-  const float inv = 1.0f / l;
-  for (int dl = static_cast<int>(threadIdx.x); dl < slice && d0 + dl < D; dl += static_cast<int>(blockDim.x)) {
-    float o = 0.0f;
-    for (int w = 0; w < attention_warps; ++w) o += warp_acc[w * slice + dl] * expf(warp_max[w] - m);
-    out[row * D + d0 + dl] = o * inv;
-  }
+  merge_warp_softmax<attention_warps, DPL>(max, sum, acc, d0, D, warp_acc, warp_max, warp_sum, out + row * D);
 }
 
 template <int DPL>

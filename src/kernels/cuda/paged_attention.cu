@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kernels/cuda/device_math.cuh"
+#include "kernels/cuda/warp_softmax_merge.cuh"
 
 namespace aiopt::kernels::cuda {
 
@@ -64,15 +65,7 @@ __global__ void embedding_at_kernel(const std::int32_t* tokens, const std::int32
   const std::size_t id = token < 0 || static_cast<std::size_t>(token) >= vocab ? vocab - 1 : static_cast<std::size_t>(token);
   const std::size_t at =
       position < 0 || static_cast<std::size_t>(position) >= context ? context - 1 : static_cast<std::size_t>(position);
-  const float* e = wte + id * channels;
-  const float* p = wpe + at * channels;
-  float* out = y + row * channels;
-  for (int j = static_cast<int>(threadIdx.x) * V; j < channels; j += static_cast<int>(blockDim.x) * V) {
-    Pack<V> a = load<V>(e + j);
-    const Pack<V> b = load<V>(p + j);
-    for (int k = 0; k < V; ++k) a.v[k] += b.v[k];
-    store<V>(out + j, a);
-  }
+  add_row<V>(wte + id * channels, wpe + at * channels, y + row * channels, channels);
 }
 
 // One thread per V elements of qkv (rows, 3, heads, head_dim): the q part to q, the k and v parts
@@ -184,25 +177,8 @@ paged_attention_kernel(const float* q, const float* k_pool, const float* v_pool,
     max = max_new;
   }
 
-  // Merge the warps: out = Σ_w e^(m_w − m)·acc_w / Σ_w e^(m_w − m)·l_w with m = max_w m_w. A warp
-  // that had no tile holds (−inf, 0, 0) and weighs e^(−inf) = 0.
-  if (lane == 0) {
-    warp_max[warp] = max;
-    warp_sum[warp] = sum;
-  }
-  for (int e = 0; e < DPL; ++e) warp_acc[warp * slice + lane + warp_size * e] = acc[e];
-  __syncthreads();
-  float m = -INFINITY;
-  for (int w = 0; w < attention_warps; ++w) m = fmaxf(m, warp_max[w]);
-  float l = 0.0f;
-  for (int w = 0; w < attention_warps; ++w) l += warp_sum[w] * expf(warp_max[w] - m);
-  const float inv = 1.0f / l;
-  float* o_row = out + (row * b.heads + h) * D;
-  for (int dl = static_cast<int>(threadIdx.x); dl < slice && d0 + dl < D; dl += static_cast<int>(blockDim.x)) {
-    float o = 0.0f;
-    for (int w = 0; w < attention_warps; ++w) o += warp_acc[w * slice + dl] * expf(warp_max[w] - m);
-    o_row[d0 + dl] = o * inv;
-  }
+  merge_warp_softmax<attention_warps, DPL>(max, sum, acc, d0, D, warp_acc, warp_max, warp_sum,
+                                           out + (row * b.heads + h) * D);
 }
 
 template <int DPL>
