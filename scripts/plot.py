@@ -734,21 +734,23 @@ def speculative_gamma(figs, technique, results):
 
 
 def saturation(points):
-    """The largest offered rate whose achieved rate keeps up with it (requests_per_s >= 0.9 ×
-    rate), from (rate, requests_per_s) pairs; None when none does."""
-    kept = [rate for rate, achieved in points if achieved is not None and achieved >= 0.9 * rate]
+    """The largest offered rate that is kept up with (served >= 0.9 × rate), from (rate, served)
+    pairs; None when none is."""
+    kept = [rate for rate, served in points if served is not None and served >= 0.9 * rate]
     return max(kept) if kept else None
 
 
 def dynamic_batching_latency(figs, technique, results):
     """A line per variant (and group of its other parameters but the stream's length), its points
     in order of the offered rate λ: p99 time to first token (log) against the achieved output
-    tokens/s on the left; the achieved requests/s against λ on the right, beside y = x (dashed).
-    Each line's saturation point, the largest λ it serves at 90% or more, is starred on both
-    panels and named in the legend."""
+    tokens/s on the left; the requests/s served against λ on the right, beside y = x (dashed).
+    Served is the output tokens/s over the tokens per request the line shows at its lowest λ: the
+    tokens flow steadily where completions come in lumps (a static batch's all at once). Each
+    line's saturation point, the largest λ it serves at 90% or more, is starred on both panels and
+    named in the legend."""
     lines = collections.OrderedDict()
     for r in results:
-        if "rate" not in r["params"] or metric(r, "requests_per_s") is None:
+        if "rate" not in r["params"] or not metric(r, "output_tokens_per_s"):
             continue
         lines.setdefault((r["variant"],) + case_key(r, ("rate", "requests")), []).append(r)
     one_rate = [key for key, rs in lines.items() if len({r["params"]["rate"] for r in rs}) < 2]
@@ -776,7 +778,8 @@ def dynamic_batching_latency(figs, technique, results):
         params = dict(rs[0]["params"], device=device)
         name = variant + "".join(f" {k}={params[k]}" for k in varying if k in params)
         rates = [r["params"]["rate"] for r in rs]
-        achieved = [metric(r, "requests_per_s") for r in rs]
+        per_request = metric(rs[0], "output_tokens_per_s") / rates[0]
+        achieved = [metric(r, "output_tokens_per_s") / per_request for r in rs]
         rates_all.update(rates)
         left = [(metric(r, "output_tokens_per_s"), metric(r, "ttft_p99_ms"), r["params"]["rate"]) for r in rs]
         left = [p for p in left if p[0] is not None and p[1] is not None and p[1] > 0]
@@ -810,7 +813,7 @@ def dynamic_batching_latency(figs, technique, results):
     ax_l.set_xlabel("achieved output tokens/s")
     ax_l.set_ylabel("time to first token, p99 (ms)")
     ax_r.set_xlabel("offered rate λ (requests/s)")
-    ax_r.set_ylabel("achieved requests/s")
+    ax_r.set_ylabel("requests/s served (tokens/s ÷ tokens per request)")
     for ax in (ax_l, ax_r):
         ax.grid(alpha=0.3, which="both")
     ax_r.legend(fontsize=7, loc="upper left")
