@@ -462,7 +462,8 @@ TEST_CASE("every variant's quick run passes its checks and reports its serving f
   CHECK(sequential_blocks_bytes > 0.0);
 }
 
-TEST_CASE("the virtual clock agrees with the real one on throughput and medians within 10 percent", "[dynamic_batching]") {
+// [serial] (tests/CMakeLists.txt): a real serving run beside other tests would time them too.
+TEST_CASE("the virtual clock agrees with the real one on throughput and medians within 10 percent", "[dynamic_batching][serial]") {
   test::TestModelCache cache;
   // Continuous batching of 1000 requests with long prompts, bursty arrivals at about half of what
   // it serves with the tiny model here: latencies are queues behind bursts, tens of milliseconds,
