@@ -175,15 +175,15 @@ Metric plain(std::string name, double value, std::string unit, Better better, bo
   return {std::move(name), value, std::move(unit), better, compared};
 }
 
-void add_summary(std::vector<Metric>& out, const db::ServingSummary& s, const std::string& prefix = "") {
-  out.push_back(time_metric(prefix + "output_tokens_per_s", s.output_tokens_per_s, "tok/s", Better::higher));
-  out.push_back(time_metric(prefix + "requests_per_s", s.requests_per_s, "req/s", Better::higher));
-  out.push_back(time_metric(prefix + "goodput_requests_per_s", s.goodput_requests_per_s, "req/s", Better::higher));
-  out.push_back(time_metric(prefix + "slo_attainment", s.slo_attainment, "", Better::higher));
+void add_summary(std::vector<Metric>& out, const db::ServingSummary& s) {
+  out.push_back(time_metric("output_tokens_per_s", s.output_tokens_per_s, "tok/s", Better::higher));
+  out.push_back(time_metric("requests_per_s", s.requests_per_s, "req/s", Better::higher));
+  out.push_back(time_metric("goodput_requests_per_s", s.goodput_requests_per_s, "req/s", Better::higher));
+  out.push_back(time_metric("slo_attainment", s.slo_attainment, "", Better::higher));
   for (const auto& [name, p] : {std::pair{"ttft", s.ttft_ms}, std::pair{"tpot", s.tpot_ms}, std::pair{"e2e", s.e2e_ms}}) {
-    out.push_back(time_metric(prefix + name + "_p50_ms", p.p50, "ms", Better::lower));
-    out.push_back(time_metric(prefix + name + "_p90_ms", p.p90, "ms", Better::lower));
-    out.push_back(time_metric(prefix + name + "_p99_ms", p.p99, "ms", Better::lower));
+    out.push_back(time_metric(std::string(name) + "_p50_ms", p.p50, "ms", Better::lower));
+    out.push_back(time_metric(std::string(name) + "_p90_ms", p.p90, "ms", Better::lower));
+    out.push_back(time_metric(std::string(name) + "_p99_ms", p.p99, "ms", Better::lower));
   }
 }
 
