@@ -33,9 +33,10 @@ struct CsrMatrix {
 CsrMatrix csr_from_dense(const float* w, std::size_t rows, std::size_t cols);
 
 // y (m, rows) = x (m, cols) · Wᵀ, no bias (a pruned layer adds its dense bias itself). m = 1 is
-// a decode step's GEMV, m > 1 a prefill GEMM. Each output is the fp32 sum of its row's
-// nonzeros in col_idx order, so it is within nnz_r·u·Σ|w·x| of exact (u = 2^-24) and the same
-// for any thread count. The outputs are split over the OpenMP threads by rows of W; nothing is
+// a decode step's GEMV, m > 1 a prefill GEMM. Each output is an fp32 sum of its row's
+// nonzeros as a few interleaved partial sums, in an order fixed by the row and by whether the
+// input is one of a block of four (csr.cpp), so it is within nnz_r·u·Σ|w·x| of exact
+// (u = 2^-24) and the same for any thread count. The outputs are split over the OpenMP threads by rows of W; nothing is
 // allocated.
 void csr_linear(const CsrMatrix& w, const float* x, float* y, std::size_t m);
 

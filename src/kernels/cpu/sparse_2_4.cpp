@@ -80,24 +80,63 @@ void decompress_2_4(const Sparse24Matrix& w, float* dense) {
     }
 }
 
+namespace {
+
+// One output: the 2·groups stored products, as 8 partial sums (the two values of groups g mod 4)
+// added in a fixed tree, so the adds of a single fp32 sum do not serialize the row.
+float row_dot(const float* v, const std::uint8_t* idx, std::size_t groups, const float* x) {
+  float acc[8] = {};
+  std::size_t g = 0;
+  for (; g + 4 <= groups; g += 4)
+    for (std::size_t t = 0; t < 4; ++t) {
+      const int b = idx[g + t];
+      const float* xg = x + 4 * (g + t);
+      acc[2 * t] += v[2 * (g + t)] * xg[b & 3];
+      acc[2 * t + 1] += v[2 * (g + t) + 1] * xg[(b >> 2) & 3];
+    }
+  for (std::size_t t = 0; g < groups; ++g, ++t) {
+    const int b = idx[g];
+    acc[2 * t] += v[2 * g] * x[4 * g + (b & 3)];
+    acc[2 * t + 1] += v[2 * g + 1] * x[4 * g + ((b >> 2) & 3)];
+  }
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+// Four outputs of one row for inputs x0..x3 (rows of x, cols apart): each index byte and value
+// loaded once for the four; each input keeps 2 partial sums (the group's first and second kept
+// value), 8 chains in all.
+void row_dot4(const float* v, const std::uint8_t* idx, std::size_t groups, const float* x0,
+              std::size_t cols, float* out) {
+  float acc[4][2] = {};
+  for (std::size_t g = 0; g < groups; ++g) {
+    const int b = idx[g];
+    const std::size_t c0 = 4 * g + (b & 3), c1 = 4 * g + ((b >> 2) & 3);
+    const float v0 = v[2 * g], v1 = v[2 * g + 1];
+    for (std::size_t i = 0; i < 4; ++i) {
+      acc[i][0] += v0 * x0[i * cols + c0];
+      acc[i][1] += v1 * x0[i * cols + c1];
+    }
+  }
+  for (int i = 0; i < 4; ++i) out[i] = acc[i][0] + acc[i][1];
+}
+
+}  // namespace
+
 void sparse_2_4_linear(const Sparse24Matrix& w, const float* x, float* y, std::size_t m) {
   const std::size_t rows = w.rows, cols = w.cols, groups = cols / 4;
   // As csr_linear: rows of W outermost, so a row's values and indices (cols/2·4 + cols/4 bytes)
-  // stay in L1 while the m inputs are multiplied against them.
+  // stay in L1 while the m inputs, four at a time, are multiplied against them.
 #pragma omp parallel for schedule(static)
   for (std::size_t r = 0; r < rows; ++r) {
     const float* v = w.values.data() + r * groups * 2;
     const std::uint8_t* idx = w.indices.data() + r * groups;
-    for (std::size_t i = 0; i < m; ++i) {
-      const float* xg = x + i * cols;
-      float sum = 0.0f;
-      for (std::size_t g = 0; g < groups; ++g, xg += 4) {
-        const int b = idx[g];
-        sum += v[2 * g] * xg[b & 3];
-        sum += v[2 * g + 1] * xg[(b >> 2) & 3];
-      }
-      y[i * rows + r] = sum;
+    std::size_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+      float out[4];
+      row_dot4(v, idx, groups, x + i * cols, cols, out);
+      for (std::size_t t = 0; t < 4; ++t) y[(i + t) * rows + r] = out[t];
     }
+    for (; i < m; ++i) y[i * rows + r] = row_dot(v, idx, groups, x + i * cols);
   }
 }
 

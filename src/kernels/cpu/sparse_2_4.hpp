@@ -38,9 +38,9 @@ Sparse24Matrix compress_2_4(const float* masked, std::size_t rows, std::size_t c
 // dense (rows, cols) = the masked weights that w was compressed from (the zeros included).
 void decompress_2_4(const Sparse24Matrix& w, float* dense);
 
-// y (m, rows) = x (m, cols) · Wᵀ, no bias. Each output is the fp32 sum of its row's cols / 2
-// stored products in group order, so it is within (cols / 2)·u·Σ|w·x| of exact (u = 2^-24),
-// the same for any thread count. Outputs are split over the OpenMP threads by rows of W;
+// y (m, rows) = x (m, cols) · Wᵀ, no bias. Each output is an fp32 sum of its row's cols / 2
+// stored products as a few interleaved partial sums in a fixed order (sparse_2_4.cpp), so it is
+// within (cols / 2)·u·Σ|w·x| of exact (u = 2^-24), the same for any thread count. Outputs are split over the OpenMP threads by rows of W;
 // nothing is allocated.
 void sparse_2_4_linear(const Sparse24Matrix& w, const float* x, float* y, std::size_t m);
 
