@@ -175,6 +175,9 @@ TEST_CASE("prune_2_4 breaks ties toward the lower index", "[sparse]") {
                                        3.0f, 3.0f,  0.0f, 0.0f,   0.0f, 0.2f, -0.2f, 0.0f};
   REQUIRE(masked == expected);
   REQUIRE_THROWS_AS(prune_2_4(w.data(), masked.data(), 1, 6), std::invalid_argument);
+  std::vector<float> with_nan = w;
+  with_nan[8 + 5] = NAN;
+  REQUIRE_THROWS_WITH(prune_2_4(with_nan.data(), masked.data(), 2, 8), Catch::Contains("row 1 column 5"));
 }
 
 TEST_CASE("compress_2_4 and decompress_2_4 round trip", "[sparse]") {

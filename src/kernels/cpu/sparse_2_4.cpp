@@ -24,7 +24,13 @@ void prune_2_4(const float* w, float* masked, std::size_t rows, std::size_t cols
     // Rank each entry by how many of the other three beat it (larger |w|, or equal |w| at a
     // lower index); the two with rank 0 and 1 are kept.
     float a[4];
-    for (int i = 0; i < 4; ++i) a[i] = std::fabs(w[g + i]);
+    for (int i = 0; i < 4; ++i) {
+      // A NaN compares false both ways and would be kept beside the two largest.
+      if (std::isnan(w[g + i]))
+        throw std::invalid_argument("prune_2_4: w is NaN at row " + std::to_string((g + i) / cols) +
+                                    " column " + std::to_string((g + i) % cols));
+      a[i] = std::fabs(w[g + i]);
+    }
     bool keep[4];
     for (int i = 0; i < 4; ++i) {
       int beaten_by = 0;

@@ -19,7 +19,7 @@ namespace aiopt::kernels::cpu {
 
 // masked (rows, cols) = w with, in each group of 4 of a row, the 2 largest |w| kept and the
 // other 2 set to 0 (ties: the lower index is kept). masked may alias w. std::invalid_argument
-// when cols % 4 != 0.
+// when cols % 4 != 0 or, naming its row and column, when an entry is NaN.
 void prune_2_4(const float* w, float* masked, std::size_t rows, std::size_t cols);
 
 struct Sparse24Matrix {
