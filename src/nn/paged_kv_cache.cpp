@@ -23,10 +23,4 @@ PagedKvCache::PagedKvCache(const GptConfig& config, std::size_t blocks, std::siz
   }
 }
 
-std::size_t PagedKvCache::bytes() const {
-  std::size_t total = 0;
-  for (const auto& layer : layers_) total += layer.k.bytes() + layer.v.bytes();
-  return total;
-}
-
 }  // namespace aiopt::nn

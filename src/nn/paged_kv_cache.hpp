@@ -19,9 +19,6 @@ class PagedKvCache {
 
   BlockTables& tables() { return tables_; }
   const BlockTables& tables() const { return tables_; }
-  // Bytes of the pools as allocated (every block, in use or not), and of one block.
-  std::size_t bytes() const;
-  std::size_t bytes_per_block() const { return bytes() / tables_.block_count(); }
 
   // Layer l's pools: k, v (blocks, heads, block_size, head_dim) f32.
   struct Layer {
